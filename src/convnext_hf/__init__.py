@@ -1,0 +1,43 @@
+"""ConvNeXt for Hugging Face transformers; importing the package registers it with the Auto classes."""
+
+from transformers import (
+    AutoBackbone,
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+)
+
+from .configuration_convnext import VARIANTS, ConvNextConfig
+from .image_processing_convnext import ConvNextImageProcessor
+from .modeling_convnext import (
+    ConvNextBackbone,
+    ConvNextForImageClassification,
+    ConvNextModel,
+    ConvNextPreTrainedModel,
+)
+
+AutoConfig.register(ConvNextConfig.model_type, ConvNextConfig, exist_ok=True)
+AutoModel.register(ConvNextConfig, ConvNextModel, exist_ok=True)
+AutoModelForImageClassification.register(ConvNextConfig, ConvNextForImageClassification, exist_ok=True)
+AutoBackbone.register(ConvNextConfig, ConvNextBackbone, exist_ok=True)
+AutoImageProcessor.register(ConvNextConfig, image_processor_classes={"pil": ConvNextImageProcessor}, exist_ok=True)
+
+# save_pretrained copies the code files next to the weights, so saved folders load as remote code.
+ConvNextConfig.register_for_auto_class()
+ConvNextModel.register_for_auto_class("AutoModel")
+ConvNextForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+ConvNextBackbone.register_for_auto_class("AutoBackbone")
+ConvNextImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VARIANTS",
+    "ConvNextBackbone",
+    "ConvNextConfig",
+    "ConvNextForImageClassification",
+    "ConvNextImageProcessor",
+    "ConvNextModel",
+    "ConvNextPreTrainedModel",
+]

@@ -1,0 +1,163 @@
+"""Configuration of ConvNeXt ("A ConvNet for the 2020s", Liu et al., CVPR 2022)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedConfig
+from transformers.backbone_utils import BackboneConfigMixin
+
+# (hidden_sizes, depths) of every published hierarchical ConvNeXt. tiny..xlarge are the paper's (Table 1 and
+# §3.1); atto..nano and huge come from later work (timm, ConvNeXt V2) and share the same macro design.
+HIERARCHICAL_VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "atto": ((40, 80, 160, 320), (2, 2, 6, 2)),
+    "femto": ((48, 96, 192, 384), (2, 2, 6, 2)),
+    "pico": ((64, 128, 256, 512), (2, 2, 6, 2)),
+    "nano": ((80, 160, 320, 640), (2, 2, 8, 2)),
+    "tiny": ((96, 192, 384, 768), (3, 3, 9, 3)),
+    "small": ((96, 192, 384, 768), (3, 3, 27, 3)),
+    "base": ((128, 256, 512, 1024), (3, 3, 27, 3)),
+    "large": ((192, 384, 768, 1536), (3, 3, 27, 3)),
+    "xlarge": ((256, 512, 1024, 2048), (3, 3, 27, 3)),
+    "huge": ((352, 704, 1408, 2816), (3, 3, 27, 3)),
+}
+
+# Isotropic ConvNeXt (§3.3): one stage at 1/16 resolution, as in ViT-S/B/L; (width, depth).
+ISOTROPIC_VARIANTS: dict[str, tuple[int, int]] = {
+    "isotropic-small": (384, 18),
+    "isotropic-base": (768, 18),
+    "isotropic-large": (1024, 36),
+}
+
+VARIANTS = (*HIERARCHICAL_VARIANTS, *ISOTROPIC_VARIANTS)
+
+# Keys of transformers' built-in ConvNext config that this configuration derives instead of storing.
+BUILTIN_ONLY_KEYS = ("model_type", "num_stages", "auto_map", "architectures", "transformers_version")
+
+# Written into every saved config.json so that a folder saved from any of the models loads through every Auto class
+# with `trust_remote_code=True`, where this package is not installed.
+AUTO_MAP = {
+    "AutoConfig": "configuration_convnext.ConvNextConfig",
+    "AutoModel": "modeling_convnext.ConvNextModel",
+    "AutoModelForImageClassification": "modeling_convnext.ConvNextForImageClassification",
+    "AutoBackbone": "modeling_convnext.ConvNextBackbone",
+}
+
+
+class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
+    r"""
+    Configuration of a ConvNeXt model, hierarchical (four stages, 4×4 patchify stem, 2×2 downsampling layers) or
+    isotropic (§3.3: a single stage behind a 16×16 patchify stem with no normalization and no layer scale).
+
+    Args:
+        num_channels: Channels of the input images.
+        patch_size: Kernel size and stride of the patchify stem (4 hierarchical, 16 isotropic).
+        hidden_sizes: Width of each stage.
+        depths: Number of ConvNeXt blocks in each stage.
+        isotropic: Build the isotropic variant: exactly one stage, no LayerNorm after the stem.
+        hidden_act: Activation of the inverted bottleneck (the paper uses GELU).
+        initializer_range: Standard deviation of the truncated normal used for conv and linear weights.
+        layer_norm_eps: Epsilon of every LayerNorm; the official code uses 1e-6 everywhere.
+        layer_scale_init_value: Initial layer-scale value; 0 disables layer scale.
+        head_init_scale: Factor applied to the initial classifier weights (used when fine-tuning at 384).
+        drop_path_rate: Stochastic depth rate of the last block; earlier blocks follow the linear rule.
+        image_size: Resolution the model was trained at (informational; any size divisible by the total stride runs).
+        out_features / out_indices: Stages the backbone returns (`"stem"`, `"stage1"`, ...), transformers' backbone
+            conventions.
+    """
+
+    model_type = "convnext_hf"
+    attribute_map = {"num_hidden_layers": "num_stages"}
+
+    num_channels: int = 3
+    patch_size: int = 4
+    hidden_sizes: list[int] | tuple[int, ...] = (96, 192, 384, 768)
+    depths: list[int] | tuple[int, ...] = (3, 3, 9, 3)
+    isotropic: bool = False
+    hidden_act: str = "gelu"
+    initializer_range: float | int = 0.02
+    layer_norm_eps: float | int = 1e-6
+    layer_scale_init_value: float | int = 1e-6
+    head_init_scale: float | int = 1.0
+    drop_path_rate: float | int = 0.0
+    image_size: int = 224
+    _out_features: list[str] | None = None
+    _out_indices: list[int] | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        self.hidden_sizes = list(self.hidden_sizes)
+        self.depths = list(self.depths)
+        self._validate()
+        self.stage_names = ["stem"] + [f"stage{idx}" for idx in range(1, self.num_stages + 1)]
+        self.set_output_features_output_indices(
+            out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
+        )
+        super().__post_init__(**kwargs)
+        self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+
+    @property
+    def num_stages(self) -> int:
+        """Number of stages (4 for the hierarchical models, 1 for the isotropic ones)."""
+        return len(self.depths)
+
+    @property
+    def total_stride(self) -> int:
+        """Downsampling factor from the input image to the last stage."""
+        return self.patch_size * 2 ** (self.num_stages - 1)
+
+    def _validate(self) -> None:
+        if len(self.hidden_sizes) != len(self.depths):
+            raise ValueError(
+                f"hidden_sizes {self.hidden_sizes} and depths {self.depths} must have the same length "
+                "(one width and one depth per stage)."
+            )
+        if not self.depths:
+            raise ValueError("depths is empty: a ConvNeXt needs at least one stage.")
+        for name in ("hidden_sizes", "depths"):
+            values = getattr(self, name)
+            if any(not isinstance(v, int) or v <= 0 for v in values):
+                raise ValueError(f"{name} must hold positive integers, got {values}.")
+        for name in ("num_channels", "patch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if self.isotropic and len(self.depths) != 1:
+            raise ValueError(
+                f"An isotropic ConvNeXt has exactly one stage, got depths {self.depths}; "
+                "use e.g. hidden_sizes=[384], depths=[18]."
+            )
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
+        if self.layer_scale_init_value < 0:
+            raise ValueError(f"layer_scale_init_value must be >= 0 (0 disables it), got {self.layer_scale_init_value}.")
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> ConvNextConfig:
+        """Build from a saved dict; also reads the configs of transformers' built-in ConvNext (model_type "convnext")."""
+        if config_dict.get("model_type") == "convnext":
+            config_dict = {key: value for key, value in config_dict.items() if key not in BUILTIN_ONLY_KEYS}
+            # The built-in uses eps 1e-6 in every LayerNorm but the final one, where its converted checkpoints say
+            # 1e-12; the official weights were trained with 1e-6 there too.
+            config_dict["layer_norm_eps"] = 1e-6
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
+    def from_variant(cls, variant: str, **kwargs: Any) -> ConvNextConfig:
+        """Build the configuration of a published variant by name, e.g. `from_variant("tiny", num_labels=10)`."""
+        if variant in HIERARCHICAL_VARIANTS:
+            hidden_sizes, depths = HIERARCHICAL_VARIANTS[variant]
+            preset = {"hidden_sizes": list(hidden_sizes), "depths": list(depths)}
+        elif variant in ISOTROPIC_VARIANTS:
+            width, depth = ISOTROPIC_VARIANTS[variant]
+            preset = {
+                "hidden_sizes": [width],
+                "depths": [depth],
+                "isotropic": True,
+                "patch_size": 16,
+                "layer_scale_init_value": 0.0,
+            }
+        else:
+            raise ValueError(f"Unknown ConvNeXt variant {variant!r}; choose one of: {', '.join(VARIANTS)}.")
+        return cls(**{**preset, **kwargs})
+
+
+__all__ = ["ConvNextConfig", "HIERARCHICAL_VARIANTS", "ISOTROPIC_VARIANTS", "VARIANTS"]

@@ -1,0 +1,1 @@
+from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil as ConvNextImageProcessor

@@ -1,0 +1,315 @@
+"""ConvNeXt ("A ConvNet for the 2020s", Liu et al., CVPR 2022) as transformers models.
+
+A ConvNeXt is a patchify stem, then stages of blocks separated by downsampling layers. Each block is a 7×7 depthwise
+conv, a LayerNorm, and an inverted bottleneck (pointwise 4× expansion, GELU, pointwise projection) scaled by a learned
+per-channel layer scale and added back to the input, possibly through stochastic depth. Parameter names follow
+transformers' built-in ConvNext, so hierarchical checkpoints move between the two without renaming.
+
+This file imports nothing of its package but the configuration, so that it runs as Hub remote code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.backbone_utils import BackboneMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BackboneOutput,
+    BaseModelOutputWithPoolingAndNoAttention,
+    ImageClassifierOutputWithNoAttention,
+)
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_convnext import ConvNextConfig
+
+
+class ConvNextLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channel dimension of (N, H, W, C) tensors, or of (N, C, H, W) ones with `channels_first`."""
+
+    def __init__(self, normalized_shape: int, eps: float = 1e-6, data_format: str = "channels_last") -> None:
+        super().__init__(normalized_shape, eps=eps)
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}.")
+        self.data_format = data_format
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.data_format == "channels_last":
+            return super().forward(features)
+        return super().forward(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNextDropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch of a sample with probability `drop_prob` while training."""
+
+    def __init__(self, drop_prob: float) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.drop_prob == 0.0:
+            return features
+        keep_prob = 1.0 - self.drop_prob
+        mask = features.new_empty((features.shape[0],) + (1,) * (features.ndim - 1)).bernoulli_(keep_prob)
+        return features * mask / keep_prob
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+def check_pixel_values(pixel_values: torch.Tensor | None, config: ConvNextConfig) -> None:
+    """Refuse inputs the network cannot take, saying what is wrong and how to fix it."""
+    if pixel_values is None:
+        raise ValueError("pixel_values is required: pass a (batch, channels, height, width) float tensor.")
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(
+            f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}; "
+            "use the image processor with return_tensors='pt'."
+        )
+    if pixel_values.ndim != 4:
+        raise ValueError(
+            f"pixel_values must have 4 dimensions (batch, channels, height, width), got shape "
+            f"{tuple(pixel_values.shape)}; add a batch dimension with pixel_values.unsqueeze(0) for a single image."
+        )
+    if not pixel_values.is_floating_point():
+        raise TypeError(
+            f"pixel_values must be a floating-point tensor, got {pixel_values.dtype}; "
+            "normalize the images with the image processor (or call .float() and scale them yourself)."
+        )
+    batch, channels, height, width = pixel_values.shape
+    if batch == 0:
+        raise ValueError("pixel_values is an empty batch (batch size 0); pass at least one image.")
+    if channels != config.num_channels:
+        raise ValueError(
+            f"pixel_values has {channels} channels but the model expects {config.num_channels} "
+            f"(config.num_channels); convert the images to RGB, e.g. with the image processor."
+        )
+    if height < config.total_stride or width < config.total_stride:
+        raise ValueError(
+            f"pixel_values spatial size {height}×{width} is smaller than the model's total stride "
+            f"{config.total_stride}; resize the images to at least {config.total_stride}×{config.total_stride}."
+        )
+
+
+class ConvNextEmbeddings(nn.Module):
+    """The patchify stem: a non-overlapping `patch_size`×`patch_size` conv, then a LayerNorm (none when isotropic)."""
+
+    def __init__(self, config: ConvNextConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.patch_embeddings = nn.Conv2d(
+            config.num_channels, config.hidden_sizes[0], kernel_size=config.patch_size, stride=config.patch_size
+        )
+        self.layernorm = (
+            nn.Identity()
+            if config.isotropic
+            else ConvNextLayerNorm(config.hidden_sizes[0], eps=config.layer_norm_eps, data_format="channels_first")
+        )
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        check_pixel_values(pixel_values, self.config)
+        return self.layernorm(self.patch_embeddings(pixel_values))
+
+
+class ConvNextLayer(GradientCheckpointingLayer):
+    """The ConvNeXt block: depthwise 7×7 conv, LayerNorm, 4× inverted bottleneck with GELU, layer scale, residual."""
+
+    def __init__(self, config: ConvNextConfig, dim: int, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.layernorm = ConvNextLayerNorm(dim, eps=config.layer_norm_eps)
+        # The pointwise (1×1) convs are linear layers on channels-last features: the same maps, faster in PyTorch.
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = ACT2FN[config.hidden_act]
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.layer_scale_parameter = (
+            nn.Parameter(torch.full((dim,), float(config.layer_scale_init_value)))
+            if config.layer_scale_init_value > 0
+            else None
+        )
+        self.drop_path = ConvNextDropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        residual = features
+        features = self.dwconv(features).permute(0, 2, 3, 1)
+        features = self.pwconv2(self.act(self.pwconv1(self.layernorm(features))))
+        if self.layer_scale_parameter is not None:
+            features = self.layer_scale_parameter * features
+        return residual + self.drop_path(features.permute(0, 3, 1, 2))
+
+
+class ConvNextStage(nn.Module):
+    """A stage: a downsampling layer (LayerNorm, then a 2×2 stride-2 conv; none in the first stage), then blocks."""
+
+    def __init__(
+        self, config: ConvNextConfig, in_channels: int, out_channels: int, drop_path_rates: list[float], downsample: bool
+    ) -> None:
+        super().__init__()
+        if downsample:
+            self.downsampling_layer = nn.Sequential(
+                ConvNextLayerNorm(in_channels, eps=config.layer_norm_eps, data_format="channels_first"),
+                nn.Conv2d(in_channels, out_channels, kernel_size=2, stride=2),
+            )
+        else:
+            self.downsampling_layer = nn.Identity()
+        self.layers = nn.ModuleList(ConvNextLayer(config, out_channels, rate) for rate in drop_path_rates)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        features = self.downsampling_layer(features)
+        for layer in self.layers:
+            features = layer(features)
+        return features
+
+
+class ConvNextEncoder(nn.Module):
+    """The stages. Stochastic depth grows linearly from 0 at the first block to `drop_path_rate` at the last."""
+
+    def __init__(self, config: ConvNextConfig) -> None:
+        super().__init__()
+        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
+        widths = [config.hidden_sizes[0], *config.hidden_sizes]
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(config.depths):
+            start = sum(config.depths[:i])
+            stage = ConvNextStage(config, widths[i], widths[i + 1], rates[start : start + depth], downsample=i > 0)
+            self.stages.append(stage)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Return the stem output followed by the output of every stage."""
+        hidden_states = (features,)
+        for stage in self.stages:
+            features = stage(features)
+            hidden_states += (features,)
+        return hidden_states
+
+
+class ConvNextPreTrainedModel(PreTrainedModel):
+    """Weight initialization and loading conventions shared by the ConvNeXt models."""
+
+    config_class = ConvNextConfig
+    config: ConvNextConfig
+    base_model_prefix = "convnext"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ConvNextLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Official initialization: truncated normal (std 0.02) weights and zero biases, unit LayerNorms."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            scale = self.config.head_init_scale if module is getattr(self, "classifier", None) else 1.0
+            init.trunc_normal_(module.weight, std=std * scale)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, ConvNextLayer) and module.layer_scale_parameter is not None:
+            init.constant_(module.layer_scale_parameter, self.config.layer_scale_init_value)
+
+
+class ConvNextModel(ConvNextPreTrainedModel):
+    """The ConvNeXt trunk: stem and stages, then global average pooling and a final LayerNorm."""
+
+    def __init__(self, config: ConvNextConfig) -> None:
+        super().__init__(config)
+        self.embeddings = ConvNextEmbeddings(config)
+        self.encoder = ConvNextEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_sizes[-1], eps=config.layer_norm_eps)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self, pixel_values: torch.Tensor | None = None, output_hidden_states: bool | None = None, **kwargs
+    ) -> BaseModelOutputWithPoolingAndNoAttention:
+        """Return the last feature map, its pooled and normalized vector, and optionally every stage's output."""
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        hidden_states = self.encoder(self.embeddings(pixel_values))
+        last_hidden_state = hidden_states[-1]
+        pooled_output = self.layernorm(last_hidden_state.mean(dim=(-2, -1)))
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=last_hidden_state,
+            pooler_output=pooled_output,
+            hidden_states=hidden_states if output_hidden_states else None,
+        )
+
+
+class ConvNextForImageClassification(ConvNextPreTrainedModel):
+    """ConvNeXt with a linear classifier on the pooled features, e.g. for ImageNet."""
+
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: ConvNextConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.convnext = ConvNextModel(config)
+        self.classifier = (
+            nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutputWithNoAttention:
+        """Return class logits, and the loss when `labels` are given (cross-entropy, BCE or MSE by problem type)."""
+        outputs = self.convnext(pixel_values, output_hidden_states=output_hidden_states)
+        logits = self.classifier(outputs.pooler_output)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+        return ImageClassifierOutputWithNoAttention(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+class ConvNextBackbone(BackboneMixin, ConvNextPreTrainedModel):
+    """ConvNeXt feature pyramid for detection and segmentation heads (UperNet, Mask R-CNN, DETR...).
+
+    Like the official detection and segmentation backbones, each returned stage goes through its own LayerNorm.
+    """
+
+    has_attentions = False
+
+    def __init__(self, config: ConvNextConfig) -> None:
+        super().__init__(config)
+        self.embeddings = ConvNextEmbeddings(config)
+        self.encoder = ConvNextEncoder(config)
+        self.num_features = [config.hidden_sizes[0], *config.hidden_sizes]
+        self.hidden_states_norms = nn.ModuleDict(
+            {
+                stage: ConvNextLayerNorm(channels, eps=config.layer_norm_eps, data_format="channels_first")
+                for stage, channels in zip(self.out_features, self.channels)
+            }
+        )
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self, pixel_values: torch.Tensor | None = None, output_hidden_states: bool | None = None, **kwargs
+    ) -> BackboneOutput:
+        """Return the normalized feature maps of `config.out_features`, and optionally every stage's raw output."""
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        hidden_states = self.encoder(self.embeddings(pixel_values))
+        feature_maps = tuple(
+            self.hidden_states_norms[stage](hidden_state)
+            for stage, hidden_state in zip(self.stage_names, hidden_states)
+            if stage in self.out_features
+        )
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states if output_hidden_states else None)
+
+
+__all__ = [
+    "ConvNextPreTrainedModel",
+    "ConvNextModel",
+    "ConvNextForImageClassification",
+    "ConvNextBackbone",
+]
