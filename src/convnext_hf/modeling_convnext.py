@@ -169,7 +169,7 @@ class ConvNextEncoder(nn.Module):
 
     def __init__(self, config: ConvNextConfig) -> None:
         super().__init__()
-        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
+        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
         widths = [config.hidden_sizes[0], *config.hidden_sizes]
         self.stages = nn.ModuleList()
         for i, depth in enumerate(config.depths):

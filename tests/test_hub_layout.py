@@ -1,0 +1,131 @@
+"""A saved folder is a Hub repository: safetensors, code files and auto_map, loadable where convnext_hf is not."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from PIL import Image
+
+from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor
+
+REMOTE_CODE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["convnext_hf"] = None  # as on a machine where the package is not installed
+    import torch
+    from PIL import Image
+    from transformers import (AutoBackbone, AutoImageProcessor, AutoModel, AutoModelForImageClassification,
+                              pipeline)
+
+    try:
+        import convnext_hf
+        raise SystemExit("convnext_hf must not be importable here")
+    except ImportError:
+        pass
+    folder, image_path, out_path = sys.argv[1:]
+    image = Image.open(image_path)
+    model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
+    processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+    pixel_values = processor(image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = model(pixel_values).logits
+        pooled = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()(pixel_values).pooler_output
+        features = AutoBackbone.from_pretrained(folder, trust_remote_code=True).eval()(pixel_values).feature_maps
+    predictions = pipeline("image-classification", model=folder, trust_remote_code=True)(image, top_k=3)
+    json.dump({
+        "model_class": type(model).__module__ + "." + type(model).__name__,
+        "processor_class": type(processor).__name__,
+        "logits": logits.tolist(),
+        "pooled": pooled.tolist(),
+        "last_feature_shape": list(features[-1].shape),
+        "predictions": predictions,
+    }, open(out_path, "w"))
+    """
+)
+
+
+@pytest.fixture
+def saved_folder(tmp_path):
+    torch.manual_seed(0)
+    labels = ["cat", "dog", "fox", "owl", "yak"]
+    config = ConvNextConfig(
+        hidden_sizes=[8, 16, 24, 32],
+        depths=[1, 1, 1, 1],
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    model = ConvNextForImageClassification(config).eval()
+    processor = ConvNextImageProcessor(size={"shortest_edge": 64})
+    folder = tmp_path / "repo"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    image_path = tmp_path / "image.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(image_path)
+    return model, processor, folder, image_path
+
+
+def test_folder_layout(saved_folder):
+    _, _, folder, _ = saved_folder
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == [
+        "config.json",
+        "configuration_convnext.py",
+        "image_processing_convnext.py",
+        "model.safetensors",
+        "modeling_convnext.py",
+        "preprocessor_config.json",
+    ]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "convnext_hf"
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_convnext.ConvNextConfig",
+        "AutoModel": "modeling_convnext.ConvNextModel",
+        "AutoModelForImageClassification": "modeling_convnext.ConvNextForImageClassification",
+        "AutoBackbone": "modeling_convnext.ConvNextBackbone",
+    }
+    processor_config = json.loads((folder / "preprocessor_config.json").read_text())
+    assert processor_config["auto_map"]["AutoImageProcessor"] == "image_processing_convnext.ConvNextImageProcessor"
+
+
+def test_auto_classes_load_in_process(saved_folder):
+    model, _, folder, _ = saved_folder
+    loaded = transformers.AutoModelForImageClassification.from_pretrained(folder).eval()
+    assert type(loaded) is ConvNextForImageClassification
+    assert type(transformers.AutoImageProcessor.from_pretrained(folder)) is ConvNextImageProcessor
+    pixel_values = torch.randn(1, 3, 64, 64)
+    assert torch.equal(loaded(pixel_values).logits, model(pixel_values).logits)
+
+
+def test_remote_code_loads_where_the_package_is_not_installed(saved_folder, tmp_path):
+    model, processor, folder, image_path = saved_folder
+    out_path = tmp_path / "remote.json"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", PYTHONNOUSERSITE="1")
+    subprocess.run(
+        [sys.executable, "-c", REMOTE_CODE_SCRIPT, str(folder), str(image_path), str(out_path)],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        timeout=300,
+    )
+    remote = json.loads(out_path.read_text())
+    assert remote["model_class"].endswith("modeling_convnext.ConvNextForImageClassification")
+    assert not remote["model_class"].startswith("convnext_hf")
+    assert remote["processor_class"] == "ConvNextImageProcessor"
+
+    pixel_values = processor(Image.open(image_path), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        outputs = model(pixel_values, output_hidden_states=True)
+    assert torch.equal(torch.tensor(remote["logits"]), outputs.logits)
+    assert torch.equal(torch.tensor(remote["pooled"]), model.convnext(pixel_values).pooler_output)
+    assert remote["last_feature_shape"] == [1, 32, 2, 2]
+    probabilities = outputs.logits.softmax(-1)[0]
+    top = probabilities.topk(3)
+    assert [p["label"] for p in remote["predictions"]] == [model.config.id2label[int(i)] for i in top.indices]
+    assert [p["score"] for p in remote["predictions"]] == pytest.approx(top.values.tolist(), abs=1e-6)
