@@ -17,7 +17,7 @@ from PIL import Image
 from transformers import AutoImageProcessor
 from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
 
-from convnext_hf.image_processing_convnext import MAX_IMAGE_PIXELS, ConvNextImageProcessor
+from convnext_hf.image_processing_convnext import MAX_IMAGE_PIXELS, ConvNextImageProcessor, to_rgb_images
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -229,6 +229,20 @@ def test_high_bit_depth_images_map_to_8_bits(processor, high_bit_depth, mode):
     image = high_bit_depth(gray)
     assert getattr(image, "mode", None) == mode
     assert_identical(pixel_values(processor, image), pixel_values(processor, Image.fromarray(gray)))
+
+
+@pytest.mark.parametrize(
+    ("pixels", "expected"),
+    [
+        pytest.param(np.array([0, 128, 129, 385, 386, 65535], np.uint16), [0, 0, 1, 1, 2, 255], id="uint16"),
+        pytest.param(
+            np.array([0, 0.5, 0.5 / 255 - 1e-6, 0.5 / 255 + 1e-6, 254.6 / 255, 1]), [0, 128, 0, 1, 255, 255], id="float"
+        ),
+    ],
+)
+def test_bit_depth_conversion_rounds_to_nearest(pixels, expected):
+    (rgb,) = to_rgb_images(pixels[None])
+    np.testing.assert_array_equal(np.asarray(rgb)[0], np.repeat(np.array(expected, np.uint8)[:, None], 3, axis=1))
 
 
 def test_one_bit_and_bool_arrays_agree(processor):

@@ -33,8 +33,8 @@ from transformers.image_utils import (
 from transformers.processing_utils import ImagesKwargs, Unpack
 
 
-# From this resolution on, the official evaluation warps instead of resize-and-crop: the 384 models were
-# fine-tuned on warped images.
+# From this resolution on, the official evaluation code warps instead of resize-and-crop; the accuracies
+# reported for the 384 checkpoints are measured that way.
 WARP_RESOLUTION = 384
 
 # Largest image file we decode: Pillow's default decompression-bomb threshold, pinned here so that the guard
@@ -276,7 +276,8 @@ def to_rgb_images(images: object, input_data_format: str | ChannelDimension | No
         except (ValueError, TypeError) as err:
             if len(batch) == 1:
                 raise
-            raise type(err)(f"images[{index}]: {err}") from err
+            kind = ValueError if isinstance(err, ValueError) else TypeError
+            raise kind(f"images[{index}]: {err}") from err
     return rgb_images
 
 
@@ -345,7 +346,7 @@ class ConvNextImageProcessor(PilBackend):
         crop_pct: float | None = None,
         **kwargs,
     ) -> np.ndarray:
-        """Resize one channels-first image as ConvNeXt evaluates at size.shortest_edge (crop below 384, else warp)."""
+        """Resize one channels-first image as ConvNeXt is evaluated at S: crop below 384, warp from 384 on."""
         resolution = size.shortest_edge
         square = SizeDict(height=resolution, width=resolution)
         if resolution >= WARP_RESOLUTION:
