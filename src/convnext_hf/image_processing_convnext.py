@@ -1,1 +1,373 @@
-from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil as ConvNextImageProcessor
+"""ConvNeXt image processor: the paper's ImageNet evaluation transform, for any reasonable image input.
+
+ConvNeXt (Liu et al., "A ConvNet for the 2020s", CVPR 2022) evaluates a model at resolution S like this:
+
+* S < 384: resize the short side to int(S / crop_pct) keeping the aspect ratio (bicubic), then take the
+  central S x S crop (crop_pct = 224 / 256 = 0.875 by default);
+* S >= 384: warp the whole image to S x S (bicubic), no crop;
+
+then scale pixels to [0, 1] and normalize with the ImageNet mean and std the official weights were trained
+with. The numbers equal transformers' `ConvNextImageProcessorPil` given the same settings; this class adds
+ConvNeXt's own defaults, a uniform conversion of every input kind to RGB, and clear errors for bad input.
+
+The file imports nothing from this project: `save_pretrained` copies it next to the saved config, and
+`AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)` loads it where `convnext_hf` is absent.
+"""
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from transformers.image_processing_backends import PilBackend
+from transformers.image_processing_utils import BatchFeature
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    ChannelDimension,
+    PILImageResampling,
+    SizeDict,
+)
+from transformers.processing_utils import ImagesKwargs, Unpack
+
+
+# From this resolution on, the official evaluation code warps instead of resize-and-crop; the accuracies
+# reported for the 384 checkpoints are measured that way.
+WARP_RESOLUTION = 384
+
+# Largest image file we decode: Pillow's default decompression-bomb threshold, pinned here so that the guard
+# holds whatever a caller did to PIL.Image.MAX_IMAGE_PIXELS.
+MAX_IMAGE_PIXELS = 89_478_485
+
+# Pillow modes by how they become RGB.
+_MODES_WITH_ALPHA = {"LA", "PA", "RGBA", "RGBa"}
+_MODES_CONVERTIBLE_TO_RGB = {"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+_MODES_HIGH_BIT_DEPTH = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+
+_ACCEPTED_INPUTS = (
+    "a PIL image, a numpy array or torch tensor of shape (H, W), (H, W, C) or (C, H, W) with C in {1, 3, 4}, "
+    "a path to an image file, or a non-empty list of these"
+)
+
+
+class ConvNextImageProcessorKwargs(ImagesKwargs, total=False):
+    """Keyword arguments of `ConvNextImageProcessor`: transformers' image kwargs plus `crop_pct`."""
+
+    crop_pct: int | float
+
+
+def _check_evaluation_settings(size: SizeDict, crop_pct: float) -> None:
+    """Reject a size or crop_pct that the ConvNeXt evaluation transform cannot use."""
+    if size is None or set(dict(size)) != {"shortest_edge"}:
+        raise ValueError(
+            f"ConvNeXt resizes by the short side, so size must be {{'shortest_edge': S}}; got "
+            f"{None if size is None else dict(size)}. "
+            "Pass size={'shortest_edge': 224} (or the resolution the model was trained at)."
+        )
+    if isinstance(size.shortest_edge, bool) or not isinstance(size.shortest_edge, int) or size.shortest_edge < 1:
+        raise ValueError(f"size['shortest_edge'] must be a positive int; got {size.shortest_edge!r}.")
+    if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float)) or not 0 < crop_pct <= 1:
+        raise ValueError(
+            f"crop_pct must be a number in (0, 1] (the fraction of the resized short side kept by the center "
+            f"crop); got {crop_pct!r}. The official value is 224 / 256 = 0.875."
+        )
+
+
+def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Map pixel values to 8 bits: uint8 as is, bool to {0, 255}, uint16 by /257, floats in [0, 1] by *255."""
+    if pixels.dtype == np.bool_:
+        return pixels.astype(np.uint8) * 255
+    if pixels.dtype == np.uint8:
+        return pixels
+    if np.issubdtype(pixels.dtype, np.uint16):
+        return np.rint(pixels / 257.0).astype(np.uint8)
+    if np.issubdtype(pixels.dtype, np.integer):
+        low, high = int(pixels.min()), int(pixels.max())
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"integer pixel values must lie in [0, 255]; got values in [{low}, {high}]. "
+                "Pass 8-bit data, or dtype uint16 for 16-bit images."
+            )
+        return pixels.astype(np.uint8)
+    if np.issubdtype(pixels.dtype, np.floating):
+        if not np.isfinite(pixels).all():
+            raise ValueError("the image contains NaN or infinite values; replace them before preprocessing.")
+        low, high = float(pixels.min()), float(pixels.max())
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"float pixel values must lie in [0, 1]; got values in [{low:g}, {high:g}]. "
+                "Divide 0-255 data by 255, or pass it as uint8."
+            )
+        return np.rint(pixels.astype(np.float64) * 255).astype(np.uint8)
+    raise TypeError(
+        f"unsupported pixel dtype {pixels.dtype}; use uint8, uint16, bool, an integer type with values in "
+        "[0, 255], or a float type with values in [0, 1]."
+    )
+
+
+def _channel_axis(shape: tuple[int, ...], input_data_format: str | ChannelDimension | None) -> int:
+    """Find the channel axis of a 3-D image array, from input_data_format or from the shape."""
+    if input_data_format is not None:
+        try:
+            return 0 if ChannelDimension(input_data_format) == ChannelDimension.FIRST else 2
+        except ValueError:
+            raise ValueError(
+                f"input_data_format must be 'channels_first' or 'channels_last'; got {input_data_format!r}."
+            ) from None
+    first, last = shape[0] in (1, 3, 4), shape[2] in (1, 3, 4)
+    if first and last:
+        raise ValueError(
+            f"cannot tell which axis holds the channels in an image of shape {shape}; pass "
+            "input_data_format='channels_first' or input_data_format='channels_last'."
+        )
+    if not (first or last):
+        raise ValueError(
+            f"an image of shape {shape} has no channel axis of size 1 (grayscale), 3 (RGB) or 4 (RGBA) at "
+            "either end; convert it to one of these (for example keep the first 3 channels)."
+        )
+    return 0 if first else 2
+
+
+def _array_to_pil(pixels: np.ndarray, input_data_format: str | ChannelDimension | None) -> Image.Image:
+    """Turn an (H, W), (H, W, C) or (C, H, W) array with C in {1, 3, 4} into an L, RGB or RGBA image."""
+    if pixels.ndim == 3:
+        pixels = np.moveaxis(pixels, _channel_axis(pixels.shape, input_data_format), -1)
+        if pixels.shape[-1] not in (1, 3, 4):
+            raise ValueError(
+                f"an image needs 1 (grayscale), 3 (RGB) or 4 (RGBA) channels; got {pixels.shape[-1]} on the axis "
+                f"that input_data_format={input_data_format!r} names. Check input_data_format or convert the "
+                "channels."
+            )
+        if pixels.shape[-1] == 1:
+            pixels = pixels[..., 0]
+    elif pixels.ndim != 2:
+        raise ValueError(
+            f"an image array must have 2 dimensions (H, W) or 3 (H, W, C or C, H, W); got shape {pixels.shape}. "
+            "Pass a batch as a list of images or as one 4-D array."
+        )
+    if pixels.shape[0] == 0 or pixels.shape[1] == 0:
+        raise ValueError(f"the image is empty (height x width = {pixels.shape[0]} x {pixels.shape[1]}).")
+    return Image.fromarray(np.ascontiguousarray(_to_uint8(pixels)))
+
+
+def _tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """Copy a tensor to a CPU numpy array, widening half-precision floats numpy cannot hold."""
+    tensor = tensor.detach().cpu()
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.float()
+    return tensor.numpy()
+
+
+def _decode(image: Image.Image) -> None:
+    """Decode a lazily opened image now, so that a truncated or corrupt file fails here with a clear error."""
+    try:
+        image.load()
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"refusing to decode the image: {err}") from err
+    except (OSError, SyntaxError, EOFError) as err:
+        raise ValueError(
+            f"the image data is truncated or corrupt ({err}); re-download or re-encode the file."
+        ) from err
+
+
+def _pil_to_rgb(image: Image.Image) -> Image.Image:
+    """Convert a PIL image of any supported mode to RGB; transparency is composited onto white."""
+    _decode(image)
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"the image is empty (height x width = {image.height} x {image.width}).")
+    if image.mode in _MODES_HIGH_BIT_DEPTH:
+        pixels = np.asarray(image)
+        if image.mode == "I":
+            # 16-bit PNGs may open as 32-bit "I"; read them on the 16-bit scale like "I;16".
+            if pixels.min() < 0 or pixels.max() > 65535:
+                raise ValueError(
+                    f"mode 'I' pixels must lie in [0, 65535] (16-bit); got [{pixels.min()}, {pixels.max()}]. "
+                    "Rescale the image to 8 or 16 bits first."
+                )
+            pixels = pixels.astype(np.uint16)
+        return Image.fromarray(_to_uint8(pixels)).convert("RGB")
+    if image.mode in _MODES_WITH_ALPHA or (
+        image.mode in _MODES_CONVERTIBLE_TO_RGB and "transparency" in image.info
+    ):
+        # Same rule as transformers' convert_to_rgb, so RGBA inputs keep parity with it.
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    if image.mode in _MODES_CONVERTIBLE_TO_RGB:
+        return image.convert("RGB")
+    raise ValueError(
+        f"unsupported PIL image mode {image.mode!r}; convert it first, for example image.convert('RGB')."
+    )
+
+
+def _check_pixel_limit(size: tuple[int, int], path: Path) -> None:
+    """Refuse to decode an image file larger than MAX_IMAGE_PIXELS (a decompression-bomb guard)."""
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"{path} declares {width} x {height} = {width * height:,} pixels, over the limit of "
+            f"{MAX_IMAGE_PIXELS:,} (a decompression-bomb guard); downscale the file before preprocessing."
+        )
+
+
+def _open_image_file(path: Path) -> Image.Image:
+    """Read an image file as RGB, honouring its EXIF orientation, with clear errors for unreadable files."""
+    if not path.is_file():
+        raise ValueError(f"no image file at {path}; pass an existing file path, or the decoded image itself.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            opened = Image.open(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise ValueError(
+                f"{path} is too large to decode safely ({err}); the limit is {MAX_IMAGE_PIXELS:,} pixels. "
+                "Downscale the file before preprocessing."
+            ) from err
+        except OSError as err:
+            raise ValueError(
+                f"{path} is not a readable image file ({err}); check that it is a complete image (PNG, JPEG, "
+                "...) or decode it yourself and pass the image."
+            ) from err
+    with opened:
+        _check_pixel_limit(opened.size, path)
+        _decode(opened)
+        return _pil_to_rgb(ImageOps.exif_transpose(opened))
+
+
+def _image_to_rgb(image: object, input_data_format: str | ChannelDimension | None) -> Image.Image:
+    """Convert one accepted image input to an RGB PIL image."""
+    if isinstance(image, (str, os.PathLike)):
+        return _open_image_file(Path(image))
+    if isinstance(image, Image.Image):
+        return _pil_to_rgb(image)
+    if isinstance(image, torch.Tensor):
+        image = _tensor_to_numpy(image)
+    if isinstance(image, np.ndarray):
+        return _pil_to_rgb(_array_to_pil(image, input_data_format))
+    raise TypeError(f"cannot preprocess an object of type {type(image).__name__}; pass {_ACCEPTED_INPUTS}.")
+
+
+def _split_batch(images: object) -> list:
+    """List the single images in the input: a list or tuple of images, a 4-D batch array, or one image."""
+    if images is None:
+        raise TypeError(f"no images given; pass {_ACCEPTED_INPUTS}.")
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ValueError(f"got an empty list of images; pass {_ACCEPTED_INPUTS}.")
+        for index, item in enumerate(images):
+            if isinstance(item, (list, tuple)):
+                raise TypeError(f"images[{index}] is a nested {type(item).__name__}; pass a flat list of images.")
+        return list(images)
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+        if images.shape[0] == 0:
+            raise ValueError(f"got an empty batch of shape {tuple(images.shape)}; pass at least one image.")
+        return list(images)
+    return [images]
+
+
+def to_rgb_images(images: object, input_data_format: str | ChannelDimension | None = None) -> list[Image.Image]:
+    """Convert every accepted input form to a list of RGB PIL images, naming the offending image on error."""
+    batch = _split_batch(images)
+    rgb_images = []
+    for index, image in enumerate(batch):
+        try:
+            rgb_images.append(_image_to_rgb(image, input_data_format))
+        except (ValueError, TypeError) as err:
+            if len(batch) == 1:
+                raise
+            kind = ValueError if isinstance(err, ValueError) else TypeError
+            raise kind(f"images[{index}]: {err}") from err
+    return rgb_images
+
+
+class ConvNextImageProcessor(PilBackend):
+    r"""
+    Image processor for ConvNeXt: the official ImageNet evaluation transform, on PIL and numpy only.
+
+    Args:
+        size (`dict[str, int]`, *optional*, defaults to `{"shortest_edge": 224}`):
+            Evaluation resolution S. Below 384: resize the short side to `int(S / crop_pct)` and center-crop
+            S x S; from 384 on: warp the image to S x S.
+        crop_pct (`float`, *optional*, defaults to `224 / 256`):
+            Fraction of the resized short side kept by the center crop; used only when S < 384.
+        resample (`PILImageResampling`, *optional*, defaults to `BICUBIC`):
+            Resampling filter of the resize.
+        do_rescale / rescale_factor, do_normalize / image_mean / image_std:
+            Scale by 1/255, then normalize with the ImageNet mean (0.485, 0.456, 0.406) and std
+            (0.229, 0.224, 0.225).
+
+    Inputs are converted to RGB first (see `to_rgb_images`); `do_convert_rgb` is therefore not used. Output:
+    `pixel_values` of shape (N, 3, S, S), float32, as a list of arrays or with `return_tensors="pt"`/`"np"`.
+    """
+
+    # save_pretrained copies this file and writes auto_map, so that a saved folder loads as remote code.
+    _auto_class = "AutoImageProcessor"
+
+    valid_kwargs = ConvNextImageProcessorKwargs
+    model_input_names = ["pixel_values"]
+
+    do_resize = True
+    size = {"shortest_edge": 224}
+    crop_pct = 224 / 256
+    default_to_square = False
+    resample = PILImageResampling.BICUBIC
+    do_rescale = True
+    do_normalize = True
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+
+    def __init__(self, **kwargs: Unpack[ConvNextImageProcessorKwargs]) -> None:
+        super().__init__(**kwargs)
+        _check_evaluation_settings(self.size, self.crop_pct)
+
+    def _validate_preprocess_kwargs(
+        self, size: SizeDict | None = None, crop_pct: float | None = None, **kwargs
+    ) -> None:
+        """Check the per-call settings, including ConvNeXt's size and crop_pct."""
+        _check_evaluation_settings(size, crop_pct)
+        super()._validate_preprocess_kwargs(size=size, **kwargs)
+
+    def _prepare_image_like_inputs(
+        self,
+        images: object,
+        *args,
+        input_data_format: str | ChannelDimension | None = None,
+        **kwargs,
+    ) -> list[np.ndarray]:
+        """Turn the raw input into channels-first uint8 RGB arrays, rejecting bad input before any work."""
+        return [np.moveaxis(np.array(rgb), -1, 0) for rgb in to_rgb_images(images, input_data_format)]
+
+    def resize(
+        self,
+        image: np.ndarray,
+        size: SizeDict,
+        resample: PILImageResampling | None = None,
+        crop_pct: float | None = None,
+        **kwargs,
+    ) -> np.ndarray:
+        """Resize one channels-first image as ConvNeXt is evaluated at S: crop below 384, warp from 384 on."""
+        resolution = size.shortest_edge
+        square = SizeDict(height=resolution, width=resolution)
+        if resolution >= WARP_RESOLUTION:
+            return super().resize(image, square, resample, **kwargs)
+        crop_pct = self.crop_pct if crop_pct is None else crop_pct
+        resized = super().resize(image, SizeDict(shortest_edge=int(resolution / crop_pct)), resample, **kwargs)
+        return self.center_crop(resized, square)
+
+    def _preprocess(
+        self,
+        images: list[np.ndarray],
+        do_resize: bool,
+        size: SizeDict,
+        resample: PILImageResampling | None,
+        crop_pct: float,
+        **kwargs,
+    ) -> BatchFeature:
+        """Apply the evaluation resize, then the backend's rescale and normalize."""
+        if do_resize:
+            images = [self.resize(image, size, resample, crop_pct) for image in images]
+        return super()._preprocess(images, do_resize=False, size=size, resample=resample, **kwargs)
+
+
+__all__ = ["ConvNextImageProcessor", "to_rgb_images"]
