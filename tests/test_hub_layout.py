@@ -20,8 +20,8 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
     sys.modules["convnext_hf"] = None  # as on a machine where the package is not installed
     import torch
     from PIL import Image
-    from transformers import (AutoBackbone, AutoImageProcessor, AutoModel, AutoModelForImageClassification,
-                              pipeline)
+    from transformers import (AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel,
+                              AutoModelForImageClassification, pipeline)
 
     try:
         import convnext_hf
@@ -36,13 +36,18 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
     with torch.no_grad():
         logits = model(pixel_values).logits
         pooled = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()(pixel_values).pooler_output
-        features = AutoBackbone.from_pretrained(folder, trust_remote_code=True).eval()(pixel_values).feature_maps
+        # transformers 5 sends AutoBackbone.from_pretrained's path to the Hub's repo_exists, which rejects local
+        # folders; resolve the remote backbone class through from_config and load the weights with it.
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+        backbone_class = type(AutoBackbone.from_config(config, trust_remote_code=True))
+        features = backbone_class.from_pretrained(folder).eval()(pixel_values).feature_maps
     predictions = pipeline("image-classification", model=folder, trust_remote_code=True)(image, top_k=3)
     json.dump({
         "model_class": type(model).__module__ + "." + type(model).__name__,
         "processor_class": type(processor).__name__,
         "logits": logits.tolist(),
         "pooled": pooled.tolist(),
+        "backbone_class": backbone_class.__module__ + "." + backbone_class.__name__,
         "last_feature_shape": list(features[-1].shape),
         "predictions": predictions,
     }, open(out_path, "w"))
@@ -124,6 +129,8 @@ def test_remote_code_loads_where_the_package_is_not_installed(saved_folder, tmp_
         outputs = model(pixel_values, output_hidden_states=True)
     assert torch.equal(torch.tensor(remote["logits"]), outputs.logits)
     assert torch.equal(torch.tensor(remote["pooled"]), model.convnext(pixel_values).pooler_output)
+    assert remote["backbone_class"].endswith("modeling_convnext.ConvNextBackbone")
+    assert not remote["backbone_class"].startswith("convnext_hf")
     assert remote["last_feature_shape"] == [1, 32, 2, 2]
     probabilities = outputs.logits.softmax(-1)[0]
     top = probabilities.topk(3)
