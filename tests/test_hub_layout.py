@@ -136,3 +136,12 @@ def test_remote_code_loads_where_the_package_is_not_installed(saved_folder, tmp_
     top = probabilities.topk(3)
     assert [p["label"] for p in remote["predictions"]] == [model.config.id2label[int(i)] for i in top.indices]
     assert [p["score"] for p in remote["predictions"]] == pytest.approx(top.values.tolist(), abs=1e-6)
+
+
+def test_importing_the_package_needs_neither_torchvision_nor_timm():
+    script = (
+        "import sys, convnext_hf, convnext_hf.native, convnext_hf.complexity\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torchvision', 'timm')))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "[]"
