@@ -89,10 +89,12 @@ def _load_torch(path: Path) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals(list(NUMPY_GLOBALS.values())):
             content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        lines = [line.strip() for line in str(error).splitlines()]
+        reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), "a non-tensor object")
         raise UnsafeCheckpointError(
-            f"Refusing to load {path}: torch.load(weights_only=True) rejected it because it asks to run code or build "
-            f"objects other than tensors ({str(error).splitlines()[0]}). Only plain state dicts are converted; if the "
-            "file should be an official checkpoint, download it again (its checksum will be verified)."
+            f"Refusing to load {path}: torch.load(weights_only=True) rejected it ({reason}); such a pickle could run "
+            "code. Only plain state dicts of tensors are converted; if the file should be an official checkpoint, "
+            "download it again (its checksum will be verified)."
         ) from None
     except RuntimeError as error:
         raise ValueError(f"{path} is not a PyTorch checkpoint torch.load can read ({error}).") from None

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from convnext_hf.atomic import atomic_directory
 from tqdm.auto import tqdm
+from transformers.utils import logging as transformers_logging
 
 from checkpoint_io import load_checkpoint
 from converter import convert, reload, save
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    transformers_logging.disable_progress_bar()  # one bar per checkpoint (ours) is enough
     command = shlex.join(["python", "conversion/convert.py", *argv])
     try:
         zoo = load_zoo(args.zoo)

@@ -12,9 +12,9 @@ from architecture import Architecture, detect_architecture
 from checkpoint_io import Checkpoint
 from labels import LabelSet, labels_for
 from layouts import Layout, detect_layout
-from naming import official_to_transformers
+from naming import BACKBONE, official_to_transformers
 from rename import rename
-from targets import AUTO_CLASSES, CONVNEXT_HF, empty_model, image_processor, model_config
+from targets import AUTO_CLASSES, CONVNEXT_HF, MODEL_CLASSES, empty_model, image_processor, model_config
 
 
 class MappingError(ValueError):
@@ -88,4 +88,9 @@ def save(conversion: Conversion, directory: Path, max_shard_size: str) -> None:
 
 def reload(conversion: Conversion, directory: Path) -> transformers.PreTrainedModel:
     """The saved model read back through the Auto class of its task, as users will load it."""
-    return AUTO_CLASSES[conversion.arch.task].from_pretrained(directory).eval()
+    task = conversion.arch.task
+    if task == BACKBONE:
+        # transformers 5.23's AutoBackbone.from_pretrained asks the Hub whether a local folder is a repository (and
+        # falls back to timm when not), so a local backbone folder loads only through its concrete class.
+        return MODEL_CLASSES[conversion.target][task].from_pretrained(directory).eval()
+    return AUTO_CLASSES[task].from_pretrained(directory).eval()
