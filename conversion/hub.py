@@ -16,7 +16,11 @@ def _hint(error: Exception) -> str:
     status = getattr(getattr(error, "response", None), "status_code", None)
     if isinstance(error, HfHubHTTPError) and status in (401, 403):
         return "the Hub refused the token: log in with `hf auth login` or set HF_TOKEN to a token with write access"
-    return "the Hub could not be reached (offline, or HF_HUB_OFFLINE is set)"
+    # huggingface_hub raises its HTTP client's TransportError (connection refused, DNS, timeouts) or, offline, a
+    # ConnectionError; the client library is named by neither, so its class hierarchy is read instead.
+    if isinstance(error, ConnectionError) or any(cls.__name__ == "TransportError" for cls in type(error).__mro__):
+        return "the Hub could not be reached (no network, or HF_HUB_OFFLINE is set)"
+    return "the upload failed"
 
 
 def push_folder(folder: Path, repo_id: str, private: bool = False, token: str | None = None) -> str:

@@ -37,7 +37,7 @@ def _number(value: float | None) -> str:
 def render_zoo_table(zoo: dict[str, ZooEntry]) -> str:
     """Markdown table: one row per checkpoint, as `--model NAME` converts it."""
     lines = [
-        "| `--model` | layout | variant | resolution | data | reported | params (M) | GFLOPs |",
+        "| `--model` | release format | variant | resolution | data | reported | params (M) | GFLOPs |",
         "|---|---|---|---:|---|---|---:|---:|",
     ]
     for entry in zoo.values():

@@ -103,7 +103,8 @@ def test_iso_mini_reproduces_logits_pooled_and_last_hidden_state_on_every_input(
 
 @pytest.mark.parametrize(
     "file_name, target",
-    [(name, "convnext_hf") for name in LAYOUTS] + [(name, "transformers") for name in LAYOUTS if "iso" not in name],
+    # The built-in target differs only after the layout is read: one classifier and one UperNet cover it.
+    [(name, "convnext_hf") for name in LAYOUTS] + [("mini.fb.pth", "transformers"), ("upernet-mini.mmseg.pth", "transformers")],
 )
 def test_every_golden_layout_converts_and_reproduces_the_expected_outputs(converted, file_name, target):
     folder = converted(file_name, target)
@@ -136,7 +137,7 @@ def test_architecture_is_read_from_the_weights(converted):
 
 
 def test_transformers_target_is_the_builtin_convnext_without_remote_code(converted):
-    folder = converted("mini.timm.safetensors", "transformers")
+    folder = converted("mini.fb.pth", "transformers")
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "convnext" and "auto_map" not in config
     assert not list(folder.glob("*.py"))
@@ -349,3 +350,14 @@ def test_segmentation_gets_a_torchvision_free_processor(converted):
     assert processor.size == {"height": 224, "width": 224}
     pixels = processor(np.zeros((40, 60, 3), dtype=np.uint8), return_tensors="pt")["pixel_values"]
     assert pixels.shape == (1, 3, 224, 224)
+
+
+def test_a_transformers_folder_keeps_its_labels(tmp_path):
+    folder = tmp_path / "builtin"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "mini.hf-native.config.json", folder / "config.json")
+    shutil.copy(FIXTURES / "mini.hf-native.safetensors", folder / "model.safetensors")
+    assert run("--checkpoint", folder, "--output", tmp_path / "out") == 0
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["model_type"] == "convnext_hf" and config["id2label"]["6"] == "class_6"
+    assert max(golden_diffs(tmp_path / "out", "mini").values()) < TOLERANCE
