@@ -60,13 +60,17 @@ def _indices(keys: list[str], pattern: str) -> list[int]:
 def _count(keys: list[str], pattern: str) -> int:
     indices = _indices(keys, pattern)
     if indices != list(range(len(indices))):
-        raise ValueError(f"Parameters matching {pattern!r} are numbered {indices}, not 0..n-1; the checkpoint is incomplete.")
+        raise ValueError(
+            f"Parameters matching {pattern!r} are numbered {indices}, not 0..n-1; the checkpoint is incomplete."
+        )
     return len(indices)
 
 
 def _require(tensors: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
     if key not in tensors:
-        raise ValueError(f"The checkpoint has no {key!r}; it is not a complete ConvNeXt (got e.g. {sorted(tensors)[:5]}).")
+        raise ValueError(
+            f"The checkpoint has no {key!r}; it is not a complete ConvNeXt (got e.g. {sorted(tensors)[:5]})."
+        )
     return tensors[key]
 
 

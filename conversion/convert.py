@@ -87,19 +87,22 @@ def convert_one(
     location: str, output: Path, entry: ZooEntry | None, args: argparse.Namespace, repo_id: str | None, command: str
 ) -> Outcome:
     """Convert one checkpoint into `output`, verify it, write its card; then push it if asked."""
-    resolution = args.resolution or (entry.resolution if entry else DEFAULT_RESOLUTION)
+    resolution = args.resolution if args.resolution is not None else (entry.resolution if entry else DEFAULT_RESOLUTION)
     with atomic_directory(output, overwrite=args.overwrite) as staging:
         path, digest = _source(location, entry, args.cache_dir or default_cache_dir())
         conversion = convert(load_checkpoint(path), target=args.target, resolution=resolution)
         if entry:
             entry.check_matches(conversion.arch)
         save(conversion, staging, args.max_shard_size)
-        diffs = verify(conversion.arch, reload(conversion, staging), conversion.official, args.tolerance) if args.verify else None
+        diffs = None
+        if args.verify:
+            diffs = verify(conversion.arch, reload(conversion, staging), conversion.official, args.tolerance)
         provenance = Provenance(location, digest, diffs, args.tolerance, command)
         card = build_model_card(conversion, entry, provenance, resolution, repo_id or str(output), args.license)
         card.save(staging / "README.md")
     url = push_folder(output, repo_id, private=args.private) if repo_id else None
-    return Outcome(output, conversion.layout.name, conversion.arch.describe(), max(diffs.values()) if diffs else None, url)
+    max_diff = max(diffs.values()) if diffs else None
+    return Outcome(output, conversion.layout.name, conversion.arch.describe(), max_diff, url)
 
 
 def summary_table(rows: list[tuple[str, ...]]) -> str:
@@ -120,7 +123,8 @@ def convert_many(entries: list[ZooEntry], args: argparse.Namespace, command: str
         try:
             outcome = convert_one(entry.url, args.output / entry.name, entry, args, repo_id, command)
             diff = "—" if outcome.max_diff is None else f"{outcome.max_diff:.1e}"
-            rows.append((entry.name, "ok", outcome.layout, diff, f"{time.perf_counter() - start:.1f}", str(outcome.output)))
+            seconds = f"{time.perf_counter() - start:.1f}"
+            rows.append((entry.name, "ok", outcome.layout, diff, seconds, str(outcome.output)))
         except Exception as error:  # one bad checkpoint must not stop the batch; the table reports it
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             rows.append((entry.name, f"FAILED: {message}", "", "", f"{time.perf_counter() - start:.1f}", ""))

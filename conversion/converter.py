@@ -1,4 +1,4 @@
-"""From loaded weights to a transformers model: detect the layout and architecture, map every parameter, verify."""
+"""From loaded weights to a transformers model: detect the layout and the architecture, map every parameter."""
 
 from __future__ import annotations
 
@@ -67,6 +67,8 @@ def _check_mapping(
 
 def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int = 224) -> Conversion:
     """Build the target model holding exactly the checkpoint's weights (as float32)."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"resolution must be a positive number of pixels, got {resolution!r}; e.g. --resolution 224.")
     tensors = {key: value.float() if value.is_floating_point() else value for key, value in checkpoint.tensors.items()}
     layout = detect_layout(tensors)
     official = layout.to_official(tensors)

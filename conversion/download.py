@@ -66,7 +66,8 @@ def _record(cache_dir: Path, url: str, digest: str) -> None:
 
 
 def _download(url: str, destination: Path) -> None:
-    handle_number, staging_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent)
+    handle_number, staging_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".partial",
+                                                   dir=destination.parent)
     os.close(handle_number)
     staging = Path(staging_name)
     try:

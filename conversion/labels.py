@@ -27,5 +27,7 @@ def labels_for(num_labels: int) -> LabelSet:
     entries = json.loads((resources.files("convnext_hf") / "data" / f"{name}.json").read_text())
     id2label = {entry["id"]: entry["label"] for entry in entries}
     if sorted(id2label) != list(range(num_labels)):
-        raise ValueError(f"Package data {name}.json does not hold ids 0..{num_labels - 1}; the installation is damaged.")
+        raise ValueError(
+            f"Package data {name}.json does not hold ids 0..{num_labels - 1}; reinstall the package."
+        )
     return LabelSet(name, id2label)

@@ -71,6 +71,11 @@ def _fixed(rules: list[Rule]) -> Callable[[Tensors], list[Rule]]:
     return lambda tensors: rules
 
 
+def _mmcls_classifier(tensors: Tensors) -> bool:
+    """mmcls block names, and only the last stage's norm (dense-prediction backbones have one per stage)."""
+    return "backbone.stages.0.0.depthwise_conv.weight" in tensors and "backbone.norm0.weight" not in tensors
+
+
 def _paddle_orientation(tensors: Tensors) -> bool:
     """True when the first block's expansion layer is stored [in, out] (Paddle), False for [out, in] (torch)."""
     weight = tensors.get("backbone.stages.0.0.pwconv1.weight")
@@ -143,7 +148,7 @@ LAYOUTS: tuple[Layout, ...] = (
     Layout(
         "mmcls",
         "mmcls / mmpretrain `ImageClassifier` (`backbone.stages.i.j.depthwise_conv`, `backbone.norm3`, `head.fc`)",
-        lambda tensors: "backbone.stages.0.0.depthwise_conv.weight" in tensors and "backbone.norm0.weight" not in tensors,
+        _mmcls_classifier,
         _fixed(MMCLS_RULES),
     ),
     Layout(
@@ -185,4 +190,5 @@ def detect_layout(tensors: Tensors) -> Layout:
             f"Unrecognized checkpoint layout (first keys: {sorted(tensors)[:6]}). Supported layouts:\n{known}\n"
             "Pass a ConvNeXt checkpoint in one of them."
         )
-    raise ValueError(f"The weights match several layouts ({[layout.name for layout in found]}); they mix naming schemes.")
+    names = [layout.name for layout in found]
+    raise ValueError(f"The weights match several layouts ({names}); they mix naming schemes. Pass one model's weights.")

@@ -28,7 +28,8 @@ DATASETS = {  # zoo name -> (Hub dataset id, pretty name)
 }
 CONVNEXT_CITATION = """@inproceedings{liu2022convnet,
   title={A ConvNet for the 2020s},
-  author={Liu, Zhuang and Mao, Hanzi and Wu, Chao-Yuan and Feichtenhofer, Christoph and Darrell, Trevor and Xie, Saining},
+  author={Liu, Zhuang and Mao, Hanzi and Wu, Chao-Yuan and Feichtenhofer, Christoph and Darrell, Trevor
+          and Xie, Saining},
   booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
   year={2022}
 }"""
@@ -203,7 +204,8 @@ def _verification(conversion: Conversion, provenance: Provenance) -> str:
         "onto a parameter of this model (the converter refuses otherwise). Weights are stored as float32 safetensors.",
     ]
     if provenance.diffs:
-        shape = "×".join(str(size) for size in (VERIFY_INPUT_SHAPE[0], conversion.arch.num_channels, *VERIFY_INPUT_SHAPE[1:]))
+        batch, height, width = VERIFY_INPUT_SHAPE
+        shape = f"{batch}×{conversion.arch.num_channels}×{height}×{width}"
         listing = ", ".join(f"{name} {diff:.2e}" for name, diff in sorted(provenance.diffs.items()))
         lines += [
             "",
@@ -228,11 +230,12 @@ def build_model_card(
     title = entry.name if entry else f"ConvNeXt ({conversion.arch.task})"
     data = card_data(conversion, entry, title, license)
     origin = f"the official release of [{entry.source}]({entry.repository})" if entry else "a third-party checkpoint"
-    citation = CONVNEXT_CITATION + ("\n\n" + UPERNET_CITATION if conversion.arch.task == SEGMENTATION else "")
+    segmentation = conversion.arch.task == SEGMENTATION
+    citation = CONVNEXT_CITATION + ("\n\n" + UPERNET_CITATION if segmentation else "")
     sections = [
         f"# {title}",
         f"ConvNeXt, from *A ConvNet for the 2020s* (Liu et al., CVPR 2022), converted from {origin} to "
-        "Hugging Face transformers" + (" (UperNet head for semantic segmentation)." if conversion.arch.task == SEGMENTATION else "."),
+        "Hugging Face transformers" + (", with an UperNet head for semantic segmentation." if segmentation else "."),
         "## Model details",
         _details(conversion, entry, resolution),
         "## Results reported by the authors",

@@ -56,7 +56,8 @@ def official_to_transformers(task: str, isotropic: bool) -> list[Rule]:
     """Rules from official names to the names of the transformers model that serves `task`."""
     trunk = ISOTROPIC_TRUNK_RULES if isotropic else HIERARCHICAL_TRUNK_RULES
     if task == CLASSIFICATION:
-        return [*prefixed(trunk, "", "convnext."), ("norm.{p}", "convnext.layernorm.{p}"), ("head.{p}", "classifier.{p}")]
+        head = [("norm.{p}", "convnext.layernorm.{p}"), ("head.{p}", "classifier.{p}")]
+        return [*prefixed(trunk, "", "convnext."), *head]
     if task == FEATURE_EXTRACTION:
         return [*trunk, ("norm.{p}", "layernorm.{p}")]
     if task == BACKBONE:

@@ -19,7 +19,8 @@ Weights = Mapping[str, torch.Tensor]
 
 
 def _layer_norm_channels_first(x: torch.Tensor, weights: Weights, name: str) -> torch.Tensor:
-    normalized = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], weights[f"{name}.weight"], weights[f"{name}.bias"], EPS)
+    channels_last = x.permute(0, 2, 3, 1)
+    normalized = F.layer_norm(channels_last, x.shape[1:2], weights[f"{name}.weight"], weights[f"{name}.bias"], EPS)
     return normalized.permute(0, 3, 1, 2)
 
 
@@ -97,11 +98,14 @@ def upernet(weights: Weights, x: torch.Tensor, pool_scales: tuple[int, ...]) -> 
     """mmsegmentation's UPerHead on the ConvNeXt features, logits upsampled to the input size."""
     features = dense_features(weights, x)
     top = features[-1]
-    pyramid = [top] + [
-        _resize(_conv_module(F.adaptive_avg_pool2d(top, scale), weights, f"decode_head.psp_modules.{i}.1"), top.shape[2:])
+    pooled = [
+        _conv_module(F.adaptive_avg_pool2d(top, scale), weights, f"decode_head.psp_modules.{i}.1")
         for i, scale in enumerate(pool_scales)
     ]
-    laterals = [_conv_module(feature, weights, f"decode_head.lateral_convs.{i}") for i, feature in enumerate(features[:-1])]
+    pyramid = [top] + [_resize(branch, top.shape[2:]) for branch in pooled]
+    laterals = [
+        _conv_module(feature, weights, f"decode_head.lateral_convs.{i}") for i, feature in enumerate(features[:-1])
+    ]
     laterals.append(_conv_module(torch.cat(pyramid, dim=1), weights, "decode_head.bottleneck"))
     for i in range(len(laterals) - 1, 0, -1):
         laterals[i - 1] = laterals[i - 1] + _resize(laterals[i], laterals[i - 1].shape[2:])

@@ -101,7 +101,9 @@ def empty_model(arch: Architecture, config: transformers.PreTrainedConfig, targe
         return MODEL_CLASSES[target][arch.task](config)
 
 
-def image_processor(arch: Architecture, resolution: int, target: str, reduce_labels: bool):
+def image_processor(
+    arch: Architecture, resolution: int, target: str, reduce_labels: bool
+) -> transformers.BaseImageProcessor:
     """The evaluation transform the checkpoint expects at `resolution`."""
     if arch.task == SEGMENTATION:
         return segmentation_processor(resolution, reduce_labels)

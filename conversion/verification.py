@@ -65,6 +65,8 @@ def verify(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> dict[str, float]:
     """Max |difference| per output between `model` and the reference; raises when any exceeds `tolerance`."""
+    if not tolerance > 0:
+        raise ValueError(f"The verification tolerance must be positive, got {tolerance}; e.g. --tolerance 1e-4.")
     pixels = fixed_input(arch.num_channels)
     expected = reference_outputs(arch, official, pixels)
     actual = model_outputs(arch, model, pixels)

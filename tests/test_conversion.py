@@ -78,7 +78,8 @@ def golden_diffs(folder, case: str) -> dict[str, float]:
         else:
             outputs = classifier(pixels, output_hidden_states=True)
             trunk = base(pixels)
-            actual = {"logits": outputs.logits, "pooled": trunk.pooler_output, "last_hidden_state": trunk.last_hidden_state}
+            actual = {"logits": outputs.logits, "pooled": trunk.pooler_output}
+            actual["last_hidden_state"] = trunk.last_hidden_state
             actual.update({f"stage{s}": state for s, state in enumerate(outputs.hidden_states[1:], start=1)})
         for name, value in actual.items():
             if f"{name}_{k}" in expected:
@@ -104,7 +105,8 @@ def test_iso_mini_reproduces_logits_pooled_and_last_hidden_state_on_every_input(
 @pytest.mark.parametrize(
     "file_name, target",
     # The built-in target differs only after the layout is read: one classifier and one UperNet cover it.
-    [(name, "convnext_hf") for name in LAYOUTS] + [("mini.fb.pth", "transformers"), ("upernet-mini.mmseg.pth", "transformers")],
+    [(name, "convnext_hf") for name in LAYOUTS]
+    + [("mini.fb.pth", "transformers"), ("upernet-mini.mmseg.pth", "transformers")],
 )
 def test_every_golden_layout_converts_and_reproduces_the_expected_outputs(converted, file_name, target):
     folder = converted(file_name, target)
@@ -130,8 +132,9 @@ def test_architecture_is_read_from_the_weights(converted):
     upernet = json.loads((converted("upernet-mini.mmseg.pth") / "config.json").read_text())
     head = json.loads((FIXTURES / "upernet-mini.head.json").read_text())
     assert upernet["model_type"] == "upernet" and upernet["backbone_config"]["model_type"] == "convnext_hf"
-    assert (upernet["hidden_size"], upernet["auxiliary_channels"], upernet["pool_scales"], len(upernet["id2label"])) == (
-        head["channels"], head["auxiliary_channels"], head["pool_scales"], head["num_labels"])
+    sizes = ("hidden_size", "auxiliary_channels", "pool_scales")
+    assert [upernet[key] for key in sizes] == [head["channels"], head["auxiliary_channels"], head["pool_scales"]]
+    assert len(upernet["id2label"]) == head["num_labels"]
     assert upernet["backbone_config"]["depths"] == head["depths"]
     assert upernet["backbone_config"]["out_indices"] == [1, 2, 3, 4]
 
@@ -143,7 +146,8 @@ def test_transformers_target_is_the_builtin_convnext_without_remote_code(convert
     assert not list(folder.glob("*.py"))
     model = transformers.AutoModelForImageClassification.from_pretrained(folder)
     assert type(model) is transformers.ConvNextForImageClassification
-    upernet = transformers.AutoModelForSemanticSegmentation.from_pretrained(converted("upernet-mini.mmseg.pth", "transformers"))
+    upernet_folder = converted("upernet-mini.mmseg.pth", "transformers")
+    upernet = transformers.AutoModelForSemanticSegmentation.from_pretrained(upernet_folder)
     assert type(upernet.backbone) is transformers.ConvNextBackbone
 
 
@@ -198,7 +202,8 @@ def official_with(tmp_path, edit) -> str:
     [
         (lambda s: s.update({"stages.1.0.extra.weight": torch.zeros(3)}), "unexpected (1):\n  stages.1.0.extra.weight"),
         (lambda s: s.pop("norm.bias"), "missing (1):\n  convnext.layernorm.bias"),
-        (lambda s: s.update({"stages.0.0.gamma": torch.ones(5)}), "convnext.encoder.stages.0.layers.0.layer_scale_parameter: checkpoint (5,) vs model (16,)"),
+        (lambda s: s.update({"stages.0.0.gamma": torch.ones(5)}),
+         "convnext.encoder.stages.0.layers.0.layer_scale_parameter: checkpoint (5,) vs model (16,)"),
     ],
     ids=["unexpected", "missing", "shape"],
 )
@@ -326,7 +331,10 @@ def test_labels_come_from_package_data_by_number_of_classes():
 
 def test_a_1000_class_head_gets_the_imagenet_labels(tmp_path):
     output = tmp_path / "imagenet"
-    source = official_with(tmp_path, lambda s: s.update({"head.weight": torch.randn(1000, 128), "head.bias": torch.zeros(1000)}))
+    def imagenet_head(state):
+        state.update({"head.weight": torch.randn(1000, 128), "head.bias": torch.zeros(1000)})
+
+    source = official_with(tmp_path, imagenet_head)
     assert run("--checkpoint", source, "--output", output, "--no-verify") == 0
     model = ConvNextForImageClassification.from_pretrained(output)
     assert model.config.id2label[1] == "goldfish, Carassius auratus" and model.config.num_labels == 1000
@@ -335,7 +343,8 @@ def test_a_1000_class_head_gets_the_imagenet_labels(tmp_path):
 @pytest.mark.parametrize("resolution, crop_pct", [(224, 0.875), (288, 0.875), (384, 1.0), (512, 1.0)])
 def test_processor_config_follows_the_resolution(tmp_path, resolution, crop_pct):
     output = tmp_path / "out"
-    assert run("--checkpoint", FIXTURES / "mini.fb.pth", "--output", output, "--resolution", resolution, "--no-verify") == 0
+    source = FIXTURES / "mini.fb.pth"
+    assert run("--checkpoint", source, "--output", output, "--resolution", resolution, "--no-verify") == 0
     processor = json.loads((output / "preprocessor_config.json").read_text())
     assert processor["size"] == {"shortest_edge": resolution} and processor["crop_pct"] == crop_pct
     assert processor["resample"] == 3  # bicubic, as the official evaluation
@@ -361,3 +370,14 @@ def test_a_transformers_folder_keeps_its_labels(tmp_path):
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["model_type"] == "convnext_hf" and config["id2label"]["6"] == "class_6"
     assert max(golden_diffs(tmp_path / "out", "mini").values()) < TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [(("--resolution", "0"), "resolution must be a positive number of pixels"),
+     (("--tolerance", "0"), "tolerance must be positive")],
+)
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, capsys, option, message):
+    assert run("--checkpoint", FIXTURES / "mini.fb.pth", "--output", tmp_path / "out", *option) == 1
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

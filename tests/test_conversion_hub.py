@@ -41,7 +41,8 @@ class RecordingHub(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         path = self.path.split("?")[0]
-        self.records.append({"method": self.command, "path": path, "headers": {key.lower(): value for key, value in self.headers.items()}, "body": body})
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        self.records.append({"method": self.command, "path": path, "headers": headers, "body": body})
         host = f"http://{self.headers['Host']}"
         if path == "/api/repos/create":
             request = json.loads(body)
@@ -50,7 +51,8 @@ class RecordingHub(BaseHTTPRequestHandler):
             self._answer(200, {})
         elif "/preupload/" in path:
             files = json.loads(body)["files"]
-            self._answer(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+            modes = [{"path": file["path"], "uploadMode": "regular", "shouldIgnore": False} for file in files]
+            self._answer(200, {"files": modes})
         elif "/commit/" in path:
             repo = path.removeprefix("/api/models/").split("/commit/")[0]
             self._answer(200, {"commitUrl": f"{host}/{repo}/commit/{'0' * 40}", "commitOid": "0" * 40,
@@ -98,7 +100,8 @@ def test_push_creates_the_repo_and_commits_every_file(hub_server, tmp_path):
     assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"} <= set(local)
     announced = {entry["path"] for entry in json.loads(records[preupload]["body"])["files"]}
     lines = [json.loads(line) for line in records[commit]["body"].decode().splitlines()]
-    assert lines[0] == {"key": "header", "value": {"summary": "Upload ConvNeXt converted with convnext_hf", "description": ""}}
+    summary = "Upload ConvNeXt converted with convnext_hf"
+    assert lines[0] == {"key": "header", "value": {"summary": summary, "description": ""}}
     committed = {line["value"]["path"]: base64.b64decode(line["value"]["content"]) for line in lines[1:]}
     assert announced == set(committed) == set(local)
     assert committed == local  # byte for byte what was written locally
@@ -112,4 +115,5 @@ def test_without_network_the_push_fails_clearly_after_the_local_output_is_comple
     error = capsys.readouterr().err
     assert f"The converted model is complete in {output}" in error and "could not be reached" in error
     assert "hf upload tester/mini" in error
-    assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"} <= {p.name for p in output.iterdir()}
+    written = {path.name for path in output.iterdir()}
+    assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"} <= written

@@ -36,7 +36,8 @@ def official_checkpoint(widths, depths, num_classes: int) -> dict:
     def random(*shape):
         return torch.randn(*shape, generator=generator) * 0.05
 
-    state = {"downsample_layers.0.0.weight": random(widths[0], 3, 4, 4), "downsample_layers.0.0.bias": random(widths[0])}
+    state = {"downsample_layers.0.0.weight": random(widths[0], 3, 4, 4)}
+    state |= {"downsample_layers.0.0.bias": random(widths[0])}
     state |= {"downsample_layers.0.1.weight": 1 + random(widths[0]), "downsample_layers.0.1.bias": random(widths[0])}
     for i, (width, depth) in enumerate(zip(widths, depths)):
         if i:
@@ -82,7 +83,8 @@ def test_card_of_an_official_checkpoint_renders_the_zoo_metadata(tiny_checkpoint
     body = card.text
     assert "| parameters (counted in these weights) | 28.59 M |" in body
     assert "| GFLOPs at 224² (multiply-adds, as in the paper) | 4.46 |" in body
-    assert "| parameters reported by the authors | 28 M |" in body and "| GFLOPs reported by the authors | 4.5 |" in body
+    assert "| parameters reported by the authors | 28 M |" in body
+    assert "| GFLOPs reported by the authors | 4.5 |" in body
     assert "**82.1%**" in body and "| EMA weights | yes |" in body and "| labels | 1000 (imagenet-1k) |" in body
     assert hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest() in body
     assert "**official** layout" in body and "**Verified**" in body and "@inproceedings{liu2022convnet" in body
@@ -136,7 +138,8 @@ def test_the_usage_snippet_of_the_card_runs(tmp_path, capsys, file_name):
 def test_zoo_lists_every_official_checkpoint_consistently():
     zoo = load_zoo()
     assert len(zoo) == 36
-    assert {entry.format for entry in zoo.values()} == {"official", "official-isotropic", "official-ade20k-upernet", "mmseg-upernet"}
+    formats = {entry.format for entry in zoo.values()}
+    assert formats == {"official", "official-isotropic", "official-ade20k-upernet", "mmseg-upernet"}
     assert all(entry.url.startswith(("https://dl.fbaipublicfiles.com/convnext/", "https://download.openmmlab.com/"))
                for entry in zoo.values())
     assert sum(entry.num_labels == 21841 for entry in zoo.values()) == 5
@@ -197,7 +200,8 @@ def local_release(tmp_path):
                     "finetune_dataset": "ade20k", "reported_miou": 40.5, "reported_miou_ms_flip": 41.25}
     records = [
         zoo_record("mini", (release / "mini_1k_224.pth").as_uri(), hidden_sizes=[16, 32, 64, 128],
-                   depths=[1, 2, 3, 1], num_labels=7, resolution=224, pretrain_dataset="imagenet-1k", reported_top1=50.0),
+                   depths=[1, 2, 3, 1], num_labels=7, resolution=224, pretrain_dataset="imagenet-1k",
+                   reported_top1=50.0),
         zoo_record("iso_mini", (release / "iso_mini_1k_224.pth").as_uri(), format="official-isotropic",
                    hidden_size=32, depth=3, num_labels=5, resolution=224),
         zoo_record("upernet_mini", (release / good).as_uri(), **segmentation),
