@@ -1,0 +1,167 @@
+"""Convert ConvNeXt checkpoints (official, timm, mmcls/mmsegmentation, PASSL, transformers) to Hub-ready folders.
+
+    python conversion/convert.py --checkpoint PATH_OR_URL --output DIR
+    python conversion/convert.py --model convnext_tiny_1k_224_ema --output DIR [--push-to-hub USER/REPO]
+    python conversion/convert.py --model all --output DIR          # every official checkpoint, then a summary
+
+The layout and the architecture are read from the weights. The output folder (safetensors weights, config, image
+processor config, README.md model card) appears only once complete and verified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from convnext_hf.atomic import atomic_directory
+from tqdm.auto import tqdm
+from transformers.utils import logging as transformers_logging
+
+from checkpoint_io import load_checkpoint
+from converter import convert, reload, save
+from download import default_cache_dir, fetch, sha256_of
+from hub import push_folder
+from model_card import Provenance, build_model_card
+from targets import CONVNEXT_HF, TARGETS
+from verification import DEFAULT_TOLERANCE, verify
+from zoo import ZooEntry, load_zoo, select
+from zoo_table import render_zoo_table
+
+DEFAULT_RESOLUTION = 224
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one conversion produced."""
+
+    output: Path
+    layout: str
+    architecture: str
+    max_diff: float | None
+    url: str | None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="checkpoint file, transformers folder, or http(s) URL")
+    parser.add_argument("--model", help="zoo name(s): one name, a comma-separated list, or 'all'")
+    parser.add_argument("--output", type=Path, help="output folder (with several --model names: their parent)")
+    parser.add_argument("--target", choices=TARGETS, default=CONVNEXT_HF,
+                        help="convnext_hf (default; isotropic models too) or transformers' built-in ConvNext format")
+    parser.add_argument("--resolution", type=int, help="evaluation resolution (default: the zoo's, else 224)")
+    parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                        help="check the saved model against the reference forward of the source weights (default on)")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="verification tolerance")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard (default 2GB)")
+    parser.add_argument("--license", help="license for the model card (default: the release's, else 'unknown')")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID",
+                        help="upload to this repository (with several --model names: a namespace)")
+    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="download cache (default ~/.cache/convnext_hf)")
+    parser.add_argument("--zoo", type=Path, help="checkpoint registry JSON (default: the one shipped with convnext_hf)")
+    parser.add_argument("--list-models", action="store_true", help="print the zoo and exit")
+    args = parser.parse_args(argv)
+    if not args.list_models:
+        if args.output is None:
+            parser.error("--output is required: the folder to write the converted model to.")
+        if not args.checkpoint and not args.model:
+            parser.error("pass --checkpoint PATH_OR_URL, or --model NAME to convert an official checkpoint.")
+    return args
+
+
+def _source(location: str, entry: ZooEntry | None, cache_dir: Path) -> tuple[Path, str | None]:
+    """Local path of the checkpoint (downloading URLs) and its SHA-256 (None for folders)."""
+    if location.startswith(("http://", "https://", "file://")):
+        return fetch(location, cache_dir, entry.sha256 if entry else None)
+    path = Path(location)
+    return path, sha256_of(path) if path.is_file() else None
+
+
+def convert_one(
+    location: str, output: Path, entry: ZooEntry | None, args: argparse.Namespace, repo_id: str | None, command: str
+) -> Outcome:
+    """Convert one checkpoint into `output`, verify it, write its card; then push it if asked."""
+    resolution = args.resolution if args.resolution is not None else (entry.resolution if entry else DEFAULT_RESOLUTION)
+    with atomic_directory(output, overwrite=args.overwrite) as staging:
+        path, digest = _source(location, entry, args.cache_dir or default_cache_dir())
+        conversion = convert(load_checkpoint(path), target=args.target, resolution=resolution)
+        if entry:
+            entry.check_matches(conversion.arch)
+        save(conversion, staging, args.max_shard_size)
+        diffs = None
+        if args.verify:
+            diffs = verify(conversion.arch, reload(conversion, staging), conversion.official, args.tolerance)
+        provenance = Provenance(location, digest, diffs, args.tolerance, command)
+        card = build_model_card(conversion, entry, provenance, resolution, repo_id or str(output), args.license)
+        card.save(staging / "README.md")
+    url = push_folder(output, repo_id, private=args.private) if repo_id else None
+    max_diff = max(diffs.values()) if diffs else None
+    return Outcome(output, conversion.layout.name, conversion.arch.describe(), max_diff, url)
+
+
+def summary_table(rows: list[tuple[str, ...]]) -> str:
+    """Markdown table of a batch run."""
+    header = ("checkpoint", "status", "layout", "max diff", "seconds", "output")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def convert_many(entries: list[ZooEntry], args: argparse.Namespace, command: str) -> int:
+    """Convert zoo entries one after the other into `--output/NAME`, print a summary; 1 if any failed."""
+    if args.push_to_hub and "/" in args.push_to_hub:
+        raise ValueError("With several --model names, --push-to-hub takes a namespace (user or org), not a repo id.")
+    rows = []
+    for entry in tqdm(entries, desc="converting", unit="checkpoint"):
+        start = time.perf_counter()
+        repo_id = f"{args.push_to_hub}/{entry.name}" if args.push_to_hub else None
+        try:
+            outcome = convert_one(entry.url, args.output / entry.name, entry, args, repo_id, command)
+            diff = "—" if outcome.max_diff is None else f"{outcome.max_diff:.1e}"
+            seconds = f"{time.perf_counter() - start:.1f}"
+            rows.append((entry.name, "ok", outcome.layout, diff, seconds, str(outcome.output)))
+        except Exception as error:  # one bad checkpoint must not stop the batch; the table reports it
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            rows.append((entry.name, f"FAILED: {message}", "", "", f"{time.perf_counter() - start:.1f}", ""))
+    print(summary_table(rows))
+    failed = sum(row[1] != "ok" for row in rows)
+    print(f"{len(rows) - failed} converted, {failed} failed.")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    transformers_logging.disable_progress_bar()  # one bar per checkpoint (ours) is enough
+    command = shlex.join(["python", "conversion/convert.py", *argv])
+    try:
+        zoo = load_zoo(args.zoo)
+        if args.list_models:
+            print(render_zoo_table(zoo), end="")
+            return 0
+        entries = select(zoo, args.model) if args.model else []
+        if len(entries) > 1 or args.model == "all":
+            if args.checkpoint:
+                raise ValueError("--checkpoint names one file; use it with a single --model name, or leave it out.")
+            return convert_many(entries, args, command)
+        entry = entries[0] if entries else None
+        location = args.checkpoint or entry.url
+        outcome = convert_one(location, args.output, entry, args, args.push_to_hub, command)
+    except (ValueError, OSError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    verified = "not verified" if outcome.max_diff is None else f"verified, max |diff| {outcome.max_diff:.2e}"
+    print(f"{outcome.output}: {outcome.architecture}; {outcome.layout} layout; {verified}.")
+    if outcome.url:
+        print(f"pushed to {outcome.url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

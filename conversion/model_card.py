@@ -1,0 +1,250 @@
+"""The model card (README.md) of a converted checkpoint: what it is, how well its authors report it does, how to use
+it, and how it was converted and verified."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from convnext_hf import __version__
+from convnext_hf.complexity import count_macs
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from converter import Conversion
+from naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
+from targets import AUTO_CLASSES, CONVNEXT_HF
+from verification import VERIFY_INPUT_SHAPE
+from zoo import ZooEntry
+
+PIPELINE_TAGS = {
+    CLASSIFICATION: "image-classification",
+    FEATURE_EXTRACTION: "image-feature-extraction",
+    BACKBONE: "image-feature-extraction",
+    SEGMENTATION: "image-segmentation",
+}
+DATASETS = {  # zoo name -> (Hub dataset id, pretty name)
+    "imagenet-1k": ("ILSVRC/imagenet-1k", "ImageNet-1k"),
+    "imagenet-22k": ("timm/imagenet-22k-wds", "ImageNet-22k"),
+    "ade20k": ("zhoubolei/scene_parse_150", "ADE20K"),
+}
+CONVNEXT_CITATION = """@inproceedings{liu2022convnet,
+  title={A ConvNet for the 2020s},
+  author={Liu, Zhuang and Mao, Hanzi and Wu, Chao-Yuan and Feichtenhofer, Christoph and Darrell, Trevor
+          and Xie, Saining},
+  booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year={2022}
+}"""
+UPERNET_CITATION = """@inproceedings{xiao2018unified,
+  title={Unified Perceptual Parsing for Scene Understanding},
+  author={Xiao, Tete and Liu, Yingcheng and Zhou, Bolei and Jiang, Yuning and Sun, Jian},
+  booktitle={European Conference on Computer Vision (ECCV)},
+  year={2018}
+}"""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the converted weights came from and how the result was checked."""
+
+    location: str
+    sha256: str | None
+    diffs: dict[str, float] | None
+    tolerance: float
+    command: str
+
+
+def _eval_results(entry: ZooEntry) -> list[EvalResult]:
+    source = {"source_name": f"{entry.source} (reported)", "source_url": entry.repository}
+    if entry.reported_top1 is not None:
+        dataset_id, dataset_name = DATASETS[entry.finetune_dataset or "imagenet-1k"]
+        return [
+            EvalResult(
+                task_type="image-classification", dataset_type=dataset_id, dataset_name=dataset_name,
+                dataset_split="validation", metric_type="accuracy", metric_name="Top-1 accuracy",
+                metric_value=entry.reported_top1, **source,
+            )
+        ]
+    results = []
+    for value, config, name in (
+        (entry.reported_miou, "single-scale", "mIoU"),
+        (entry.reported_miou_ms_flip, "multi-scale+flip", "mIoU (multi-scale, flip)"),
+    ):
+        if value is not None:
+            results.append(
+                EvalResult(
+                    task_type="image-segmentation", dataset_type=DATASETS["ade20k"][0], dataset_name="ADE20K",
+                    dataset_split="validation", metric_type="mean_iou", metric_name=name, metric_config=config,
+                    metric_value=value, **source,
+                )
+            )
+    return results
+
+
+def card_data(conversion: Conversion, entry: ZooEntry | None, model_name: str, license: str | None) -> ModelCardData:
+    """The YAML metadata: license, library, pipeline tag, tags, datasets and the reported results (model-index)."""
+    task = conversion.arch.task
+    tags = ["vision", "convnext", "image-classification" if task == CLASSIFICATION else PIPELINE_TAGS[task]]
+    if task == SEGMENTATION:
+        tags += ["upernet", "semantic-segmentation"]
+    elif conversion.target == CONVNEXT_HF:
+        tags.append("custom_code")
+    datasets = [DATASETS[name][0] for name in (entry.pretrain_dataset, entry.finetune_dataset) if name] if entry else []
+    eval_results = _eval_results(entry) if entry else []
+    return ModelCardData(
+        license=license or (entry.license if entry else "unknown"),
+        library_name="transformers",
+        pipeline_tag=PIPELINE_TAGS[task],
+        tags=tags,
+        datasets=list(dict.fromkeys(datasets)) or None,
+        model_name=model_name if eval_results else None,
+        eval_results=eval_results or None,
+    )
+
+
+def usage(conversion: Conversion, model_id: str) -> str:
+    """Code that loads this repository through the Auto classes and a pipeline."""
+    task = conversion.arch.task
+    auto_class = AUTO_CLASSES[task].__name__
+    registered = conversion.target == CONVNEXT_HF
+    lines = ["```python", "from PIL import Image"]
+    lines.append(f"from transformers import AutoImageProcessor, {auto_class}, pipeline")
+    if registered:
+        lines.append("import convnext_hf  # pip install convnext-hf: registers ConvNeXt with the Auto classes")
+    lines += [
+        "",
+        f'model_id = "{model_id}"',
+        'image = Image.open("image.jpg").convert("RGB")',
+        "processor = AutoImageProcessor.from_pretrained(model_id)",
+        f"model = {auto_class}.from_pretrained(model_id).eval()",
+        'inputs = processor(image, return_tensors="pt")',
+    ]
+    # With the package imported, trust_remote_code=False makes the pipeline use it instead of asking about the
+    # repository's copy of the code.
+    local = ", trust_remote_code=False" if registered else ""
+    if task == CLASSIFICATION:
+        lines += ["logits = model(**inputs).logits", "print(model.config.id2label[logits.argmax(-1).item()])"]
+        lines += [f'print(pipeline("image-classification", model=model_id{local})(image))']
+    elif task == SEGMENTATION:
+        lines += [
+            "outputs = model(**inputs)  # logits: (1, classes, height, width) at the input resolution",
+            "segmentation = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]",
+            f'print(pipeline("image-segmentation", model=model_id{local})(image))',
+        ]
+    elif task == BACKBONE:
+        lines += ["feature_maps = model(**inputs).feature_maps  # one normalized map per stage"]
+    else:
+        lines += ["pooled = model(**inputs).pooler_output",
+                  f'print(pipeline("image-feature-extraction", model=model_id{local})(image))']
+    lines.append("```")
+    if registered and task != SEGMENTATION:
+        lines += [
+            "",
+            "Without the `convnext_hf` package, the modeling code stored in this repository runs as remote code:",
+            "",
+            "```python",
+            f"model = {auto_class}.from_pretrained(model_id, trust_remote_code=True)",
+            "processor = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=True)",
+        ]
+        if task != BACKBONE:
+            lines.append(f'pipe = pipeline("{PIPELINE_TAGS[task]}", model=model_id, trust_remote_code=True)')
+        lines.append("```")
+    elif registered:
+        lines += [
+            "",
+            "transformers' UperNet builds its backbone from `backbone_config` through `AutoBackbone`, which knows the "
+            "`convnext_hf` backbone once the package is imported; convert with `--target transformers` for a "
+            "repository that plain transformers loads.",
+        ]
+    return "\n".join(lines)
+
+
+def _details(conversion: Conversion, entry: ZooEntry | None, resolution: int) -> str:
+    arch = conversion.arch
+    parameters = sum(parameter.numel() for parameter in conversion.model.parameters())
+    rows = [
+        ("architecture", arch.describe()),
+        ("parameters (counted in these weights)", f"{parameters / 1e6:.2f} M"),
+        ("resolution", f"{resolution}×{resolution}"),
+    ]
+    if arch.task != SEGMENTATION:
+        rows.append((f"GFLOPs at {resolution}² (multiply-adds, as in the paper)",
+                     f"{count_macs(conversion.model.config, resolution) / 1e9:.2f}"))
+    if entry:
+        if entry.params_m is not None:
+            rows.append(("parameters reported by the authors", f"{entry.params_m} M"))
+        if entry.gflops is not None:
+            rows.append(("GFLOPs reported by the authors", f"{entry.gflops}"))
+        rows += [
+            ("pre-training data", DATASETS[entry.pretrain_dataset][1] if entry.pretrain_dataset else "—"),
+            ("fine-tuning data", DATASETS[entry.finetune_dataset][1] if entry.finetune_dataset else "—"),
+            ("EMA weights", "yes" if entry.ema else "no"),
+        ]
+    if conversion.labels.dataset:
+        rows.append(("labels", f"{arch.num_labels} ({conversion.labels.dataset})"))
+    return "| | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
+
+
+def _results(entry: ZooEntry) -> str:
+    if entry.reported_top1 is not None:
+        return f"Top-1 accuracy on ImageNet-1k validation at {entry.resolution}²: **{entry.reported_top1}%**."
+    if entry.reported_miou is not None:
+        return (f"ADE20K validation mIoU: **{entry.reported_miou}** single-scale, "
+                f"**{entry.reported_miou_ms_flip}** multi-scale with flip.")
+    return "This checkpoint is pre-trained only (ImageNet-22k); its authors report no validation accuracy for it."
+
+
+def _verification(conversion: Conversion, provenance: Provenance) -> str:
+    source = f"`{provenance.location}`" + (f" (SHA-256 `{provenance.sha256}`)" if provenance.sha256 else "")
+    lines = [
+        f"Converted from {source}, detected as the **{conversion.layout.name}** layout "
+        f"({conversion.layout.description}), with convnext_hf {__version__}:",
+        "",
+        f"    {provenance.command}",
+        "",
+        "The architecture was read from the weights themselves, and every tensor of the checkpoint mapped one-to-one "
+        "onto a parameter of this model (the converter refuses otherwise). Weights are stored as float32 safetensors.",
+    ]
+    if provenance.diffs:
+        batch, height, width = VERIFY_INPUT_SHAPE
+        shape = f"{batch}×{conversion.arch.num_channels}×{height}×{width}"
+        listing = ", ".join(f"{name} {diff:.2e}" for name, diff in sorted(provenance.diffs.items()))
+        lines += [
+            "",
+            f"**Verified**: reloaded from the saved files, the model reproduces an independent functional "
+            f"re-implementation of the official forward pass run on the source weights, on a fixed {shape} input, "
+            f"within {provenance.tolerance:g} (max |difference| per output: {listing}).",
+        ]
+    else:
+        lines += ["", "This conversion was **not** verified against the reference forward pass (`--no-verify`)."]
+    return "\n".join(lines)
+
+
+def build_model_card(
+    conversion: Conversion,
+    entry: ZooEntry | None,
+    provenance: Provenance,
+    resolution: int,
+    model_id: str,
+    license: str | None = None,
+) -> ModelCard:
+    """The complete model card of a conversion."""
+    title = entry.name if entry else f"ConvNeXt ({conversion.arch.task})"
+    data = card_data(conversion, entry, title, license)
+    origin = f"the official release of [{entry.source}]({entry.repository})" if entry else "a third-party checkpoint"
+    segmentation = conversion.arch.task == SEGMENTATION
+    citation = CONVNEXT_CITATION + ("\n\n" + UPERNET_CITATION if segmentation else "")
+    sections = [
+        f"# {title}",
+        f"ConvNeXt, from *A ConvNet for the 2020s* (Liu et al., CVPR 2022), converted from {origin} to "
+        "Hugging Face transformers" + (", with an UperNet head for semantic segmentation." if segmentation else "."),
+        "## Model details",
+        _details(conversion, entry, resolution),
+        "## Results reported by the authors",
+        _results(entry) if entry else "No results are known for this checkpoint.",
+        "## Usage",
+        usage(conversion, model_id),
+        "## Conversion and verification",
+        _verification(conversion, provenance),
+        "## Citation",
+        f"```bibtex\n{citation}\n```",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")

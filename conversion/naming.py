@@ -1,0 +1,67 @@
+"""Parameter names of the official ConvNeXt code and of the transformers models they become.
+
+The converter brings every source layout to the official names first (see `layouts.py`); these rules take the
+official names to the transformers ones. Both the convnext_hf models and transformers' built-in ConvNext use the same
+names, and UperNet nests the backbone under `backbone.`. Official dense-prediction checkpoints (UperNet, detection)
+keep the backbone under `backbone.` with one LayerNorm per returned stage, `norm0`..`norm3`.
+"""
+
+from __future__ import annotations
+
+from rename import Rule, prefixed
+
+CLASSIFICATION = "image-classification"
+FEATURE_EXTRACTION = "image-feature-extraction"
+BACKBONE = "backbone"
+SEGMENTATION = "semantic-segmentation"
+TASKS = (CLASSIFICATION, FEATURE_EXTRACTION, BACKBONE, SEGMENTATION)
+
+BLOCK_RULES: list[Rule] = [
+    ("dwconv.{p}", "dwconv.{p}"),
+    ("norm.{p}", "layernorm.{p}"),
+    ("pwconv1.{p}", "pwconv1.{p}"),
+    ("pwconv2.{p}", "pwconv2.{p}"),
+    ("gamma", "layer_scale_parameter"),
+]
+
+HIERARCHICAL_TRUNK_RULES: list[Rule] = [
+    ("downsample_layers.0.0.{p}", "embeddings.patch_embeddings.{p}"),
+    ("downsample_layers.0.1.{p}", "embeddings.layernorm.{p}"),
+    ("downsample_layers.{i}.{k}.{p}", "encoder.stages.{i}.downsampling_layer.{k}.{p}"),
+    *prefixed(BLOCK_RULES, "stages.{i}.{j}.", "encoder.stages.{i}.layers.{j}."),
+]
+
+# Isotropic ConvNeXt (§3.3): a 16×16 patchify stem without LayerNorm, then one stage of blocks.
+ISOTROPIC_TRUNK_RULES: list[Rule] = [
+    ("stem.{p}", "embeddings.patch_embeddings.{p}"),
+    *prefixed(BLOCK_RULES, "blocks.{j}.", "encoder.stages.0.layers.{j}."),
+]
+
+STAGE_NORM_RULES: list[Rule] = [(f"norm{k}.{{p}}", f"hidden_states_norms.stage{k + 1}.{{p}}") for k in range(4)]
+
+# mmseg's ConvModule is conv/bn/activation; transformers' UperNetConvModule names them conv/batch_norm/activation, and
+# calls the final 1×1 conv `classifier` instead of `conv_seg`.
+UPERNET_HEAD_RULES: list[Rule] = [
+    rule
+    for head in ("decode_head", "auxiliary_head")
+    for rule in (
+        (f"{head}.conv_seg.{{p}}", f"{head}.classifier.{{p}}"),
+        (f"{head}.{{path}}.conv.{{p}}", f"{head}.{{path}}.conv.{{p}}"),
+        (f"{head}.{{path}}.bn.{{p}}", f"{head}.{{path}}.batch_norm.{{p}}"),
+    )
+]
+
+
+def official_to_transformers(task: str, isotropic: bool) -> list[Rule]:
+    """Rules from official names to the names of the transformers model that serves `task`."""
+    trunk = ISOTROPIC_TRUNK_RULES if isotropic else HIERARCHICAL_TRUNK_RULES
+    if task == CLASSIFICATION:
+        head = [("norm.{p}", "convnext.layernorm.{p}"), ("head.{p}", "classifier.{p}")]
+        return [*prefixed(trunk, "", "convnext."), *head]
+    if task == FEATURE_EXTRACTION:
+        return [*trunk, ("norm.{p}", "layernorm.{p}")]
+    if task == BACKBONE:
+        return prefixed([*trunk, *STAGE_NORM_RULES], "backbone.", "")
+    if task == SEGMENTATION:
+        return [*prefixed([*trunk, *STAGE_NORM_RULES], "backbone.", "backbone."), *UPERNET_HEAD_RULES]
+    raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")

@@ -1,0 +1,132 @@
+"""The registry of official ConvNeXt checkpoints (package data `convnext_hf/data/zoo.json`).
+
+It drives conversion by name (`--model`), the metadata of model cards and the model-zoo table of docs/conversion.md.
+The architecture it lists is only checked against the weights, never used in their place.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from convnext_hf.configuration_convnext import HIERARCHICAL_VARIANTS
+
+from architecture import Architecture
+
+LICENSES = {"facebookresearch/ConvNeXt": "mit", "open-mmlab/mmsegmentation": "apache-2.0"}
+REPOSITORIES = {
+    "facebookresearch/ConvNeXt": "https://github.com/facebookresearch/ConvNeXt",
+    "open-mmlab/mmsegmentation": "https://github.com/open-mmlab/mmsegmentation/tree/main/configs/convnext",
+}
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One official checkpoint: where it is, what it is, what its authors report."""
+
+    name: str
+    source: str
+    format: str
+    task: str
+    variant: str
+    url: str
+    num_labels: int
+    resolution: int
+    hidden_sizes: tuple[int, ...]
+    depths: tuple[int, ...]
+    isotropic: bool
+    pretrain_dataset: str | None
+    finetune_dataset: str | None
+    reported_top1: float | None
+    reported_miou: float | None
+    reported_miou_ms_flip: float | None
+    params_m: float | None
+    gflops: float | None
+    ema: bool
+    sha256: str | None
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ZooEntry:
+        """Read one registry record (hierarchical, isotropic or UperNet)."""
+        isotropic = "hidden_size" in raw
+        if isotropic:
+            hidden_sizes, depths = (raw["hidden_size"],), (raw["depth"],)
+        elif "hidden_sizes" in raw:
+            hidden_sizes, depths = tuple(raw["hidden_sizes"]), tuple(raw["depths"])
+        else:
+            hidden_sizes, depths = HIERARCHICAL_VARIANTS[raw["variant"]]
+        return cls(
+            name=raw["name"],
+            source=raw["source"],
+            format=raw["format"],
+            task=raw["task"],
+            variant=raw["variant"],
+            url=raw["url"],
+            num_labels=raw["num_labels"],
+            resolution=raw.get("resolution") or raw["crop_size"],
+            hidden_sizes=tuple(hidden_sizes),
+            depths=tuple(depths),
+            isotropic=isotropic,
+            pretrain_dataset=raw.get("pretrain_dataset"),
+            finetune_dataset=raw.get("finetune_dataset"),
+            reported_top1=raw.get("reported_top1"),
+            reported_miou=raw.get("reported_miou"),
+            reported_miou_ms_flip=raw.get("reported_miou_ms_flip"),
+            params_m=raw.get("params_m"),
+            gflops=raw.get("gflops"),
+            ema=bool(raw.get("ema", False)),
+            sha256=raw.get("sha256"),
+        )
+
+    @property
+    def license(self) -> str:
+        """License of the released weights (that of the repository releasing them)."""
+        return LICENSES.get(self.source, "unknown")
+
+    @property
+    def repository(self) -> str:
+        """Web page of the release."""
+        return REPOSITORIES.get(self.source, self.url)
+
+    def check_matches(self, arch: Architecture) -> None:
+        """Refuse to describe weights with this entry's metadata when they are a different network."""
+        listed = (self.hidden_sizes, self.depths, self.isotropic, self.num_labels)
+        found = (arch.hidden_sizes, arch.depths, arch.isotropic, arch.num_labels)
+        if listed != found:
+            raise ValueError(
+                f"The checkpoint is not {self.name}: the zoo lists hidden sizes {self.hidden_sizes}, depths "
+                f"{self.depths}, isotropic {self.isotropic}, {self.num_labels} classes, but the weights have "
+                f"{arch.hidden_sizes}, {arch.depths}, {arch.isotropic}, {arch.num_labels}. Pass the matching --model, "
+                "or leave --model out to convert the file without zoo metadata."
+            )
+
+
+def default_zoo_path() -> Path:
+    """The registry shipped with the package."""
+    return Path(str(resources.files("convnext_hf") / "data" / "zoo.json"))
+
+
+def load_zoo(path: str | Path | None = None) -> dict[str, ZooEntry]:
+    """All entries of the registry at `path` (default: the package's), by name, in file order."""
+    raw = json.loads(Path(path or default_zoo_path()).read_text())
+    return {record["name"]: ZooEntry.from_dict(record) for record in raw["checkpoints"]}
+
+
+def select(zoo: dict[str, ZooEntry], names: str) -> list[ZooEntry]:
+    """Entries for `all` or a comma-separated list of names; unknown names get the closest known ones suggested."""
+    if names == "all":
+        return list(zoo.values())
+    selected = []
+    for name in filter(None, (part.strip() for part in names.split(","))):
+        if name not in zoo:
+            close = difflib.get_close_matches(name, zoo, n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"No checkpoint named {name!r} in the zoo.{hint} List them with --list-models.")
+        selected.append(zoo[name])
+    if not selected:
+        raise ValueError("--model is empty; pass a checkpoint name, a comma-separated list, or 'all'.")
+    return selected
