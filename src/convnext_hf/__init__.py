@@ -3,10 +3,10 @@
 from transformers import (
     AutoBackbone,
     AutoConfig,
-    AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
 )
+from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
 
 from .configuration_convnext import VARIANTS, ConvNextConfig
 from .image_processing_convnext import ConvNextImageProcessor
@@ -21,7 +21,9 @@ AutoConfig.register(ConvNextConfig.model_type, ConvNextConfig, exist_ok=True)
 AutoModel.register(ConvNextConfig, ConvNextModel, exist_ok=True)
 AutoModelForImageClassification.register(ConvNextConfig, ConvNextForImageClassification, exist_ok=True)
 AutoBackbone.register(ConvNextConfig, ConvNextBackbone, exist_ok=True)
-AutoImageProcessor.register(ConvNextConfig, image_processor_classes={"pil": ConvNextImageProcessor}, exist_ok=True)
+# Not AutoImageProcessor.register: it matches configs by class name, so it would merge in the built-in ConvNext's
+# torchvision processor (and warn that torchvision is missing).
+IMAGE_PROCESSOR_MAPPING.register(ConvNextConfig, {"pil": ConvNextImageProcessor}, exist_ok=True)
 
 # save_pretrained copies the code files next to the weights, so saved folders load as remote code.
 ConvNextConfig.register_for_auto_class()

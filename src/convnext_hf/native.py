@@ -29,11 +29,6 @@ def to_native_config(config: ConvNextConfig) -> transformers.ConvNextConfig:
             "transformers' built-in ConvNext cannot express an isotropic ConvNeXt (it always normalizes the stem "
             "and downsamples between stages); keep this model in the convnext_hf format (save_pretrained)."
         )
-    if config.layer_scale_init_value <= 0:
-        raise ValueError(
-            "transformers' built-in ConvNext always has layer scale; a model without it cannot be exported. "
-            "Keep it in the convnext_hf format (save_pretrained)."
-        )
     if config.layer_norm_eps != 1e-6:
         raise ValueError(
             f"transformers' built-in ConvNext hard-codes LayerNorm eps 1e-6 inside the network, this model uses "
@@ -53,7 +48,7 @@ def to_native_config(config: ConvNextConfig) -> transformers.ConvNextConfig:
         image_size=config.image_size,
         out_features=list(config.out_features),
         id2label=dict(config.id2label),
-        label2id=dict(config.label2id),
+        label2id=config.label2id,
         problem_type=config.problem_type,
     )
 
