@@ -24,15 +24,15 @@ NATIVE_CLASSES: dict[type[ConvNextPreTrainedModel], type[transformers.PreTrained
 
 def to_native_config(config: ConvNextConfig) -> transformers.ConvNextConfig:
     """Translate our configuration to the built-in's, refusing what the built-in cannot express."""
+    reasons = []
     if config.isotropic:
-        raise ValueError(
-            "transformers' built-in ConvNext cannot express an isotropic ConvNeXt (it always normalizes the stem "
-            "and downsamples between stages); keep this model in the convnext_hf format (save_pretrained)."
-        )
+        reasons.append("it is isotropic (the built-in always normalizes the stem and downsamples between stages)")
     if config.layer_norm_eps != 1e-6:
+        reasons.append(f"it uses LayerNorm eps {config.layer_norm_eps} (the built-in hard-codes 1e-6 in its blocks)")
+    if reasons:
         raise ValueError(
-            f"transformers' built-in ConvNext hard-codes LayerNorm eps 1e-6 inside the network, this model uses "
-            f"{config.layer_norm_eps}; keep it in the convnext_hf format (save_pretrained)."
+            f"transformers' built-in ConvNext cannot express this model: {'; '.join(reasons)}. "
+            "Keep it in the convnext_hf format (save_pretrained)."
         )
     return transformers.ConvNextConfig(
         num_channels=config.num_channels,
