@@ -417,7 +417,7 @@ def test_recipe_sets_defaults_and_flags_win():
     assert finetune.training.weight_decay == 1e-8 and finetune.recipe.mixup_alpha == 0.0
     plain = parse_args(["--variant", "atto", "--output_dir", "out"])
     assert plain.recipe.mixup_alpha == 0.0 and plain.recipe.rand_augment is None and not plain.recipe.model_ema
-    assert plain.training.remove_unused_columns is False
+    assert plain.training.eval_strategy == "epoch" and plain.training.logging_steps == 0.02
 
 
 def test_every_recipe_key_is_an_argument():

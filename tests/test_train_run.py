@@ -2,6 +2,7 @@
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 
@@ -12,8 +13,8 @@ from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import TrainerCallback, TrainingArguments, pipeline
+from transformers.integrations import is_tensorboard_available
 
-import convnext_hf
 from convnext_hf import ConvNextConfig, ConvNextForImageClassification
 from convnext_hf.cli import main as cli_main
 from convnext_hf.train import parse_args, run
@@ -48,7 +49,7 @@ def cache_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("cache"))
 
 
-def tiny_args(train_dir, output_dir, cache_dir, *extra, validation_dir=None):
+def tiny_args(train_dir, output_dir, cache_dir, *extra, validation_dir=None, report_to="none"):
     """A command line for a tiny model on tiny images; `extra` flags come last and win."""
     argv = [
         "--train_dir", str(train_dir),
@@ -60,10 +61,11 @@ def tiny_args(train_dir, output_dir, cache_dir, *extra, validation_dir=None):
         "--learning_rate", "2e-3",
         "--output_dir", str(output_dir),
         "--cache_dir", cache_dir,
-        "--report_to", "none",
         "--plots", "false",
         "--seed", "0",
     ]  # fmt: skip
+    if report_to is not None:
+        argv += ["--report_to", report_to]
     if validation_dir is not None:
         argv += ["--validation_dir", str(validation_dir)]
     return argv + list(extra)
@@ -91,6 +93,7 @@ def full_recipe_run(folders, cache_dir, tmp_path_factory):
         "--warmup_steps", "0.2",
         "--plots", "true",
         validation_dir=val_dir,
+        report_to=None,
     )  # fmt: skip
     return output_dir, run(parse_args(argv))
 
@@ -123,6 +126,15 @@ def test_output_folder_is_hub_ready(full_recipe_run):
     for name in ("confusion_matrix.png", "training_curves.png"):
         with Image.open(output_dir / name) as image:
             assert image.width > 300 and image.height > 200
+
+
+def test_tensorboard_logs_when_installed(full_recipe_run):
+    output_dir, _ = full_recipe_run
+    if not is_tensorboard_available():
+        assert parse_args(["--variant", "atto", "--output_dir", "x"]).training.report_to == []
+        return
+    events = [name for _, _, names in os.walk(output_dir / "runs") for name in names]
+    assert any(name.startswith("events.out.tfevents") for name in events)
 
 
 def test_metrics_json_and_confusion_matrix_agree(full_recipe_run):
@@ -442,6 +454,28 @@ def test_csv_of_paths_and_labels_and_fine_tuning_with_a_new_head(full_recipe_run
     assert "| layer-wise lr decay | 0.8 |" in card.text and "| recipe | paper-finetune |" in card.text
 
 
+def test_json_lines_files_share_one_label_map(folders, cache_dir, tmp_path):
+    train_dir, val_dir = folders
+
+    def write(path, directory, names):
+        lines = [json.dumps({"image_path": str(directory / name / f"{index}.png"), "labels": name})
+                 for name in names for index in range(3)]  # fmt: skip
+        path.write_text("\n".join(lines) + "\n")
+
+    write(tmp_path / "train.jsonl", train_dir, ["red", "blue"])
+    write(tmp_path / "val.jsonl", val_dir, ["red"])
+    argv = ["--train_file", str(tmp_path / "train.jsonl"), "--validation_file", str(tmp_path / "val.jsonl"),
+            "--variant", "atto", "--config_overrides", TINY_CONFIG, "--image_size", "32", "--max_steps", "1",
+            "--cache_dir", cache_dir, "--report_to", "none", "--plots", "false"]  # fmt: skip
+    run(parse_args(argv + ["--output_dir", str(tmp_path / "out")]))
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert report["label_names"] == ["blue", "red"]
+    assert np.array(report["confusion_matrix"]).sum(axis=1).tolist() == [0, 3], "the validation reds are class 1"
+    write(tmp_path / "val.jsonl", val_dir, ["green"])
+    with pytest.raises(ValueError, match=r"\['green'\] have no training images"):
+        run(parse_args(argv + ["--output_dir", str(tmp_path / "out2")]))
+
+
 class RecordTrainerSettings(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.checkpointing = model.is_gradient_checkpointing
@@ -474,17 +508,14 @@ def test_cli_dispatches_train_and_reports_usage(folders, cache_dir, tmp_path, ca
     assert cli_main(["fly"]) == 2 and "unknown command 'fly'" in capsys.readouterr().err
 
 
-def test_python_dash_m_entry_point_shows_trainer_flags():
-    result = subprocess.run(
-        [sys.executable, "-m", "convnext_hf.train", "--help"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(convnext_hf.__file__))},
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+def test_python_dash_m_entry_point_shows_trainer_flags(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["convnext_hf.train", "--help"])
+    with pytest.raises(SystemExit) as exit_status:
+        runpy.run_module("convnext_hf.train", run_name="__main__")
+    assert exit_status.value.code == 0
+    printed = capsys.readouterr().out
     for flag in ("--train_dir", "--variant", "--recipe", "--mixup_alpha", "--gradient_checkpointing", "--bf16"):
-        assert flag in result.stdout, flag
+        assert flag in printed, flag
 
 
 def test_demo_runs_end_to_end_on_a_few_digits(tmp_path, capsys):

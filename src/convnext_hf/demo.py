@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 DIGIT_SIDE = 28
+DEFAULT_ROOT = "convnext-mnist-demo"
 HELD_OUT_PER_CLASS = 100
 
 # A ConvNeXt sized for 28×28 digits: four stages, 2×2 patchify stem (28 → 14 → 7 → 3 → 1), narrow widths.
@@ -32,7 +33,7 @@ DEMO_CONFIG = {"hidden_sizes": [24, 48, 96, 192], "depths": [1, 1, 2, 1], "patch
 class DemoSettings:
     """Knobs of the demo; the defaults are the ones measured in docs/training.md."""
 
-    output_dir: str = "convnext-mnist-demo"
+    output_dir: str | None = None
     epochs: float = 12
     learning_rate: float = 4e-3
     batch_size: int = 64
@@ -125,6 +126,9 @@ def run_demo(settings: DemoSettings) -> dict[str, float]:
 
     from .train import main as train_main
 
+    if settings.output_dir is None:
+        # A new folder per run, so that running the demo again never meets the previous run's files.
+        settings.output_dir = os.path.join(DEFAULT_ROOT, time.strftime("%Y%m%d-%H%M%S"))
     if os.path.isdir(settings.output_dir) and os.listdir(settings.output_dir) and not settings.overwrite:
         raise ValueError(f"{settings.output_dir} is not empty; pass --overwrite or choose another --output_dir.")
     transformers_logging.set_verbosity_warning()
@@ -185,7 +189,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Parse the demo's few options and run it."""
     defaults = DemoSettings()
     parser = argparse.ArgumentParser(prog="convnext-hf demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--output_dir", default=defaults.output_dir, help="Where the digits and the model go.")
+    parser.add_argument(
+        "--output_dir", default=None, help=f"Where the digits and the model go (default: {DEFAULT_ROOT}/<date-time>)."
+    )
     parser.add_argument("--epochs", type=float, default=defaults.epochs)
     parser.add_argument("--learning_rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--batch_size", type=int, default=defaults.batch_size)

@@ -23,12 +23,16 @@ def confusion_matrix(predictions: np.ndarray, references: np.ndarray, num_classe
     return counts
 
 
-def write_json(path: str, payload: dict[str, Any]) -> None:
-    """Write `payload` as indented JSON through a temporary file, so readers never see half a file."""
+def write_text(path: str, text: str) -> None:
+    """Write `text` through a temporary file moved into place, so readers never see half a file."""
     with open(path + ".tmp", "w", encoding="utf-8") as file:
-        json.dump(payload, file, indent=2, sort_keys=True)
-        file.write("\n")
+        file.write(text)
     os.replace(path + ".tmp", path)
+
+
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    """Write `payload` as indented JSON, atomically."""
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def _pyplot():

@@ -91,33 +91,35 @@ def _train_transform(args: RunArguments, processor: Any) -> TrainTransform:
     )
 
 
-def _hyperparameters(args: RunArguments, image_size: int) -> dict[str, Any]:
+def _hyperparameters(args: RunArguments, image_size: int, drop_path_rate: float) -> dict[str, Any]:
     """The settings a reader of the model card needs to reproduce the run."""
     training, recipe = args.training, args.recipe
+    optimizer = getattr(training.optim, "value", training.optim)
+    schedule = getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type)
     total_batch = training.per_device_train_batch_size * training.world_size * training.gradient_accumulation_steps
-    rows = {
+    return {
         "recipe": recipe.recipe or "(flags)",
-        "optimizer": f"{training.optim} (betas {training.adam_beta1}, {training.adam_beta2})",
+        "optimizer": f"{optimizer} (betas {training.adam_beta1}, {training.adam_beta2})",
         "learning rate": training.learning_rate,
-        "schedule": f"{training.lr_scheduler_type}, warmup {training.warmup_steps}",
+        "schedule": f"{schedule}, warmup {training.warmup_steps}",
         "weight decay": f"{training.weight_decay} (not on norms, biases, layer scale)",
         "layer-wise lr decay": recipe.layer_decay if recipe.layer_decay < 1 else "none",
         "total batch size": f"{total_batch} ({training.world_size} process(es))",
         "epochs": training.num_train_epochs if training.max_steps <= 0 else f"{training.max_steps} steps",
         "image size": image_size,
-        "random-resized crop": f"scale ({recipe.rrc_scale_min}, 1), ratio {recipe.rrc_ratio}",
+        "random-resized crop": f"scale ({recipe.rrc_scale_min}, 1), "
+        f"ratio ({recipe.rrc_ratio[0]:.3g}, {recipe.rrc_ratio[1]:.3g})",
         "horizontal flip": recipe.hflip,
         "RandAugment": recipe.rand_augment or "none",
         "random erasing": recipe.random_erasing,
         "Mixup / CutMix alpha": f"{recipe.mixup_alpha} / {recipe.cutmix_alpha}",
         "label smoothing": training.label_smoothing_factor,
-        "stochastic depth": args.model.drop_path_rate if args.model.drop_path_rate is not None else "model default",
+        "stochastic depth": drop_path_rate,
         "EMA": recipe.model_ema_decay if recipe.model_ema else "none",
         "gradient clipping": training.max_grad_norm if training.max_grad_norm > 0 else "none",
         "precision": "bf16" if training.bf16 else "fp16" if training.fp16 else "fp32",
         "seed": training.seed,
     }
-    return rows
 
 
 def _final_evaluation(trainer: ConvNextTrainer, data: ImageData) -> tuple[dict[str, float], np.ndarray | None]:
@@ -206,7 +208,7 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
         num_train=len(data.train),
         num_validation=len(data.validation) if data.validation is not None else 0,
         image_size=image_size,
-        hyperparameters=_hyperparameters(args, image_size),
+        hyperparameters=_hyperparameters(args, image_size, model.config.drop_path_rate),
         results=eval_metrics,
     )
     trainer.save_model()

@@ -14,6 +14,7 @@ from .card import CardFacts, build_model_card
 from .ema import ModelEma
 from .mixup import Mixup, soft_target_cross_entropy
 from .optim import parameter_groups
+from .report import write_text
 
 
 class ConvNextTrainer(Trainer):
@@ -99,4 +100,4 @@ class ConvNextTrainer(Trainer):
             return
         if self.is_world_process_zero():
             card = build_model_card(self.card_facts, self.args.hub_model_id or self.args.output_dir)
-            card.save(os.path.join(self.args.output_dir, "README.md"))
+            write_text(os.path.join(self.args.output_dir, "README.md"), str(card))
