@@ -53,7 +53,7 @@ def test_two_process_data_parallel_run_on_cpu(tmp_path):
     (tmp_path / "driver.py").write_text(DRIVER)
     output_dir = tmp_path / "out"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         str(tmp_path / "driver.py"), str(tmp_path),
         "--train_dir", str(tmp_path / "train"), "--validation_dir", str(tmp_path / "val"),
         "--variant", "atto", "--config_overrides", json.dumps({"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]}),

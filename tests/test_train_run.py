@@ -3,6 +3,7 @@
 import json
 import os
 import runpy
+import socket
 import subprocess
 import sys
 
@@ -518,10 +519,18 @@ def test_python_dash_m_entry_point_shows_trainer_flags(monkeypatch, capsys):
         assert flag in printed, flag
 
 
-def test_demo_runs_end_to_end_on_a_few_digits(tmp_path, capsys):
+def test_demo_runs_end_to_end_on_a_few_digits(tmp_path, capsys, monkeypatch):
     from convnext_hf.demo import main as demo_main
 
+    attempts = []
+
+    def no_network(self, address):
+        attempts.append(address)
+        raise OSError(f"network disabled in this test: {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     summary = demo_main(["--output_dir", str(tmp_path / "demo"), "--train_per_class", "6", "--epochs", "1"])
+    assert attempts == [], "the demo must not reach for the network"
     printed = capsys.readouterr().out
     assert "top-1 accuracy" in printed and "held-out digits" in printed
     assert summary["held_out_top1_accuracy"] == pytest.approx(summary["trainer_eval_accuracy"])

@@ -61,7 +61,7 @@ def write_digit_folders(root: str, train_per_class: int | None, seed: int) -> tu
         for index, digit in tqdm(items, desc=f"Writing {split} digits", unit="image"):
             directory = os.path.join(folders[split], str(digit))
             os.makedirs(directory, exist_ok=True)
-            Image.fromarray(images[index], mode="L").save(os.path.join(directory, f"{index:04d}.png"))
+            Image.fromarray(images[index]).save(os.path.join(directory, f"{index:04d}.png"))
     return folders["train"], folders["held_out"]
 
 

@@ -57,7 +57,6 @@ class ModelArguments:
         default=False,
         metadata={"help": "Train a new classifier even when the pretrained one has as many classes as the data."},
     )
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub model to run its own code."})
     revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub model."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub models and datasets are cached."})
 

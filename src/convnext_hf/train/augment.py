@@ -122,7 +122,7 @@ def _solarize(image: Image.Image, strength: float, fill: tuple[int, ...]) -> Ima
 def _solarize_add(image: Image.Image, strength: float, fill: tuple[int, ...]) -> Image.Image:
     pixels = np.asarray(image, dtype=np.int16)
     added = np.where(pixels < 128, np.minimum(pixels + int(strength * _MAX_SOLARIZE_ADD), 255), pixels)
-    return Image.fromarray(added.astype(np.uint8), mode=image.mode)
+    return Image.fromarray(added.astype(np.uint8))
 
 
 RAND_AUGMENT_OPS: dict[str, Callable[[Image.Image, float, tuple[int, ...]], Image.Image]] = {

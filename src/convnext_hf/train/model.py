@@ -69,7 +69,8 @@ def build_model(args: ModelArguments, label_names: list[str]) -> ConvNextForImag
     if args.variant is not None:
         config = ConvNextConfig.from_variant(args.variant, **overrides, **_label_maps(label_names))
         return ConvNextForImageClassification(config)
-    hub_kwargs = {"revision": args.revision, "cache_dir": args.cache_dir, "trust_remote_code": args.trust_remote_code}
+    # This package's classes load the weights: code in a Hub repository is never run.
+    hub_kwargs = {"revision": args.revision, "cache_dir": args.cache_dir}
     config = ConvNextConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
     new_head = args.replace_head or config.num_labels != len(label_names)
     if not new_head and _labels_disagree(config, label_names):

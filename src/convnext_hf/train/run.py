@@ -133,17 +133,9 @@ def _final_evaluation(trainer: ConvNextTrainer, data: ImageData) -> tuple[dict[s
     return dict(prediction.metrics), counts
 
 
-def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, float]:
-    """Train as the arguments say and write the model folder; return the final metrics."""
-    training = args.training
-    # The transforms read the `image` column, which the Trainer would drop as unknown to the model's forward.
-    training.remove_unused_columns = False
-    _check_output_dir(args)
-    checkpoint = _resume_checkpoint(training.resume_from_checkpoint, training.output_dir)
-    set_seed(training.seed)
-    with training.main_process_first(desc="loading and checking the images"):
-        data = load_image_data(args.data, seed=training.seed, cache_dir=args.model.cache_dir)
-    model = build_model(args.model, data.label_names)
+def _model_and_processor(args: RunArguments, label_names: list[str]) -> tuple[Any, Any]:
+    """The model for these labels and its processor, refused when the processor's images cannot feed it."""
+    model = build_model(args.model, label_names)
     processor = build_processor(args.model, model)
     image_size = processor.size["shortest_edge"]
     if image_size < model.config.total_stride:
@@ -156,11 +148,16 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
             f"The model takes {model.config.num_channels}-channel images but the image processor makes RGB ones; "
             "train a model with num_channels 3."
         )
-    data = with_transforms(data, _train_transform(args, processor), processor)
+    return model, processor
+
+
+def _build_trainer(
+    args: RunArguments, data: ImageData, model: Any, processor: Any, callbacks: Sequence[TrainerCallback]
+) -> ConvNextTrainer:
+    recipe, training = args.recipe, args.training
     if data.validation is None and training.eval_strategy != "no":
         logger.info("No validation images: evaluation is off.")
         training.eval_strategy = "no"
-    recipe = args.recipe
     mixup = Mixup(
         num_classes=len(data.label_names),
         mixup_alpha=recipe.mixup_alpha,
@@ -175,7 +172,7 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         return metric.compute(predictions=prediction.predictions, references=prediction.label_ids)
 
-    trainer = ConvNextTrainer(
+    return ConvNextTrainer(
         model=model,
         args=training,
         train_dataset=data.train,
@@ -189,15 +186,31 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
         layer_decay_type=recipe.layer_decay_type,
         ema=ema,
     )
-    if ema is not None and checkpoint is not None:
-        ema.load(checkpoint)
+
+
+def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, float]:
+    """Train as the arguments say and write the model folder; return the final metrics."""
+    training = args.training
+    # The transforms read the `image` column, which the Trainer would drop as unknown to the model's forward.
+    training.remove_unused_columns = False
+    _check_output_dir(args)
+    checkpoint = _resume_checkpoint(training.resume_from_checkpoint, training.output_dir)
+    set_seed(training.seed)
+    with training.main_process_first(desc="loading and checking the images"):
+        data = load_image_data(args.data, seed=training.seed, cache_dir=args.model.cache_dir)
+    model, processor = _model_and_processor(args, data.label_names)
+    data = with_transforms(data, _train_transform(args, processor), processor)
+    trainer = _build_trainer(args, data, model, processor, callbacks)
+    if trainer.ema is not None and checkpoint is not None:
+        trainer.ema.load(checkpoint)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    if ema is not None:
+    if trainer.ema is not None:
         # The averaged weights are the result: evaluate, save and push them.
-        ema.copy_to(model)
+        trainer.ema.copy_to(model)
         trainer.ema = None
     eval_metrics, counts = _final_evaluation(trainer, data)
     metrics = {**train_result.metrics, **eval_metrics}
+    image_size = processor.size["shortest_edge"]
     trainer.card_facts = CardFacts(
         model_name=os.path.basename(os.path.normpath(training.output_dir)),
         base_model=args.model.model_name_or_path,
