@@ -159,7 +159,8 @@ def test_model_card_states_origin_data_hyperparameters_results_and_usage(full_re
     assert results[0].metric_value == pytest.approx(metrics["eval_accuracy"])
     assert results[0].dataset_type == "imagefolder" and results[0].dataset_name == "train"
     text = card.text
-    assert "trained from scratch (variant `atto`)" in text
+    assert "trained from scratch (starting from variant `atto`)" in text
+    assert "4-stage ConvNeXt, widths [8, 16, 32, 64], depths [1, 1, 1, 1], 4×4 patchify stem" in text
     assert "3 classes: `blue`, `green`, `red`" in text
     assert "24 training images, 9 validation images, at 32×32" in text
     for row in (
@@ -479,7 +480,7 @@ def test_json_lines_files_share_one_label_map(folders, cache_dir, tmp_path):
 
 class RecordTrainerSettings(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.checkpointing = model.is_gradient_checkpointing
+        self.checkpointing = model.is_activation_checkpointing
 
     def on_step_end(self, args, state, control, **kwargs):
         self.last_step = state.global_step
@@ -489,7 +490,7 @@ def test_trainer_flags_for_memory_and_precision_work(folders, cache_dir, tmp_pat
     train_dir, _ = folders
     recorder = RecordTrainerSettings()
     argv = tiny_args(
-        train_dir, tmp_path / "out", cache_dir, "--gradient_checkpointing", "--gradient_accumulation_steps", "2",
+        train_dir, tmp_path / "out", cache_dir, "--activation_checkpointing", "--gradient_accumulation_steps", "2",
         "--use_cpu", "--bf16", "--max_grad_norm", "0.5", "--max_steps", "2", "--train_val_split", "0",
     )  # fmt: skip
     metrics = run(parse_args(argv), callbacks=[recorder])
@@ -515,7 +516,7 @@ def test_python_dash_m_entry_point_shows_trainer_flags(monkeypatch, capsys):
         runpy.run_module("convnext_hf.train", run_name="__main__")
     assert exit_status.value.code == 0
     printed = capsys.readouterr().out
-    for flag in ("--train_dir", "--variant", "--recipe", "--mixup_alpha", "--gradient_checkpointing", "--bf16"):
+    for flag in ("--train_dir", "--variant", "--recipe", "--mixup_alpha", "--activation_checkpointing", "--bf16"):
         assert flag in printed, flag
 
 

@@ -1,7 +1,7 @@
 """Command-line arguments of `convnext-hf train`: the model, the data and the recipe, beside every Trainer flag.
 
 The dataclasses here are parsed together with transformers' `TrainingArguments` by `HfArgumentParser`, so any
-Trainer flag (`--bf16`, `--gradient_accumulation_steps`, `--gradient_checkpointing`, `--max_grad_norm`,
+Trainer flag (`--bf16`, `--gradient_accumulation_steps`, `--activation_checkpointing`, `--max_grad_norm`,
 `--label_smoothing_factor`, `--push_to_hub`...) works. A `--recipe` preset changes the defaults; flags given on the
 command line win over it.
 """

@@ -20,6 +20,7 @@ class CardFacts:
     model_name: str
     base_model: str | None
     variant: str | None
+    architecture: str
     dataset: str
     hub_dataset: str | None
     label_names: list[str]
@@ -79,7 +80,7 @@ def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
     origin = (
         f"fine-tuned from [`{facts.base_model}`]({_link(facts.base_model)})"
         if facts.base_model
-        else f"trained from scratch (variant `{facts.variant}`)"
+        else f"trained from scratch (starting from variant `{facts.variant}`)"
     )
     shown = facts.label_names if len(facts.label_names) <= 20 else facts.label_names[:20] + ["…"]
     results = {
@@ -98,6 +99,8 @@ def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
 
 A ConvNeXt image classifier ("A ConvNet for the 2020s", Liu et al., CVPR 2022), {origin} on {facts.dataset}, with
 convnext-hf {__version__} and transformers' `Trainer`.
+
+Architecture: {facts.architecture}.
 
 ## Data
 

@@ -76,8 +76,12 @@ def plot_confusion_matrix(counts: np.ndarray, label_names: list[str], path: str)
     return True
 
 
-def plot_training_curves(log_history: list[dict[str, float]], path: str) -> bool:
-    """Training loss and learning rate, and validation loss and accuracy, against the step; False without matplotlib."""
+def plot_training_curves(log_history: list[dict[str, float]], path: str, final: dict[str, float] | None = None) -> bool:
+    """Training loss and learning rate, and validation loss and accuracy, against the step; False without matplotlib.
+
+    `final` (the metrics of the saved model) adds its accuracy at the last step when there was no evaluation during
+    training.
+    """
     plt = _pyplot()
     if plt is None:
         return False
@@ -86,7 +90,7 @@ def plot_training_curves(log_history: list[dict[str, float]], path: str) -> bool
         points = [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
         return [step for step, _ in points], [value for _, value in points]
 
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
     for key, label in (("loss", "training loss"), ("eval_loss", "validation loss")):
         steps, values = series(key)
         if steps:
@@ -110,10 +114,16 @@ def plot_training_curves(log_history: list[dict[str, float]], path: str) -> bool
             accuracy_axes.plot(steps, values, marker=".", label=label)
     accuracy_axes.set_xlabel("step")
     accuracy_axes.set_ylabel("validation accuracy")
+    if not accuracy_axes.lines and final and "eval_accuracy" in final:
+        last_step = max((entry["step"] for entry in log_history if "step" in entry), default=0)
+        accuracy_axes.plot([last_step], [final["eval_accuracy"]], marker="*", markersize=12, linestyle="",
+                           label=f"final top-1 {final['eval_accuracy']:.2%}")  # fmt: skip
     if accuracy_axes.lines:
+        lowest = min(min(line.get_ydata()) for line in accuracy_axes.lines)
+        accuracy_axes.set_ylim(max(0.0, lowest - 0.05), 1.005)
         accuracy_axes.legend(loc="lower right")
     else:
-        accuracy_axes.text(0.5, 0.5, "no evaluation during training", ha="center", va="center")
+        accuracy_axes.text(0.5, 0.5, "no evaluation", ha="center", va="center")
     figure.suptitle("Training curves")
     figure.tight_layout()
     figure.savefig(path, dpi=120)

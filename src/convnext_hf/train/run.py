@@ -122,6 +122,17 @@ def _hyperparameters(args: RunArguments, image_size: int, drop_path_rate: float)
     }
 
 
+def _architecture(model: Any) -> str:
+    """One line on the network's shape and size."""
+    config = model.config
+    kind = "isotropic" if config.isotropic else f"{config.num_stages}-stage"
+    parameters = sum(parameter.numel() for parameter in model.parameters())
+    return (
+        f"{kind} ConvNeXt, widths {config.hidden_sizes}, depths {config.depths}, "
+        f"{config.patch_size}×{config.patch_size} patchify stem, {parameters / 1e6:.2f} M parameters"
+    )
+
+
 def _final_evaluation(trainer: ConvNextTrainer, data: ImageData) -> tuple[dict[str, float], np.ndarray | None]:
     """Metrics and confusion matrix of the final weights on the validation split."""
     if data.validation is None:
@@ -215,6 +226,7 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
         model_name=os.path.basename(os.path.normpath(training.output_dir)),
         base_model=args.model.model_name_or_path,
         variant=args.model.variant,
+        architecture=_architecture(model),
         dataset=data.source,
         hub_dataset=args.data.dataset_name,
         label_names=data.label_names,
@@ -247,7 +259,7 @@ def _write_report(
     if args.output.plots:
         if counts is not None:
             plot_confusion_matrix(counts, data.label_names, os.path.join(output_dir, CONFUSION_MATRIX_NAME))
-        plot_training_curves(trainer.state.log_history, os.path.join(output_dir, TRAINING_CURVES_NAME))
+        plot_training_curves(trainer.state.log_history, os.path.join(output_dir, TRAINING_CURVES_NAME), metrics)
     trainer.create_model_card()
 
 
