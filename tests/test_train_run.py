@@ -452,7 +452,8 @@ def test_csv_of_paths_and_labels_and_fine_tuning_with_a_new_head(full_recipe_run
             - base["convnext.embeddings.patch_embeddings.weight"]).abs().max() < 1e-3, "the trunk was kept"
     assert metrics["eval_samples_per_second"] > 0
     card = ModelCard.load(tmp_path / "out" / "README.md")
-    assert card.data.base_model == str(pretrained)
+    assert card.data.base_model is None, "a local folder is not a Hub id"
+    assert f"fine-tuned from [`{pretrained}`]" in card.text
     assert "| layer-wise lr decay | 0.8 |" in card.text and "| recipe | paper-finetune |" in card.text
 
 

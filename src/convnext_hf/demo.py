@@ -144,8 +144,8 @@ def run_demo(settings: DemoSettings) -> dict[str, float]:
     argv = train_arguments(settings, train_dir, held_out_dir, model_dir)
     print("\nTraining with:\n  convnext-hf train " + shlex.join(argv) + "\n", flush=True)
     threads = torch.get_num_threads()
-    # The model is tiny: one thread loses little on an idle machine and, unlike several, does not slow to a crawl
-    # when another process wants a core (the threads of every op would wait for the one that is descheduled).
+    # The model is tiny: on one thread it does not slow to a crawl when another process wants a core, as several
+    # threads do (those of every small op wait for the one that is descheduled; see docs/training.md).
     torch.set_num_threads(1)
     # datasets labels the indexing of local files "Downloading data"; its bars would suggest a download.
     datasets.disable_progress_bars()

@@ -72,7 +72,8 @@ def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
         library_name="transformers",
         pipeline_tag="image-classification",
         tags=["convnext", "image-classification", "vision", "convnext-hf"],
-        base_model=facts.base_model,
+        # The Hub takes a repository id here; a local folder is named in the text only.
+        base_model=facts.base_model if facts.base_model and not os.path.isdir(facts.base_model) else None,
         datasets=[facts.hub_dataset] if facts.hub_dataset else None,
         metrics=["accuracy"],
         eval_results=eval_results or None,
