@@ -1,0 +1,5 @@
+"""`python -m convnext_hf.train ...`, the same as `convnext-hf train ...`."""
+
+from . import main
+
+main()

@@ -1,0 +1,185 @@
+"""Command-line arguments of `convnext-hf train`: the model, the data and the recipe, beside every Trainer flag.
+
+The dataclasses here are parsed together with transformers' `TrainingArguments` by `HfArgumentParser`, so any
+Trainer flag (`--bf16`, `--gradient_accumulation_steps`, `--activation_checkpointing`, `--max_grad_norm`,
+`--label_smoothing_factor`, `--push_to_hub`...) works. A `--recipe` preset changes the defaults; flags given on the
+command line win over it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import HfArgumentParser, TrainingArguments
+from transformers.integrations import is_tensorboard_available
+
+from ..configuration_convnext import VARIANTS
+from .recipes import RECIPES, recipe_defaults
+
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+@dataclass
+class ModelArguments:
+    """Which ConvNeXt to train: a pretrained one (`--model_name_or_path`) or a variant from scratch (`--variant`)."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A saved ConvNeXt folder or Hub id to fine-tune (ours or transformers' built-in convnext)."},
+    )
+    variant: str | None = field(
+        default=None, metadata={"help": f"Train this variant from scratch: {', '.join(VARIANTS)}.", "choices": VARIANTS}
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": 'JSON object of configuration values to change, e.g. \'{"hidden_sizes": [32, 64, 128, 256], '
+            '"depths": [1, 1, 2, 1], "patch_size": 2}\'.'
+        },
+    )
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": "Training resolution (the processor's shortest_edge). Default: the model's processor, or 224."},
+    )
+    crop_pct: float | None = field(
+        default=None, metadata={"help": "Center-crop fraction of a new processor at evaluation (below 384 pixels)."}
+    )
+    drop_path_rate: float | None = field(
+        default=None, metadata={"help": "Stochastic depth rate of the last block (linear rule). Default: the model's."}
+    )
+    head_init_scale: float | None = field(
+        default=None, metadata={"help": "Scale of a new classifier's initial weights (the fine-tuning recipe: 0.001)."}
+    )
+    replace_head: bool = field(
+        default=False,
+        metadata={"help": "Train a new classifier even when the pretrained one has as many classes as the data."},
+    )
+    revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub model."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub models and datasets are cached."})
+
+
+@dataclass
+class DataArguments:
+    """Where the labelled images come from: an image folder, a CSV/JSON file of paths and labels, or a Hub dataset."""
+
+    train_dir: str | None = field(default=None, metadata={"help": "Image folder: one subfolder per class."})
+    validation_dir: str | None = field(default=None, metadata={"help": "Validation image folder, same classes."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "CSV or JSON (lines) file of image paths (relative to the file) and labels."}
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Validation CSV or JSON file."})
+    dataset_name: str | None = field(default=None, metadata={"help": "A dataset on the Hub (needs network)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of the Hub dataset."})
+    image_column_name: str | None = field(
+        default=None, metadata={"help": "Column holding the images (default: 'image', 'img' or 'image_path')."}
+    )
+    label_column_name: str | None = field(
+        default=None, metadata={"help": "Column holding the labels (default: 'label' or 'labels')."}
+    )
+    train_val_split: float = field(
+        default=0.15, metadata={"help": "Fraction of the training data held out for validation when none is given."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training images."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many validation images."})
+    on_bad_image: str = field(
+        default="error",
+        metadata={
+            "help": "An unreadable image found by the check before training: 'error' stops with the list of "
+            "paths, 'skip' leaves those images out.",
+            "choices": BAD_IMAGE_POLICIES,
+        },
+    )
+
+
+@dataclass
+class RecipeArguments:
+    """The paper's training recipe beyond what TrainingArguments covers. Presets: `--recipe`."""
+
+    recipe: str | None = field(
+        default=None, metadata={"help": f"Preset of the options below: {', '.join(RECIPES)}.", "choices": list(RECIPES)}
+    )
+    layer_decay: float = field(
+        default=1.0, metadata={"help": "Layer-wise learning-rate decay (1 disables; the paper fine-tunes with 0.8)."}
+    )
+    layer_decay_type: str = field(
+        default="group",
+        metadata={"help": "'group': the official 12-layer split; 'single': one layer per block.", "choices": ["group", "single"]},
+    )
+    rrc_scale_min: float = field(
+        default=0.08, metadata={"help": "Smallest area fraction of the random-resized crop (1 with ratio 1: none)."}
+    )
+    rrc_ratio: list[float] = field(
+        default_factory=lambda: [3 / 4, 4 / 3], metadata={"help": "Aspect-ratio range (min max) of the random crop."}
+    )
+    hflip: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip (0 for digits or text)."})
+    rand_augment: str | None = field(
+        default=None, metadata={"help": "RandAugment spec, e.g. 'rand-m9-mstd0.5-inc1' (the paper's)."}
+    )
+    random_erasing: float = field(default=0.0, metadata={"help": "Probability of random erasing (paper: 0.25)."})
+    mixup_alpha: float = field(default=0.0, metadata={"help": "Mixup Beta(alpha, alpha); 0 disables (paper: 0.8)."})
+    cutmix_alpha: float = field(default=0.0, metadata={"help": "CutMix Beta(alpha, alpha); 0 disables (paper: 1.0)."})
+    mixup_prob: float = field(default=1.0, metadata={"help": "Probability of mixing a batch."})
+    mixup_switch_prob: float = field(
+        default=0.5, metadata={"help": "Probability of CutMix rather than Mixup when both are enabled."}
+    )
+    model_ema: bool = field(
+        default=False, metadata={"help": "Keep an EMA of the weights, evaluate it and save it as the final model."}
+    )
+    model_ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay per optimizer step."})
+
+
+@dataclass
+class OutputArguments:
+    """What happens to the output folder besides the Trainer's own files."""
+
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Train into a non-empty --output_dir (otherwise refused unless resuming)."}
+    )
+    plots: bool = field(default=True, metadata={"help": "Write confusion-matrix and training-curve PNGs."})
+
+
+ALL_ARGUMENTS = (ModelArguments, DataArguments, RecipeArguments, OutputArguments, TrainingArguments)
+
+# Defaults that differ from TrainingArguments': small runs want an evaluation and a point on the training curve more
+# often than every 500 steps, and pinned memory only helps a GPU.
+TRAINER_DEFAULTS = {
+    "dataloader_pin_memory": torch.cuda.is_available(),
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "logging_strategy": "steps",
+    "logging_steps": 0.02,
+    "report_to": "tensorboard" if is_tensorboard_available() else "none",
+}
+
+
+def build_parser(argv: Sequence[str]) -> HfArgumentParser:
+    """An HfArgumentParser over all the argument dataclasses, with the defaults of the `--recipe` named in `argv`."""
+    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser.add_argument("--recipe", default=None, choices=list(RECIPES))
+    pre_parser.add_argument("--variant", default=None)
+    known, _ = pre_parser.parse_known_args(argv)
+    parser = HfArgumentParser(ALL_ARGUMENTS)
+    parser.set_defaults(**TRAINER_DEFAULTS)
+    if known.recipe is not None:
+        parser.set_defaults(**recipe_defaults(known.recipe, known.variant))
+    return parser
+
+
+@dataclass
+class RunArguments:
+    """All the arguments of one run, grouped as they are parsed."""
+
+    model: ModelArguments
+    data: DataArguments
+    recipe: RecipeArguments
+    output: OutputArguments
+    training: TrainingArguments
+
+
+def parse_args(argv: Sequence[str]) -> RunArguments:
+    """Parse a `convnext-hf train` command line."""
+    argv = list(argv)
+    return RunArguments(*build_parser(argv).parse_args_into_dataclasses(args=argv))

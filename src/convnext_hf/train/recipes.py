@@ -1,0 +1,83 @@
+"""`--recipe` presets: the training settings of the ConvNeXt paper (Liu et al. 2022, Appendix A, Tables 5 and 6).
+
+A preset only changes defaults: any flag on the command line wins. The learning rates are the paper's for a total
+batch of 4096 (training) or 512 (fine-tuning); scale them linearly with your total batch
+(per-device batch × devices × gradient accumulation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Shared by every paper recipe: AdamW (0.9, 0.999), cosine decay to 1e-6, no gradient clipping, label smoothing 0.1,
+# RandAugment (9, 0.5), random erasing 0.25, random-resized crop and flip.
+_PAPER_COMMON: dict[str, Any] = {
+    "optim": "adamw_torch",
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.999,
+    "lr_scheduler_type": "cosine_with_min_lr",
+    "lr_scheduler_kwargs": {"min_lr": 1e-6},
+    "max_grad_norm": 0.0,
+    "label_smoothing_factor": 0.1,
+    "rand_augment": "rand-m9-mstd0.5-inc1",
+    "random_erasing": 0.25,
+    "rrc_scale_min": 0.08,
+    "hflip": 0.5,
+}
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # Table 5, ImageNet-1K training from scratch: 300 epochs, 20 of warmup, Mixup/CutMix, EMA.
+    "paper-in1k": {
+        **_PAPER_COMMON,
+        "learning_rate": 4e-3,
+        "weight_decay": 0.05,
+        "num_train_epochs": 300,
+        "warmup_steps": 20 / 300,
+        "mixup_alpha": 0.8,
+        "cutmix_alpha": 1.0,
+        "model_ema": True,
+        "model_ema_decay": 0.9999,
+    },
+    # Table 5, ImageNet-22K pre-training: 90 epochs, 5 of warmup, no EMA.
+    "paper-in22k": {
+        **_PAPER_COMMON,
+        "learning_rate": 4e-3,
+        "weight_decay": 0.05,
+        "num_train_epochs": 90,
+        "warmup_steps": 5 / 90,
+        "mixup_alpha": 0.8,
+        "cutmix_alpha": 1.0,
+        "model_ema": False,
+    },
+    # Table 6, fine-tuning an ImageNet-22K model: 30 epochs, no warmup, layer-wise decay 0.8, no Mixup/CutMix, a new
+    # head initialized 1000× smaller.
+    "paper-finetune": {
+        **_PAPER_COMMON,
+        "learning_rate": 5e-5,
+        "weight_decay": 1e-8,
+        "num_train_epochs": 30,
+        "warmup_steps": 0,
+        "layer_decay": 0.8,
+        "mixup_alpha": 0.0,
+        "cutmix_alpha": 0.0,
+        "head_init_scale": 0.001,
+        "model_ema": False,
+    },
+}
+
+# Table 5's stochastic depth, which grows with the model.
+DROP_PATH_BY_VARIANT: dict[str, dict[str, float]] = {
+    "paper-in1k": {"tiny": 0.1, "small": 0.4, "base": 0.5, "large": 0.5},
+    "paper-in22k": {"tiny": 0.0, "small": 0.0, "base": 0.1, "large": 0.1, "xlarge": 0.2},
+}
+
+
+def recipe_defaults(recipe: str, variant: str | None = None) -> dict[str, Any]:
+    """The argument defaults a recipe sets, with the paper's stochastic depth for `variant` when it gives one."""
+    if recipe not in RECIPES:
+        raise ValueError(f"Unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}.")
+    defaults = dict(RECIPES[recipe])
+    drop_path = DROP_PATH_BY_VARIANT.get(recipe, {}).get(variant or "")
+    if drop_path is not None:
+        defaults["drop_path_rate"] = drop_path
+    return defaults

@@ -1,0 +1,88 @@
+"""A real two-process data-parallel run on CPU (gloo) through torchrun: disjoint shards, one saved model that reloads."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+import convnext_hf
+from convnext_hf import ConvNextForImageClassification
+
+NUM_TRAIN = 32
+GREY_STEP = 8
+
+# Runs in each torchrun process: `convnext-hf train` with a spy on the Trainer's training step that writes down which
+# images the process trained on. Every training image is one flat grey level, GREY_STEP × its number, which
+# survives cropping and resizing; un-normalizing the first pixel gives the number back.
+DRIVER = """
+import json, os, sys
+from convnext_hf.train import main
+from convnext_hf.train.trainer import ConvNextTrainer
+
+seen = []
+train_step = ConvNextTrainer.training_step
+
+def recording_step(self, model, inputs, *args, **kwargs):
+    mean, std = self.processing_class.image_mean[0], self.processing_class.image_std[0]
+    grey = (inputs["pixel_values"][:, 0, 0, 0] * std + mean) * 255
+    seen.extend(round(value / {step}) for value in grey.tolist())
+    return train_step(self, model, inputs, *args, **kwargs)
+
+ConvNextTrainer.training_step = recording_step
+main(sys.argv[2:])
+with open(os.path.join(sys.argv[1], "seen-rank" + os.environ["RANK"] + ".json"), "w") as file:
+    json.dump(seen, file)
+""".format(step=GREY_STEP)
+
+
+def write_grey_images(directory, numbers):
+    for number in numbers:
+        label = directory / ("even" if number % 2 == 0 else "odd")
+        label.mkdir(parents=True, exist_ok=True)
+        grey = np.full((12, 12, 3), GREY_STEP * number, dtype=np.uint8)
+        Image.fromarray(grey).save(label / f"{number:02d}.png")
+
+
+def test_two_process_data_parallel_run_on_cpu(tmp_path):
+    write_grey_images(tmp_path / "train", range(NUM_TRAIN))
+    write_grey_images(tmp_path / "val", range(4))
+    (tmp_path / "driver.py").write_text(DRIVER)
+    output_dir = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(tmp_path / "driver.py"), str(tmp_path),
+        "--train_dir", str(tmp_path / "train"), "--validation_dir", str(tmp_path / "val"),
+        "--variant", "atto", "--config_overrides", json.dumps({"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]}),
+        "--image_size", "32", "--rrc_scale_min", "1", "--rrc_ratio", "1", "1", "--hflip", "0",
+        "--per_device_train_batch_size", "4", "--num_train_epochs", "1", "--ddp_backend", "gloo",
+        "--output_dir", str(output_dir), "--cache_dir", str(tmp_path / "cache"), "--report_to", "none",
+        "--plots", "false", "--dataloader_num_workers", "0",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.path.dirname(os.path.dirname(convnext_hf.__file__)),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-5000:]
+
+    seen = [json.loads((tmp_path / f"seen-rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == NUM_TRAIN // 2, "each rank trains on half of the images"
+    assert not set(seen[0]) & set(seen[1]), "the shards are disjoint"
+    assert sorted(seen[0] + seen[1]) == list(range(NUM_TRAIN)), "together they cover the data once"
+
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == NUM_TRAIN // (2 * 4), "one optimizer step per pair of per-rank batches"
+    report = json.loads((output_dir / "metrics.json").read_text())
+    assert np.array(report["confusion_matrix"]).sum() == 4, "the evaluation gathers all four images, once"
+    model = ConvNextForImageClassification.from_pretrained(output_dir)
+    assert model.config.id2label == {0: "even", 1: "odd"}
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 32, 32)).logits.shape == (2, 2)
+    assert not any(name.startswith("module.") for name in model.state_dict()), "saved unwrapped from DDP"
+
