@@ -10,8 +10,12 @@ This file imports nothing of its package but the configuration, so that it runs 
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -111,6 +115,8 @@ class ConvNextEmbeddings(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         check_pixel_values(pixel_values, self.config)
+        # Images arrive in float32 from the image processor; a half-precision model computes in its own dtype.
+        pixel_values = pixel_values.to(self.patch_embeddings.weight.dtype)
         return self.layernorm(self.patch_embeddings(pixel_values))
 
 
@@ -139,6 +145,111 @@ class ConvNextLayer(GradientCheckpointingLayer):
         if self.layer_scale_parameter is not None:
             features = self.layer_scale_parameter * features
         return residual + self.drop_path(features.permute(0, 3, 1, 2))
+
+
+INFERENCE_ONLY_MESSAGE = (
+    "This ConvNeXt was prepared by optimize_for_inference(), which folds its LayerNorm affines and layer scales into "
+    "the pointwise layers, so it cannot {action}. Load it again with from_pretrained() to {action} it, and call "
+    "optimize_for_inference() only on the copy you run inference with."
+)
+
+
+def amx_is_available() -> bool:
+    """Whether this CPU has AMX tile units, which run bfloat16 matrix products several times faster than float32."""
+    is_supported = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(is_supported is not None and is_supported())
+
+
+def onednn_supports_bfloat16() -> bool:
+    """Whether oneDNN has native bfloat16 kernels on this CPU (AVX-512 BF16 or AMX)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def inference_dtype(requested: torch.dtype | str | None, device: torch.device, current: torch.dtype) -> torch.dtype:
+    """Resolve optimize_for_inference's `dtype`: None keeps `current`; "auto" picks bfloat16 on GPUs and AMX CPUs."""
+    if requested is None:
+        return current
+    if requested == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device.type == "cpu" and amx_is_available() else current
+    if isinstance(requested, torch.dtype) and requested.is_floating_point:
+        return requested
+    raise TypeError(
+        f"dtype must be None (keep the model's dtype), 'auto' or a floating-point torch.dtype such as torch.bfloat16, "
+        f"got {requested!r}."
+    )
+
+
+def fold_block(layer: ConvNextLayer) -> tuple[nn.Linear, nn.Linear]:
+    """Fold the block's LayerNorm affine into pwconv1 and its layer scale into pwconv2 (computed in float64).
+
+    pwconv1(g ⊙ x̂ + β) = (W1·diag(g)) x̂ + (b1 + W1 β), and γ ⊙ pwconv2(h) = (diag(γ)·W2) h + γ ⊙ b2.
+    """
+    weight1, bias1 = layer.pwconv1.weight.double(), layer.pwconv1.bias.double()
+    weight2, bias2 = layer.pwconv2.weight.double(), layer.pwconv2.bias.double()
+    gain, shift = layer.layernorm.weight.double(), layer.layernorm.bias.double()
+    scale = torch.ones_like(bias2) if layer.layer_scale_parameter is None else layer.layer_scale_parameter.double()
+    folded = (
+        (weight1 * gain, bias1 + weight1 @ shift, layer.pwconv1),
+        (scale[:, None] * weight2, scale * bias2, layer.pwconv2),
+    )
+    linears = []
+    for weight, bias, original in folded:
+        linear = nn.Linear(original.in_features, original.out_features, device="meta")
+        linear.weight = nn.Parameter(weight.to(original.weight), requires_grad=False)
+        linear.bias = nn.Parameter(bias.to(original.bias), requires_grad=False)
+        linears.append(linear)
+    return linears[0], linears[1]
+
+
+class ConvNextFoldedLayer(nn.Module):
+    """A ConvNeXt block for inference only: the same function as `ConvNextLayer` in eval mode, with its LayerNorm
+    affine and layer scale folded into the pointwise layers (see `fold_block`) and every step run on (N, H, W, C) data.
+
+    On channels-last inputs the permutes are views, so the block makes no layout copies. On CPU, when no gradient is
+    needed and the graph is not being compiled, pwconv1 + GELU and pwconv2 + residual each run as one oneDNN kernel,
+    saving two full passes over the activations (torch.compile makes the same fusions itself).
+    """
+
+    def __init__(self, layer: ConvNextLayer, hidden_act: str) -> None:
+        super().__init__()
+        self.dwconv = layer.dwconv
+        self.eps = layer.layernorm.eps
+        self.pwconv1, self.pwconv2 = fold_block(layer)
+        self.act = layer.act
+        self.fuse_gelu = hidden_act == "gelu"
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        normalized = F.layer_norm(self.dwconv(features).permute(0, 2, 3, 1), (features.shape[1],), eps=self.eps)
+        residual = features.permute(0, 2, 3, 1)
+        if self.fuse_gelu and onednn_can_run(normalized):
+            hidden = torch.ops.mkldnn._linear_pointwise(
+                normalized, self.pwconv1.weight, self.pwconv1.bias, "gelu", [], "none"
+            )
+            output = torch.ops.mkldnn._linear_pointwise.binary(
+                hidden, residual.contiguous(), self.pwconv2.weight, self.pwconv2.bias, "add"
+            )
+        else:
+            output = residual + self.pwconv2(self.act(self.pwconv1(normalized)))
+        return output.permute(0, 3, 1, 2)
+
+    def train(self, mode: bool = True) -> ConvNextFoldedLayer:
+        if mode:
+            raise RuntimeError(INFERENCE_ONLY_MESSAGE.format(action="train"))
+        return super().train(False)
+
+
+def onednn_can_run(features: torch.Tensor) -> bool:
+    """Whether the fused oneDNN linear kernels (inference-only, CPU, float32/bfloat16) can compute on `features`."""
+    return (
+        features.device.type == "cpu"
+        and (features.dtype == torch.float32 or features.dtype == torch.bfloat16 and onednn_supports_bfloat16())
+        and not (torch.is_grad_enabled() and features.requires_grad)
+        and not torch.compiler.is_compiling()
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
 
 
 class ConvNextStage(nn.Module):
@@ -210,6 +321,53 @@ class ConvNextPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, ConvNextLayer) and module.layer_scale_parameter is not None:
             init.constant_(module.layer_scale_parameter, self.config.layer_scale_init_value)
+
+
+    @property
+    def is_optimized_for_inference(self) -> bool:
+        """Whether optimize_for_inference() has folded this model's blocks (it can then neither train nor be saved)."""
+        return any(isinstance(module, ConvNextFoldedLayer) for module in self.modules())
+
+    def optimize_for_inference(
+        self,
+        dtype: torch.dtype | str | None = None,
+        channels_last: bool = True,
+        compile: bool = False,
+        compile_options: dict | None = None,
+    ) -> ConvNextPreTrainedModel:
+        """Make this model fast for inference, in place, and return it (see docs/performance.md).
+
+        Every block's LayerNorm affine and layer scale are folded into its pointwise layers; the model is put in eval
+        mode without gradients, cast to `dtype` (None keeps the current one, "auto" picks bfloat16 on GPUs and on CPUs
+        with AMX), its convolutions set to channels-last memory so that every feature map stays (N, H, W, C) in memory
+        and no permute copies, and with `compile` it goes through `torch.compile(**compile_options)`. Outputs equal the
+        original model's up to float rounding; they come in the model's dtype and channels-last memory format. Calling
+        it again only changes dtype, layout or compilation: blocks are folded once. The result refuses `.train()` and
+        `save_pretrained()`: reload the checkpoint for those.
+        """
+        target_dtype = inference_dtype(dtype, self.device, self.dtype)
+        self.eval().requires_grad_(False)
+        for stage in [module for module in self.modules() if isinstance(module, ConvNextStage)]:
+            stage.layers = nn.ModuleList(
+                ConvNextFoldedLayer(layer, self.config.hidden_act) if isinstance(layer, ConvNextLayer) else layer
+                for layer in stage.layers
+            )
+        self.to(dtype=target_dtype, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        if compile:
+            self.compile(**(compile_options or {}))
+        return self
+
+    def train(self, mode: bool = True) -> ConvNextPreTrainedModel:
+        """Set training mode, as nn.Module does; refused once the model is optimized for inference."""
+        if mode and self.is_optimized_for_inference:
+            raise RuntimeError(INFERENCE_ONLY_MESSAGE.format(action="train"))
+        return super().train(mode)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        """Save as transformers does; refused once optimized for inference, since no checkpoint holds folded blocks."""
+        if self.is_optimized_for_inference:
+            raise RuntimeError(INFERENCE_ONLY_MESSAGE.format(action="save"))
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class ConvNextModel(ConvNextPreTrainedModel):
