@@ -346,12 +346,12 @@ class ConvNextPreTrainedModel(PreTrainedModel):
         `save_pretrained()`: reload the checkpoint for those.
         """
         target_dtype = inference_dtype(dtype, self.device, self.dtype)
-        self.eval().requires_grad_(False)
         for stage in [module for module in self.modules() if isinstance(module, ConvNextStage)]:
             stage.layers = nn.ModuleList(
                 ConvNextFoldedLayer(layer, self.config.hidden_act) if isinstance(layer, ConvNextLayer) else layer
                 for layer in stage.layers
             )
+        self.eval().requires_grad_(False)
         self.to(dtype=target_dtype, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         if compile:
             self.compile(**(compile_options or {}))

@@ -1,0 +1,491 @@
+"""Side-by-side speed and memory of ConvNeXt implementations, on the same weights and the same inputs.
+
+Compares this package's model (eager; optimized with `optimize_for_inference`, also compiled), transformers'
+built-in ConvNext (eager and `torch.compile`d) and timm's ConvNeXt when timm is installed. For every device, dtype
+and batch size it first checks that all implementations compute the same logits, then times them interleaved
+(one call of each in turn, so that load from other processes hits all alike) and reports the median and 90th
+percentile latency and images per second; then the same for a training step (forward + backward). Peak memory is
+what one call allocates above what was allocated before it: `torch.cuda.max_memory_allocated` on GPUs, and on
+CPUs the running total of PyTorch's CPU allocator as `torch.profiler` records it (library scratch space that does
+not go through that allocator, e.g. MKL's, is not counted).
+
+    PYTHONPATH=src python benchmarks/benchmark.py                  # the full run behind docs/performance.md
+    PYTHONPATH=src python benchmarks/benchmark.py --quick          # a smoke run in seconds
+
+Writes `<output-dir>/benchmark.json` and `<output-dir>/benchmark.png` and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import transformers
+from torch.nn import functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from convnext_hf import ConvNextConfig, ConvNextForImageClassification
+from convnext_hf.configuration_convnext import HIERARCHICAL_VARIANTS
+from convnext_hf.modeling_convnext import amx_is_available
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Largest max|a - b| / max|reference| allowed between an implementation and ours in float32 eager.
+AGREEMENT_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+NUM_LABELS = 1000
+OURS_EAGER = "ours eager"
+BUILTIN_EAGER = "built-in eager"
+CHECKPOINTED = "ours eager + checkpointing"
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", default="tiny", choices=list(HIERARCHICAL_VARIANTS))
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--train-batch-size", type=int, default=None, help="default: the largest --batch-sizes")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=list(DTYPES))
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
+    parser.add_argument("--iters", type=int, default=15, help="timed calls of each implementation per setting")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd implementations")
+    parser.add_argument("--no-train", action="store_true", help="skip the training-step measurements")
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--overwrite", action="store_true", help="replace results already in --output-dir")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: atto at 64², batches 1 and 2, 2 iterations, no compile"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.variant, args.image_size, args.batch_sizes, args.iters, args.warmup = "atto", 64, [1, 2], 2, 1
+        args.no_compile = True
+        # On tiny inputs each op is so short that two threads mostly wait for each other on a busy machine.
+        args.threads = args.threads or 1
+    if min(args.batch_sizes) < 1 or args.iters < 1 or args.warmup < 0:
+        parser.error("--batch-sizes and --iters must be positive and --warmup non-negative.")
+    args.train_batch_size = args.train_batch_size or max(args.batch_sizes)
+    args.devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    existing = [path for path in output_paths(args.output_dir) if path.exists()]
+    if existing and not args.overwrite:
+        parser.error(f"{', '.join(map(str, existing))} already exist; pass --overwrite or another --output-dir.")
+    return args
+
+
+def output_paths(output_dir: Path) -> tuple[Path, Path]:
+    """Where the results JSON and the plot go."""
+    return output_dir / "benchmark.json", output_dir / "benchmark.png"
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then move it into place, so no reader sees half a file."""
+    temporary = path.with_name(f".{path.name}.partial")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+def make_reference_model(variant: str) -> ConvNextForImageClassification:
+    """Our model with random weights where every parameter matters: LayerNorm affines and layer scales away from 1."""
+    torch.manual_seed(0)
+    model = ConvNextForImageClassification(ConvNextConfig.from_variant(variant, num_labels=NUM_LABELS))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("layer_scale_parameter") or (".layernorm" in name and name.endswith("weight")):
+                parameter.uniform_(0.5, 1.5)
+            elif ".layernorm" in name and name.endswith("bias"):
+                parameter.normal_(0.0, 0.1)
+    return model.eval()
+
+
+def make_builtin_model(ours: ConvNextForImageClassification) -> torch.nn.Module:
+    """transformers' built-in ConvNext with our weights (the parameter names are the same)."""
+    config = transformers.ConvNextConfig(
+        hidden_sizes=ours.config.hidden_sizes,
+        depths=ours.config.depths,
+        num_labels=NUM_LABELS,
+        layer_norm_eps=ours.config.layer_norm_eps,
+    )
+    builtin = transformers.ConvNextForImageClassification(config)
+    builtin.load_state_dict(ours.state_dict())
+    return builtin.eval()
+
+
+def timm_state_dict(ours: ConvNextForImageClassification) -> dict[str, torch.Tensor]:
+    """Our weights under timm's ConvNeXt parameter names."""
+    renames = [
+        (r"^convnext\.embeddings\.patch_embeddings\.", "stem.0."),
+        (r"^convnext\.embeddings\.layernorm\.", "stem.1."),
+        (r"^convnext\.encoder\.stages\.(\d+)\.downsampling_layer\.", r"stages.\1.downsample."),
+        (r"^convnext\.encoder\.stages\.(\d+)\.layers\.(\d+)\.", r"stages.\1.blocks.\2."),
+        (r"\.dwconv\.", ".conv_dw."),
+        (r"\.layernorm\.", ".norm."),
+        (r"\.pwconv1\.", ".mlp.fc1."),
+        (r"\.pwconv2\.", ".mlp.fc2."),
+        (r"\.layer_scale_parameter$", ".gamma"),
+        (r"^convnext\.layernorm\.", "head.norm."),
+        (r"^classifier\.", "head.fc."),
+    ]
+    renamed = {}
+    for name, tensor in ours.state_dict().items():
+        for pattern, replacement in renames:
+            name = re.sub(pattern, replacement, name)
+        renamed[name] = tensor
+    return renamed
+
+
+def make_timm_model(ours: ConvNextForImageClassification, variant: str) -> torch.nn.Module | None:
+    """timm's ConvNeXt of the same variant with our weights, or None when timm is not installed."""
+    try:
+        import timm
+    except ImportError:
+        return None
+    model = timm.create_model(f"convnext_{variant}", num_classes=NUM_LABELS)
+    model.load_state_dict(timm_state_dict(ours))
+    return model.eval()
+
+
+def under_autocast(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> Forward:
+    """Logits of `model`, computed under autocast to `dtype` unless that is float32."""
+
+    def forward(pixel_values: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            output = model(pixel_values)
+        return output if isinstance(output, torch.Tensor) else output.logits
+
+    return forward
+
+
+def inference_implementations(
+    models: dict[str, torch.nn.Module], device: torch.device, dtype: torch.dtype, compile: bool
+) -> dict[str, Forward]:
+    """Every implementation's inference forward for one device and dtype."""
+    ours, builtin = models[OURS_EAGER], models[BUILTIN_EAGER]
+    optimized = copy.deepcopy(ours).optimize_for_inference(dtype=dtype)
+    implementations = {
+        OURS_EAGER: under_autocast(ours, device, dtype),
+        "ours optimized": under_autocast(optimized, device, torch.float32),
+        BUILTIN_EAGER: under_autocast(builtin, device, dtype),
+    }
+    if compile:
+        compiled = copy.deepcopy(ours).optimize_for_inference(dtype=dtype, compile=True)
+        implementations["ours optimized+compile"] = under_autocast(compiled, device, torch.float32)
+        implementations["built-in compiled"] = under_autocast(torch.compile(builtin), device, dtype)
+    if "timm eager" in models:
+        implementations["timm eager"] = under_autocast(models["timm eager"], device, dtype)
+    return implementations
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device to finish, so that wall-clock time covers the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], object]], device: torch.device, iters: int, warmup: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Seconds per call of each function, timed in turns in a shuffled order; also the first call's time."""
+    first_call = {}
+    for name, call in calls.items():
+        start = time.perf_counter()
+        call()
+        synchronize(device)
+        first_call[name] = time.perf_counter() - start
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls)
+    for _ in range(iters):
+        random.shuffle(order)
+        for name in order:
+            synchronize(device)
+            start = time.perf_counter()
+            calls[name]()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times, first_call
+
+
+def peak_memory_mib(call: Callable[[], object], device: torch.device) -> float | None:
+    """Peak memory one call allocates above what is allocated when it starts, in MiB."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        call()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        call()
+    # The profiler's allocation events carry the running total of bytes allocated since profiling started.
+    totals = [0]
+    pending = list(profiler.profiler.kineto_results.experimental_event_tree())
+    while pending:
+        event = pending.pop()
+        if event.tag == torch._C._profiler._EventType.Allocation:
+            totals.append(event.extra_fields.total_allocated)
+        pending.extend(event.children)
+    return max(totals) / 2**20
+
+
+def relative_difference(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """max|output - reference| / max|reference|."""
+    return ((output.float().cpu() - reference).abs().max() / reference.abs().max()).item()
+
+
+def check_agreement(
+    implementations: dict[str, Forward], pixel_values: torch.Tensor, reference: torch.Tensor, dtype: torch.dtype
+) -> dict[str, float]:
+    """Each implementation's relative difference from the reference logits; exits if one is out of tolerance."""
+    differences = {}
+    with torch.inference_mode():
+        for name, forward in implementations.items():
+            differences[name] = relative_difference(forward(pixel_values), reference)
+    failures = {name: diff for name, diff in differences.items() if diff > AGREEMENT_TOLERANCE[dtype]}
+    if failures:
+        sys.exit(f"Implementations disagree with ours in float32 beyond {AGREEMENT_TOLERANCE[dtype]}: {failures}")
+    return differences
+
+
+def summarize(seconds: list[float], batch: int) -> dict[str, float]:
+    """Median and 90th-percentile latency in ms and throughput in images per second."""
+    median = statistics.median(seconds)
+    p90 = statistics.quantiles(seconds, n=10)[-1] if len(seconds) > 1 else seconds[0]
+    return {"median_ms": 1000 * median, "p90_ms": 1000 * p90, "images_per_s": batch / median}
+
+
+def benchmark_inference(
+    args: argparse.Namespace, models: dict[str, torch.nn.Module], device: torch.device, dtype: torch.dtype
+) -> list[dict]:
+    """Agreement, latency, throughput and peak memory of every implementation at every batch size."""
+    implementations = inference_implementations(models, device, dtype, compile=not args.no_compile)
+    rows = []
+    for batch in args.batch_sizes:
+        generator = torch.Generator().manual_seed(batch)
+        pixel_values = torch.randn(batch, 3, args.image_size, args.image_size, generator=generator)
+        with torch.inference_mode():
+            reference = models[OURS_EAGER](pixel_values.to(device)).logits.float().cpu()
+        pixel_values = pixel_values.to(device)
+        differences = check_agreement(implementations, pixel_values, reference, dtype)
+        with torch.inference_mode():
+            calls = {name: (lambda forward=forward: forward(pixel_values)) for name, forward in implementations.items()}
+            times, first_call = time_interleaved(calls, device, args.iters, args.warmup)
+            memory = {name: peak_memory_mib(call, device) for name, call in calls.items()}
+        for name in implementations:
+            rows.append(
+                {
+                    "mode": "inference",
+                    "device": device.type,
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "batch": batch,
+                    "implementation": name,
+                    **summarize(times[name], batch),
+                    "first_call_s": first_call[name],
+                    "peak_memory_mib": memory[name],
+                    "max_relative_difference": differences[name],
+                }
+            )
+            print(format_row(rows[-1]), flush=True)
+    return rows
+
+
+def benchmark_training(
+    args: argparse.Namespace, models: dict[str, torch.nn.Module], device: torch.device, dtype: torch.dtype
+) -> list[dict]:
+    """Speed and peak memory of a training step (forward, cross-entropy, backward), with and without checkpointing."""
+    names = [name for name in (OURS_EAGER, BUILTIN_EAGER, "timm eager") if name in models]
+    trainable = {name: copy.deepcopy(models[name]).train() for name in names}
+    trainable[CHECKPOINTED] = copy.deepcopy(models[OURS_EAGER]).train()
+    trainable[CHECKPOINTED].activation_checkpointing_enable()
+    batch = args.train_batch_size
+    generator = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(batch, 3, args.image_size, args.image_size, generator=generator).to(device)
+    labels = torch.randint(0, NUM_LABELS, (batch,), generator=generator).to(device)
+
+    def step(model: torch.nn.Module, dtype: torch.dtype = dtype) -> torch.Tensor:
+        loss = F.cross_entropy(under_autocast(model, device, dtype)(pixel_values).float(), labels)
+        loss.backward()
+        gradient = model.get_parameter(first_conv_weight_name(model)).grad.clone()
+        model.zero_grad(set_to_none=True)
+        return gradient
+
+    reference = step(trainable[OURS_EAGER], torch.float32).cpu()
+    differences = {name: relative_difference(step(model), reference) for name, model in trainable.items()}
+    failures = {name: diff for name, diff in differences.items() if diff > AGREEMENT_TOLERANCE[dtype]}
+    if failures:
+        sys.exit(f"Stem gradients disagree with ours beyond {AGREEMENT_TOLERANCE[dtype]}: {failures}")
+    calls = {name: (lambda model=model: step(model)) for name, model in trainable.items()}
+    times, first_call = time_interleaved(calls, device, args.iters, args.warmup)
+    rows = []
+    for name in trainable:
+        rows.append(
+            {
+                "mode": "train",
+                "device": device.type,
+                "dtype": str(dtype).removeprefix("torch."),
+                "batch": batch,
+                "implementation": name,
+                **summarize(times[name], batch),
+                "first_call_s": first_call[name],
+                "peak_memory_mib": peak_memory_mib(calls[name], device),
+                "max_relative_difference": differences[name],
+            }
+        )
+        print(format_row(rows[-1]), flush=True)
+    return rows
+
+
+def first_conv_weight_name(model: torch.nn.Module) -> str:
+    """Name of the stem convolution's weight, whose gradient depends on every layer above it."""
+    return next(name for name, parameter in model.named_parameters() if parameter.ndim == 4)
+
+
+TABLE_HEADER = (
+    "| mode | device | dtype | batch | implementation | img/s | median ms | p90 ms | peak MiB | first call s | rel. diff |\n"
+    "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def format_row(row: dict) -> str:
+    """One markdown table row."""
+    memory = "n/a" if row["peak_memory_mib"] is None else f"{row['peak_memory_mib']:.0f}"
+    return (
+        f"| {row['mode']} | {row['device']} | {row['dtype']} | {row['batch']} | {row['implementation']} "
+        f"| {row['images_per_s']:.1f} | {row['median_ms']:.1f} | {row['p90_ms']:.1f} | {memory} "
+        f"| {row['first_call_s']:.1f} | {row['max_relative_difference']:.1e} |"
+    )
+
+
+def find_row(rows: list[dict], **where: object) -> dict | None:
+    """The row matching every field in `where`, if any."""
+    return next((row for row in rows if all(row[key] == value for key, value in where.items())), None)
+
+
+def targets(rows: list[dict], batch: int) -> list[dict]:
+    """The issue's targets: ratios between ours optimized and the built-in eager model, measured in this run."""
+    checks = [
+        ("throughput", "float32", batch, 1.35, "optimized fp32 img/s ≥ 1.35× built-in eager fp32"),
+        ("throughput", "bfloat16", batch, 2.0, "optimized bf16 img/s ≥ 2× built-in under bf16 autocast"),
+        ("latency", "float32", 1, 0.75, "batch-1 latency, optimized fp32 ≤ 0.75× built-in's"),
+        ("latency", "bfloat16", 1, 0.75, "batch-1 latency, optimized bf16 ≤ 0.75× built-in's (autocast)"),
+    ]
+    results = []
+    for kind, dtype, size, bound, description in checks:
+        for device in sorted({row["device"] for row in rows}):
+            ours = find_row(rows, mode="inference", device=device, dtype=dtype, batch=size, implementation="ours optimized")
+            builtin = find_row(rows, mode="inference", device=device, dtype=dtype, batch=size, implementation=BUILTIN_EAGER)
+            if ours is None or builtin is None:
+                continue
+            if kind == "throughput":
+                ratio = ours["images_per_s"] / builtin["images_per_s"]
+            else:
+                ratio = ours["median_ms"] / builtin["median_ms"]
+            met = ratio >= bound if kind == "throughput" else ratio <= bound
+            results.append({"target": description, "device": device, "ratio": ratio, "met": met})
+    return results
+
+
+def plot(rows: list[dict], path: Path, title: str) -> bool:
+    """Bar charts of images per second for inference and training; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    modes = [mode for mode in ("inference", "train") if any(row["mode"] == mode for row in rows)]
+    figure, axes = plt.subplots(1, len(modes), figsize=(7 * len(modes), 4.8), squeeze=False)
+    for axis, mode in zip(axes[0], modes):
+        selected = [row for row in rows if row["mode"] == mode]
+        groups = list(dict.fromkeys((row["device"], row["dtype"], row["batch"]) for row in selected))
+        names = list(dict.fromkeys(row["implementation"] for row in selected))
+        width = 0.8 / len(names)
+        for index, name in enumerate(names):
+            values = [(find_row(selected, implementation=name, device=d, dtype=t, batch=b) or {}).get("images_per_s", 0)
+                      for d, t, b in groups]
+            positions = [group + (index - (len(names) - 1) / 2) * width for group in range(len(groups))]
+            axis.bar(positions, values, width, label=name)
+        axis.set_xticks(range(len(groups)), [f"{d} {t}\nbatch {b}" for d, t, b in groups])
+        axis.set_ylabel("images / s (higher is better)")
+        axis.set_title(f"{mode}")
+        axis.legend(fontsize=8)
+        axis.grid(axis="y", alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=110, format="png"))
+    plt.close(figure)
+    return True
+
+
+def environment() -> dict[str, object]:
+    """What the numbers were measured on."""
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "amx": amx_is_available(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark, print the table, and write the JSON results and the plot."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random.seed(0)
+    ours = make_reference_model(args.variant)
+    base_models = {OURS_EAGER: ours, BUILTIN_EAGER: make_builtin_model(ours)}
+    timm_model = make_timm_model(ours, args.variant)
+    if timm_model is None:
+        print("timm is not installed: skipping it.", flush=True)
+    else:
+        base_models["timm eager"] = timm_model
+    print(TABLE_HEADER, flush=True)
+    rows = []
+    for device_name in args.devices:
+        device = torch.device(device_name)
+        models = {name: model.to(device) for name, model in base_models.items()}
+        for dtype_name in args.dtypes:
+            rows += benchmark_inference(args, models, device, DTYPES[dtype_name])
+            if not args.no_train:
+                rows += benchmark_training(args, models, device, DTYPES[dtype_name])
+    results = {
+        "command": "python benchmarks/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+        "environment": environment(),
+        "rows": rows,
+        "targets": targets(rows, max(args.batch_sizes)),
+    }
+    for target in results["targets"]:
+        print(f"{'met' if target['met'] else 'NOT met'}: {target['target']} ({target['device']}): {target['ratio']:.2f}×")
+    json_path, plot_path = output_paths(args.output_dir)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(json_path, lambda temporary: temporary.write_text(json.dumps(results, indent=2) + "\n"))
+    title = f"ConvNeXt-{args.variant} {args.image_size}², {results['environment']['processor']}"
+    if not plot(rows, plot_path, title):
+        print("matplotlib is not installed: no plot.")
+    return results
+
+
+if __name__ == "__main__":
+    main()
