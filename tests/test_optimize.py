@@ -84,7 +84,7 @@ def test_optimized_float32_matches_golden_logits_pooled_and_stages(
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_optimized_matches_unoptimized_within_1e4_with_and_without_fused_kernels(
+def test_optimized_matches_unoptimized_within_1e4_fused_chunked_and_unfused(
     golden_model: ConvNextForImageClassification,
     optimized: ConvNextForImageClassification,
     expected: dict[str, torch.Tensor],
@@ -95,9 +95,13 @@ def test_optimized_matches_unoptimized_within_1e4_with_and_without_fused_kernels
     with torch.inference_mode():
         reference = golden_model(pixel_values, output_hidden_states=True)
         fused = optimized(pixel_values, output_hidden_states=True)
+        # Chunks of 5 pixels in the first stage (16 channels, 64 float32 hidden values each), 1 in the last.
+        monkeypatch.setattr(modeling_convnext, "LARGE_ALLOCATION_BYTES", 0)
+        monkeypatch.setattr(modeling_convnext, "CHUNK_BYTES", 5 * 64 * 4)
+        chunked = optimized(pixel_values, output_hidden_states=True)
         monkeypatch.setattr(modeling_convnext, "onednn_can_run", lambda features: False)
         unfused = optimized(pixel_values, output_hidden_states=True)
-    for outputs in (fused, unfused):
+    for outputs in (fused, chunked, unfused):
         assert (outputs.logits - reference.logits).abs().max() < 1e-4
         for ours, theirs in zip(outputs.hidden_states, reference.hidden_states, strict=True):
             assert (ours - theirs).abs().max() < 1e-4
