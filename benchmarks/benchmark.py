@@ -47,6 +47,7 @@ NUM_LABELS = 1000
 OURS_EAGER = "ours eager"
 BUILTIN_EAGER = "built-in eager"
 CHECKPOINTED = "ours eager + checkpointing"
+OPTIMIZED = "ours optimized"
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -177,7 +178,7 @@ def inference_implementations(
     optimized = copy.deepcopy(ours).optimize_for_inference(dtype=dtype)
     implementations = {
         OURS_EAGER: under_autocast(ours, device, dtype),
-        "ours optimized": under_autocast(optimized, device, torch.float32),
+        OPTIMIZED: under_autocast(optimized, device, torch.float32),
         BUILTIN_EAGER: under_autocast(builtin, device, dtype),
     }
     if compile:
@@ -197,14 +198,9 @@ def synchronize(device: torch.device) -> None:
 
 def time_interleaved(
     calls: dict[str, Callable[[], object]], device: torch.device, iters: int, warmup: int
-) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Seconds per call of each function, timed in turns in a shuffled order; also the first call's time."""
-    first_call = {}
-    for name, call in calls.items():
-        start = time.perf_counter()
-        call()
-        synchronize(device)
-        first_call[name] = time.perf_counter() - start
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, after `warmup` calls, timed in turns in a shuffled order."""
+    for call in calls.values():
         for _ in range(warmup):
             call()
     times: dict[str, list[float]] = {name: [] for name in calls}
@@ -217,10 +213,10 @@ def time_interleaved(
             calls[name]()
             synchronize(device)
             times[name].append(time.perf_counter() - start)
-    return times, first_call
+    return times
 
 
-def peak_memory_mib(call: Callable[[], object], device: torch.device) -> float | None:
+def peak_memory_mib(call: Callable[[], object], device: torch.device) -> float:
     """Peak memory one call allocates above what is allocated when it starts, in MiB."""
     if device.type == "cuda":
         synchronize(device)
@@ -247,18 +243,47 @@ def relative_difference(output: torch.Tensor, reference: torch.Tensor) -> float:
     return ((output.float().cpu() - reference).abs().max() / reference.abs().max()).item()
 
 
-def check_agreement(
-    implementations: dict[str, Forward], pixel_values: torch.Tensor, reference: torch.Tensor, dtype: torch.dtype
-) -> dict[str, float]:
-    """Each implementation's relative difference from the reference logits; exits if one is out of tolerance."""
-    differences = {}
-    with torch.inference_mode():
-        for name, forward in implementations.items():
-            differences[name] = relative_difference(forward(pixel_values), reference)
+def measure(
+    mode: str,
+    calls: dict[str, Callable[[], torch.Tensor]],
+    reference: torch.Tensor,
+    dtype: torch.dtype,
+    batch: int,
+    device: torch.device,
+    args: argparse.Namespace,
+) -> list[dict]:
+    """Check that every call's result agrees with `reference` (exiting if not), then time them and take their memory.
+
+    The first call of each is timed on its own: for compiled models it includes the compilation.
+    """
+    differences, first_call = {}, {}
+    for name, call in calls.items():
+        start = time.perf_counter()
+        result = call()
+        synchronize(device)
+        first_call[name] = time.perf_counter() - start
+        differences[name] = relative_difference(result, reference)
     failures = {name: diff for name, diff in differences.items() if diff > AGREEMENT_TOLERANCE[dtype]}
     if failures:
-        sys.exit(f"Implementations disagree with ours in float32 beyond {AGREEMENT_TOLERANCE[dtype]}: {failures}")
-    return differences
+        sys.exit(f"{mode}: results differ from ours in float32 by more than {AGREEMENT_TOLERANCE[dtype]}: {failures}")
+    times = time_interleaved(calls, device, args.iters, args.warmup)
+    rows = []
+    for name, call in calls.items():
+        rows.append(
+            {
+                "mode": mode,
+                "device": device.type,
+                "dtype": str(dtype).removeprefix("torch."),
+                "batch": batch,
+                "implementation": name,
+                **summarize(times[name], batch),
+                "first_call_s": first_call[name],
+                "peak_memory_mib": peak_memory_mib(call, device),
+                "max_relative_difference": differences[name],
+            }
+        )
+        print(format_row(rows[-1]), flush=True)
+    return rows
 
 
 def summarize(seconds: list[float], batch: int) -> dict[str, float]:
@@ -268,53 +293,41 @@ def summarize(seconds: list[float], batch: int) -> dict[str, float]:
     return {"median_ms": 1000 * median, "p90_ms": 1000 * p90, "images_per_s": batch / median}
 
 
+def random_images(args: argparse.Namespace, batch: int, device: torch.device) -> torch.Tensor:
+    """The same normalized-looking images for every implementation."""
+    generator = torch.Generator().manual_seed(batch)
+    return torch.randn(batch, 3, args.image_size, args.image_size, generator=generator).to(device)
+
+
 def benchmark_inference(
     args: argparse.Namespace, models: dict[str, torch.nn.Module], device: torch.device, dtype: torch.dtype
 ) -> list[dict]:
     """Agreement, latency, throughput and peak memory of every implementation at every batch size."""
     implementations = inference_implementations(models, device, dtype, compile=not args.no_compile)
     rows = []
-    for batch in args.batch_sizes:
-        generator = torch.Generator().manual_seed(batch)
-        pixel_values = torch.randn(batch, 3, args.image_size, args.image_size, generator=generator)
-        with torch.inference_mode():
-            reference = models[OURS_EAGER](pixel_values.to(device)).logits.float().cpu()
-        pixel_values = pixel_values.to(device)
-        differences = check_agreement(implementations, pixel_values, reference, dtype)
-        with torch.inference_mode():
+    with torch.inference_mode():
+        for batch in args.batch_sizes:
+            pixel_values = random_images(args, batch, device)
+            reference = models[OURS_EAGER](pixel_values).logits.float().cpu()
             calls = {name: (lambda forward=forward: forward(pixel_values)) for name, forward in implementations.items()}
-            times, first_call = time_interleaved(calls, device, args.iters, args.warmup)
-            memory = {name: peak_memory_mib(call, device) for name, call in calls.items()}
-        for name in implementations:
-            rows.append(
-                {
-                    "mode": "inference",
-                    "device": device.type,
-                    "dtype": str(dtype).removeprefix("torch."),
-                    "batch": batch,
-                    "implementation": name,
-                    **summarize(times[name], batch),
-                    "first_call_s": first_call[name],
-                    "peak_memory_mib": memory[name],
-                    "max_relative_difference": differences[name],
-                }
-            )
-            print(format_row(rows[-1]), flush=True)
+            rows += measure("inference", calls, reference, dtype, batch, device, args)
     return rows
 
 
 def benchmark_training(
     args: argparse.Namespace, models: dict[str, torch.nn.Module], device: torch.device, dtype: torch.dtype
 ) -> list[dict]:
-    """Speed and peak memory of a training step (forward, cross-entropy, backward), with and without checkpointing."""
+    """Speed and peak memory of a training step (forward, cross-entropy, backward), with and without checkpointing.
+
+    Agreement is checked on the gradient of the stem convolution, which every layer contributes to.
+    """
     names = [name for name in (OURS_EAGER, BUILTIN_EAGER, "timm eager") if name in models]
     trainable = {name: copy.deepcopy(models[name]).train() for name in names}
     trainable[CHECKPOINTED] = copy.deepcopy(models[OURS_EAGER]).train()
     trainable[CHECKPOINTED].activation_checkpointing_enable()
     batch = args.train_batch_size
-    generator = torch.Generator().manual_seed(0)
-    pixel_values = torch.randn(batch, 3, args.image_size, args.image_size, generator=generator).to(device)
-    labels = torch.randint(0, NUM_LABELS, (batch,), generator=generator).to(device)
+    pixel_values = random_images(args, batch, device)
+    labels = torch.randint(0, NUM_LABELS, (batch,), generator=torch.Generator().manual_seed(0)).to(device)
 
     def step(model: torch.nn.Module, dtype: torch.dtype = dtype) -> torch.Tensor:
         loss = F.cross_entropy(under_autocast(model, device, dtype)(pixel_values).float(), labels)
@@ -324,29 +337,8 @@ def benchmark_training(
         return gradient
 
     reference = step(trainable[OURS_EAGER], torch.float32).cpu()
-    differences = {name: relative_difference(step(model), reference) for name, model in trainable.items()}
-    failures = {name: diff for name, diff in differences.items() if diff > AGREEMENT_TOLERANCE[dtype]}
-    if failures:
-        sys.exit(f"Stem gradients disagree with ours beyond {AGREEMENT_TOLERANCE[dtype]}: {failures}")
     calls = {name: (lambda model=model: step(model)) for name, model in trainable.items()}
-    times, first_call = time_interleaved(calls, device, args.iters, args.warmup)
-    rows = []
-    for name in trainable:
-        rows.append(
-            {
-                "mode": "train",
-                "device": device.type,
-                "dtype": str(dtype).removeprefix("torch."),
-                "batch": batch,
-                "implementation": name,
-                **summarize(times[name], batch),
-                "first_call_s": first_call[name],
-                "peak_memory_mib": peak_memory_mib(calls[name], device),
-                "max_relative_difference": differences[name],
-            }
-        )
-        print(format_row(rows[-1]), flush=True)
-    return rows
+    return measure("train", calls, reference, dtype, batch, device, args)
 
 
 def first_conv_weight_name(model: torch.nn.Module) -> str:
@@ -355,17 +347,16 @@ def first_conv_weight_name(model: torch.nn.Module) -> str:
 
 
 TABLE_HEADER = (
-    "| mode | device | dtype | batch | implementation | img/s | median ms | p90 ms | peak MiB | first call s | rel. diff |\n"
-    "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"
+    "| mode | device | dtype | batch | implementation | img/s | median ms | p90 ms | peak MiB | first call s "
+    "| rel. diff |\n|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"
 )
 
 
 def format_row(row: dict) -> str:
     """One markdown table row."""
-    memory = "n/a" if row["peak_memory_mib"] is None else f"{row['peak_memory_mib']:.0f}"
     return (
         f"| {row['mode']} | {row['device']} | {row['dtype']} | {row['batch']} | {row['implementation']} "
-        f"| {row['images_per_s']:.1f} | {row['median_ms']:.1f} | {row['p90_ms']:.1f} | {memory} "
+        f"| {row['images_per_s']:.1f} | {row['median_ms']:.1f} | {row['p90_ms']:.1f} | {row['peak_memory_mib']:.1f} "
         f"| {row['first_call_s']:.1f} | {row['max_relative_difference']:.1e} |"
     )
 
@@ -375,26 +366,34 @@ def find_row(rows: list[dict], **where: object) -> dict | None:
     return next((row for row in rows if all(row[key] == value for key, value in where.items())), None)
 
 
-def targets(rows: list[dict], batch: int) -> list[dict]:
-    """The issue's targets: ratios between ours optimized and the built-in eager model, measured in this run."""
+def targets(rows: list[dict], batch: int, train_batch: int) -> list[dict]:
+    """The issue's targets as ratios of ours to the built-in model's numbers in this run: met or not."""
+    # (what, mode, dtype, batch, our implementation, metric, bound); ratios of img/s must reach the bound, ratios of
+    # latency and memory must stay under it.
     checks = [
-        ("throughput", "float32", batch, 1.35, "optimized fp32 img/s ≥ 1.35× built-in eager fp32"),
-        ("throughput", "bfloat16", batch, 2.0, "optimized bf16 img/s ≥ 2× built-in under bf16 autocast"),
-        ("latency", "float32", 1, 0.75, "batch-1 latency, optimized fp32 ≤ 0.75× built-in's"),
-        ("latency", "bfloat16", 1, 0.75, "batch-1 latency, optimized bf16 ≤ 0.75× built-in's (autocast)"),
+        ("optimized fp32 img/s ≥ 1.35× built-in fp32", "inference", "float32", batch, OPTIMIZED, "images_per_s",
+         1.35),
+        ("optimized bf16 img/s ≥ 2× built-in bf16 autocast", "inference", "bfloat16", batch, OPTIMIZED,
+         "images_per_s", 2.0),
+        ("batch-1 latency, optimized fp32 ≤ 0.75× built-in fp32", "inference", "float32", 1, OPTIMIZED, "median_ms",
+         0.75),
+        ("batch-1 latency, optimized bf16 ≤ 0.75× built-in bf16 autocast", "inference", "bfloat16", 1, OPTIMIZED,
+         "median_ms", 0.75),
+        ("eager fp32 img/s ≥ built-in's", "inference", "float32", batch, OURS_EAGER, "images_per_s", 1.0),
+        ("training step fp32 img/s ≥ built-in's", "train", "float32", train_batch, OURS_EAGER, "images_per_s", 1.0),
+        ("training step fp32 peak memory ≤ built-in's", "train", "float32", train_batch, OURS_EAGER,
+         "peak_memory_mib", 1.0),
     ]
     results = []
-    for kind, dtype, size, bound, description in checks:
+    for description, mode, dtype, size, implementation, metric, bound in checks:
         for device in sorted({row["device"] for row in rows}):
-            ours = find_row(rows, mode="inference", device=device, dtype=dtype, batch=size, implementation="ours optimized")
-            builtin = find_row(rows, mode="inference", device=device, dtype=dtype, batch=size, implementation=BUILTIN_EAGER)
+            setting = {"mode": mode, "device": device, "dtype": dtype, "batch": size}
+            ours = find_row(rows, implementation=implementation, **setting)
+            builtin = find_row(rows, implementation=BUILTIN_EAGER, **setting)
             if ours is None or builtin is None:
                 continue
-            if kind == "throughput":
-                ratio = ours["images_per_s"] / builtin["images_per_s"]
-            else:
-                ratio = ours["median_ms"] / builtin["median_ms"]
-            met = ratio >= bound if kind == "throughput" else ratio <= bound
+            ratio = ours[metric] / builtin[metric]
+            met = ratio >= bound if metric == "images_per_s" else ratio <= bound
             results.append({"target": description, "device": device, "ratio": ratio, "met": met})
     return results
 
@@ -474,10 +473,11 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
         "environment": environment(),
         "rows": rows,
-        "targets": targets(rows, max(args.batch_sizes)),
+        "targets": targets(rows, max(args.batch_sizes), args.train_batch_size),
     }
     for target in results["targets"]:
-        print(f"{'met' if target['met'] else 'NOT met'}: {target['target']} ({target['device']}): {target['ratio']:.2f}×")
+        verdict = "met" if target["met"] else "NOT met"
+        print(f"{verdict}: {target['target']} ({target['device']}): {target['ratio']:.2f}×")
     json_path, plot_path = output_paths(args.output_dir)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(json_path, lambda temporary: temporary.write_text(json.dumps(results, indent=2) + "\n"))
