@@ -62,6 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=list(DTYPES))
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: this process's CPU time, which other processes do not inflate; needs --threads 1 (spinning "
+        "threads count as busy) and a CPU device",
+    )
     parser.add_argument("--iters", type=int, default=15, help="timed calls of each implementation per setting")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd implementations")
@@ -79,8 +86,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.threads = args.threads or 1
     if min(args.batch_sizes) < 1 or args.iters < 1 or args.warmup < 0:
         parser.error("--batch-sizes and --iters must be positive and --warmup non-negative.")
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu measures one thread's work: add --threads 1, or use --clock wall.")
     args.train_batch_size = args.train_batch_size or max(args.batch_sizes)
-    args.devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    gpus = ["cuda"] if torch.cuda.is_available() and args.clock == "wall" else []
+    args.devices = args.devices or ["cpu", *gpus]
+    if args.clock == "cpu" and args.devices != ["cpu"]:
+        parser.error("--clock cpu times CPU work only: use --devices cpu, or --clock wall for GPUs.")
     existing = [path for path in output_paths(args.output_dir) if path.exists()]
     if existing and not args.overwrite:
         parser.error(f"{', '.join(map(str, existing))} already exist; pass --overwrite or another --output-dir.")
@@ -182,9 +194,14 @@ def inference_implementations(
         BUILTIN_EAGER: under_autocast(builtin, device, dtype),
     }
     if compile:
-        compiled = copy.deepcopy(ours).optimize_for_inference(dtype=dtype, compile=True)
+        # One static graph per batch size and dtype; every model shares transformers' output-wrapper code object, whose
+        # compiled variants all count towards one recompilation limit.
+        torch._dynamo.config.recompile_limit = 64
+        compiled = copy.deepcopy(ours).optimize_for_inference(
+            dtype=dtype, compile=True, compile_options={"dynamic": False}
+        )
         implementations["ours optimized+compile"] = under_autocast(compiled, device, torch.float32)
-        implementations["built-in compiled"] = under_autocast(torch.compile(builtin), device, dtype)
+        implementations["built-in compiled"] = under_autocast(torch.compile(builtin, dynamic=False), device, dtype)
     if "timm eager" in models:
         implementations["timm eager"] = under_autocast(models["timm eager"], device, dtype)
     return implementations
@@ -197,22 +214,23 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_interleaved(
-    calls: dict[str, Callable[[], object]], device: torch.device, iters: int, warmup: int
+    calls: dict[str, Callable[[], object]], device: torch.device, args: argparse.Namespace
 ) -> dict[str, list[float]]:
-    """Seconds per call of each function, after `warmup` calls, timed in turns in a shuffled order."""
+    """Seconds per call of each function, after `args.warmup` calls, timed in turns in a shuffled order."""
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     for call in calls.values():
-        for _ in range(warmup):
+        for _ in range(args.warmup):
             call()
     times: dict[str, list[float]] = {name: [] for name in calls}
     order = list(calls)
-    for _ in range(iters):
+    for _ in range(args.iters):
         random.shuffle(order)
         for name in order:
             synchronize(device)
-            start = time.perf_counter()
+            start = clock()
             calls[name]()
             synchronize(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
 
 
@@ -266,7 +284,7 @@ def measure(
     failures = {name: diff for name, diff in differences.items() if diff > AGREEMENT_TOLERANCE[dtype]}
     if failures:
         sys.exit(f"{mode}: results differ from ours in float32 by more than {AGREEMENT_TOLERANCE[dtype]}: {failures}")
-    times = time_interleaved(calls, device, args.iters, args.warmup)
+    times = time_interleaved(calls, device, args)
     rows = []
     for name, call in calls.items():
         rows.append(

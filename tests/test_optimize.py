@@ -237,15 +237,18 @@ def test_gradients_with_respect_to_the_input_still_flow(
     torch.testing.assert_close(gradients[1], gradients[0], atol=1e-6, rtol=1e-4)
 
 
-def test_isotropic_model_optimizes() -> None:
-    config = ConvNextConfig.from_variant("isotropic-small", hidden_sizes=[32], depths=[3], num_labels=5)
-    torch.manual_seed(0)
-    model = randomized(ConvNextForImageClassification(config))
+def outputs_before_and_after_optimization(model: torch.nn.Module) -> tuple[object, object]:
+    """The outputs, hidden states included, of `model` and of an optimized copy of it on the same images."""
     optimized = copy.deepcopy(model).optimize_for_inference()
     pixel_values = images()
     with torch.inference_mode():
-        reference = model(pixel_values, output_hidden_states=True)
-        outputs = optimized(pixel_values, output_hidden_states=True)
+        return model(pixel_values, output_hidden_states=True), optimized(pixel_values, output_hidden_states=True)
+
+
+def test_isotropic_model_optimizes() -> None:
+    config = ConvNextConfig.from_variant("isotropic-small", hidden_sizes=[32], depths=[3], num_labels=5)
+    torch.manual_seed(0)
+    reference, outputs = outputs_before_and_after_optimization(randomized(ConvNextForImageClassification(config)))
     torch.testing.assert_close(outputs.logits, reference.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(outputs.hidden_states[-1], reference.hidden_states[-1], atol=1e-5, rtol=1e-5)
 
@@ -253,12 +256,7 @@ def test_isotropic_model_optimizes() -> None:
 def test_backbone_feature_maps_and_hidden_states_survive_optimization() -> None:
     config = ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1], out_features=["stage1", "stage3"])
     torch.manual_seed(0)
-    backbone = randomized(ConvNextBackbone(config))
-    optimized = copy.deepcopy(backbone).optimize_for_inference()
-    pixel_values = images()
-    with torch.inference_mode():
-        reference = backbone(pixel_values, output_hidden_states=True)
-        outputs = optimized(pixel_values, output_hidden_states=True)
+    reference, outputs = outputs_before_and_after_optimization(randomized(ConvNextBackbone(config)))
     assert len(outputs.feature_maps) == 2
     for ours, theirs in zip(outputs.feature_maps, reference.feature_maps, strict=True):
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)

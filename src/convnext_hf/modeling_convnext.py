@@ -141,7 +141,9 @@ class ConvNextLayer(GradientCheckpointingLayer):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         residual = features
         features = self.dwconv(features).permute(0, 2, 3, 1)
-        features = self.pwconv2(self.act(self.pwconv1(self.layernorm(features))))
+        # One step per statement, so that each input is freed as soon as the next step has used it.
+        features = self.layernorm(features)
+        features = self.pwconv2(self.act(self.pwconv1(features)))
         if self.layer_scale_parameter is not None:
             features = self.layer_scale_parameter * features
         return residual + self.drop_path(features.permute(0, 3, 1, 2))
