@@ -379,6 +379,15 @@ def format_row(row: dict) -> str:
     )
 
 
+TARGETS_HEADER = "| target | device | ours / built-in | status |\n|---|---|---:|---|"
+
+
+def format_target(target: dict) -> str:
+    """One markdown row of the targets table."""
+    status = "met" if target["met"] else "**not met**"
+    return f"| {target['target']} | {target['device']} | {target['ratio']:.2f}× | {status} |"
+
+
 def find_row(rows: list[dict], **where: object) -> dict | None:
     """The row matching every field in `where`, if any."""
     return next((row for row in rows if all(row[key] == value for key, value in where.items())), None)
@@ -493,9 +502,9 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
         "targets": targets(rows, max(args.batch_sizes), args.train_batch_size),
     }
+    print(f"\n{TARGETS_HEADER}")
     for target in results["targets"]:
-        verdict = "met" if target["met"] else "NOT met"
-        print(f"{verdict}: {target['target']} ({target['device']}): {target['ratio']:.2f}×")
+        print(format_target(target))
     json_path, plot_path = output_paths(args.output_dir)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(json_path, lambda temporary: temporary.write_text(json.dumps(results, indent=2) + "\n"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -330,3 +331,17 @@ def test_benchmark_quick_run_checks_agreement_and_writes_results(tmp_path: Path)
     assert (tmp_path / "benchmark.png").read_bytes().startswith(b"\x89PNG")
     again = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
+
+
+def test_performance_doc_shows_the_committed_benchmark_run() -> None:
+    benchmark = runpy.run_path(str(ROOT / "benchmarks" / "benchmark.py"))
+    results = json.loads((ROOT / "benchmarks" / "results" / "benchmark.json").read_text())
+    document = (ROOT / "docs" / "performance.md").read_text()
+    assert results["command"] in document
+    assert benchmark["TABLE_HEADER"] in document
+    for row in results["rows"]:
+        assert benchmark["format_row"](row) in document
+    assert benchmark["TARGETS_HEADER"] in document
+    for target in results["targets"]:
+        assert benchmark["format_target"](target) in document
+    assert (ROOT / "benchmarks" / "results" / "benchmark.png").read_bytes().startswith(b"\x89PNG")

@@ -149,6 +149,54 @@ class ConvNextLayer(GradientCheckpointingLayer):
         return residual + self.drop_path(features.permute(0, 3, 1, 2))
 
 
+class ConvNextStage(nn.Module):
+    """A stage: a downsampling layer (LayerNorm, then a 2×2 stride-2 conv; none in the first stage), then blocks."""
+
+    def __init__(
+        self, config: ConvNextConfig, in_channels: int, out_channels: int, drop_path_rates: list[float], downsample: bool
+    ) -> None:
+        super().__init__()
+        if downsample:
+            self.downsampling_layer = nn.Sequential(
+                ConvNextLayerNorm(in_channels, eps=config.layer_norm_eps, data_format="channels_first"),
+                nn.Conv2d(in_channels, out_channels, kernel_size=2, stride=2),
+            )
+        else:
+            self.downsampling_layer = nn.Identity()
+        self.layers = nn.ModuleList(ConvNextLayer(config, out_channels, rate) for rate in drop_path_rates)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        features = self.downsampling_layer(features)
+        for layer in self.layers:
+            features = layer(features)
+        return features
+
+
+class ConvNextEncoder(nn.Module):
+    """The stages. Stochastic depth grows linearly from 0 at the first block to `drop_path_rate` at the last."""
+
+    def __init__(self, config: ConvNextConfig) -> None:
+        super().__init__()
+        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
+        widths = [config.hidden_sizes[0], *config.hidden_sizes]
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(config.depths):
+            start = sum(config.depths[:i])
+            stage = ConvNextStage(config, widths[i], widths[i + 1], rates[start : start + depth], downsample=i > 0)
+            self.stages.append(stage)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Return the stem output followed by the output of every stage."""
+        hidden_states = (features,)
+        for stage in self.stages:
+            features = stage(features)
+            hidden_states += (features,)
+        return hidden_states
+
+
+# The inference fast path behind ConvNextPreTrainedModel.optimize_for_inference(): the same block math, regrouped for
+# speed, kept apart so that the training path above stays as the paper writes it.
+
 INFERENCE_ONLY_MESSAGE = (
     "This ConvNeXt was prepared by optimize_for_inference(), which folds its LayerNorm affines and layer scales into "
     "the pointwise layers, so it cannot {action}. Load it again with from_pretrained() to {action} it, and call "
@@ -211,13 +259,25 @@ def fold_block(layer: ConvNextLayer) -> tuple[nn.Linear, nn.Linear]:
     return linears[0], linears[1]
 
 
+def onednn_can_run(features: torch.Tensor) -> bool:
+    """Whether the fused oneDNN linear kernels (inference-only, CPU, float32/bfloat16) can compute on `features`."""
+    return (
+        features.device.type == "cpu"
+        and (features.dtype == torch.float32 or features.dtype == torch.bfloat16 and onednn_supports_bfloat16())
+        and not (torch.is_grad_enabled() and features.requires_grad)
+        and not torch.compiler.is_compiling()
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
 class ConvNextFoldedLayer(nn.Module):
     """A ConvNeXt block for inference only: the same function as `ConvNextLayer` in eval mode, with its LayerNorm
     affine and layer scale folded into the pointwise layers (see `fold_block`) and every step run on (N, H, W, C) data.
 
     On channels-last inputs the permutes are views, so the block makes no layout copies. On CPU, when no gradient is
     needed and the graph is not being compiled, pwconv1 + GELU and pwconv2 + residual each run as one oneDNN kernel,
-    saving two full passes over the activations (torch.compile makes the same fusions itself).
+    saving two full passes over the activations; under torch.compile the plain ops are left for inductor to fuse.
     """
 
     def __init__(self, layer: ConvNextLayer, hidden_act: str) -> None:
@@ -259,66 +319,10 @@ class ConvNextFoldedLayer(nn.Module):
         )
 
     def train(self, mode: bool = True) -> ConvNextFoldedLayer:
+        """Stay in eval mode; training a folded block is refused."""
         if mode:
             raise RuntimeError(INFERENCE_ONLY_MESSAGE.format(action="train"))
         return super().train(False)
-
-
-def onednn_can_run(features: torch.Tensor) -> bool:
-    """Whether the fused oneDNN linear kernels (inference-only, CPU, float32/bfloat16) can compute on `features`."""
-    return (
-        features.device.type == "cpu"
-        and (features.dtype == torch.float32 or features.dtype == torch.bfloat16 and onednn_supports_bfloat16())
-        and not (torch.is_grad_enabled() and features.requires_grad)
-        and not torch.compiler.is_compiling()
-        and torch.backends.mkldnn.is_available()
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    )
-
-
-class ConvNextStage(nn.Module):
-    """A stage: a downsampling layer (LayerNorm, then a 2×2 stride-2 conv; none in the first stage), then blocks."""
-
-    def __init__(
-        self, config: ConvNextConfig, in_channels: int, out_channels: int, drop_path_rates: list[float], downsample: bool
-    ) -> None:
-        super().__init__()
-        if downsample:
-            self.downsampling_layer = nn.Sequential(
-                ConvNextLayerNorm(in_channels, eps=config.layer_norm_eps, data_format="channels_first"),
-                nn.Conv2d(in_channels, out_channels, kernel_size=2, stride=2),
-            )
-        else:
-            self.downsampling_layer = nn.Identity()
-        self.layers = nn.ModuleList(ConvNextLayer(config, out_channels, rate) for rate in drop_path_rates)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        features = self.downsampling_layer(features)
-        for layer in self.layers:
-            features = layer(features)
-        return features
-
-
-class ConvNextEncoder(nn.Module):
-    """The stages. Stochastic depth grows linearly from 0 at the first block to `drop_path_rate` at the last."""
-
-    def __init__(self, config: ConvNextConfig) -> None:
-        super().__init__()
-        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
-        widths = [config.hidden_sizes[0], *config.hidden_sizes]
-        self.stages = nn.ModuleList()
-        for i, depth in enumerate(config.depths):
-            start = sum(config.depths[:i])
-            stage = ConvNextStage(config, widths[i], widths[i + 1], rates[start : start + depth], downsample=i > 0)
-            self.stages.append(stage)
-
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Return the stem output followed by the output of every stage."""
-        hidden_states = (features,)
-        for stage in self.stages:
-            features = stage(features)
-            hidden_states += (features,)
-        return hidden_states
 
 
 class ConvNextPreTrainedModel(PreTrainedModel):
@@ -345,7 +349,6 @@ class ConvNextPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, ConvNextLayer) and module.layer_scale_parameter is not None:
             init.constant_(module.layer_scale_parameter, self.config.layer_scale_init_value)
-
 
     @property
     def is_optimized_for_inference(self) -> bool:
