@@ -140,10 +140,12 @@ class ConvNextLayer(GradientCheckpointingLayer):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         residual = features
+        # One step per statement, so that each intermediate is freed as soon as the next step has used it.
         features = self.dwconv(features).permute(0, 2, 3, 1)
-        # One step per statement, so that each input is freed as soon as the next step has used it.
         features = self.layernorm(features)
-        features = self.pwconv2(self.act(self.pwconv1(features)))
+        features = self.pwconv1(features)
+        features = self.act(features)
+        features = self.pwconv2(features)
         if self.layer_scale_parameter is not None:
             features = self.layer_scale_parameter * features
         return residual + self.drop_path(features.permute(0, 3, 1, 2))
@@ -185,12 +187,13 @@ class ConvNextEncoder(nn.Module):
             stage = ConvNextStage(config, widths[i], widths[i + 1], rates[start : start + depth], downsample=i > 0)
             self.stages.append(stage)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Return the stem output followed by the output of every stage."""
+    def forward(self, features: torch.Tensor, output_hidden_states: bool = True) -> tuple[torch.Tensor, ...]:
+        """Return the stem output followed by the output of every stage, or only the last stage's output when not
+        `output_hidden_states` (so that the others are freed as soon as the next stage has used them)."""
         hidden_states = (features,)
         for stage in self.stages:
             features = stage(features)
-            hidden_states += (features,)
+            hidden_states = (*hidden_states, features) if output_hidden_states else (features,)
         return hidden_states
 
 
@@ -414,7 +417,7 @@ class ConvNextModel(ConvNextPreTrainedModel):
         """Return the last feature map, its pooled and normalized vector, and optionally every stage's output."""
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        hidden_states = self.encoder(self.embeddings(pixel_values))
+        hidden_states = self.encoder(self.embeddings(pixel_values), output_hidden_states=output_hidden_states)
         last_hidden_state = hidden_states[-1]
         pooled_output = self.layernorm(last_hidden_state.mean(dim=(-2, -1)))
         return BaseModelOutputWithPoolingAndNoAttention(
