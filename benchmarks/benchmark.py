@@ -435,6 +435,10 @@ def plot(rows: list[dict], path: Path, title: str) -> bool:
     except ImportError:
         return False
     modes = [mode for mode in ("inference", "train") if any(row["mode"] == mode for row in rows)]
+    # One colour per implementation in both panels.
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names_in_order = dict.fromkeys(row["implementation"] for row in rows)
+    colours = {name: palette[index % len(palette)] for index, name in enumerate(names_in_order)}
     figure, axes = plt.subplots(1, len(modes), figsize=(7 * len(modes), 4.8), squeeze=False)
     for axis, mode in zip(axes[0], modes):
         selected = [row for row in rows if row["mode"] == mode]
@@ -442,10 +446,10 @@ def plot(rows: list[dict], path: Path, title: str) -> bool:
         names = list(dict.fromkeys(row["implementation"] for row in selected))
         width = 0.8 / len(names)
         for index, name in enumerate(names):
-            values = [(find_row(selected, implementation=name, device=d, dtype=t, batch=b) or {}).get("images_per_s", 0)
-                      for d, t, b in groups]
+            found = [find_row(selected, implementation=name, device=d, dtype=t, batch=b) for d, t, b in groups]
+            values = [row["images_per_s"] if row else 0.0 for row in found]
             positions = [group + (index - (len(names) - 1) / 2) * width for group in range(len(groups))]
-            axis.bar(positions, values, width, label=name)
+            axis.bar(positions, values, width, label=name, color=colours[name])
         axis.set_xticks(range(len(groups)), [f"{d} {t}\nbatch {b}" for d, t, b in groups])
         axis.set_ylabel("images / s (higher is better)")
         axis.set_title(f"{mode}")
@@ -508,7 +512,10 @@ def main(argv: list[str] | None = None) -> dict:
     json_path, plot_path = output_paths(args.output_dir)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(json_path, lambda temporary: temporary.write_text(json.dumps(results, indent=2) + "\n"))
-    title = f"ConvNeXt-{args.variant} {args.image_size}², {results['environment']['processor']}"
+    title = (
+        f"ConvNeXt-{args.variant} {args.image_size}², {results['environment']['processor']}, "
+        f"{torch.get_num_threads()} thread(s), {args.clock} clock"
+    )
     if not plot(rows, plot_path, title):
         print("matplotlib is not installed: no plot.")
     return results

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
+from conftest import FIXTURES, golden_expected
 from convnext_hf import ConvNextBackbone, ConvNextConfig, ConvNextForImageClassification, modeling_convnext
 from convnext_hf.modeling_convnext import ConvNextFoldedLayer, ConvNextLayer
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures"
 CASES = (0, 1)
 # Relative to the largest |logit|: bfloat16 keeps 8 bits of mantissa, and errors add up over the blocks.
 HALF_PRECISION_TOLERANCE = {torch.bfloat16: 3e-2, torch.float16: 5e-3}
@@ -38,7 +36,7 @@ def golden_model(tmp_path_factory: pytest.TempPathFactory) -> ConvNextForImageCl
 @pytest.fixture(scope="module")
 def expected() -> dict[str, torch.Tensor]:
     """Inputs and the official implementation's outputs for the golden checkpoint."""
-    return load_file(FIXTURES / "mini.expected.safetensors")
+    return golden_expected("mini")
 
 
 @pytest.fixture(scope="module")
