@@ -11,6 +11,20 @@ from pathlib import Path
 
 
 @contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` that replaces it only if the block completes, so readers never see half
+    a file; on any error the temporary file is removed."""
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.partial")
+    try:
+        yield staging
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
 def atomic_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a staging folder beside `output_dir` that replaces it only if the block completes.
 

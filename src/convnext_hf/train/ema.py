@@ -16,6 +16,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from ..atomic import atomic_file
+
 EMA_WEIGHTS_NAME = "ema.safetensors"
 
 
@@ -59,8 +61,8 @@ class ModelEma:
     def save(self, directory: str) -> None:
         """Write the average to `directory/ema.safetensors` (through a temporary file)."""
         path = os.path.join(directory, EMA_WEIGHTS_NAME)
-        save_file({name: value.contiguous() for name, value in self.shadow.items()}, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        with atomic_file(path) as staging:
+            save_file({name: value.contiguous() for name, value in self.shadow.items()}, str(staging))
 
     def load(self, directory: str) -> None:
         """Read the average a checkpoint saved; refuse one that does not fit the model."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any
 
 import numpy as np
+
+from ..atomic import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +26,8 @@ def confusion_matrix(predictions: np.ndarray, references: np.ndarray, num_classe
 
 def write_text(path: str, text: str) -> None:
     """Write `text` through a temporary file moved into place, so readers never see half a file."""
-    with open(path + ".tmp", "w", encoding="utf-8") as file:
-        file.write(text)
-    os.replace(path + ".tmp", path)
+    with atomic_file(path) as staging:
+        staging.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:
