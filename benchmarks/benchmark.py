@@ -38,7 +38,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from convnext_hf import ConvNextConfig, ConvNextForImageClassification
 from convnext_hf.configuration_convnext import HIERARCHICAL_VARIANTS
-from convnext_hf.modeling_convnext import amx_is_available
+from convnext_hf.inference_convnext import amx_is_available
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Largest max|a - b| / max|reference| allowed between an implementation and ours in float32 eager.

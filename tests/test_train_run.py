@@ -110,6 +110,7 @@ def test_output_folder_is_hub_ready(full_recipe_run):
         "preprocessor_config.json",
         "configuration_convnext.py",
         "modeling_convnext.py",
+        "inference_convnext.py",
         "image_processing_convnext.py",
         "README.md",
         "metrics.json",
