@@ -18,7 +18,7 @@ def reported_top1(zoo: dict[str, dict], name: str) -> str:
 
 def variants_table() -> str:
     """Markdown table: every variant's widths, depths, parameters, FLOPs and the paper's ImageNet-1k top-1."""
-    zoo_file = resources.files("convnext_hf") / "data" / "zoo.json"
+    zoo_file = resources.files("convnext_hf.conversion") / "data" / "zoo.json"
     zoo = {entry["name"]: entry for entry in json.loads(zoo_file.read_text())["checkpoints"]}
     lines = [
         "| variant | hidden sizes | depths | params (M) | GFLOPs 224² | GFLOPs 384² | top-1 1k (224²) | top-1 22k→1k (224²) |",

@@ -4,7 +4,6 @@ from convnext_hf import ConvNextConfig
 from convnext_hf.complexity import count_macs, count_parameters
 from convnext_hf.configuration_convnext import VARIANTS
 
-
 # Parameters (M) and GFLOPs the paper reports (Table 1, §3.3, and the 384² fine-tuning rows of Table 2).
 PAPER = {
     ("tiny", 224): (28.59, 4.46),

@@ -10,17 +10,16 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from conftest import FIXTURES, golden_expected
 from safetensors.torch import load_file, save_file
 
-import convert
-import converter
-import verification
-from architecture import detect_architecture
-from checkpoint_io import UnsafeCheckpointError, load_checkpoint
-from conftest import FIXTURES, golden_expected
 from convnext_hf import ConvNextBackbone, ConvNextForImageClassification
-from labels import labels_for
-from layouts import detect_layout
+from convnext_hf.conversion import command as convert
+from convnext_hf.conversion import converter, verification
+from convnext_hf.conversion.architecture import detect_architecture
+from convnext_hf.conversion.checkpoint_io import UnsafeCheckpointError, load_checkpoint
+from convnext_hf.conversion.labels import labels_for
+from convnext_hf.conversion.layouts import detect_layout
 
 LAYOUTS = {
     "mini.fb.pth": "official",

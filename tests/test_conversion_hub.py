@@ -11,11 +11,10 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
-
-import convert
 from conftest import FIXTURES
 
-ROOT = Path(__file__).parents[1]
+from convnext_hf.conversion import command as convert
+
 MAX_REQUESTS = 50  # the server stops answering after this many: a client stuck in a retry loop cannot hang the test
 
 
@@ -77,12 +76,13 @@ def hub_server():
 def test_push_creates_the_repo_and_commits_every_file(hub_server, tmp_path):
     endpoint, records = hub_server
     output = tmp_path / "mini"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_test_token",
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_test_token",
            "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
     result = subprocess.run(
-        [sys.executable, "conversion/convert.py", "--checkpoint", str(FIXTURES / "mini.fb.pth"), "--output",
-         str(output), "--push-to-hub", "tester/convnext-mini", "--private"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        # The installed command, run from outside the checkout.
+        [str(Path(sys.executable).parent / "convnext-hf"), "convert", "--checkpoint", str(FIXTURES / "mini.fb.pth"),
+         "--output", str(output), "--push-to-hub", "tester/convnext-mini", "--private"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert f"pushed to {endpoint}/tester/convnext-mini" in result.stdout

@@ -5,22 +5,25 @@ import hashlib
 import io
 import json
 import re
+import runpy
 import shutil
+import subprocess
+import sys
 
+import huggingface_hub
 import numpy as np
 import pytest
-import huggingface_hub
 import torch
+from conftest import FIXTURES
 from huggingface_hub import ModelCard
 from PIL import Image
 
-import convert
-from conftest import FIXTURES
 from convnext_hf import ConvNextConfig
 from convnext_hf.complexity import count_macs
-from download import expected_digest
-from zoo import load_zoo, select
-from zoo_table import documented_table, render_zoo_table
+from convnext_hf.conversion import command as convert
+from convnext_hf.conversion.download import expected_digest
+from convnext_hf.conversion.zoo import load_zoo, select
+from convnext_hf.conversion.zoo_table import render_zoo_table
 
 TINY = ((96, 192, 384, 768), (3, 3, 9, 3))
 
@@ -163,6 +166,7 @@ def test_select_by_name_list_or_all():
 
 
 def test_docs_show_the_commands_and_the_current_zoo_table(capsys):
+    documented_table = runpy.run_path(str(FIXTURES.parents[1] / "docs" / "make_zoo_table.py"))["documented_table"]
     assert documented_table() == render_zoo_table(load_zoo())
     assert "| `convnext_tiny_1k_224_ema` | official | tiny | 224 | 1k | 82.1 top-1 | 28 | 4.5 |" in documented_table()
     doc = (FIXTURES.parents[1] / "docs" / "conversion.md").read_text()
@@ -170,6 +174,14 @@ def test_docs_show_the_commands_and_the_current_zoo_table(capsys):
         assert command in doc
     assert run("--list-models") == 0
     assert capsys.readouterr().out == render_zoo_table(load_zoo())
+
+
+def test_checkout_script_is_the_installed_command(tmp_path):
+    script = FIXTURES.parents[1] / "conversion" / "convert.py"
+    result = subprocess.run([sys.executable, str(script), "--list-models"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == render_zoo_table(load_zoo())
 
 
 def test_checksums_come_from_the_zoo_or_the_released_file_name():

@@ -18,7 +18,7 @@ GREY_STEP = 8
 # Runs in each torchrun process: `convnext-hf train` with a spy on the Trainer's training step that writes down which
 # images the process trained on. Every training image is one flat grey level, GREY_STEP × its number, which
 # survives cropping and resizing; un-normalizing the first pixel gives the number back.
-DRIVER = """
+DRIVER = f"""
 import json, os, sys
 from convnext_hf.train import main
 from convnext_hf.train.trainer import ConvNextTrainer
@@ -29,14 +29,14 @@ train_step = ConvNextTrainer.training_step
 def recording_step(self, model, inputs, *args, **kwargs):
     mean, std = self.processing_class.image_mean[0], self.processing_class.image_std[0]
     grey = (inputs["pixel_values"][:, 0, 0, 0] * std + mean) * 255
-    seen.extend(round(value / {step}) for value in grey.tolist())
+    seen.extend(round(value / {GREY_STEP}) for value in grey.tolist())
     return train_step(self, model, inputs, *args, **kwargs)
 
 ConvNextTrainer.training_step = recording_step
 main(sys.argv[2:])
 with open(os.path.join(sys.argv[1], "seen-rank" + os.environ["RANK"] + ".json"), "w") as file:
     json.dump(seen, file)
-""".format(step=GREY_STEP)
+"""
 
 
 def write_grey_images(directory, numbers):

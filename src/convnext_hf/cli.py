@@ -1,38 +1,55 @@
-"""The `convnext-hf` command: `convnext-hf train ...` fine-tunes or trains a ConvNeXt, `convnext-hf demo` shows it."""
+"""The `convnext-hf` command: one subcommand per task, each a `main(argv)` in its own module.
+
+Bad input raises `UserInputError` wherever it enters; here it becomes one line on stderr and exit status 2, without a
+traceback. Any other exception is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 
-USAGE = """usage: convnext-hf <command> [options]
+from .errors import USER_ERROR_EXIT_STATUS, UserInputError
 
-commands:
-  train   train or fine-tune a ConvNeXt on your images (every transformers Trainer flag works);
-          `convnext-hf train --help` lists the options
-  demo    train a small ConvNeXt on MNIST digits from scratch, offline, and score held-out digits
-"""
+# name -> (module of its `main(argv)`, one-line help). Flags are spelled with underscores (`--output_dir`), as the
+# transformers Trainer flags that `train` accepts are; every command also accepts the dashed spelling.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("convnext_hf.train", "train or fine-tune a ConvNeXt on your images (every Trainer flag works)"),
+    "demo": ("convnext_hf.demo", "train a small ConvNeXt on MNIST digits from scratch, offline, and score it"),
+    "convert": (
+        "convnext_hf.conversion.command",
+        "convert a checkpoint (official, timm, mmcls/mmseg, PASSL, transformers) to a Hub-ready folder",
+    ),
+}
+
+
+def usage() -> str:
+    """The top-level help: every command with its one-line description."""
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "usage: convnext-hf <command> [options]\n\ncommands:\n" + "\n".join(lines) + (
+        "\n\n`convnext-hf <command> --help` lists a command's options.\n"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to a subcommand; return the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
+        print(usage())
+        return 0 if argv else USER_ERROR_EXIT_STATUS
     command, rest = argv[0], argv[1:]
-    if command == "train":
-        from .train import main as train_main
-
-        train_main(rest)
-        return 0
-    if command == "demo":
-        from .demo import main as demo_main
-
-        demo_main(rest)
-        return 0
-    print(f"convnext-hf: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-    return 2
+    if command not in COMMANDS:
+        print(f"convnext-hf: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return USER_ERROR_EXIT_STATUS
+    command_main = importlib.import_module(COMMANDS[command][0]).main
+    try:
+        status = command_main(rest)
+    except UserInputError as error:
+        print(f"convnext-hf {command}: error: {error}", file=sys.stderr)
+        return USER_ERROR_EXIT_STATUS
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ from transformers.image_utils import (
 )
 from transformers.processing_utils import ImagesKwargs, Unpack
 
-
 # From this resolution on, the official evaluation code warps instead of resize-and-crop; the accuracies
 # reported for the 384 checkpoints are measured that way.
 WARP_RESOLUTION = 384

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
+from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
 
 # UperNet's pyramid pooling scales are not stored in the weights; every released ConvNeXt UperNet uses PSPNet's.
 PSP_POOL_SCALES = (1, 2, 3, 6)

@@ -1,8 +1,10 @@
 """Convert ConvNeXt checkpoints (official, timm, mmcls/mmsegmentation, PASSL, transformers) to Hub-ready folders.
 
-    python conversion/convert.py --checkpoint PATH_OR_URL --output DIR
-    python conversion/convert.py --model convnext_tiny_1k_224_ema --output DIR [--push-to-hub USER/REPO]
-    python conversion/convert.py --model all --output DIR          # every official checkpoint, then a summary
+    convnext-hf convert --checkpoint PATH_OR_URL --output DIR
+    convnext-hf convert --model convnext_tiny_1k_224_ema --output DIR [--push-to-hub USER/REPO]
+    convnext-hf convert --model all --output DIR          # every official checkpoint, then a summary
+
+(`python conversion/convert.py ...` in a checkout is the same command.)
 
 The layout and the architecture are read from the weights. The output folder (safetensors weights, config, image
 processor config, README.md model card) appears only once complete and verified.
@@ -17,19 +19,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from convnext_hf.atomic import atomic_directory
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
-from checkpoint_io import load_checkpoint
-from converter import convert, reload, save
-from download import default_cache_dir, fetch, sha256_of
-from hub import push_folder
-from model_card import Provenance, build_model_card
-from targets import CONVNEXT_HF, TARGETS
-from verification import DEFAULT_TOLERANCE, verify
-from zoo import ZooEntry, load_zoo, select
-from zoo_table import render_zoo_table
+from ..atomic import atomic_directory
+from .checkpoint_io import load_checkpoint
+from .converter import convert, reload, save
+from .download import default_cache_dir, fetch, sha256_of
+from .hub import push_folder
+from .model_card import Provenance, build_model_card
+from .targets import CONVNEXT_HF, TARGETS
+from .verification import DEFAULT_TOLERANCE, verify
+from .zoo import ZooEntry, load_zoo, select
+from .zoo_table import render_zoo_table
 
 DEFAULT_RESOLUTION = 224
 
@@ -47,7 +49,7 @@ class Outcome:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="convnext-hf convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="checkpoint file, transformers folder, or http(s) URL")
     parser.add_argument("--model", help="zoo name(s): one name, a comma-separated list, or 'all'")
     parser.add_argument("--output", type=Path, help="output folder (with several --model names: their parent)")
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     transformers_logging.disable_progress_bar()  # one bar per checkpoint (ours) is enough
-    command = shlex.join(["python", "conversion/convert.py", *argv])
+    command = shlex.join(["convnext-hf", "convert", *argv])
     try:
         zoo = load_zoo(args.zoo)
         if args.list_models:

@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 import transformers
 
-from architecture import Architecture, detect_architecture
-from checkpoint_io import Checkpoint
-from labels import LabelSet, labels_for
-from layouts import Layout, detect_layout
-from naming import BACKBONE, official_to_transformers
-from rename import rename
-from targets import AUTO_CLASSES, CONVNEXT_HF, MODEL_CLASSES, empty_model, image_processor, model_config
+from .architecture import Architecture, detect_architecture
+from .checkpoint_io import Checkpoint
+from .labels import LabelSet, labels_for
+from .layouts import Layout, detect_layout
+from .naming import BACKBONE, official_to_transformers
+from .rename import rename
+from .targets import AUTO_CLASSES, CONVNEXT_HF, MODEL_CLASSES, empty_model, image_processor, model_config
 
 
 class MappingError(ValueError):

@@ -24,7 +24,7 @@ def labels_for(num_labels: int) -> LabelSet:
     name = LABEL_FILES.get(num_labels)
     if name is None:
         return LabelSet(None, {index: f"LABEL_{index}" for index in range(num_labels)})
-    entries = json.loads((resources.files("convnext_hf") / "data" / f"{name}.json").read_text())
+    entries = json.loads((resources.files(__package__) / "data" / f"{name}.json").read_text())
     id2label = {entry["id"]: entry["label"] for entry in entries}
     if sorted(id2label) != list(range(num_labels)):
         raise ValueError(

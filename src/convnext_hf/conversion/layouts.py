@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION, official_to_transformers
-from rename import RenameResult, Rule, invert, prefixed, rename
+from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION, official_to_transformers
+from .rename import RenameResult, Rule, invert, prefixed, rename
 
 Tensors = Mapping[str, torch.Tensor]
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from convnext_hf import __version__
-from convnext_hf.complexity import count_macs
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from converter import Conversion
-from naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
-from targets import AUTO_CLASSES, CONVNEXT_HF
-from verification import VERIFY_INPUT_SHAPE
-from zoo import ZooEntry
+from .. import __version__
+from ..complexity import count_macs
+from .converter import Conversion
+from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
+from .targets import AUTO_CLASSES, CONVNEXT_HF
+from .verification import VERIFY_INPUT_SHAPE
+from .zoo import ZooEntry
 
 PIPELINE_TAGS = {
     CLASSIFICATION: "image-classification",

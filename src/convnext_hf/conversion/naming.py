@@ -8,7 +8,7 @@ keep the backbone under `backbone.` with one LayerNorm per returned stage, `norm
 
 from __future__ import annotations
 
-from rename import Rule, prefixed
+from .rename import Rule, prefixed
 
 CLASSIFICATION = "image-classification"
 FEATURE_EXTRACTION = "image-feature-extraction"

@@ -9,7 +9,8 @@ from __future__ import annotations
 import transformers
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
-from architecture import Architecture
+from .architecture import Architecture
+
 
 def upernet_config(
     arch: Architecture, backbone_config: transformers.PreTrainedConfig, id2label: dict[int, str]

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import torch
 import transformers
-from convnext_hf import (
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+
+from .. import (
     ConvNextBackbone,
     ConvNextConfig,
     ConvNextForImageClassification,
     ConvNextImageProcessor,
     ConvNextModel,
 )
-from convnext_hf.native import to_native_config
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
-
-from architecture import Architecture
-from naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
-from segmentation import segmentation_processor, upernet_config
+from ..native import to_native_config
+from .architecture import Architecture
+from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
+from .segmentation import segmentation_processor, upernet_config
 
 CONVNEXT_HF = "convnext_hf"
 TRANSFORMERS = "transformers"

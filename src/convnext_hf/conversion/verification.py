@@ -7,9 +7,9 @@ from collections.abc import Mapping
 import torch
 import transformers
 
-import reference
-from architecture import Architecture
-from naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
+from . import reference
+from .architecture import Architecture
+from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
 
 # Divisible by the total stride of every ConvNeXt (32, isotropic 16); not square, so that a swapped height and width
 # cannot go unnoticed.

@@ -13,9 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from convnext_hf.configuration_convnext import HIERARCHICAL_VARIANTS
-
-from architecture import Architecture
+from ..configuration_convnext import HIERARCHICAL_VARIANTS
+from .architecture import Architecture
 
 LICENSES = {"facebookresearch/ConvNeXt": "mit", "open-mmlab/mmsegmentation": "apache-2.0"}
 REPOSITORIES = {
@@ -107,7 +106,7 @@ class ZooEntry:
 
 def default_zoo_path() -> Path:
     """The registry shipped with the package."""
-    return Path(str(resources.files("convnext_hf") / "data" / "zoo.json"))
+    return Path(str(resources.files(__package__) / "data" / "zoo.json"))
 
 
 def load_zoo(path: str | Path | None = None) -> dict[str, ZooEntry]:
