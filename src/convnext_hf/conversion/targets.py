@@ -13,6 +13,7 @@ from .. import (
     ConvNextImageProcessor,
     ConvNextModel,
 )
+from ..errors import UserInputError
 from ..native import to_native_config
 from .architecture import Architecture
 from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
@@ -61,9 +62,9 @@ def _label_maps(id2label: dict[int, str]) -> dict:
 
 def _check_target(arch: Architecture, target: str) -> None:
     if target not in TARGETS:
-        raise ValueError(f"Unknown target {target!r}; choose one of {TARGETS} (--target).")
+        raise UserInputError(f"Unknown target {target!r}; choose one of {TARGETS} (--target).")
     if target == TRANSFORMERS and arch.isotropic:
-        raise ValueError(
+        raise UserInputError(
             "transformers' built-in ConvNext cannot express an isotropic ConvNeXt (it always normalizes the stem and "
             "has four stages); convert it with --target convnext_hf (the default)."
         )
