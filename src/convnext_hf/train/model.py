@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from ..configuration_convnext import ConvNextConfig
+from ..conversion.labels import label_maps
 from ..errors import UserInputError
 from ..image_processing_convnext import ConvNextImageProcessor
 from ..modeling_convnext import ConvNextForImageClassification
@@ -23,11 +24,7 @@ _PLACEHOLDER_LABEL = re.compile(r"LABEL_\d+")
 
 
 def _label_maps(label_names: list[str]) -> dict[str, Any]:
-    return {
-        "num_labels": len(label_names),
-        "id2label": dict(enumerate(label_names)),
-        "label2id": {name: index for index, name in enumerate(label_names)},
-    }
+    return {"num_labels": len(label_names), **label_maps(label_names)}
 
 
 def _config_overrides(args: ModelArguments) -> dict[str, Any]:

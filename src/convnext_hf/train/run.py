@@ -13,6 +13,7 @@ from PIL import Image
 from transformers import EvalPrediction, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..complexity import parameter_count
 from ..errors import OutputExistsError, UserInputError
 from ..metrics import load_topk_accuracy
 from .arguments import RunArguments, parse_args
@@ -127,7 +128,7 @@ def _architecture(model: Any) -> str:
     """One line on the network's shape and size."""
     config = model.config
     kind = "isotropic" if config.isotropic else f"{config.num_stages}-stage"
-    parameters = sum(parameter.numel() for parameter in model.parameters())
+    parameters = parameter_count(model)
     return (
         f"{kind} ConvNeXt, widths {config.hidden_sizes}, depths {config.depths}, "
         f"{config.patch_size}×{config.patch_size} patchify stem, {parameters / 1e6:.2f} M parameters"
