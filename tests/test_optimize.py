@@ -316,7 +316,7 @@ def test_optimized_model_compiles_with_inductor() -> None:
 
 @pytest.mark.slow
 def test_benchmark_quick_run_checks_agreement_and_writes_results(tmp_path: Path) -> None:
-    command = [sys.executable, str(ROOT / "benchmarks" / "benchmark.py"), "--quick", "--output-dir", str(tmp_path)]
+    command = [sys.executable, str(ROOT / "benchmarks" / "benchmark.py"), "--quick", "--output_dir", str(tmp_path)]
     environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
     subprocess.run(command + ["--dtypes", "float32"], check=True, env=environment, capture_output=True, timeout=300)
     results = json.loads((tmp_path / "benchmark.json").read_text())
