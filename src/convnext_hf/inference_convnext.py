@@ -105,7 +105,10 @@ class ConvNextFoldedLayer(nn.Module):
         self.eps = layer.layernorm.eps
         self.pwconv1, self.pwconv2 = fold_block(layer)
         self.act = layer.act
-        self.fuse_gelu = hidden_act == "gelu"
+        self.grn = layer.grn
+        # GRN (V2) normalizes over the whole image between the two pointwise layers, which the fused row kernels
+        # cannot see: V2 blocks take the plain path.
+        self.fuse_gelu = hidden_act == "gelu" and self.grn is None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         normalized = F.layer_norm(self.dwconv(features).permute(0, 2, 3, 1), (features.shape[1],), eps=self.eps)
@@ -113,7 +116,10 @@ class ConvNextFoldedLayer(nn.Module):
         if self.fuse_gelu and onednn_can_run(normalized):
             output = self.fused_inverted_bottleneck(normalized, residual.contiguous())
         else:
-            output = residual + self.pwconv2(self.act(self.pwconv1(normalized)))
+            hidden = self.act(self.pwconv1(normalized))
+            if self.grn is not None:
+                hidden = self.grn(hidden)
+            output = residual + self.pwconv2(hidden)
         return output.permute(0, 3, 1, 2)
 
     def fused_inverted_bottleneck(self, normalized: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -142,8 +148,6 @@ class ConvNextFoldedLayer(nn.Module):
         if mode:
             raise RuntimeError(INFERENCE_ONLY_MESSAGE.format(action="train"))
         return super().train(False)
-
-
 
 
 def optimize_for_inference(

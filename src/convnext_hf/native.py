@@ -1,7 +1,9 @@
-"""Export to transformers' built-in ConvNext (model_type "convnext"), which loads without remote code.
+"""Export to transformers' built-in ConvNext (model_type "convnext") and ConvNextV2 ("convnextv2"), which load
+without remote code.
 
-Hierarchical models share the built-in's parameter names, so only the configuration changes. Loading the built-in's
-checkpoints needs nothing from here: `ConvNextConfig.from_dict` reads their configs.
+Hierarchical models share the built-ins' parameter names (ConvNextV2ForImageClassification keeps its trunk under
+`convnextv2.` instead of `convnext.`), so only the configuration changes. Loading the built-ins' checkpoints needs
+nothing from here: `ConvNextConfig.from_dict` reads their configs and `from_pretrained` maps the V2 prefix.
 """
 
 from __future__ import annotations
@@ -16,26 +18,54 @@ from .configuration_convnext import ConvNextConfig
 from .errors import UserInputError
 from .modeling_convnext import ConvNextBackbone, ConvNextForImageClassification, ConvNextModel, ConvNextPreTrainedModel
 
-NATIVE_CLASSES: dict[type[ConvNextPreTrainedModel], type[transformers.PreTrainedModel]] = {
-    ConvNextModel: transformers.ConvNextModel,
-    ConvNextForImageClassification: transformers.ConvNextForImageClassification,
-    ConvNextBackbone: transformers.ConvNextBackbone,
+NATIVE_CLASSES: dict[bool, dict[type[ConvNextPreTrainedModel], type[transformers.PreTrainedModel]]] = {
+    False: {
+        ConvNextModel: transformers.ConvNextModel,
+        ConvNextForImageClassification: transformers.ConvNextForImageClassification,
+        ConvNextBackbone: transformers.ConvNextBackbone,
+    },
+    True: {
+        ConvNextModel: transformers.ConvNextV2Model,
+        ConvNextForImageClassification: transformers.ConvNextV2ForImageClassification,
+        ConvNextBackbone: transformers.ConvNextV2Backbone,
+    },
 }
 
+# Where ConvNextV2ForImageClassification keeps the trunk that ConvNextForImageClassification keeps under `convnext.`.
+NATIVE_V2_PREFIX = "convnextv2."
 
-def to_native_config(config: ConvNextConfig) -> transformers.ConvNextConfig:
+
+def native_classes(config: ConvNextConfig) -> dict[type[ConvNextPreTrainedModel], type[transformers.PreTrainedModel]]:
+    """The built-in classes that express `config`'s models: ConvNextV2's for GRN models, ConvNext's otherwise."""
+    return NATIVE_CLASSES[config.use_grn]
+
+
+def native_parameter_name(name: str, use_grn: bool) -> str:
+    """The built-in model's name of one of our parameters."""
+    return NATIVE_V2_PREFIX + name.removeprefix("convnext.") if use_grn and name.startswith("convnext.") else name
+
+
+def to_native_config(config: ConvNextConfig) -> transformers.ConvNextConfig | transformers.ConvNextV2Config:
     """Translate our configuration to the built-in's, refusing what the built-in cannot express."""
     reasons = []
     if config.isotropic:
         reasons.append("it is isotropic (the built-in always normalizes the stem and downsamples between stages)")
     if config.layer_norm_eps != 1e-6:
         reasons.append(f"it uses LayerNorm eps {config.layer_norm_eps} (the built-in hard-codes 1e-6 in its blocks)")
+    if config.stem_type != "patch":
+        reasons.append(f"it has timm's {config.stem_type} stem (the built-in has the patchify stem only)")
+    if config.head_norm_first:
+        reasons.append("it normalizes before pooling (timm's head_norm_first; the built-in normalizes after)")
+    if config.head_hidden_size:
+        reasons.append("it has an MLP head (head_hidden_size; the built-in has a linear classifier)")
+    if config.use_grn and config.layer_scale_init_value > 0:
+        reasons.append("it has both GRN and layer scale (the built-in ConvNextV2 has no layer scale)")
     if reasons:
         raise UserInputError(
             f"transformers' built-in ConvNext cannot express this model: {'; '.join(reasons)}. "
             "Keep it in the convnext_hf format (save_pretrained)."
         )
-    return transformers.ConvNextConfig(
+    common = dict(
         num_channels=config.num_channels,
         patch_size=config.patch_size,
         num_stages=config.num_stages,
@@ -44,7 +74,6 @@ def to_native_config(config: ConvNextConfig) -> transformers.ConvNextConfig:
         hidden_act=config.hidden_act,
         initializer_range=config.initializer_range,
         layer_norm_eps=config.layer_norm_eps,
-        layer_scale_init_value=config.layer_scale_init_value,
         drop_path_rate=config.drop_path_rate,
         image_size=config.image_size,
         out_features=list(config.out_features),
@@ -52,15 +81,20 @@ def to_native_config(config: ConvNextConfig) -> transformers.ConvNextConfig:
         label2id=config.label2id,
         problem_type=config.problem_type,
     )
+    if config.use_grn:
+        return transformers.ConvNextV2Config(**common)
+    return transformers.ConvNextConfig(**common, layer_scale_init_value=config.layer_scale_init_value)
 
 
 def to_native(model: ConvNextPreTrainedModel) -> transformers.PreTrainedModel:
-    """Return the built-in ConvNext model holding the same weights as `model`."""
-    native_class = NATIVE_CLASSES.get(type(model))
+    """Return the built-in ConvNext (or ConvNextV2) model holding the same weights as `model`."""
+    classes = native_classes(model.config)
+    native_class = classes.get(type(model))
     if native_class is None:
-        raise TypeError(f"Cannot export {type(model).__name__}; export one of {[c.__name__ for c in NATIVE_CLASSES]}.")
+        raise TypeError(f"Cannot export {type(model).__name__}; export one of {[c.__name__ for c in classes]}.")
     native = native_class(to_native_config(model.config))
-    native.load_state_dict(model.state_dict(), strict=True)
+    state = {native_parameter_name(name, model.config.use_grn): value for name, value in model.state_dict().items()}
+    native.load_state_dict(state, strict=True)
     return native.to(dtype=model.dtype)
 
 

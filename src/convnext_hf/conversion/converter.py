@@ -15,7 +15,15 @@ from .labels import LabelSet, labels_for
 from .layouts import Layout, detect_layout
 from .naming import BACKBONE, official_to_transformers
 from .rename import rename
-from .targets import AUTO_CLASSES, CONVNEXT_HF, MODEL_CLASSES, empty_model, image_processor, model_config
+from .targets import (
+    AUTO_CLASSES,
+    CONVNEXT_HF,
+    empty_model,
+    image_processor,
+    model_class,
+    model_config,
+    target_parameter_names,
+)
 
 
 class MappingError(UserInputError):
@@ -66,6 +74,69 @@ def _check_mapping(
         )
 
 
+class UnsupportedVariantError(UserInputError):
+    """The checkpoint is a ConvNeXt variant the configuration cannot express; converting it would change its function."""
+
+
+# timm `ConvNeXt` arguments this configuration expresses, with the values it can take (None: any value).
+TIMM_SUPPORTED_ARGS = {
+    "depths": None,
+    "dims": None,
+    "in_chans": None,
+    "num_classes": None,
+    "global_pool": ("avg",),
+    "conv_mlp": None,
+    "use_grn": None,
+    "ls_init_value": None,
+    "stem_type": ("patch", "overlap_tiered"),
+    "patch_size": None,
+    "head_norm_first": None,
+    "head_hidden_size": None,
+    "norm_eps": None,
+    "kernel_sizes": (7, [7, 7, 7, 7]),
+    "conv_bias": (True,),
+    "act_layer": ("gelu",),
+    "norm_layer": (None, "layernorm", "layernorm2d"),
+    "drop_rate": None,
+    "drop_path_rate": None,
+}
+
+
+def _timm_model_args(config: dict | None) -> dict | None:
+    """The `model_args` of a timm Hub folder's config.json (None for other folders), refusing by name the arguments
+    this model cannot express."""
+    if not config or "architecture" not in config:
+        return None
+    model_args = config.get("model_args") or {}
+    refused = [
+        f"{name}={value!r}"
+        for name, value in model_args.items()
+        if name not in TIMM_SUPPORTED_ARGS or TIMM_SUPPORTED_ARGS[name] is not None and value not in TIMM_SUPPORTED_ARGS[name]
+    ]
+    if refused:
+        raise UnsupportedVariantError(
+            f"Refusing to convert timm's {config['architecture']}: {', '.join(refused)} is not supported (the "
+            "ConvNeXt configuration has LayerNorm, GELU, 7×7 depthwise convs with bias, the patchify or overlapping "
+            "tiered stem, average pooling); converting it would compute something else."
+        )
+    return model_args
+
+
+def _refuse_biasless_norms(official: dict[str, torch.Tensor]) -> None:
+    """RMSNorm / SimpleNorm (timm's `*_rms`, `norm_layer="simplenorm"`) store a weight without a bias; a LayerNorm
+    always has both. Converting one into a LayerNorm would compute something else."""
+    biasless = sorted(
+        key for key, value in official.items()
+        if key.endswith(".weight") and value.ndim == 1 and key.removesuffix("weight") + "bias" not in official
+    )
+    if biasless:
+        raise UnsupportedVariantError(
+            f"Refusing to convert: {biasless[0]} (and {len(biasless) - 1} more) is a normalization without bias, as "
+            "in timm's RMSNorm / SimpleNorm models (`*_rms`, norm_layer='simplenorm'); only LayerNorm ConvNeXts are "
+            "supported."
+        )
+
+
 def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int = 224) -> Conversion:
     """Build the target model holding exactly the checkpoint's weights (as float32)."""
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
@@ -73,15 +144,21 @@ def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int =
             f"resolution must be a positive number of pixels, got {resolution!r}; e.g. --resolution 224."
         )
     tensors = {key: value.float() if value.is_floating_point() else value for key, value in checkpoint.tensors.items()}
+    timm_args = _timm_model_args(checkpoint.config)
     layout = detect_layout(tensors)
     official = layout.to_official(tensors)
-    arch = detect_architecture(official.renamed)
+    _refuse_biasless_norms(official.renamed)
+    arch = detect_architecture(official.renamed, layer_norm_eps=(timm_args or {}).get("norm_eps") or 1e-6)
     labels = _labels(checkpoint, arch.num_labels)
     model = empty_model(arch, model_config(arch, labels.id2label, resolution, target), target)
     mapped = rename(official.renamed, official_to_transformers(arch.task, arch.isotropic))
-    _check_mapping(model, mapped.renamed, official.unmatched + mapped.unmatched)
-    model.load_state_dict(mapped.renamed, strict=True, assign=True)
-    processor = image_processor(arch, resolution, target, reduce_labels=labels.dataset == "ade20k-150")
+    weights = target_parameter_names(mapped.renamed, arch, target)
+    _check_mapping(model, weights, official.unmatched + mapped.unmatched)
+    model.load_state_dict(weights, strict=True, assign=True)
+    timm_preprocessing = checkpoint.config.get("pretrained_cfg") if timm_args is not None else None
+    processor = image_processor(
+        arch, resolution, target, reduce_labels=labels.dataset == "ade20k-150", timm_preprocessing=timm_preprocessing
+    )
     return Conversion(layout, arch, labels, official.renamed, model.eval(), processor, target)
 
 
@@ -97,5 +174,5 @@ def reload(conversion: Conversion, directory: Path) -> transformers.PreTrainedMo
     if task == BACKBONE:
         # transformers 5.23's AutoBackbone.from_pretrained asks the Hub whether a local folder is a repository (and
         # falls back to timm when not), so a local backbone folder loads only through its concrete class.
-        return MODEL_CLASSES[conversion.target][task].from_pretrained(directory).eval()
+        return model_class(conversion.arch, conversion.target).from_pretrained(directory).eval()
     return AUTO_CLASSES[task].from_pretrained(directory).eval()
