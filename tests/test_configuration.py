@@ -37,7 +37,7 @@ def test_presets():
     assert (iso.hidden_sizes, iso.depths, iso.patch_size, iso.isotropic) == ([384], [18], 16, True)
     assert iso.layer_scale_init_value == 0.0
     assert iso.total_stride == 16 and tiny.total_stride == 32
-    assert len(VARIANTS) == 13
+    assert len(VARIANTS) == 21
 
 
 def test_preset_overrides_and_backbone_fields():

@@ -189,7 +189,12 @@ class ConvNextStage(nn.Module):
     """A stage: a downsampling layer (LayerNorm, then a 2×2 stride-2 conv; none in the first stage), then blocks."""
 
     def __init__(
-        self, config: ConvNextConfig, in_channels: int, out_channels: int, drop_path_rates: list[float], downsample: bool
+        self,
+        config: ConvNextConfig,
+        in_channels: int,
+        out_channels: int,
+        drop_path_rates: list[float],
+        downsample: bool,
     ) -> None:
         super().__init__()
         if downsample:
@@ -273,7 +278,7 @@ class ConvNextPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> ConvNextPreTrainedModel:
-        """Load as transformers does; folders of the built-in ConvNextV2 load too (their trunk is under `convnextv2.`)."""
+        """Load as transformers does; folders of the built-in ConvNextV2 load too (trunk under `convnextv2.`)."""
         kwargs.setdefault("key_mapping", BUILTIN_KEY_MAPPING)
         return super().from_pretrained(*args, **kwargs)
 

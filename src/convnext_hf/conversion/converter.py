@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def _check_mapping(
 
 
 class UnsupportedVariantError(UserInputError):
-    """The checkpoint is a ConvNeXt variant the configuration cannot express; converting it would change its function."""
+    """A ConvNeXt variant the configuration cannot express: converting it would change what it computes."""
 
 
 # timm `ConvNeXt` arguments this configuration expresses, with the values it can take (None: any value).
@@ -111,7 +112,8 @@ def _timm_model_args(config: dict | None) -> dict | None:
     refused = [
         f"{name}={value!r}"
         for name, value in model_args.items()
-        if name not in TIMM_SUPPORTED_ARGS or TIMM_SUPPORTED_ARGS[name] is not None and value not in TIMM_SUPPORTED_ARGS[name]
+        if name not in TIMM_SUPPORTED_ARGS
+        or TIMM_SUPPORTED_ARGS[name] is not None and value not in TIMM_SUPPORTED_ARGS[name]
     ]
     if refused:
         raise UnsupportedVariantError(
@@ -122,12 +124,17 @@ def _timm_model_args(config: dict | None) -> dict | None:
     return model_args
 
 
+# The LayerNorms of a ConvNeXt in official names: in the blocks, the stem and downsampling layers, the final norm
+# (after or before pooling) and the per-stage output norms of dense-prediction backbones.
+LAYER_NORM_WEIGHT = re.compile(r"(.*\.)?(norm|norm_pre|norm\d|downsample_layers\.\d+\.\d+)\.weight")
+
+
 def _refuse_biasless_norms(official: dict[str, torch.Tensor]) -> None:
     """RMSNorm / SimpleNorm (timm's `*_rms`, `norm_layer="simplenorm"`) store a weight without a bias; a LayerNorm
     always has both. Converting one into a LayerNorm would compute something else."""
     biasless = sorted(
         key for key, value in official.items()
-        if key.endswith(".weight") and value.ndim == 1 and key.removesuffix("weight") + "bias" not in official
+        if value.ndim == 1 and LAYER_NORM_WEIGHT.fullmatch(key) and key.removesuffix("weight") + "bias" not in official
     )
     if biasless:
         raise UnsupportedVariantError(

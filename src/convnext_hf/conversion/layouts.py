@@ -129,7 +129,8 @@ def _timm_rules(tensors: Tensors) -> list[Rule]:
 
 def _open_clip_trunk(tensors: Tensors) -> dict[str, torch.Tensor]:
     """The image trunk alone: CLIP's projection head and text tower are not part of a ConvNeXt."""
-    return {key.removeprefix(OPEN_CLIP_TRUNK): value for key, value in tensors.items() if key.startswith(OPEN_CLIP_TRUNK)}
+    trunk = {key: value for key, value in tensors.items() if key.startswith(OPEN_CLIP_TRUNK)}
+    return {key.removeprefix(OPEN_CLIP_TRUNK): value for key, value in trunk.items()}
 
 
 def _is_transformers(tensors: Tensors) -> bool:
@@ -263,7 +264,8 @@ LAYOUTS: tuple[Layout, ...] = (
     ),
     Layout(
         "dinov3_convnext",
-        "transformers `DINOv3ConvNextModel` (`model.stages.i.downsample_layers`, `layers.j.depthwise_conv`, `layer_norm`)",
+        "transformers `DINOv3ConvNextModel` (`model.stages.i.downsample_layers`, `layers.j.depthwise_conv`, "
+        "`layer_norm`)",
         _has("model.stages.0.downsample_layers.0.weight"),
         _fixed(DINOV3_RULES),
     ),

@@ -9,6 +9,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .. import __version__
 from ..complexity import count_macs, parameter_count
+from ..configuration_convnext import ConvNextConfig
 from .converter import Conversion
 from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
 from .targets import AUTO_CLASSES, CONVNEXT_HF
@@ -166,8 +167,10 @@ def _details(conversion: Conversion, entry: ZooEntry | None, resolution: int) ->
         ("resolution", f"{resolution}×{resolution}"),
     ]
     if arch.task != SEGMENTATION:
+        # The built-in target's config reads back as ours, which knows the stem and head of every variant.
+        config = ConvNextConfig.from_dict(conversion.model.config.to_dict())
         rows.append((f"GFLOPs at {resolution}² (multiply-adds, as in the paper)",
-                     f"{count_macs(conversion.model.config, resolution) / 1e9:.2f}"))
+                     f"{count_macs(config, resolution) / 1e9:.2f}"))
     if entry:
         if entry.params_m is not None:
             rows.append(("parameters reported by the authors", f"{entry.params_m} M"))

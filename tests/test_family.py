@@ -1,0 +1,250 @@
+"""The rest of the ConvNeXt family on the golden checkpoints of timm's and transformers' own code: ConvNeXt V2 (official,
+FCMAE, timm, transformers), timm's V1 variants (conv_mlp, ols, hnf, MLP head) and DINOv3. Every case converts through
+the command line, reloads through the Auto classes and reproduces logits, pooled and stage outputs; what the
+configuration cannot express is refused by name."""
+
+import json
+import shutil
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextModel
+from convnext_hf.conversion.checkpoint_io import load_checkpoint
+from convnext_hf.conversion.converter import UnsupportedVariantError, convert
+from convnext_hf.conversion.layouts import detect_layout
+from convnext_hf.native import save_native
+from helpers import FIXTURES, run_convert
+
+FAMILY = FIXTURES / "family"
+TOLERANCE = 1e-5
+
+# file -> (golden case, layout detected from the weights)
+CASES = {
+    "v2-mini.fb-v2.pt": ("v2-mini", "official"),
+    "v2-mini.fcmae.pt": ("v2-mini", "official-v2-fcmae"),
+    "v2-mini.timm": ("v2-mini", "timm"),
+    "v2-mini.timm/model.safetensors": ("v2-mini", "timm"),
+    "v2-mini.hf-native.safetensors": ("v2-mini", "hf-native"),
+    "v2-convmlp-mini.timm": ("v2-convmlp-mini", "timm"),
+    "convmlp-mini.timm": ("convmlp-mini", "timm"),
+    "ols-mini.timm": ("ols-mini", "timm"),
+    "hnf-mini.timm": ("hnf-mini", "timm"),
+    "mlphead-mini.timm": ("mlphead-mini", "timm"),
+    "dinov3-mini.dinov3.pth": ("dinov3-mini", "official"),
+    "dinov3-mini.hf-native.safetensors": ("dinov3-mini", "dinov3_convnext"),
+}
+# What the built-in ConvNext / ConvNextV2 can express (no ols stem, no hnf, no MLP head).
+BUILTIN_EXPRESSIBLE = [
+    "v2-mini.fb-v2.pt", "v2-mini.fcmae.pt", "v2-mini.timm", "v2-convmlp-mini.timm", "convmlp-mini.timm",
+    "dinov3-mini.hf-native.safetensors",
+]
+# The FCMAE encoder has no final LayerNorm and no head: only its stage outputs are the V2 model's.
+FCMAE_OUTPUTS = ("stage1", "stage2", "stage3", "stage4")
+
+
+def expected_outputs(case: str) -> dict[str, torch.Tensor]:
+    return load_file(FAMILY / f"{case}.expected.safetensors")
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """Convert a golden checkpoint once per module and target; returns the output folder."""
+    folders = {}
+
+    def get(file_name: str, target: str = "convnext_hf"):
+        if (file_name, target) not in folders:
+            output = tmp_path_factory.mktemp("family") / f"{file_name.replace('/', '-')}-{target}"
+            assert run_convert("--checkpoint", FAMILY / file_name, "--output_dir", output, "--target", target) == 0
+            folders[file_name, target] = output
+        return folders[file_name, target]
+
+    return get
+
+
+@torch.no_grad()
+def outputs_of(folder, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """logits (with a head), pooled, stage outputs and DINOv3-style patch tokens, loaded as a user would."""
+    config = transformers.AutoConfig.from_pretrained(folder)
+    base = transformers.AutoModel.from_pretrained(folder).eval()
+    trunk = base(pixels, output_hidden_states=True)
+    outputs = {f"stage{k}": state for k, state in enumerate(trunk.hidden_states[1:], start=1)}
+    outputs["pooled"] = trunk.pooler_output
+    if config.architectures[0].endswith("ForImageClassification"):
+        outputs["logits"] = transformers.AutoModelForImageClassification.from_pretrained(folder).eval()(pixels).logits
+    if not getattr(config, "head_norm_first", False):
+        outputs["patch_tokens"] = base.layernorm(trunk.last_hidden_state.flatten(2).transpose(1, 2))
+    return outputs
+
+
+def golden_diffs(folder, case: str, names: tuple[str, ...] | None = None) -> dict[str, float]:
+    expected = expected_outputs(case)
+    diffs = {}
+    for k in (0, 1):
+        for name, value in outputs_of(folder, expected[f"input_{k}"]).items():
+            if f"{name}_{k}" in expected and (names is None or name in names):
+                diffs[f"{name}_{k}"] = (value - expected[f"{name}_{k}"]).abs().max().item()
+    wanted = {key for key in expected if not key.startswith("input_") and (names is None or key[:-2] in names)}
+    assert set(diffs) == wanted, f"outputs not compared: {wanted - set(diffs)}"
+    return diffs
+
+
+@pytest.mark.parametrize(
+    "file_name, target",
+    [(name, "convnext_hf") for name in CASES] + [(name, "transformers") for name in BUILTIN_EXPRESSIBLE],
+)
+def test_every_family_layout_converts_and_reproduces_the_expected_outputs(converted, file_name, target):
+    case, layout = CASES[file_name]
+    folder = converted(file_name, target)
+    names = FCMAE_OUTPUTS if layout == "official-v2-fcmae" else None
+    assert max(golden_diffs(folder, case, names).values()) < TOLERANCE
+    assert f"**{layout}** layout" in (folder / "README.md").read_text()
+
+
+def test_layouts_are_detected_from_the_weights(tmp_path):
+    for file_name, (_, layout) in CASES.items():
+        source = FAMILY / file_name
+        weights = source / "model.safetensors" if source.is_dir() else source
+        anonymous = tmp_path / f"weights{weights.suffix}"
+        shutil.copy(weights, anonymous)
+        assert detect_layout(load_checkpoint(anonymous).tensors).name == layout, file_name
+
+
+def test_config_reads_the_variant_from_the_weights_and_the_timm_config(converted):
+    def config(file_name):
+        return json.loads((converted(file_name) / "config.json").read_text())
+
+    v2 = config("v2-mini.fb-v2.pt")
+    assert (v2["use_grn"], v2["layer_scale_init_value"], v2["hidden_sizes"], v2["depths"]) == (
+        True, 0.0, [16, 32, 64, 128], [1, 2, 3, 1])
+    assert config("ols-mini.timm")["stem_type"] == "overlap_tiered"
+    assert config("hnf-mini.timm")["head_norm_first"] is True
+    assert config("mlphead-mini.timm")["head_hidden_size"] == 128
+    assert config("convmlp-mini.timm")["use_grn"] is False
+    processor = json.loads((converted("hnf-mini.timm") / "preprocessor_config.json").read_text())
+    assert (processor["crop_pct"], processor["resample"]) == (0.95, 3)
+
+
+def test_transformers_target_writes_the_builtin_convnextv2(converted):
+    folder = converted("v2-mini.fb-v2.pt", "transformers")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "convnextv2" and "auto_map" not in config
+    model = transformers.ConvNextV2ForImageClassification.from_pretrained(folder).eval()
+    expected = expected_outputs("v2-mini")
+    with torch.no_grad():
+        assert (model(expected["input_1"]).logits - expected["logits_1"]).abs().max() < TOLERANCE
+
+
+def builtin_v2_folder(tmp_path):
+    folder = tmp_path / "builtin-v2"
+    folder.mkdir()
+    shutil.copy(FAMILY / "v2-mini.hf-native.safetensors", folder / "model.safetensors")
+    shutil.copy(FAMILY / "v2-mini.hf-native.config.json", folder / "config.json")
+    return folder
+
+
+def test_v2_round_trips_with_the_builtin_convnextv2(tmp_path):
+    expected = expected_outputs("v2-mini")
+    ours, info = ConvNextForImageClassification.from_pretrained(builtin_v2_folder(tmp_path), output_loading_info=True)
+    assert not any(info.values()), info
+    assert ours.config.use_grn and ours.config.layer_scale_init_value == 0
+    save_native(ours, tmp_path / "back")
+    builtin = transformers.AutoModelForImageClassification.from_pretrained(tmp_path / "back")
+    assert type(builtin) is transformers.ConvNextV2ForImageClassification
+    with torch.no_grad():
+        for model in (ours.eval(), builtin.eval()):
+            assert (model(expected["input_0"]).logits - expected["logits_0"]).abs().max() < TOLERANCE
+
+
+def test_dinov3_pooled_equals_the_builtin_pooler_output(converted, tmp_path):
+    builtin_folder = tmp_path / "dinov3"
+    builtin_folder.mkdir()
+    shutil.copy(FAMILY / "dinov3-mini.hf-native.safetensors", builtin_folder / "model.safetensors")
+    shutil.copy(FAMILY / "dinov3-mini.hf-native.config.json", builtin_folder / "config.json")
+    builtin = transformers.DINOv3ConvNextModel.from_pretrained(builtin_folder).eval()
+    ours = ConvNextModel.from_pretrained(converted("dinov3-mini.dinov3.pth")).eval()
+    pixels = expected_outputs("dinov3-mini")["input_1"]
+    with torch.no_grad():
+        reference = builtin(pixels)
+        output = ours(pixels)
+        patch_tokens = ours.layernorm(output.last_hidden_state.flatten(2).transpose(1, 2))
+    assert (output.pooler_output - reference.pooler_output).abs().max() < TOLERANCE
+    assert (patch_tokens - reference.last_hidden_state[:, 1:]).abs().max() < TOLERANCE
+
+
+@pytest.mark.parametrize("file_name", ["dinov3-mini.dinov3.pth", "v2-mini.fcmae.pt"])
+def test_feature_extraction_pipeline_on_a_converted_feature_extractor(converted, file_name):
+    extractor = transformers.pipeline("image-feature-extraction", model=str(converted(file_name)), pool=True)
+    from PIL import Image
+
+    image = Image.new("RGB", (80, 64), (120, 40, 200))
+    features = torch.tensor(extractor(image))
+    assert features.shape == (1, 128)
+    model = ConvNextModel.from_pretrained(converted(file_name)).eval()
+    pixels = extractor.image_processor(image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        assert (features - model(pixels).pooler_output).abs().max() < TOLERANCE
+
+
+def timm_without_norm_biases(tmp_path, with_config: bool):
+    """timm's `norm_layer="simplenorm"` layout: every normalization stores a weight and no bias."""
+    tensors = load_file(FAMILY / "convmlp-mini.timm" / "model.safetensors")
+    norms = [key.removesuffix(".weight") for key, value in tensors.items() if key.endswith(".weight") and value.ndim == 1]
+    for name in norms:
+        del tensors[f"{name}.bias"]
+    folder = tmp_path / "rms"
+    folder.mkdir()
+    save_file(tensors, folder / "model.safetensors")
+    if with_config:
+        config = json.loads((FAMILY / "convmlp-mini.timm" / "config.json").read_text())
+        config["architecture"] = "convnext_atto_rms"
+        config["model_args"]["norm_layer"] = "simplenorm"
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("with_config", [True, False])
+def test_rms_norm_variants_are_refused_by_name(tmp_path, capsys, with_config):
+    folder = timm_without_norm_biases(tmp_path, with_config)
+    with pytest.raises(UnsupportedVariantError) as error:
+        convert(load_checkpoint(folder))
+    message = str(error.value)
+    assert ("norm_layer='simplenorm'" in message) if with_config else ("RMSNorm / SimpleNorm" in message)
+    assert run_convert("--checkpoint", folder, "--output_dir", tmp_path / "out") == 2
+    assert not (tmp_path / "out").exists()
+    assert "Refusing to convert" in capsys.readouterr().err
+
+
+def test_optimized_v2_matches_the_eager_model_and_the_golden_outputs(converted):
+    folder = converted("v2-mini.fb-v2.pt")
+    expected = expected_outputs("v2-mini")
+    eager = ConvNextForImageClassification.from_pretrained(folder).eval()
+    fast = ConvNextForImageClassification.from_pretrained(folder).optimize_for_inference()
+    with torch.no_grad():
+        for k in (0, 1):
+            pixels = expected[f"input_{k}"]
+            logits = fast(pixels).logits
+            assert (logits - eager(pixels).logits).abs().max() < 1e-4
+            assert (logits - expected[f"logits_{k}"]).abs().max() < 1e-4
+
+
+def test_v2_presets_have_the_papers_sizes():
+    # ConvNeXt V2 paper, Table 10 (parameters in millions at 1000 classes).
+    paper = {"v2-atto": 3.7, "v2-femto": 5.2, "v2-pico": 9.1, "v2-nano": 15.6, "v2-tiny": 28.6, "v2-base": 89,
+             "v2-large": 198, "v2-huge": 660}
+    from convnext_hf.complexity import count_parameters
+
+    for variant, params_m in paper.items():
+        config = ConvNextConfig.from_variant(variant, num_labels=1000)
+        assert config.use_grn and config.layer_scale_init_value == 0
+        assert count_parameters(config) / 1e6 == pytest.approx(params_m, rel=0.01)
+
+
+def test_tiered_stem_width_follows_timm():
+    # timm: make_divisible(dims[0] // 2, 8) for the mid width of the overlapping tiered stem.
+    widths = {16: 8, 40: 24, 48: 24, 64: 32, 80: 40, 96: 48}
+    for width, mid in widths.items():
+        config = ConvNextConfig(hidden_sizes=[width, 2 * width], depths=[1, 1], stem_type="overlap_tiered")
+        assert config.stem_mid_channels == mid
