@@ -248,3 +248,32 @@ def test_tiered_stem_width_follows_timm():
     for width, mid in widths.items():
         config = ConvNextConfig(hidden_sizes=[width, 2 * width], depths=[1, 1], stem_type="overlap_tiered")
         assert config.stem_mid_channels == mid
+
+
+def test_fine_tuning_from_an_fcmae_folder_with_the_v2_recipe(converted, tmp_path):
+    from PIL import Image
+
+    from convnext_hf.train import parse_args, run
+    from convnext_hf.train.model import build_model
+
+    fcmae = converted("v2-mini.fcmae.pt")
+    for index, (name, color) in enumerate({"red": (200, 0, 0), "blue": (0, 0, 200)}.items()):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for k in range(2):
+            pixel = tuple(c + 10 * k + index for c in color)
+            Image.new("RGB", (32, 32), pixel).save(tmp_path / "train" / name / f"{k}.png")
+    argv = ["--recipe", "v2-finetune", "--model_name_or_path", str(fcmae), "--train_dir", str(tmp_path / "train"),
+            "--image_size", "32", "--per_device_train_batch_size", "4", "--max_steps", "1", "--report_to", "none",
+            "--plots", "false", "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "out")]
+    args = parse_args(argv)
+    recipe = (args.recipe.layer_decay, args.recipe.layer_decay_type, args.training.num_train_epochs)
+    assert recipe == (0.9, "single", 600)
+    assert args.training.learning_rate == 8e-4 and args.model.head_init_scale == 0.001
+    model = build_model(args.model, ["blue", "red"])
+    trunk = load_file(fcmae / "model.safetensors")
+    loaded = model.convnext.state_dict()
+    assert set(trunk) == set(loaded)
+    assert all(torch.equal(loaded[name], value) for name, value in trunk.items())
+    run(args)
+    trained = ConvNextForImageClassification.from_pretrained(tmp_path / "out")
+    assert trained.config.use_grn and trained.config.id2label == {0: "blue", 1: "red"}

@@ -130,7 +130,7 @@ def convert_many(entries: list[ZooEntry], args: argparse.Namespace, command: str
         start = time.perf_counter()
         repo_id = f"{args.push_to_hub}/{entry.name}" if args.push_to_hub else None
         try:
-            outcome = convert_one(entry.url, args.output_dir / entry.name, entry, args, repo_id, command)
+            outcome = convert_one(entry.location, args.output_dir / entry.name, entry, args, repo_id, command)
             diff = "—" if outcome.max_diff is None else f"{outcome.max_diff:.1e}"
             seconds = f"{time.perf_counter() - start:.1f}"
             rows.append((entry.name, "ok", outcome.layout, diff, seconds, str(outcome.output)))
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserInputError("--checkpoint names one file; use it with a single --model name, or leave it out.")
         return convert_many(entries, args, command)
     entry = entries[0] if entries else None
-    location = args.checkpoint or entry.url
+    location = args.checkpoint or entry.location
     outcome = convert_one(location, args.output_dir, entry, args, args.push_to_hub, command)
     verified = "not verified" if outcome.max_diff is None else f"verified, max |diff| {outcome.max_diff:.2e}"
     print(f"{outcome.output}: {outcome.architecture}; {outcome.layout} layout; {verified}.")

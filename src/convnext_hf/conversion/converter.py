@@ -130,17 +130,15 @@ LAYER_NORM_WEIGHT = re.compile(r"(.*\.)?(norm|norm_pre|norm\d|downsample_layers\
 
 
 def _refuse_biasless_norms(official: dict[str, torch.Tensor]) -> None:
-    """RMSNorm / SimpleNorm (timm's `*_rms`, `norm_layer="simplenorm"`) store a weight without a bias; a LayerNorm
-    always has both. Converting one into a LayerNorm would compute something else."""
-    biasless = sorted(
-        key for key, value in official.items()
-        if value.ndim == 1 and LAYER_NORM_WEIGHT.fullmatch(key) and key.removesuffix("weight") + "bias" not in official
-    )
-    if biasless:
+    """RMSNorm / SimpleNorm (timm's `*_rms`, `norm_layer="simplenorm"`) store a weight without a bias in every
+    normalization; a LayerNorm always has both (one missing bias is an incomplete checkpoint, reported as such when
+    mapping). Converting them into LayerNorms would compute something else."""
+    norms = [key for key, value in official.items() if value.ndim == 1 and LAYER_NORM_WEIGHT.fullmatch(key)]
+    biasless = [key for key in norms if key.removesuffix("weight") + "bias" not in official]
+    if norms and biasless == norms:
         raise UnsupportedVariantError(
-            f"Refusing to convert: {biasless[0]} (and {len(biasless) - 1} more) is a normalization without bias, as "
-            "in timm's RMSNorm / SimpleNorm models (`*_rms`, norm_layer='simplenorm'); only LayerNorm ConvNeXts are "
-            "supported."
+            f"Refusing to convert: its normalizations ({norms[0]}, ...) have a weight and no bias, as in timm's "
+            "RMSNorm / SimpleNorm models (`*_rms`, norm_layer='simplenorm'); only LayerNorm ConvNeXts are supported."
         )
 
 
