@@ -152,6 +152,9 @@ def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int =
     timm_args = _timm_model_args(checkpoint.config)
     layout = detect_layout(tensors)
     official = layout.to_official(tensors)
+    if (checkpoint.config or {}).get("head_norm_first"):
+        # A convnext_hf folder of a `*_hnf` model: the weights alone cannot tell where its final LayerNorm sits.
+        official.renamed.update({f"norm_pre.{p}": official.renamed.pop(f"norm.{p}") for p in ("weight", "bias")})
     _refuse_biasless_norms(official.renamed)
     arch = detect_architecture(official.renamed, layer_norm_eps=(timm_args or {}).get("norm_eps") or 1e-6)
     labels = _labels(checkpoint, arch.num_labels)
