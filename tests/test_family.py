@@ -277,3 +277,11 @@ def test_fine_tuning_from_an_fcmae_folder_with_the_v2_recipe(converted, tmp_path
     run(args)
     trained = ConvNextForImageClassification.from_pretrained(tmp_path / "out")
     assert trained.config.use_grn and trained.config.id2label == {0: "blue", 1: "red"}
+
+
+@pytest.mark.parametrize("file_name", ["hnf-mini.timm", "ols-mini.timm", "mlphead-mini.timm", "v2-mini.fb-v2.pt"])
+def test_a_converted_folder_converts_again_to_the_same_model(converted, tmp_path, file_name):
+    case, _ = CASES[file_name]
+    output = tmp_path / "again"
+    assert run_convert("--checkpoint", converted(file_name), "--output_dir", output) == 0
+    assert max(golden_diffs(output, case).values()) < TOLERANCE
