@@ -132,6 +132,7 @@ class ConvNextEmbeddings(nn.Module):
         pixel_values = pixel_values.to(next(self.patch_embeddings.parameters()).dtype)
         return self.layernorm(self.patch_embeddings(pixel_values))
 
+
 class ConvNextGRN(nn.Module):
     """Global Response Normalization (ConvNeXt V2, eq. 1-3) on (N, H, W, C) features: each channel's L2 norm over the
     image, divided by its mean over channels, recalibrates that channel; learned gamma (`weight`) and beta (`bias`)
