@@ -285,3 +285,17 @@ def test_a_converted_folder_converts_again_to_the_same_model(converted, tmp_path
     output = tmp_path / "again"
     assert run_convert("--checkpoint", converted(file_name), "--output_dir", output) == 0
     assert max(golden_diffs(output, case).values()) < TOLERANCE
+
+
+def test_open_clip_tower_converts_its_timm_trunk(tmp_path):
+    """open_clip keeps a plain timm ConvNeXt under `visual.trunk.`, beside CLIP's projection and text tower."""
+    trunk = load_file(FAMILY / "v2-mini.timm" / "model.safetensors")
+    tensors = {f"visual.trunk.{key}": value for key, value in trunk.items() if not key.startswith("head.fc.")}
+    tensors.update({"visual.head.proj.weight": torch.ones(8, 128), "text_projection": torch.ones(8, 8)})
+    save_file(tensors, tmp_path / "open_clip_model.safetensors")
+    conversion = convert(load_checkpoint(tmp_path / "open_clip_model.safetensors"))
+    assert conversion.layout.name == "open_clip" and isinstance(conversion.model, ConvNextModel)
+    expected = expected_outputs("v2-mini")
+    with torch.no_grad():
+        pooled = conversion.model(expected["input_1"]).pooler_output
+    assert (pooled - expected["pooled_1"]).abs().max() < TOLERANCE
