@@ -299,3 +299,14 @@ def test_open_clip_tower_converts_its_timm_trunk(tmp_path):
     with torch.no_grad():
         pooled = conversion.model(expected["input_1"]).pooler_output
     assert (pooled - expected["pooled_1"]).abs().max() < TOLERANCE
+
+
+def test_timm_pretrained_cfg_sets_the_image_processor(tmp_path):
+    folder = tmp_path / "timm"
+    shutil.copytree(FAMILY / "ols-mini.timm", folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["pretrained_cfg"].update(input_size=[3, 160, 160], interpolation="bilinear", mean=[0.5] * 3, std=[0.25] * 3)
+    (folder / "config.json").write_text(json.dumps(config))
+    processor = convert(load_checkpoint(folder)).processor
+    assert processor.size["shortest_edge"] == 160 and processor.crop_pct == 0.95 and processor.resample == 2
+    assert list(processor.image_mean) == [0.5] * 3 and list(processor.image_std) == [0.25] * 3

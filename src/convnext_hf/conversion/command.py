@@ -35,8 +35,6 @@ from .verification import DEFAULT_TOLERANCE, verify
 from .zoo import ZooEntry, load_zoo, select
 from .zoo_table import render_zoo_table
 
-DEFAULT_RESOLUTION = 224
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -60,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="output folder (with several --model names: their parent)")
     parser.add_argument("--target", choices=TARGETS, default=CONVNEXT_HF,
                         help="convnext_hf (default; isotropic models too) or transformers' built-in ConvNext format")
-    parser.add_argument("--resolution", type=int, help="evaluation resolution (default: the zoo's, else 224)")
+    parser.add_argument("--resolution", type=int,
+                        help="evaluation resolution (default: the zoo's, a timm folder's input size, else 224)")
     parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                         help="check the saved model against the reference forward of the source weights (default on)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="verification tolerance")
@@ -94,7 +93,7 @@ def convert_one(
     location: str, output: Path, entry: ZooEntry | None, args: argparse.Namespace, repo_id: str | None, command: str
 ) -> Outcome:
     """Convert one checkpoint into `output`, verify it, write its card; then push it if asked."""
-    resolution = args.resolution if args.resolution is not None else (entry.resolution if entry else DEFAULT_RESOLUTION)
+    resolution = args.resolution if args.resolution is not None else (entry.resolution if entry else None)
     with atomic_directory(output, overwrite=args.overwrite) as staging:
         path, digest = _source(location, entry, args.cache_dir or default_cache_dir())
         conversion = convert(load_checkpoint(path), target=args.target, resolution=resolution)
@@ -105,7 +104,9 @@ def convert_one(
         if args.verify:
             diffs = verify(conversion.arch, reload(conversion, staging), conversion.official, args.tolerance)
         provenance = Provenance(location, digest, diffs, args.tolerance, command)
-        card = build_model_card(conversion, entry, provenance, resolution, repo_id or str(output), args.license)
+        card = build_model_card(
+            conversion, entry, provenance, conversion.resolution, repo_id or str(output), args.license
+        )
         card.save(staging / "README.md")
     url = push_folder(output, repo_id, private=args.private) if repo_id else None
     max_diff = max(diffs.values()) if diffs else None

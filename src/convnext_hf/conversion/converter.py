@@ -26,6 +26,9 @@ from .targets import (
     target_parameter_names,
 )
 
+# Evaluation resolution when neither the command line, the zoo nor a timm folder's `pretrained_cfg` gives one.
+DEFAULT_RESOLUTION = 224
+
 
 class MappingError(UserInputError):
     """Some weights of the checkpoint have no place in the target model, or some parameters of it no weight."""
@@ -42,6 +45,7 @@ class Conversion:
     model: transformers.PreTrainedModel
     processor: transformers.BaseImageProcessor
     target: str
+    resolution: int
 
 
 def _labels(checkpoint: Checkpoint, num_labels: int) -> LabelSet:
@@ -142,14 +146,18 @@ def _refuse_biasless_norms(official: dict[str, torch.Tensor]) -> None:
         )
 
 
-def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int = 224) -> Conversion:
-    """Build the target model holding exactly the checkpoint's weights (as float32)."""
+def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int | None = None) -> Conversion:
+    """Build the target model holding exactly the checkpoint's weights (as float32). The evaluation `resolution`
+    defaults to a timm folder's `pretrained_cfg.input_size`, else 224."""
+    timm_args = _timm_model_args(checkpoint.config)
+    timm_preprocessing = (checkpoint.config.get("pretrained_cfg") or {}) if timm_args is not None else None
+    if resolution is None:
+        resolution = (timm_preprocessing or {}).get("input_size", [DEFAULT_RESOLUTION])[-1]
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise UserInputError(
             f"resolution must be a positive number of pixels, got {resolution!r}; e.g. --resolution 224."
         )
     tensors = {key: value.float() if value.is_floating_point() else value for key, value in checkpoint.tensors.items()}
-    timm_args = _timm_model_args(checkpoint.config)
     layout = detect_layout(tensors)
     official = layout.to_official(tensors)
     if (checkpoint.config or {}).get("head_norm_first"):
@@ -163,11 +171,10 @@ def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int =
     weights = target_parameter_names(mapped.renamed, arch, target)
     _check_mapping(model, weights, official.unmatched + mapped.unmatched)
     model.load_state_dict(weights, strict=True, assign=True)
-    timm_preprocessing = checkpoint.config.get("pretrained_cfg") if timm_args is not None else None
     processor = image_processor(
         arch, resolution, target, reduce_labels=labels.dataset == "ade20k-150", timm_preprocessing=timm_preprocessing
     )
-    return Conversion(layout, arch, labels, official.renamed, model.eval(), processor, target)
+    return Conversion(layout, arch, labels, official.renamed, model.eval(), processor, target, resolution)
 
 
 def save(conversion: Conversion, directory: Path, max_shard_size: str) -> None:
