@@ -231,7 +231,7 @@ def test_convert_all_downloads_checks_converts_and_summarizes(local_release, tmp
         assert f"| {name} | ok | {layout} | 0.0e+00 |" in rows[name]
         assert (out / name / "README.md").is_file() and (out / name / "model.safetensors").is_file()
     assert "FAILED: upernet_mini_20220227_124553-deadbeef.pth has SHA-256" in rows["upernet_corrupt"]
-    assert "3 converted, 1 failed." in stdout
+    assert "3 converted, 1 failed, 0 skipped (gated downloads)." in stdout
     assert not (out / "upernet_corrupt").exists()
     assert (cache / "upernet_mini_20220227_124553-deadbeef.pth.rejected").is_file()
 

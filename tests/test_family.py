@@ -310,3 +310,37 @@ def test_timm_pretrained_cfg_sets_the_image_processor(tmp_path):
     processor = convert(load_checkpoint(folder)).processor
     assert processor.size["shortest_edge"] == 160 and processor.crop_pct == 0.95 and processor.resample == 2
     assert list(processor.image_mean) == [0.5] * 3 and list(processor.image_std) == [0.25] * 3
+
+
+def test_gated_zoo_entries_name_the_download_and_are_skipped_by_model_all(tmp_path, capsys):
+    from convnext_hf.conversion.zoo import load_zoo
+
+    zoo = load_zoo()
+    dinov3 = zoo["dinov3_convnext_tiny_pretrain_lvd1689m"]
+    assert (dinov3.task, dinov3.license, dinov3.license_name) == ("image-feature-extraction", "other", "DINOv3 License")
+    assert zoo["convnextv2_tiny_1k_224_fcmae"].task == "image-feature-extraction"
+    assert zoo["convnextv2_tiny_22k_384_ema"].license == "cc-by-nc-4.0"
+    assert run_convert("--model", dinov3.name, "--output_dir", tmp_path / "one") == 2
+    assert "facebook/dinov3-convnext-tiny-pretrain-lvd1689m" in capsys.readouterr().err
+    registry = tmp_path / "zoo.json"
+    registry.write_text(json.dumps({"checkpoints": [json.loads(json.dumps(dinov3.__dict__ | {
+        "hidden_sizes": list(dinov3.hidden_sizes), "depths": list(dinov3.depths), "license": "DINOv3 License"}))]}))
+    assert run_convert("--model", "all", "--zoo", registry, "--output_dir", tmp_path / "all") == 0
+    assert "0 converted, 0 failed, 1 skipped (gated downloads)." in capsys.readouterr().out
+
+
+def test_a_zoo_checkpoint_converts_with_its_card(tmp_path):
+    """The FCMAE golden file as `convnextv2_atto_1k_224_fcmae` would be: a feature extractor under CC-BY-NC-4.0."""
+    from convnext_hf.conversion.zoo import load_zoo
+
+    entry = load_zoo()["convnextv2_atto_1k_224_fcmae"]
+    record = entry.__dict__ | {"hidden_sizes": [16, 32, 64, 128], "depths": [1, 2, 3, 1], "license": "CC-BY-NC-4.0",
+                               "url": (FAMILY / "v2-mini.fcmae.pt").as_uri()}
+    registry = tmp_path / "zoo.json"
+    registry.write_text(json.dumps({"checkpoints": [record]}))
+    output = tmp_path / "out"
+    assert run_convert("--model", entry.name, "--zoo", registry, "--output_dir", output,
+                       "--cache_dir", tmp_path / "cache") == 0
+    card = (output / "README.md").read_text()
+    assert "license: cc-by-nc-4.0" in card and "pipeline_tag: image-feature-extraction" in card
+    assert "ConvNeXt V2: Co-designing and Scaling ConvNets" in card

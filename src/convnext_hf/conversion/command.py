@@ -35,6 +35,9 @@ from .verification import DEFAULT_TOLERANCE, verify
 from .zoo import ZooEntry, load_zoo, select
 from .zoo_table import render_zoo_table
 
+# Status of a zoo entry `--model all` cannot download (a gated release).
+SKIPPED = "skipped: no direct download, pass --checkpoint"
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -121,7 +124,8 @@ def summary_table(rows: list[tuple[str, ...]]) -> str:
 
 
 def convert_many(entries: list[ZooEntry], args: argparse.Namespace, command: str) -> int:
-    """Convert zoo entries one after the other into `--output_dir/NAME`, print a summary; 1 if any failed."""
+    """Convert zoo entries one after the other into `--output_dir/NAME`, print a summary; 1 if any failed. Gated
+    releases (no direct download, e.g. DINOv3) are listed as skipped: convert a local copy with --checkpoint."""
     if args.push_to_hub and "/" in args.push_to_hub:
         raise UserInputError(
             "With several --model names, --push_to_hub takes a namespace (user or org), not a repo id."
@@ -130,6 +134,9 @@ def convert_many(entries: list[ZooEntry], args: argparse.Namespace, command: str
     for entry in tqdm(entries, desc="converting", unit="checkpoint"):
         start = time.perf_counter()
         repo_id = f"{args.push_to_hub}/{entry.name}" if args.push_to_hub else None
+        if entry.url is None:
+            rows.append((entry.name, SKIPPED, "", "", "0.0", f"gated: {entry.download or entry.hub_id}"))
+            continue
         try:
             outcome = convert_one(entry.location, args.output_dir / entry.name, entry, args, repo_id, command)
             diff = "—" if outcome.max_diff is None else f"{outcome.max_diff:.1e}"
@@ -139,8 +146,9 @@ def convert_many(entries: list[ZooEntry], args: argparse.Namespace, command: str
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             rows.append((entry.name, f"FAILED: {message}", "", "", f"{time.perf_counter() - start:.1f}", ""))
     print(summary_table(rows))
-    failed = sum(row[1] != "ok" for row in rows)
-    print(f"{len(rows) - failed} converted, {failed} failed.")
+    failed = sum(row[1] not in ("ok", SKIPPED) for row in rows)
+    skipped = sum(row[1] == SKIPPED for row in rows)
+    print(f"{len(rows) - failed - skipped} converted, {failed} failed, {skipped} skipped (gated downloads).")
     return 1 if failed else 0
 
 
