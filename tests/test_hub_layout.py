@@ -132,6 +132,7 @@ PIPELINE_IN_A_TERMINAL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_pipeline_in_a_terminal_builds_without_the_trust_prompt(saved_folder, tmp_path):
     # In a terminal transformers' prompt would wait 15 s for an answer; here the pipeline must not ask at all.
     _, _, folder, _ = saved_folder
@@ -154,6 +155,7 @@ def test_pipeline_in_a_terminal_builds_without_the_trust_prompt(saved_folder, tm
     assert result.stdout.split()[-2:] == ["built", "ConvNextHFImageProcessor"]
 
 
+@pytest.mark.slow
 def test_remote_code_loads_where_the_package_is_not_installed(saved_folder, tmp_path):
     model, processor, folder, image_path = saved_folder
     out_path = tmp_path / "remote.json"
@@ -188,6 +190,7 @@ def test_remote_code_loads_where_the_package_is_not_installed(saved_folder, tmp_
     assert [p["score"] for p in remote["predictions"]] == pytest.approx(top.values.tolist(), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_importing_the_package_needs_neither_torchvision_nor_timm():
     script = (
         "import sys, convnext_hf, convnext_hf.native, convnext_hf.complexity\n"

@@ -39,6 +39,8 @@ from transformers.processing_utils import ImagesKwargs, Unpack
 # From this resolution on, the official evaluation code warps instead of resize-and-crop; the accuracies
 # reported for the 384 checkpoints are measured that way.
 WARP_RESOLUTION = 384
+# Below WARP_RESOLUTION: resize the short side to S / crop_pct, then center-crop S (224 from 256, as in ResNet days).
+DEFAULT_CROP_PCT = 224 / 256
 
 # Largest image file we decode: Pillow's default decompression-bomb threshold, pinned here so that the guard
 # holds whatever a caller did to PIL.Image.MAX_IMAGE_PIXELS.
@@ -58,8 +60,8 @@ _ACCEPTED_INPUTS = (
 )
 
 
-class ConvNextImageProcessorKwargs(ImagesKwargs, total=False):
-    """Keyword arguments of `ConvNextImageProcessor`: transformers' image kwargs plus `crop_pct`."""
+class ConvNextHFImageProcessorKwargs(ImagesKwargs, total=False):
+    """Keyword arguments of `ConvNextHFImageProcessor`: transformers' image kwargs plus `crop_pct`."""
 
     crop_pct: int | float
 
@@ -333,13 +335,13 @@ class ConvNextHFImageProcessor(PilBackend):
     # save_pretrained copies this file and writes auto_map, so that a saved folder loads as remote code.
     _auto_class = "AutoImageProcessor"
 
-    valid_kwargs = ConvNextImageProcessorKwargs
+    valid_kwargs = ConvNextHFImageProcessorKwargs
     model_input_names = ["pixel_values"]
 
     do_convert_rgb = True
     do_resize = True
     size = {"shortest_edge": 224}
-    crop_pct = 224 / 256
+    crop_pct = DEFAULT_CROP_PCT
     default_to_square = False
     resample = PILImageResampling.BICUBIC
     do_rescale = True
@@ -347,7 +349,7 @@ class ConvNextHFImageProcessor(PilBackend):
     image_mean = IMAGENET_DEFAULT_MEAN
     image_std = IMAGENET_DEFAULT_STD
 
-    def __init__(self, **kwargs: Unpack[ConvNextImageProcessorKwargs]) -> None:
+    def __init__(self, **kwargs: Unpack[ConvNextHFImageProcessorKwargs]) -> None:
         super().__init__(**kwargs)
         _check_evaluation_settings(self.size, self.crop_pct)
 
