@@ -7,7 +7,7 @@ import transformers
 
 from convnext_hf import ConvNextBackbone, ConvNextConfig, ConvNextForImageClassification, ConvNextModel
 from convnext_hf.native import save_native, to_native
-from helpers import FIXTURES, golden_expected
+from helpers import FIXTURES, golden_expected, max_diff
 
 
 @pytest.fixture
@@ -16,10 +16,6 @@ def golden_native_dir(tmp_path):
     shutil.copy(FIXTURES / "mini.hf-native.config.json", tmp_path / "config.json")
     shutil.copy(FIXTURES / "mini.hf-native.safetensors", tmp_path / "model.safetensors")
     return tmp_path
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).abs().max().item()
 
 
 def test_golden_weights_match_the_official_outputs_and_the_builtin(golden_native_dir):
