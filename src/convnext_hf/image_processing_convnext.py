@@ -190,7 +190,7 @@ def _decode(image: Image.Image) -> None:
         ) from err
 
 
-def to_standard_mode(image: Image.Image, convert_rgb: bool = True) -> Image.Image:
+def _to_standard_mode(image: Image.Image, convert_rgb: bool = True) -> Image.Image:
     """Read a PIL image of any supported mode as 8-bit RGB, transparency composited onto white; or, without
     `convert_rgb`, as 8 bits per channel keeping its channels (L, LA, RGB or RGBA: alpha is kept)."""
     _decode(image)
@@ -236,7 +236,7 @@ def _check_pixel_limit(size: tuple[int, int], path: Path) -> None:
 
 
 def _open_image_file(path: Path, convert_rgb: bool) -> Image.Image:
-    """Read an image file as `to_standard_mode` does, honouring its EXIF orientation, with clear errors for
+    """Read an image file as `_to_standard_mode` does, honouring its EXIF orientation, with clear errors for
     unreadable files."""
     if not path.is_file():
         raise ValueError(f"no image file at {path}; pass an existing file path, or the decoded image itself.")
@@ -257,19 +257,19 @@ def _open_image_file(path: Path, convert_rgb: bool) -> Image.Image:
     with opened:
         _check_pixel_limit(opened.size, path)
         _decode(opened)
-        return to_standard_mode(ImageOps.exif_transpose(opened), convert_rgb)
+        return _to_standard_mode(ImageOps.exif_transpose(opened), convert_rgb)
 
 
 def _image_to_pil(image: object, input_data_format: str | ChannelDimension | None, convert_rgb: bool) -> Image.Image:
-    """Convert one accepted image input to a PIL image in a standard mode (see `to_standard_mode`)."""
+    """Convert one accepted image input to a PIL image in a standard mode (see `_to_standard_mode`)."""
     if isinstance(image, (str, os.PathLike)):
         return _open_image_file(Path(image), convert_rgb)
     if isinstance(image, Image.Image):
-        return to_standard_mode(image, convert_rgb)
+        return _to_standard_mode(image, convert_rgb)
     if isinstance(image, torch.Tensor):
         image = _tensor_to_numpy(image)
     if isinstance(image, np.ndarray):
-        return to_standard_mode(_array_to_pil(image, input_data_format), convert_rgb)
+        return _to_standard_mode(_array_to_pil(image, input_data_format), convert_rgb)
     raise TypeError(f"cannot preprocess an object of type {type(image).__name__}; pass {_ACCEPTED_INPUTS}.")
 
 

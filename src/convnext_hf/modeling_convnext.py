@@ -27,8 +27,7 @@ from transformers.modeling_outputs import (
     ImageClassifierOutputWithNoAttention,
 )
 from transformers.utils.generic import can_return_tuple
-from transformers.utils.output_capturing import resolve_hidden_states_indices
-from transformers.utils.output_capturing import selected_hidden_states as hidden_states_selection
+from transformers.utils.output_capturing import resolve_hidden_states_indices, selected_hidden_states
 
 from .configuration_convnext import ConvNextConfig
 
@@ -207,10 +206,10 @@ class ConvNextEncoder(nn.Module):
         return features, tuple(hidden_states)
 
 
-def selected_hidden_states(output_hidden_states: bool | int | list[int] | None, num_hidden_states: int) -> set[int]:
+def hidden_state_indices(output_hidden_states: bool | int | list[int] | None, num_hidden_states: int) -> set[int]:
     """Indices of the hidden states to return: all for True, none for False or None, or the ones transformers'
     `output_hidden_states=[0, 2]` (or an int; negative counts from the end) selects."""
-    selection = hidden_states_selection(output_hidden_states)
+    selection = selected_hidden_states(output_hidden_states)
     if selection is None:
         return set(range(num_hidden_states)) if output_hidden_states else set()
     return resolve_hidden_states_indices(None, selection, num_hidden_states=num_hidden_states)
@@ -221,7 +220,7 @@ def returned_hidden_states(
 ) -> tuple[torch.Tensor | None, ...] | None:
     """The hidden states as transformers returns them: None when not asked for, else all of them with None in place
     of those a selection leaves out."""
-    if hidden_states_selection(output_hidden_states) is None and not output_hidden_states:
+    if selected_hidden_states(output_hidden_states) is None and not output_hidden_states:
         return None
     return hidden_states
 
@@ -320,7 +319,7 @@ class ConvNextModel(ConvNextPreTrainedModel):
         them, or a selection such as `output_hidden_states=[0, 2]`)."""
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        keep = selected_hidden_states(output_hidden_states, self.config.num_stages + 1)
+        keep = hidden_state_indices(output_hidden_states, self.config.num_stages + 1)
         last_hidden_state, hidden_states = self.encoder(self.embeddings(pixel_values), keep)
         pooled_output = self.layernorm(last_hidden_state.mean(dim=(-2, -1)))
         return BaseModelOutputWithPoolingAndNoAttention(
@@ -393,7 +392,7 @@ class ConvNextBackbone(BackboneMixin, ConvNextPreTrainedModel):
         them, or a selection such as `output_hidden_states=[0, 2]`)."""
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        selected = selected_hidden_states(output_hidden_states, len(self.stage_names))
+        selected = hidden_state_indices(output_hidden_states, len(self.stage_names))
         out_indices = [self.stage_names.index(stage) for stage in self.out_features]
         _, hidden_states = self.encoder(self.embeddings(pixel_values), selected | set(out_indices))
         feature_maps = tuple(
