@@ -136,6 +136,13 @@ def test_save_and_load_give_the_same_outputs(model_class, config, pixel_values, 
 
 
 @pytest.mark.parametrize("model_class", MODEL_CLASSES)
+def test_loads_from_a_state_dict_without_a_checkpoint(model_class, config):
+    model = model_class(config)
+    loaded = model_class.from_pretrained(None, config=config, state_dict=model.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), loaded.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("model_class", MODEL_CLASSES)
 def test_a_batch_gives_what_its_images_give_alone(model_class, config, pixel_values):
     model = model_class(config).eval()
     with torch.no_grad():
