@@ -44,7 +44,7 @@ STEM_TYPES = ("patch", "overlap_tiered")
 BUILTIN_MODEL_TYPES = ("convnext", "convnextv2")
 
 # Keys of transformers' built-in ConvNext / ConvNextV2 configs that this configuration derives instead of storing.
-BUILTIN_ONLY_KEYS = ("model_type", "num_stages", "auto_map", "architectures", "transformers_version")
+BUILTIN_ONLY_KEYS = ("model_type", "auto_map", "architectures", "transformers_version")
 
 # Written into every saved config.json so that a folder saved from any of the models loads through every Auto class
 # with `trust_remote_code=True`, where this package is not installed.
@@ -63,6 +63,7 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
 
     Args:
         num_channels: Channels of the input images.
+        num_stages: Optional; the number of stages is `len(depths)`, and a different value is refused.
         patch_size: Kernel size and stride of the patchify stem (4 hierarchical, 16 isotropic).
         hidden_sizes: Width of each stage.
         depths: Number of ConvNeXt blocks in each stage.
@@ -121,6 +122,16 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
     def num_stages(self) -> int:
         """Number of stages (4 for the hierarchical models, 1 for the isotropic ones)."""
         return len(self.depths)
+
+    @num_stages.setter
+    def num_stages(self, value: int) -> None:
+        # Accepted as transformers' built-in ConvNext and its common tests pass it (also as num_hidden_layers), but
+        # the stages are what depths and hidden_sizes list: a different count would describe another model.
+        if value != len(self.depths):
+            raise ValueError(
+                f"num_stages={value} does not match depths {self.depths} ({len(self.depths)} stages); the number of "
+                "stages follows depths and hidden_sizes (one entry per stage), so set those instead."
+            )
 
     @property
     def stem_stride(self) -> int:

@@ -11,7 +11,7 @@ from .. import (
     ConvNextBackbone,
     ConvNextConfig,
     ConvNextForImageClassification,
-    ConvNextImageProcessor,
+    ConvNextHFImageProcessor,
     ConvNextModel,
 )
 from ..errors import UserInputError
@@ -122,7 +122,7 @@ def image_processor(
         raise UserInputError(
             f"The timm config asks for {interpolation!r} interpolation; supported: {sorted(TIMM_INTERPOLATIONS)}."
         )
-    processor_class = ConvNextImageProcessor if target == CONVNEXT_HF else transformers.ConvNextImageProcessorPil
+    processor_class = ConvNextHFImageProcessor if target == CONVNEXT_HF else transformers.ConvNextImageProcessorPil
     return processor_class(
         size={"shortest_edge": resolution},
         crop_pct=timm.get("crop_pct", DEFAULT_CROP_PCT if resolution < WARP_RESOLUTION else 1.0),
