@@ -344,3 +344,32 @@ def test_a_zoo_checkpoint_converts_with_its_card(tmp_path):
     card = (output / "README.md").read_text()
     assert "license: cc-by-nc-4.0" in card and "pipeline_tag: image-feature-extraction" in card
     assert "ConvNeXt V2: Co-designing and Scaling ConvNets" in card
+
+
+FAMILY_CONFIGS = {
+    "v2": {"use_grn": True, "layer_scale_init_value": 0.0},
+    "ols-hnf": {"stem_type": "overlap_tiered", "head_norm_first": True},
+    "mlp-head": {"head_hidden_size": 24, "layer_norm_eps": 1e-5},
+}
+
+
+@pytest.mark.parametrize("variant", FAMILY_CONFIGS)
+def test_family_models_train_save_batch_and_export(variant, tmp_path):
+    """transformers' common-test questions (see test_modeling_conventions.py) asked of each family option."""
+    config = ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1], num_labels=5, **FAMILY_CONFIGS[variant])
+    pixels = torch.rand(3, 3, 64, 64)
+    model = ConvNextForImageClassification(config).train()
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)  # GRN's zero init would hide it from every output
+    model(pixels, labels=torch.tensor([0, 4, 2])).loss.backward()
+    assert [name for name, parameter in model.named_parameters() if parameter.grad is None] == []
+    model.eval().save_pretrained(tmp_path)
+    loaded = ConvNextForImageClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        logits = model(pixels).logits
+        assert (loaded(pixels).logits - logits).abs().max() == 0
+        alone = torch.cat([model(pixels[i : i + 1]).logits for i in range(3)])
+        assert (alone - logits).abs().max() < 1e-5
+        exported = torch.export.export(model, (pixels,)).module()(pixels)
+    exported_logits = exported["logits"] if isinstance(exported, dict) else exported[0]
+    assert exported_logits.shape == logits.shape and (exported_logits - logits).abs().max() < 1e-5
