@@ -9,16 +9,22 @@ from __future__ import annotations
 import transformers
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
-from .architecture import Architecture
+from .architecture import Architecture, UperNetHead
 
 
 def upernet_config(
     arch: Architecture, backbone_config: transformers.PreTrainedConfig, id2label: dict[int, str]
 ) -> transformers.UperNetConfig:
     """UperNet configuration with the head sizes read from the weights and the given ConvNeXt backbone."""
-    head = arch.upernet
-    if head is None:
+    if arch.upernet is None:
         raise ValueError(f"{arch.describe()} has no UperNet head; only semantic-segmentation checkpoints have one.")
+    return upernet_head_config(arch.upernet, backbone_config, id2label)
+
+
+def upernet_head_config(
+    head: UperNetHead, backbone_config: transformers.PreTrainedConfig, id2label: dict[int, str]
+) -> transformers.UperNetConfig:
+    """UperNet configuration with the given head sizes and ConvNeXt backbone."""
     auxiliary = {}
     if head.auxiliary_channels is not None:
         auxiliary = {
