@@ -16,6 +16,10 @@ from .errors import USER_ERROR_EXIT_STATUS, UserInputError
 # transformers Trainer flags that `train` accepts are; every command also accepts the dashed spelling.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("convnext_hf.train", "train or fine-tune a ConvNeXt on your images (every Trainer flag works)"),
+    "evaluate": (
+        "convnext_hf.evaluation",
+        "score a saved or converted classifier on your labelled images (top-1/top-5, per class, speed)",
+    ),
     "demo": ("convnext_hf.demo", "train a small ConvNeXt on MNIST digits from scratch, offline, and score it"),
     "convert": (
         "convnext_hf.conversion.command",

@@ -186,6 +186,10 @@ def load_segmentation_data(
         .cast_column("mask", datasets.Image())
         for split, dataset in splits.items()
     }
+    for dataset in splits.values():
+        # Every mask is read once now, so that a wrong class id stops the run before training rather than in it.
+        for mask in dataset.select_columns(["mask"]):
+            mask_array(mask["mask"], len(label_names))
     train, validation = splits["train"], splits.get("validation")
     if validation is None and args.train_val_split > 0:
         held_out = train.train_test_split(test_size=args.train_val_split, seed=seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -41,7 +42,11 @@ class ConvNextTrainer(Trainer):
         ema: ModelEma | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        with warnings.catch_warnings():
+            # The Trainer's own label smoother, which it turns off for multi-label models, is never used here: the
+            # loss below smooths multi-hot targets itself.
+            warnings.filterwarnings("ignore", "Label smoothing is not compatible with multi-label", UserWarning)
+            super().__init__(*args, **kwargs)
         self.mixup = mixup
         self.task = task
         self.layer_decay = layer_decay
