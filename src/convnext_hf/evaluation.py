@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 import transformers
@@ -81,11 +82,12 @@ def _predict(
     model: transformers.PreTrainedModel, processor: Any, images: Any, batch_size: int
 ) -> tuple[np.ndarray, list[str], float, float]:
     """Logits of every image, their paths, total seconds and seconds inside the model."""
-    logits, paths, model_seconds = [], [], 0.0
+    files = images.cast_column("image", datasets.Image(decode=False))["image"]
+    paths = [file.get("path") or f"<row {row}>" for row, file in enumerate(files)]
+    logits, model_seconds = [], 0.0
     started = time.perf_counter()
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]["image"]
-        paths += [getattr(image, "filename", "") or f"<row {start + row}>" for row, image in enumerate(batch)]
         inputs = processor([load_image(image) for image in batch], return_tensors="pt").to(model.device)
         model_started = time.perf_counter()
         with torch.inference_mode():
