@@ -99,7 +99,7 @@ def test_imagenet_style_folders_match_by_position_and_mismatches_are_refused(cla
 
     capsys.readouterr()
     assert cli_main([*base, "--validation_dir", str(tmp_path / "val"), "--output_dir", str(tmp_path / "a")]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    assert "already exists and is not empty; pass --overwrite" in capsys.readouterr().err
     (tmp_path / "val" / "n04").mkdir()
     _colour_image(rng, 0, (24, 24)).save(tmp_path / "val" / "n04" / "0.png")
     assert cli_main([*base, "--validation_dir", str(tmp_path / "val"), "--output_dir", str(tmp_path / "b")]) == 2

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -58,6 +59,7 @@ def _environment():
     }
 
 
+@pytest.mark.slow
 def test_two_process_data_parallel_run_on_cpu(tmp_path):
     write_grey_images(tmp_path / "train", range(NUM_TRAIN))
     write_grey_images(tmp_path / "val", range(4))
@@ -93,6 +95,7 @@ def test_two_process_data_parallel_run_on_cpu(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_accelerate_launch_splits_the_data_between_two_cpu_processes(tmp_path):
     """The launch line of docs/training.md. accelerate's `--cpu` alone starts one process (its multi-CPU path is MPI),
     so two CPU processes come from its torchrun launcher (`--multi_gpu`) with no GPU visible and the Trainer's

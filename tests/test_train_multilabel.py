@@ -145,6 +145,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_shapes_reach_map_085_on_unseen_scenes(tmp_path, one_thread):
     """The issue's bar: a small ConvNeXt trained for 30 epochs at 64×64 through `convnext-hf train`, scored on
     scenes it never saw by `convnext-hf evaluate`."""

@@ -161,7 +161,7 @@ def test_segmentation_from_a_classifier_keeps_its_backbone(scenes, cache_dir, tm
 
 def test_segmentation_from_a_converted_upernet_folder(scenes, cache_dir, tmp_path):
     assert cli_main(["convert", "--checkpoint", str(FIXTURES / "upernet-mini.fb-ade20k.pth"),
-                     "--output", str(tmp_path / "upernet")]) == 0  # fmt: skip
+                     "--output_dir", str(tmp_path / "upernet")]) == 0  # fmt: skip
     converted = load_file(tmp_path / "upernet" / "model.safetensors")
     argv = seg_args(scenes, tmp_path / "out", cache_dir, "--model_name_or_path", str(tmp_path / "upernet"),
                     "--id2label", ID2LABEL, "--max_steps", "1", "--plots", "false",
@@ -195,6 +195,7 @@ def test_bad_pairs_are_refused_before_training(scenes, cache_dir, tmp_path):
     assert not any((tmp_path / name).exists() for name in "abc")
 
 
+@pytest.mark.slow
 def test_shapes_reach_miou_06_on_unseen_scenes(tmp_path):
     """The issue's bar: UperNet on a small ConvNeXt, 30 epochs at 64×64 through `convnext-hf train`, scored on
     scenes it never saw (the final evaluation: the validation scenes are never used during training)."""

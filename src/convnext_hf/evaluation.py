@@ -28,6 +28,7 @@ import transformers
 from transformers.image_utils import load_image
 
 from .atomic import atomic_directory
+from .cli import CommandParser
 from .errors import UserInputError
 from .metrics.multilabel import average_precision, multilabel_scores
 from .train.arguments import MULTI_LABEL, DataArguments
@@ -171,18 +172,15 @@ def _write(
     names: list[str],
 ) -> None:
     """Write the output folder in one move: metrics.json, predictions.csv and (classifiers) the confusion matrix."""
-    try:
-        with atomic_directory(args.output_dir, overwrite=args.overwrite) as staging:
-            if counts is not None:
-                report["confusion_matrix"] = {"classes": names, "counts": counts.tolist()}
-                plot_confusion_matrix(counts, names, str(staging / CONFUSION_MATRIX_NAME))
-            write_json(str(staging / METRICS_NAME), report)
-            with open(staging / PREDICTIONS_NAME, "w", newline="", encoding="utf-8") as file:
-                writer = csv.writer(file)
-                writer.writerow(header)
-                writer.writerows(rows)
-    except FileExistsError as error:
-        raise UserInputError(f"{error} (--overwrite replaces it).") from None
+    with atomic_directory(args.output_dir, overwrite=args.overwrite) as staging:
+        if counts is not None:
+            report["confusion_matrix"] = {"classes": names, "counts": counts.tolist()}
+            plot_confusion_matrix(counts, names, str(staging / CONFUSION_MATRIX_NAME))
+        write_json(str(staging / METRICS_NAME), report)
+        with open(staging / PREDICTIONS_NAME, "w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(header)
+            writer.writerows(rows)
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -198,9 +196,9 @@ def print_table(report: dict[str, Any]) -> None:
     print("\n".join(lines))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> CommandParser:
     """The command line of `convnext-hf evaluate`."""
-    parser = argparse.ArgumentParser(prog="convnext-hf evaluate", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="convnext-hf evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", "--model_name_or_path", required=True, help="Saved or converted folder, or Hub id.")
     parser.add_argument("--validation_dir", help="Image folder: one subfolder per class (e.g. ImageNet's val/).")
     parser.add_argument("--validation_file", help="CSV or JSON (lines) file of image paths and labels.")
@@ -215,11 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--on_bad_image", choices=("error", "skip"), default="error")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cache_dir")
-    for action in list(parser._actions):
-        for option in list(action.option_strings):
-            if "_" in option:
-                # The dashed spelling is an alias, as for every convnext-hf command.
-                parser._option_string_actions[option.replace("_", "-")] = action
     return parser
 
 

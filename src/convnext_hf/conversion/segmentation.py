@@ -9,6 +9,7 @@ from __future__ import annotations
 import transformers
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
+from ..errors import UserInputError
 from .architecture import Architecture, UperNetHead
 
 
@@ -17,7 +18,9 @@ def upernet_config(
 ) -> transformers.UperNetConfig:
     """UperNet configuration with the head sizes read from the weights and the given ConvNeXt backbone."""
     if arch.upernet is None:
-        raise ValueError(f"{arch.describe()} has no UperNet head; only semantic-segmentation checkpoints have one.")
+        raise UserInputError(
+            f"{arch.describe()} has no UperNet head; only semantic-segmentation checkpoints have one."
+        )
     return upernet_head_config(arch.upernet, backbone_config, id2label)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from ..configuration_convnext import ConvNextConfig
+from ..conversion.labels import label_maps
 from ..errors import UserInputError
 from ..image_processing_convnext import ConvNextImageProcessor
 from ..modeling_convnext import ConvNextForImageClassification
@@ -25,13 +26,9 @@ _STAGE_PARAMETER = re.compile(r"^encoder\.stages\.(\d+)\.|^hidden_states_norms\.
 MULTI_LABEL_PROBLEM = "multi_label_classification"
 
 
-def label_maps(label_names: list[str]) -> dict[str, Any]:
+def config_label_maps(label_names: list[str]) -> dict[str, Any]:
     """num_labels, id2label and label2id of a config for these class names."""
-    return {
-        "num_labels": len(label_names),
-        "id2label": dict(enumerate(label_names)),
-        "label2id": {name: index for index, name in enumerate(label_names)},
-    }
+    return {"num_labels": len(label_names), **label_maps(label_names)}
 
 
 def config_overrides(args: ModelArguments) -> dict[str, Any]:
@@ -41,11 +38,11 @@ def config_overrides(args: ModelArguments) -> dict[str, Any]:
         try:
             overrides = json.loads(args.config_overrides)
         except json.JSONDecodeError as error:
-            raise ValueError(
+            raise UserInputError(
                 f"--config_overrides must be a JSON object, e.g. '{{\"drop_path_rate\": 0.1}}': {error}"
             ) from None
         if not isinstance(overrides, dict):
-            raise ValueError(f"--config_overrides must be a JSON object, got {args.config_overrides!r}.")
+            raise UserInputError(f"--config_overrides must be a JSON object, got {args.config_overrides!r}.")
     for name in ("drop_path_rate", "head_init_scale", "image_size"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
@@ -71,13 +68,13 @@ def build_model(
     whose class names disagree with the data is refused rather than silently relabelled.
     """
     if (args.model_name_or_path is None) == (args.variant is None):
-        raise ValueError(
+        raise UserInputError(
             "Name exactly one model: --model_name_or_path (a saved folder or Hub id to fine-tune) or --variant "
             "(e.g. atto or tiny, trained from scratch)."
         )
     overrides = {**config_overrides(args), "problem_type": MULTI_LABEL_PROBLEM if multi_label else None}
     if args.variant is not None:
-        config = ConvNextConfig.from_variant(args.variant, **overrides, **label_maps(label_names))
+        config = ConvNextConfig.from_variant(args.variant, **overrides, **config_label_maps(label_names))
         return ConvNextForImageClassification(config)
     # This package's classes load the weights: code in a Hub repository is never run.
     hub_kwargs = {"revision": args.revision, "cache_dir": args.cache_dir}
@@ -85,12 +82,12 @@ def build_model(
     new_head = args.replace_head or config.num_labels != len(label_names)
     if not new_head and _labels_disagree(config, label_names):
         model_labels = [config.id2label[index] for index in range(config.num_labels)]
-        raise ValueError(
+        raise UserInputError(
             f"The data's classes {label_names} disagree with the classes of {args.model_name_or_path} "
             f"{model_labels}. Pass --replace_head to train a new classifier for your classes, or name the class "
             "folders as the model does."
         )
-    config.update({**overrides, **label_maps(label_names)})
+    config.update({**overrides, **config_label_maps(label_names)})
     model = ConvNextForImageClassification.from_pretrained(
         args.model_name_or_path, config=config, ignore_mismatched_sizes=new_head, **hub_kwargs
     )

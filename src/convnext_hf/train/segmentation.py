@@ -32,7 +32,7 @@ from ..modeling_convnext import ConvNextBackbone
 from .arguments import DataArguments, ModelArguments
 from .augment import to_pixel_values
 from .data import FILE_BUILDERS, IMAGE_COLUMNS, ImageData, find_bad_images
-from .model import config_overrides, label_maps
+from .model import config_label_maps, config_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ def _split_overrides(args: ModelArguments) -> tuple[dict[str, Any], dict[str, An
 
 def _new_upernet(backbone: ConvNextConfig, label_names: list[str], head: dict[str, Any]):
     config = upernet_head_config(OFFICIAL_HEAD, backbone, dict(enumerate(label_names)))
-    config.update({**head, **label_maps(label_names)})
+    config.update({**head, **config_label_maps(label_names)})
     return transformers.UperNetForSemanticSegmentation(config)
 
 
@@ -336,7 +336,7 @@ def build_segmentation_model(
     if config.model_type == "upernet":
         known = [config.id2label[index] for index in range(config.num_labels)]
         config.backbone_config.update(backbone_overrides)
-        config.update({**head, **label_maps(label_names)})
+        config.update({**head, **config_label_maps(label_names)})
         model = transformers.UperNetForSemanticSegmentation.from_pretrained(
             args.model_name_or_path, config=config, ignore_mismatched_sizes=True, **hub_kwargs
         )
