@@ -2,6 +2,7 @@
 
 import json
 import random
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from transformers import pipeline
 
 from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor
 from convnext_hf.cli import main as cli_main
+from convnext_hf.demo import SEGMENTATION_DEFAULTS, DemoSettings, segmentation_arguments
+from convnext_hf.demo import main as demo_main
 from convnext_hf.errors import UserInputError
 from convnext_hf.metrics import load_mean_iou
 from convnext_hf.metrics.mean_iou import confusion_counts, iou_scores
@@ -25,8 +28,6 @@ from convnext_hf.train.shapes import SEGMENTATION_LABELS, write_segmentation_fol
 FIXTURES = Path(__file__).parent / "fixtures"
 ID2LABEL = json.dumps(list(SEGMENTATION_LABELS))
 TINY = {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1], "hidden_size": 16, "auxiliary_channels": 8}
-# The model of the accuracy check and of `convnext-hf demo --task segmentation`.
-SHAPES_CONFIG = {"hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 2, 1], "hidden_size": 64, "auxiliary_channels": 32}
 
 
 def test_mean_iou_by_hand():
@@ -197,25 +198,37 @@ def test_bad_pairs_are_refused_before_training(scenes, cache_dir, tmp_path):
 
 @pytest.mark.slow
 def test_shapes_reach_miou_06_on_unseen_scenes(tmp_path):
-    """The issue's bar: UperNet on a small ConvNeXt, 30 epochs at 64×64 through `convnext-hf train`, scored on
-    scenes it never saw (the final evaluation: the validation scenes are never used during training)."""
-    train_images, train_masks = write_segmentation_folders(str(tmp_path / "train"), 150, seed=0)
-    unseen_images, unseen_masks = write_segmentation_folders(str(tmp_path / "unseen"), 60, seed=1)
-    argv = [
-        "train", "--task", "semantic-segmentation", "--train_dir", train_images, "--train_mask_dir", train_masks,
-        "--validation_dir", unseen_images, "--validation_mask_dir", unseen_masks, "--id2label", ID2LABEL,
-        "--variant", "atto", "--config_overrides", json.dumps(SHAPES_CONFIG), "--image_size", "64",
-        "--num_train_epochs", "30", "--per_device_train_batch_size", "16", "--learning_rate", "2e-3",
-        "--weight_decay", "0.05", "--warmup_steps", "0.1", "--lr_scheduler_type", "cosine", "--eval_strategy", "no",
-        "--save_strategy", "no", "--output_dir", str(tmp_path / "model"), "--report_to", "none",
-        "--cache_dir", str(tmp_path / "cache"), "--plots", "false", "--seed", "0",
-    ]  # fmt: skip
+    """The issue's bar: UperNet on a small ConvNeXt, 30 epochs at 64×64 through `convnext-hf train` with the demo's
+    command line (on half its scenes), scored on scenes it never saw (the validation scenes are only used for the
+    final evaluation)."""
+    train = write_segmentation_folders(str(tmp_path / "train"), 150, seed=0)
+    unseen = write_segmentation_folders(str(tmp_path / "unseen"), 60, seed=1)
+    settings = DemoSettings(**SEGMENTATION_DEFAULTS, seed=0)
+    argv = segmentation_arguments(settings, train, unseen, str(tmp_path / "model"))
     threads = torch.get_num_threads()
     # One thread: the tiny model's ops are too small to share, and a busy second core stalls them.
     torch.set_num_threads(1)
     try:
-        assert cli_main(argv) == 0
+        assert cli_main(["train", *argv, "--cache_dir", str(tmp_path / "cache"), "--plots", "false"]) == 0
     finally:
         torch.set_num_threads(threads)
     report = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert settings.epochs == 30 and report["metrics"]["epoch"] == 30
     assert report["metrics"]["eval_mean_iou"] >= 0.6, report
+
+
+def test_segmentation_demo_runs_offline_and_the_pipeline_agrees_with_the_trainer(tmp_path, capsys, monkeypatch):
+    attempts = []
+
+    def no_network(self, address):
+        attempts.append(address)
+        raise OSError(f"network disabled in this test: {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    summary = demo_main(["--task", "segmentation", "--output_dir", str(tmp_path / "demo"), "--train_images", "8",
+                         "--epochs", "1", "--batch_size", "4"])  # fmt: skip
+    assert attempts == []
+    assert "mean IoU" in capsys.readouterr().out
+    assert summary["held_out_mean_iou"] == pytest.approx(summary["trainer_eval_mean_iou"], abs=1e-6)
+    assert len(list((tmp_path / "demo" / "scenes" / "held_out" / "masks").iterdir())) == 100
+    assert (tmp_path / "demo" / "model" / "prediction_overlay.png").is_file()

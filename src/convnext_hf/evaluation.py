@@ -99,8 +99,6 @@ def _predict(
 
 def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     """Score the model folder on the data; write metrics.json, predictions.csv and the confusion matrix."""
-    import convnext_hf  # noqa: F401 - registers the ConvNeXt classes with the Auto classes
-
     config = transformers.AutoConfig.from_pretrained(args.model, cache_dir=args.cache_dir)
     if config.model_type == "upernet" or not getattr(config, "id2label", None):
         raise UserInputError(
