@@ -21,7 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "convnext_hf.evaluation",
         "score a saved or converted classifier on your labelled images (top-1/top-5, per class, speed)",
     ),
-    "demo": ("convnext_hf.demo", "train a small ConvNeXt on MNIST digits from scratch, offline, and score it"),
+    "demo": (
+        "convnext_hf.demo",
+        "train a small ConvNeXt from scratch, offline, and score it: MNIST digits, or --task segmentation",
+    ),
     "convert": (
         "convnext_hf.conversion.command",
         "convert a checkpoint (official, timm, mmcls/mmseg, PASSL, transformers) to a Hub-ready folder",

