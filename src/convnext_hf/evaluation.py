@@ -30,7 +30,7 @@ from transformers.image_utils import load_image
 from .atomic import atomic_directory
 from .cli import CommandParser
 from .errors import UserInputError
-from .metrics.multilabel import average_precision, multilabel_scores
+from .metrics.multilabel import average_precision, multilabel_scores, sigmoid
 from .train.arguments import MULTI_LABEL, DataArguments
 from .train.data import load_image_data
 from .train.model import MULTI_LABEL_PROBLEM
@@ -126,7 +126,7 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     if multi_label:
         targets = np.zeros_like(logits)
         targets[:, ids] = np.asarray(images["label"])
-        probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        probabilities = sigmoid(logits)
         report.update(multilabel_scores(probabilities, targets))
         report["per_label_ap"] = dict(zip(model_names, average_precision(probabilities, targets).tolist(), strict=True))
         rows = [

@@ -31,6 +31,11 @@ Examples:
 """
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Per-label probabilities of multi-label logits (in float64)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
 def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """AP of each label (column) of (N, L) scores against 0/1 targets; NaN for a label without positives."""
     scores = np.asarray(scores, dtype=np.float64)

@@ -19,7 +19,7 @@ from ..complexity import parameter_count
 from ..errors import OutputExistsError, UserInputError
 from ..metrics import load_topk_accuracy
 from ..metrics.mean_iou import confusion_counts, iou_scores
-from ..metrics.multilabel import average_precision, multilabel_scores
+from ..metrics.multilabel import average_precision, multilabel_scores, sigmoid
 from .arguments import CLASSIFICATION, MULTI_LABEL, REFERENCE_BATCH_SIZE, SEGMENTATION, RunArguments, parse_args
 from .augment import RandAugment, RandomResizedCrop, TrainTransform
 from .card import CardFacts
@@ -215,7 +215,7 @@ def _final_evaluation(trainer: ConvNextTrainer, data: ImageData) -> FinalEvaluat
     prediction = trainer.predict(data.validation, metric_key_prefix="eval")
     metrics, names = dict(prediction.metrics), data.label_names
     if trainer.task == MULTI_LABEL:
-        ap = average_precision(_sigmoid(prediction.predictions), prediction.label_ids)
+        ap = average_precision(sigmoid(prediction.predictions), prediction.label_ids)
         return FinalEvaluation(metrics, per_label=dict(zip(names, ap.tolist(), strict=True)))
     if trainer.task == SEGMENTATION:
         counts = confusion_counts(prediction.predictions, prediction.label_ids, len(names))
@@ -223,10 +223,6 @@ def _final_evaluation(trainer: ConvNextTrainer, data: ImageData) -> FinalEvaluat
         return FinalEvaluation(metrics, counts, dict(zip(names, iou, strict=True)))
     counts = confusion_matrix(prediction.predictions.argmax(axis=-1), prediction.label_ids, num_classes=len(names))
     return FinalEvaluation(metrics, counts)
-
-
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
 
 def _model_and_processor(args: RunArguments, data: ImageData) -> tuple[Any, Any]:
@@ -255,7 +251,7 @@ def _model_and_processor(args: RunArguments, data: ImageData) -> tuple[Any, Any]
 def _metric_function(task: str, num_labels: int) -> Callable[[EvalPrediction], dict[str, float]]:
     """The Trainer's `compute_metrics` for the task: top-1/top-5, mAP and F1@0.5, or mean IoU and pixel accuracy."""
     if task == MULTI_LABEL:
-        return lambda prediction: multilabel_scores(_sigmoid(prediction.predictions), prediction.label_ids)
+        return lambda prediction: multilabel_scores(sigmoid(prediction.predictions), prediction.label_ids)
     if task == SEGMENTATION:
 
         def segmentation_scores(prediction: EvalPrediction) -> dict[str, float]:
