@@ -193,6 +193,9 @@ def test_bad_pairs_are_refused_before_training(scenes, cache_dir, tmp_path):
         run(parse_args(argv))
     with pytest.raises(UserInputError, match="holds class id"):
         run(parse_args(seg_args(scenes, tmp_path / "c", cache_dir, *base, "--id2label", '["a", "b"]')))
+    argv = seg_args(scenes, tmp_path / "c", cache_dir, *base, "--id2label", ID2LABEL, "--rand_augment", "rand-m9")
+    with pytest.raises(UserInputError, match="--rand_augment: classification augmentations"):
+        run(parse_args(argv))
     assert not any((tmp_path / name).exists() for name in "abc")
 
 

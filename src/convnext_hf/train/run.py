@@ -288,10 +288,17 @@ def _build_trainer(
         switch_probability=recipe.mixup_switch_prob,
         label_smoothing=training.label_smoothing_factor,
     )
-    if task == SEGMENTATION and (mixup.mixes or training.label_smoothing_factor > 0):
+    classification_only = {
+        "--mixup_alpha/--cutmix_alpha": mixup.mixes,
+        "--label_smoothing_factor": training.label_smoothing_factor > 0,
+        "--rand_augment": recipe.rand_augment is not None,
+        "--random_erasing": recipe.random_erasing > 0,
+    }
+    if task == SEGMENTATION and any(classification_only.values()):
+        given = [flag for flag, used in classification_only.items() if used]
         raise UserInputError(
-            "Mixup/CutMix and label smoothing are classification recipes; drop --mixup_alpha, --cutmix_alpha and "
-            "--label_smoothing_factor for segmentation."
+            f"{', '.join(given)}: classification augmentations, which would not move the masks with the images; "
+            "drop them for segmentation (its augmentation is --scale_range, the crop and --hflip)."
         )
     ema = ModelEma(model, recipe.model_ema_decay) if recipe.model_ema else None
     return ConvNextTrainer(
