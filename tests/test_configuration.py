@@ -1,4 +1,5 @@
 import pytest
+import transformers
 
 from convnext_hf import ConvNextConfig
 from convnext_hf.complexity import count_macs, count_parameters
@@ -89,3 +90,23 @@ def test_reads_the_builtin_convnext_config():
     # The built-in's final-norm eps (1e-12) is a conversion artifact; the official network uses 1e-6 everywhere.
     assert native.layer_norm_eps == 1e-12 and config.layer_norm_eps == 1e-6
     assert config.model_type == "convnext_hf"
+
+
+def test_num_stages_is_accepted_as_transformers_passes_it():
+    config = ConvNextConfig(num_stages=4, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1])
+    assert config.num_stages == config.num_hidden_layers == 4
+    config.num_hidden_layers = 4
+    config.num_stages = 4
+    assert "num_stages" not in config.to_dict()
+    with pytest.raises(ValueError, match=r"num_stages=3 does not match depths \[1, 1, 2, 1\]"):
+        ConvNextConfig(num_stages=3, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1])
+    with pytest.raises(ValueError, match="num_stages=2 does not match"):
+        config.num_hidden_layers = 2
+    assert config.num_stages == 4
+
+
+def test_builtin_config_with_fewer_stages_than_depths_is_refused():
+    builtin = transformers.ConvNextConfig(num_stages=3, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1])
+    with pytest.raises(ValueError, match="num_stages=3 does not match"):
+        ConvNextConfig.from_dict(builtin.to_dict())
+    assert ConvNextConfig.from_dict(transformers.ConvNextConfig().to_dict()).depths == [3, 3, 9, 3]

@@ -7,7 +7,7 @@ import transformers
 
 from convnext_hf import ConvNextBackbone, ConvNextConfig, ConvNextForImageClassification, ConvNextModel
 from convnext_hf.native import save_native, to_native
-from helpers import FIXTURES, golden_expected
+from helpers import FIXTURES, golden_expected, max_diff
 
 
 @pytest.fixture
@@ -16,10 +16,6 @@ def golden_native_dir(tmp_path):
     shutil.copy(FIXTURES / "mini.hf-native.config.json", tmp_path / "config.json")
     shutil.copy(FIXTURES / "mini.hf-native.safetensors", tmp_path / "model.safetensors")
     return tmp_path
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).abs().max().item()
 
 
 def test_golden_weights_match_the_official_outputs_and_the_builtin(golden_native_dir):
@@ -36,7 +32,7 @@ def test_golden_weights_match_the_official_outputs_and_the_builtin(golden_native
             assert max_diff(out.hidden_states[stage], expected[f"stage{stage}_{k}"]) < 1e-5
         assert max_diff(out.logits, ref.logits) < 1e-5
         assert len(out.hidden_states) == len(ref.hidden_states) == 5
-        for ours_state, ref_state in zip(out.hidden_states, ref.hidden_states):
+        for ours_state, ref_state in zip(out.hidden_states, ref.hidden_states, strict=True):
             assert max_diff(ours_state, ref_state) < 1e-5
 
 
@@ -90,9 +86,29 @@ def test_backbone_matches_the_builtin_backbone(tiny_config_kwargs):
     out, ref = ours(pixel_values), builtin(pixel_values)
     assert [tuple(f.shape) for f in out.feature_maps] == [(1, 8, 24, 16), (1, 16, 12, 8), (1, 24, 6, 4), (1, 32, 3, 2)]
     assert ours.channels == [8, 16, 24, 32]
-    for feature, reference in zip(out.feature_maps, ref.feature_maps):
+    for feature, reference in zip(out.feature_maps, ref.feature_maps, strict=True):
         assert max_diff(feature, reference) < 1e-5
     assert out.hidden_states is None and len(ours(pixel_values, output_hidden_states=True).hidden_states) == 5
+
+
+@pytest.mark.parametrize("selection", [[0, 2], -1, [-2, 4, 9], True])
+@pytest.mark.parametrize("model_class", [ConvNextModel, ConvNextForImageClassification, ConvNextBackbone])
+def test_hidden_states_selection_matches_the_builtin(model_class, selection, tiny_config_kwargs):
+    config = ConvNextConfig(out_features=["stage2", "stage4"], **tiny_config_kwargs)
+    ours = model_class(config).eval()
+    builtin = to_native(ours).eval()
+    pixel_values = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = ours(pixel_values, output_hidden_states=selection).hidden_states
+        ref = builtin(pixel_values, output_hidden_states=selection).hidden_states
+    expected = {(0, 2): [0, 2], -1: [4], (-2, 4, 9): [3, 4], True: [0, 1, 2, 3, 4]}[
+        tuple(selection) if isinstance(selection, list) else selection
+    ]
+    assert len(out) == len(ref) == 5
+    assert [i for i, state in enumerate(out) if state is not None] == expected
+    assert [i for i, state in enumerate(ref) if state is not None] == expected
+    for i in expected:
+        assert max_diff(out[i], ref[i]) < 1e-5
 
 
 def test_backbone_plugs_into_upernet(tiny_config_kwargs):
@@ -113,7 +129,8 @@ def test_model_outputs(tiny_config_kwargs):
     assert out.last_hidden_state.shape == (2, 32, 2, 2)
     assert out.pooler_output.shape == (2, 32)
     assert out.hidden_states is None
-    expected_pooled = F.layer_norm(out.last_hidden_state.mean((2, 3)), (32,), model.layernorm.weight, model.layernorm.bias, 1e-6)
+    norm = model.layernorm
+    expected_pooled = F.layer_norm(out.last_hidden_state.mean((2, 3)), (32,), norm.weight, norm.bias, 1e-6)
     torch.testing.assert_close(out.pooler_output, expected_pooled)
     as_tuple = model(torch.randn(2, 3, 64, 64), return_dict=False)
     assert isinstance(as_tuple, tuple) and len(as_tuple) == 2
@@ -198,7 +215,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_config_kwargs):
     plain = gradients()
     model.activation_checkpointing_enable()
     assert all(layer.gradient_checkpointing for stage in model.convnext.encoder.stages for layer in stage.layers)
-    for a, b in zip(plain, gradients()):
+    for a, b in zip(plain, gradients(), strict=True):
         torch.testing.assert_close(a, b)
     assert set(model._no_split_modules) == {"ConvNextLayer"}
 

@@ -9,7 +9,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
 
-from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor
+from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextHFImageProcessor
 from convnext_hf.errors import UserInputError
 from convnext_hf.train import parse_args, run
 from convnext_hf.train.arguments import build_parser
@@ -25,7 +25,7 @@ def pretrained(tmp_path_factory):
     labels = {"id2label": dict(enumerate(CLASSES)), "label2id": {name: index for index, name in enumerate(CLASSES)}}
     config = ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], layer_scale_init_value=0.5, **labels)
     ConvNextForImageClassification(config).save_pretrained(root / "model")
-    ConvNextImageProcessor(size={"shortest_edge": 32}).save_pretrained(root / "model")
+    ConvNextHFImageProcessor(size={"shortest_edge": 32}).save_pretrained(root / "model")
     rng = np.random.default_rng(0)
     for channel, name in enumerate(CLASSES):
         (root / "images" / name).mkdir(parents=True)

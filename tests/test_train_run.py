@@ -124,7 +124,7 @@ def test_output_folder_is_hub_ready(full_recipe_run):
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_convnext.ConvNextForImageClassification"
     processor = json.loads((output_dir / "preprocessor_config.json").read_text())
     assert processor["size"] == {"shortest_edge": 32}
-    assert processor["auto_map"]["AutoImageProcessor"] == "image_processing_convnext.ConvNextImageProcessor"
+    assert processor["auto_map"]["AutoImageProcessor"] == "image_processing_convnext.ConvNextHFImageProcessor"
     for name in ("confusion_matrix.png", "training_curves.png"):
         with Image.open(output_dir / name) as image:
             assert image.width > 300 and image.height > 200

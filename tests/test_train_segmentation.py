@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import pipeline
 
-from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor
+from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextHFImageProcessor
 from convnext_hf.cli import main as cli_main
 from convnext_hf.demo import SEGMENTATION_DEFAULTS, DemoSettings, segmentation_arguments
 from convnext_hf.demo import main as demo_main
@@ -144,7 +144,7 @@ def test_segmentation_from_a_variant_gives_a_pipeline_ready_folder(variant_run, 
 def test_segmentation_from_a_classifier_keeps_its_backbone(scenes, cache_dir, tmp_path):
     config = ConvNextConfig(hidden_sizes=TINY["hidden_sizes"], depths=TINY["depths"], num_labels=3)
     ConvNextForImageClassification(config).save_pretrained(tmp_path / "classifier")
-    ConvNextImageProcessor(size={"shortest_edge": 32}).save_pretrained(tmp_path / "classifier")
+    ConvNextHFImageProcessor(size={"shortest_edge": 32}).save_pretrained(tmp_path / "classifier")
     head = json.dumps({"hidden_size": 16, "auxiliary_channels": 8})
     argv = seg_args(scenes, tmp_path / "out", cache_dir, "--model_name_or_path", str(tmp_path / "classifier"),
                     "--config_overrides", head, "--id2label", ID2LABEL, "--max_steps", "1", "--plots", "false",

@@ -32,7 +32,7 @@ ISOTROPIC_VARIANTS: dict[str, tuple[int, int]] = {
 VARIANTS = (*HIERARCHICAL_VARIANTS, *ISOTROPIC_VARIANTS)
 
 # Keys of transformers' built-in ConvNext config that this configuration derives instead of storing.
-BUILTIN_ONLY_KEYS = ("model_type", "num_stages", "auto_map", "architectures", "transformers_version")
+BUILTIN_ONLY_KEYS = ("model_type", "auto_map", "architectures", "transformers_version")
 
 # Written into every saved config.json so that a folder saved from any of the models loads through every Auto class
 # with `trust_remote_code=True`, where this package is not installed.
@@ -51,6 +51,7 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
 
     Args:
         num_channels: Channels of the input images.
+        num_stages: Optional; the number of stages is `len(depths)`, and a different value is refused.
         patch_size: Kernel size and stride of the patchify stem (4 hierarchical, 16 isotropic).
         hidden_sizes: Width of each stage.
         depths: Number of ConvNeXt blocks in each stage.
@@ -100,6 +101,16 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
         """Number of stages (4 for the hierarchical models, 1 for the isotropic ones)."""
         return len(self.depths)
 
+    @num_stages.setter
+    def num_stages(self, value: int) -> None:
+        # Accepted as transformers' built-in ConvNext and its common tests pass it (also as num_hidden_layers), but
+        # the stages are what depths and hidden_sizes list: a different count would describe another model.
+        if value != len(self.depths):
+            raise ValueError(
+                f"num_stages={value} does not match depths {self.depths} ({len(self.depths)} stages); the number of "
+                "stages follows depths and hidden_sizes (one entry per stage), so set those instead."
+            )
+
     @property
     def total_stride(self) -> int:
         """Downsampling factor from the input image to the last stage."""
@@ -132,7 +143,7 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> ConvNextConfig:
-        """Build from a saved dict; also reads the configs of transformers' built-in ConvNext (model_type "convnext")."""
+        """Build from a saved dict; also reads the configs of transformers' built-in ConvNext (model_type convnext)."""
         if config_dict.get("model_type") == "convnext":
             config_dict = {key: value for key, value in config_dict.items() if key not in BUILTIN_ONLY_KEYS}
             # The built-in uses eps 1e-6 in every LayerNorm but the final one, where its converted checkpoints say

@@ -27,6 +27,7 @@ from transformers.modeling_outputs import (
     ImageClassifierOutputWithNoAttention,
 )
 from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import resolve_hidden_states_indices, selected_hidden_states
 
 from .configuration_convnext import ConvNextConfig
 
@@ -155,7 +156,12 @@ class ConvNextStage(nn.Module):
     """A stage: a downsampling layer (LayerNorm, then a 2×2 stride-2 conv; none in the first stage), then blocks."""
 
     def __init__(
-        self, config: ConvNextConfig, in_channels: int, out_channels: int, drop_path_rates: list[float], downsample: bool
+        self,
+        config: ConvNextConfig,
+        in_channels: int,
+        out_channels: int,
+        drop_path_rates: list[float],
+        downsample: bool,
     ) -> None:
         super().__init__()
         if downsample:
@@ -187,14 +193,36 @@ class ConvNextEncoder(nn.Module):
             stage = ConvNextStage(config, widths[i], widths[i + 1], rates[start : start + depth], downsample=i > 0)
             self.stages.append(stage)
 
-    def forward(self, features: torch.Tensor, output_hidden_states: bool = True) -> tuple[torch.Tensor, ...]:
-        """Return the stem output followed by the output of every stage, or only the last stage's output when not
-        `output_hidden_states` (so that the others are freed as soon as the next stage has used them)."""
-        hidden_states = (features,)
-        for stage in self.stages:
+    def forward(
+        self, features: torch.Tensor, keep: set[int] = frozenset()
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
+        """Return the last stage's output and the hidden states (the stem output, then every stage's output) whose
+        index is in `keep`, None in place of the others, so that those are freed as soon as the next stage has used
+        them."""
+        hidden_states = [features if 0 in keep else None]
+        for index, stage in enumerate(self.stages, start=1):
             features = stage(features)
-            hidden_states = (*hidden_states, features) if output_hidden_states else (features,)
-        return hidden_states
+            hidden_states.append(features if index in keep else None)
+        return features, tuple(hidden_states)
+
+
+def hidden_state_indices(output_hidden_states: bool | int | list[int] | None, num_hidden_states: int) -> set[int]:
+    """Indices of the hidden states to return: all for True, none for False or None, or the ones transformers'
+    `output_hidden_states=[0, 2]` (or an int; negative counts from the end) selects."""
+    selection = selected_hidden_states(output_hidden_states)
+    if selection is None:
+        return set(range(num_hidden_states)) if output_hidden_states else set()
+    return resolve_hidden_states_indices(None, selection, num_hidden_states=num_hidden_states)
+
+
+def returned_hidden_states(
+    hidden_states: tuple[torch.Tensor | None, ...], output_hidden_states: bool | int | list[int] | None
+) -> tuple[torch.Tensor | None, ...] | None:
+    """The hidden states as transformers returns them: None when not asked for, else all of them with None in place
+    of those a selection leaves out."""
+    if selected_hidden_states(output_hidden_states) is None and not output_hidden_states:
+        return None
+    return hidden_states
 
 
 # optimize_for_inference() (inference_convnext.py) folds the blocks; the folded model refuses what needs the originals.
@@ -282,18 +310,22 @@ class ConvNextModel(ConvNextPreTrainedModel):
 
     @can_return_tuple
     def forward(
-        self, pixel_values: torch.Tensor | None = None, output_hidden_states: bool | None = None, **kwargs
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        **kwargs,
     ) -> BaseModelOutputWithPoolingAndNoAttention:
-        """Return the last feature map, its pooled and normalized vector, and optionally every stage's output."""
+        """Return the last feature map, its pooled and normalized vector, and optionally the stages' outputs (all of
+        them, or a selection such as `output_hidden_states=[0, 2]`)."""
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        hidden_states = self.encoder(self.embeddings(pixel_values), output_hidden_states=output_hidden_states)
-        last_hidden_state = hidden_states[-1]
+        keep = hidden_state_indices(output_hidden_states, self.config.num_stages + 1)
+        last_hidden_state, hidden_states = self.encoder(self.embeddings(pixel_values), keep)
         pooled_output = self.layernorm(last_hidden_state.mean(dim=(-2, -1)))
         return BaseModelOutputWithPoolingAndNoAttention(
             last_hidden_state=last_hidden_state,
             pooler_output=pooled_output,
-            hidden_states=hidden_states if output_hidden_states else None,
+            hidden_states=returned_hidden_states(hidden_states, output_hidden_states),
         )
 
 
@@ -316,7 +348,7 @@ class ConvNextForImageClassification(ConvNextPreTrainedModel):
         self,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
         **kwargs,
     ) -> ImageClassifierOutputWithNoAttention:
         """Return class logits, and the loss when `labels` are given (cross-entropy, BCE or MSE by problem type)."""
@@ -344,25 +376,33 @@ class ConvNextBackbone(BackboneMixin, ConvNextPreTrainedModel):
         self.hidden_states_norms = nn.ModuleDict(
             {
                 stage: ConvNextLayerNorm(channels, eps=config.layer_norm_eps, data_format="channels_first")
-                for stage, channels in zip(self.out_features, self.channels)
+                for stage, channels in zip(self.out_features, self.channels, strict=True)
             }
         )
         self.post_init()
 
     @can_return_tuple
     def forward(
-        self, pixel_values: torch.Tensor | None = None, output_hidden_states: bool | None = None, **kwargs
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        **kwargs,
     ) -> BackboneOutput:
-        """Return the normalized feature maps of `config.out_features`, and optionally every stage's raw output."""
+        """Return the normalized feature maps of `config.out_features`, and optionally the stages' raw outputs (all of
+        them, or a selection such as `output_hidden_states=[0, 2]`)."""
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        hidden_states = self.encoder(self.embeddings(pixel_values))
+        selected = hidden_state_indices(output_hidden_states, len(self.stage_names))
+        out_indices = [self.stage_names.index(stage) for stage in self.out_features]
+        _, hidden_states = self.encoder(self.embeddings(pixel_values), selected | set(out_indices))
         feature_maps = tuple(
-            self.hidden_states_norms[stage](hidden_state)
-            for stage, hidden_state in zip(self.stage_names, hidden_states)
-            if stage in self.out_features
+            self.hidden_states_norms[stage](hidden_states[index])
+            for stage, index in zip(self.out_features, out_indices, strict=True)
         )
-        return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states if output_hidden_states else None)
+        hidden_states = tuple(state if i in selected else None for i, state in enumerate(hidden_states))
+        return BackboneOutput(
+            feature_maps=feature_maps, hidden_states=returned_hidden_states(hidden_states, output_hidden_states)
+        )
 
 
 __all__ = [

@@ -10,7 +10,7 @@ from .. import (
     ConvNextBackbone,
     ConvNextConfig,
     ConvNextForImageClassification,
-    ConvNextImageProcessor,
+    ConvNextHFImageProcessor,
     ConvNextModel,
 )
 from ..errors import UserInputError
@@ -98,7 +98,7 @@ def image_processor(
     """The evaluation transform the checkpoint expects at `resolution`."""
     if arch.task == SEGMENTATION:
         return segmentation_processor(resolution, reduce_labels)
-    processor_class = ConvNextImageProcessor if target == CONVNEXT_HF else transformers.ConvNextImageProcessorPil
+    processor_class = ConvNextHFImageProcessor if target == CONVNEXT_HF else transformers.ConvNextImageProcessorPil
     return processor_class(
         size={"shortest_edge": resolution},
         crop_pct=DEFAULT_CROP_PCT if resolution < WARP_RESOLUTION else 1.0,

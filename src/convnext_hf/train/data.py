@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from ..errors import UserInputError
+from ..image_processing_convnext import ConvNextHFImageProcessor
 from .arguments import MULTI_LABEL, DataArguments
 
 logger = logging.getLogger(__name__)
@@ -355,13 +356,14 @@ def load_image_data(
 def with_transforms(
     data: ImageData,
     train_transform: Callable[[Image.Image], torch.Tensor],
-    processor: Callable,
+    processor: ConvNextHFImageProcessor,
 ) -> ImageData:
-    """Attach the on-the-fly transforms: augmentation for training, the image processor for validation."""
+    """Attach the on-the-fly transforms: augmentation for training, the image processor for validation; both read
+    the images with the processor's conversion (alpha, 16-bit, palette and grayscale alike)."""
 
     def train_batch(batch: dict) -> dict:
         return {
-            "pixel_values": [train_transform(image.convert("RGB")) for image in batch["image"]],
+            "pixel_values": [train_transform(processor.convert_image(image)) for image in batch["image"]],
             "labels": batch["label"],
         }
 

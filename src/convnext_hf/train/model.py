@@ -12,7 +12,7 @@ from torch import nn
 from ..configuration_convnext import ConvNextConfig
 from ..conversion.labels import label_maps
 from ..errors import UserInputError
-from ..image_processing_convnext import ConvNextImageProcessor
+from ..image_processing_convnext import ConvNextHFImageProcessor
 from ..modeling_convnext import ConvNextForImageClassification
 from .arguments import ModelArguments
 
@@ -99,7 +99,7 @@ def build_model(
     return model
 
 
-def build_processor(args: ModelArguments, model: ConvNextForImageClassification) -> ConvNextImageProcessor:
+def build_processor(args: ModelArguments, model: ConvNextForImageClassification) -> ConvNextHFImageProcessor:
     """The pretrained model's processor (resized to --image_size when given), or a new one for a new model."""
     processor_kwargs: dict[str, Any] = {}
     if args.image_size is not None:
@@ -107,11 +107,11 @@ def build_processor(args: ModelArguments, model: ConvNextForImageClassification)
     if args.crop_pct is not None:
         processor_kwargs["crop_pct"] = args.crop_pct
     if args.model_name_or_path is not None:
-        return ConvNextImageProcessor.from_pretrained(
+        return ConvNextHFImageProcessor.from_pretrained(
             args.model_name_or_path, revision=args.revision, cache_dir=args.cache_dir, **processor_kwargs
         )
     processor_kwargs.setdefault("size", {"shortest_edge": model.config.image_size or DEFAULT_IMAGE_SIZE})
-    return ConvNextImageProcessor(**processor_kwargs)
+    return ConvNextHFImageProcessor(**processor_kwargs)
 
 
 def freeze_backbone(model: nn.Module, unfreeze_last_stages: int = 0) -> list[str]:
