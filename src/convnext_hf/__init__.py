@@ -10,7 +10,7 @@ from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPI
 from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
 
 from .configuration_convnext import VARIANTS, ConvNextConfig
-from .image_processing_convnext import ConvNextHFImageProcessor
+from .image_processing_convnext import ConvNextHFImageProcessor, ConvNextImageProcessor
 from .modeling_convnext import (
     ConvNextBackbone,
     ConvNextForImageClassification,
@@ -44,6 +44,7 @@ __all__ = [
     "ConvNextConfig",
     "ConvNextForImageClassification",
     "ConvNextHFImageProcessor",
+    "ConvNextImageProcessor",
     "ConvNextModel",
     "ConvNextPreTrainedModel",
 ]

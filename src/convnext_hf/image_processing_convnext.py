@@ -420,4 +420,8 @@ class ConvNextHFImageProcessor(PilBackend):
         return super()._preprocess(images, do_resize=False, size=size, resample=resample, **kwargs)
 
 
-__all__ = ["ConvNextHFImageProcessor", "to_pil_images"]
+# The class's name before it was saved under its own (so that folders never reload as transformers' processor);
+# code that imports the old name gets the same class.
+ConvNextImageProcessor = ConvNextHFImageProcessor
+
+__all__ = ["ConvNextHFImageProcessor", "ConvNextImageProcessor", "to_pil_images"]

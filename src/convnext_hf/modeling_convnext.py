@@ -27,7 +27,6 @@ from transformers.modeling_outputs import (
     ImageClassifierOutputWithNoAttention,
 )
 from transformers.utils.generic import can_return_tuple
-from transformers.utils.output_capturing import resolve_hidden_states_indices, selected_hidden_states
 
 from .configuration_convnext import ConvNextConfig
 
@@ -206,13 +205,19 @@ class ConvNextEncoder(nn.Module):
         return features, tuple(hidden_states)
 
 
+def is_selection(output_hidden_states: bool | int | list[int] | None) -> bool:
+    """Whether `output_hidden_states` selects layers by index (an int or a list), as transformers allows."""
+    return output_hidden_states is not None and not isinstance(output_hidden_states, bool)
+
+
 def hidden_state_indices(output_hidden_states: bool | int | list[int] | None, num_hidden_states: int) -> set[int]:
     """Indices of the hidden states to return: all for True, none for False or None, or the ones transformers'
-    `output_hidden_states=[0, 2]` (or an int; negative counts from the end) selects."""
-    selection = selected_hidden_states(output_hidden_states)
-    if selection is None:
+    `output_hidden_states=[0, 2]` (or an int; negative counts from the end; out of range selects nothing) picks."""
+    if not is_selection(output_hidden_states):
         return set(range(num_hidden_states)) if output_hidden_states else set()
-    return resolve_hidden_states_indices(None, selection, num_hidden_states=num_hidden_states)
+    selection = [output_hidden_states] if isinstance(output_hidden_states, int) else output_hidden_states
+    # Kept self-contained (not transformers.utils.output_capturing) so that the file runs as remote code on any 5.x.
+    return {index % num_hidden_states for index in selection if -num_hidden_states <= index < num_hidden_states}
 
 
 def returned_hidden_states(
@@ -220,7 +225,7 @@ def returned_hidden_states(
 ) -> tuple[torch.Tensor | None, ...] | None:
     """The hidden states as transformers returns them: None when not asked for, else all of them with None in place
     of those a selection leaves out."""
-    if selected_hidden_states(output_hidden_states) is None and not output_hidden_states:
+    if not is_selection(output_hidden_states) and not output_hidden_states:
         return None
     return hidden_states
 
