@@ -236,7 +236,8 @@ def test_saved_folder_loads_without_the_package(full_recipe_run, folders):
 
 
 def make_trainer(tmp_path, mixup=None, layer_decay=1.0, **training):
-    model = ConvNextForImageClassification(ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 3, 1], num_labels=3))
+    config = ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 3, 1], num_labels=3)
+    model = ConvNextForImageClassification(config)
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", **training)
     return ConvNextTrainer(
         model=model, args=args, mixup=mixup or Mixup(num_classes=3), layer_decay=layer_decay
@@ -278,7 +279,7 @@ def test_trainer_optimizer_has_the_recipe_groups_and_warmup_cosine_schedule(tmp_
     stem = next(g for g in optimizer.param_groups if "convnext.embeddings.patch_embeddings.weight" in g["param_names"])
     assert head["weight_decay"] == 0.05
     observed = []
-    for step in range(21):
+    for _ in range(21):
         observed.append((head["lr"], stem["lr"]))
         optimizer.step()
         scheduler.step()
