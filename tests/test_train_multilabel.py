@@ -16,7 +16,7 @@ from convnext_hf.metrics.multilabel import average_precision, f1_scores, multila
 from convnext_hf.train import parse_args, run
 from convnext_hf.train.data import split_labels
 from convnext_hf.train.mixup import Mixup, smooth_multi_hot
-from convnext_hf.train.shapes import SHAPES, write_multilabel_csv
+from convnext_hf.train.shapes import SEGMENTATION_LABELS, SHAPES, draw_scene, write_multilabel_csv
 
 TINY_CONFIG = json.dumps({"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]})
 # The model and recipe of the accuracy check (docs/training.md shows the same command).
@@ -134,6 +134,25 @@ def test_space_separated_strings_need_the_task_flag(tmp_path, cache_dir):
     multi = json.loads((tmp_path / "multi" / "config.json").read_text())
     assert multi["problem_type"] == "multi_label_classification"
     assert set(multi["id2label"].values()) == set(SHAPES)
+
+
+@pytest.mark.parametrize("hue_coded", [False, True])
+def test_shape_colours_are_random_unless_hue_coded(hue_coded):
+    """Random colours leave only the form to tell the shapes apart; hue-coded ones give the class away."""
+    rng = np.random.default_rng(0)
+    dominant = {shape: set() for shape in SHAPES}
+    for _ in range(60):
+        image, mask, shown = draw_scene(rng, 64, hue_coded)
+        pixels = np.asarray(image, dtype=float)
+        background = pixels[mask == 0].mean(axis=0)
+        for shape in shown:
+            colour = pixels[mask == SEGMENTATION_LABELS.index(shape)].mean(axis=0)
+            assert np.linalg.norm(colour - background) > 40, "every shape stands out from the background"
+            dominant[shape].add(int(colour.argmax()))
+    if hue_coded:
+        assert dominant == {"circle": {0}, "square": {1}, "triangle": {2}}
+    else:
+        assert all(channels == {0, 1, 2} for channels in dominant.values()), dominant
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
 """Synthetic scenes of coloured circles, squares and triangles: multi-label and segmentation data without downloads.
 
-Each scene has a flat, noisy, greyish background and one to three non-overlapping shapes. Each kind of shape has its
-own hue (circles reddish, squares greenish, triangles bluish) with random brightness and tint, so both form and
-colour tell them apart, as in the small scenes a tiny network can learn in a minute on a CPU. A scene gives its
-image, its mask of class ids (0 background, 1 circle, 2 square, 3 triangle) and the set of shapes it shows. The
-segmentation demo and the accuracy tests train on these.
+Each scene has a flat, noisy, greyish background and one to three non-overlapping shapes. By default every shape
+gets a random colour (kept apart from the background), so only its form tells what it is; with `hue_coded=True` each
+kind has its own hue (circles reddish, squares greenish, triangles bluish) with random brightness and tint, an easier
+task where colour alone gives the class away. A scene gives its image, its mask of class ids (0 background, 1 circle,
+2 square, 3 triangle) and the set of shapes it shows. The segmentation demo and the accuracy tests train on these.
 """
 
 from __future__ import annotations
@@ -24,12 +24,22 @@ _MAX_SHAPES = 3
 _NOISE = 12
 _HUES = {"circle": (210, 60, 60), "square": (60, 190, 60), "triangle": (60, 90, 220)}
 _TINT = 35
+# A random shape colour is drawn again until it is this far (Euclidean, in RGB) from the background, so that no shape
+# vanishes into it.
+_MIN_CONTRAST = 60
 
 
-def _shape_colour(rng: np.random.Generator, shape: str) -> tuple[int, ...]:
-    """The shape's hue, tinted and brightened or darkened at random."""
-    colour = np.asarray(_HUES[shape]) * rng.uniform(0.75, 1.15) + rng.integers(-_TINT, _TINT + 1, size=3)
-    return tuple(int(value) for value in np.clip(colour, 0, 255))
+def _shape_colour(
+    rng: np.random.Generator, shape: str, background: tuple[int, ...], hue_coded: bool
+) -> tuple[int, ...]:
+    """Any colour that stands out from the background, or with `hue_coded` the shape's hue, tinted at random."""
+    if hue_coded:
+        colour = np.asarray(_HUES[shape]) * rng.uniform(0.75, 1.15) + rng.integers(-_TINT, _TINT + 1, size=3)
+        return tuple(int(value) for value in np.clip(colour, 0, 255))
+    while True:
+        colour = rng.integers(0, 256, size=3)
+        if np.linalg.norm(colour - np.asarray(background)) >= _MIN_CONTRAST:
+            return tuple(int(value) for value in colour)
 
 
 def _background(rng: np.random.Generator) -> tuple[int, ...]:
@@ -38,9 +48,12 @@ def _background(rng: np.random.Generator) -> tuple[int, ...]:
     return tuple(int(value) for value in np.clip(colour, 0, 255))
 
 
-def draw_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, np.ndarray, list[str]]:
+def draw_scene(
+    rng: np.random.Generator, size: int, hue_coded: bool = False
+) -> tuple[Image.Image, np.ndarray, list[str]]:
     """One scene: the RGB image, its (size, size) uint8 mask of class ids, and the names of the shapes it shows."""
-    image = Image.new("RGB", (size, size), _background(rng))
+    background = _background(rng)
+    image = Image.new("RGB", (size, size), background)
     mask = Image.new("L", (size, size), 0)
     draw_image, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask)
     boxes: list[tuple[int, int, int, int]] = []
@@ -57,7 +70,7 @@ def draw_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, np.nda
             continue
         boxes.append(box)
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        colour = _shape_colour(rng, shape)
+        colour = _shape_colour(rng, shape, background, hue_coded)
         class_id = SEGMENTATION_LABELS.index(shape)
         for draw, fill in ((draw_image, colour), (draw_mask, class_id)):
             if shape == "circle":
@@ -72,13 +85,13 @@ def draw_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, np.nda
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), np.asarray(mask), sorted(set(shown))
 
 
-def write_multilabel_csv(root: str, count: int, seed: int, size: int = 64) -> str:
+def write_multilabel_csv(root: str, count: int, seed: int, size: int = 64, hue_coded: bool = False) -> str:
     """Write `count` scenes as `root/images/<n>.png` and `root/labels.csv` (space-separated shape names); return it."""
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(root, "images"), exist_ok=True)
     rows = []
     for index in range(count):
-        image, _, shown = draw_scene(rng, size)
+        image, _, shown = draw_scene(rng, size, hue_coded)
         name = os.path.join("images", f"{index:05d}.png")
         image.save(os.path.join(root, name))
         rows.append({"image": name, "labels": " ".join(shown)})
@@ -90,14 +103,16 @@ def write_multilabel_csv(root: str, count: int, seed: int, size: int = 64) -> st
     return path
 
 
-def write_segmentation_folders(root: str, count: int, seed: int, size: int = 64) -> tuple[str, str]:
+def write_segmentation_folders(
+    root: str, count: int, seed: int, size: int = 64, hue_coded: bool = False
+) -> tuple[str, str]:
     """Write `count` scenes as `root/images/<n>.png` and their masks as `root/masks/<n>.png`; return both folders."""
     rng = np.random.default_rng(seed)
     folders = os.path.join(root, "images"), os.path.join(root, "masks")
     for folder in folders:
         os.makedirs(folder, exist_ok=True)
     for index in range(count):
-        image, mask, _ = draw_scene(rng, size)
+        image, mask, _ = draw_scene(rng, size, hue_coded)
         image.save(os.path.join(folders[0], f"{index:05d}.png"))
         Image.fromarray(mask).save(os.path.join(folders[1], f"{index:05d}.png"))
     return folders
