@@ -202,11 +202,11 @@ def test_bad_pairs_are_refused_before_training(scenes, cache_dir, tmp_path):
 @pytest.mark.slow
 def test_shapes_reach_miou_06_on_unseen_scenes(tmp_path):
     """The issue's bar: UperNet on a small ConvNeXt, 30 epochs at 64×64 through `convnext-hf train` with the demo's
-    command line (on half its scenes), scored on scenes it never saw (the validation scenes are only used for the
-    final evaluation)."""
-    train = write_segmentation_folders(str(tmp_path / "train"), 150, seed=0)
-    unseen = write_segmentation_folders(str(tmp_path / "unseen"), 60, seed=1)
+    command line, on randomly coloured shapes (form, not colour, tells the classes), scored on scenes it never saw
+    (the validation scenes are only used for the final evaluation)."""
     settings = DemoSettings(**SEGMENTATION_DEFAULTS, seed=0)
+    train = write_segmentation_folders(str(tmp_path / "train"), settings.train_images, seed=0)
+    unseen = write_segmentation_folders(str(tmp_path / "unseen"), 60, seed=1)
     argv = segmentation_arguments(settings, train, unseen, str(tmp_path / "model"))
     threads = torch.get_num_threads()
     # One thread: the tiny model's ops are too small to share, and a busy second core stalls them.
