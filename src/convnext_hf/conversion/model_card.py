@@ -130,23 +130,20 @@ def usage(conversion: Conversion, model_id: str) -> str:
         f"model = {auto_class}.from_pretrained(model_id).eval()",
         'inputs = processor(image, return_tensors="pt")',
     ]
-    # With the package imported, trust_remote_code=False makes the pipeline use it instead of asking about the
-    # repository's copy of the code.
-    local = ", trust_remote_code=False" if registered else ""
     if task == CLASSIFICATION:
         lines += ["logits = model(**inputs).logits", "print(model.config.id2label[logits.argmax(-1).item()])"]
-        lines += [f'print(pipeline("image-classification", model=model_id{local})(image))']
+        lines += ['print(pipeline("image-classification", model=model_id)(image))']
     elif task == SEGMENTATION:
         lines += [
             "outputs = model(**inputs)  # logits: (1, classes, height, width) at the input resolution",
             "segmentation = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]",
-            f'print(pipeline("image-segmentation", model=model_id{local})(image))',
+            'print(pipeline("image-segmentation", model=model_id)(image))',
         ]
     elif task == BACKBONE:
         lines += ["feature_maps = model(**inputs).feature_maps  # one normalized map per stage"]
     else:
         lines += ["pooled = model(**inputs).pooler_output",
-                  f'print(pipeline("image-feature-extraction", model=model_id{local})(image))']
+                  'print(pipeline("image-feature-extraction", model=model_id)(image))']
     lines.append("```")
     if registered and task != SEGMENTATION:
         lines += [
