@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .. import __version__
+from ..card_table import facts_table
 from ..complexity import count_macs, parameter_count
 from ..configuration_convnext import ConvNextConfig
 from .converter import Conversion
@@ -192,7 +193,7 @@ def _details(conversion: Conversion, entry: ZooEntry | None, resolution: int) ->
         ]
     if conversion.labels.dataset:
         rows.append(("labels", f"{arch.num_labels} ({conversion.labels.dataset})"))
-    return "| | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return facts_table(rows)
 
 
 def _results(entry: ZooEntry) -> str:
