@@ -84,11 +84,11 @@ def test_round_trip_keeps_every_field(tmp_path):
 def test_reads_the_builtin_convnext_config():
     import transformers
 
-    native = transformers.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1], num_labels=4)
-    config = ConvNextConfig.from_dict(native.to_dict())
+    builtin = transformers.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1], num_labels=4)
+    config = ConvNextConfig.from_dict(builtin.to_dict())
     assert (config.hidden_sizes, config.depths, config.num_labels) == ([8, 16, 24, 32], [1, 1, 2, 1], 4)
     # The built-in's final-norm eps (1e-12) is a conversion artifact; the official network uses 1e-6 everywhere.
-    assert native.layer_norm_eps == 1e-12 and config.layer_norm_eps == 1e-6
+    assert builtin.layer_norm_eps == 1e-12 and config.layer_norm_eps == 1e-6
     assert config.model_type == "convnext_hf"
 
 

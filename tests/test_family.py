@@ -15,7 +15,7 @@ from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNext
 from convnext_hf.conversion.checkpoint_io import load_checkpoint
 from convnext_hf.conversion.converter import UnsupportedVariantError, convert
 from convnext_hf.conversion.layouts import detect_layout
-from convnext_hf.native import save_native
+from convnext_hf.transformers_format import save_as_transformers
 from helpers import FIXTURES, run_convert
 
 FAMILY = FIXTURES / "family"
@@ -27,19 +27,19 @@ CASES = {
     "v2-mini.fcmae.pt": ("v2-mini", "official-v2-fcmae"),
     "v2-mini.timm": ("v2-mini", "timm"),
     "v2-mini.timm/model.safetensors": ("v2-mini", "timm"),
-    "v2-mini.hf-native.safetensors": ("v2-mini", "hf-native"),
+    "v2-mini.transformers.safetensors": ("v2-mini", "transformers"),
     "v2-convmlp-mini.timm": ("v2-convmlp-mini", "timm"),
     "convmlp-mini.timm": ("convmlp-mini", "timm"),
     "ols-mini.timm": ("ols-mini", "timm"),
     "hnf-mini.timm": ("hnf-mini", "timm"),
     "mlphead-mini.timm": ("mlphead-mini", "timm"),
     "dinov3-mini.dinov3.pth": ("dinov3-mini", "official"),
-    "dinov3-mini.hf-native.safetensors": ("dinov3-mini", "dinov3_convnext"),
+    "dinov3-mini.transformers.safetensors": ("dinov3-mini", "dinov3_convnext"),
 }
 # What the built-in ConvNext / ConvNextV2 can express (no ols stem, no hnf, no MLP head).
 BUILTIN_EXPRESSIBLE = [
     "v2-mini.fb-v2.pt", "v2-mini.fcmae.pt", "v2-mini.timm", "v2-convmlp-mini.timm", "convmlp-mini.timm",
-    "dinov3-mini.hf-native.safetensors",
+    "dinov3-mini.transformers.safetensors",
 ]
 # The FCMAE encoder has no final LayerNorm and no head: only its stage outputs are the V2 model's.
 FCMAE_OUTPUTS = ("stage1", "stage2", "stage3", "stage4")
@@ -140,8 +140,8 @@ def test_transformers_target_writes_the_builtin_convnextv2(converted):
 def builtin_v2_folder(tmp_path):
     folder = tmp_path / "builtin-v2"
     folder.mkdir()
-    shutil.copy(FAMILY / "v2-mini.hf-native.safetensors", folder / "model.safetensors")
-    shutil.copy(FAMILY / "v2-mini.hf-native.config.json", folder / "config.json")
+    shutil.copy(FAMILY / "v2-mini.transformers.safetensors", folder / "model.safetensors")
+    shutil.copy(FAMILY / "v2-mini.transformers.config.json", folder / "config.json")
     return folder
 
 
@@ -150,7 +150,7 @@ def test_v2_round_trips_with_the_builtin_convnextv2(tmp_path):
     ours, info = ConvNextForImageClassification.from_pretrained(builtin_v2_folder(tmp_path), output_loading_info=True)
     assert not any(info.values()), info
     assert ours.config.use_grn and ours.config.layer_scale_init_value == 0
-    save_native(ours, tmp_path / "back")
+    save_as_transformers(ours, tmp_path / "back")
     builtin = transformers.AutoModelForImageClassification.from_pretrained(tmp_path / "back")
     assert type(builtin) is transformers.ConvNextV2ForImageClassification
     with torch.no_grad():
@@ -161,8 +161,8 @@ def test_v2_round_trips_with_the_builtin_convnextv2(tmp_path):
 def test_dinov3_pooled_equals_the_builtin_pooler_output(converted, tmp_path):
     builtin_folder = tmp_path / "dinov3"
     builtin_folder.mkdir()
-    shutil.copy(FAMILY / "dinov3-mini.hf-native.safetensors", builtin_folder / "model.safetensors")
-    shutil.copy(FAMILY / "dinov3-mini.hf-native.config.json", builtin_folder / "config.json")
+    shutil.copy(FAMILY / "dinov3-mini.transformers.safetensors", builtin_folder / "model.safetensors")
+    shutil.copy(FAMILY / "dinov3-mini.transformers.config.json", builtin_folder / "config.json")
     builtin = transformers.DINOv3ConvNextModel.from_pretrained(builtin_folder).eval()
     ours = ConvNextModel.from_pretrained(converted("dinov3-mini.dinov3.pth")).eval()
     pixels = expected_outputs("dinov3-mini")["input_1"]

@@ -193,7 +193,7 @@ def test_remote_code_loads_where_the_package_is_not_installed(saved_folder, tmp_
 @pytest.mark.slow
 def test_importing_the_package_needs_neither_torchvision_nor_timm():
     script = (
-        "import sys, convnext_hf, convnext_hf.native, convnext_hf.complexity\n"
+        "import sys, convnext_hf, convnext_hf.transformers_format, convnext_hf.complexity\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torchvision', 'timm')))"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)

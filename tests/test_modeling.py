@@ -6,21 +6,21 @@ import torch.nn.functional as F
 import transformers
 
 from convnext_hf import ConvNextBackbone, ConvNextConfig, ConvNextForImageClassification, ConvNextModel
-from convnext_hf.native import save_native, to_native
+from convnext_hf.transformers_format import save_as_transformers, to_transformers
 from helpers import FIXTURES, golden_expected, max_diff
 
 
 @pytest.fixture
-def golden_native_dir(tmp_path):
+def golden_transformers_dir(tmp_path):
     """The golden `mini` weights as transformers' built-in ConvNext saved them."""
-    shutil.copy(FIXTURES / "mini.hf-native.config.json", tmp_path / "config.json")
-    shutil.copy(FIXTURES / "mini.hf-native.safetensors", tmp_path / "model.safetensors")
+    shutil.copy(FIXTURES / "mini.transformers.config.json", tmp_path / "config.json")
+    shutil.copy(FIXTURES / "mini.transformers.safetensors", tmp_path / "model.safetensors")
     return tmp_path
 
 
-def test_golden_weights_match_the_official_outputs_and_the_builtin(golden_native_dir):
-    ours = ConvNextForImageClassification.from_pretrained(golden_native_dir).eval()
-    builtin = transformers.ConvNextForImageClassification.from_pretrained(golden_native_dir).eval()
+def test_golden_weights_match_the_official_outputs_and_the_builtin(golden_transformers_dir):
+    ours = ConvNextForImageClassification.from_pretrained(golden_transformers_dir).eval()
+    builtin = transformers.ConvNextForImageClassification.from_pretrained(golden_transformers_dir).eval()
     expected = golden_expected("mini")
     for k in (0, 1):
         pixel_values = expected[f"input_{k}"]
@@ -38,16 +38,16 @@ def test_golden_weights_match_the_official_outputs_and_the_builtin(golden_native
 
 def test_builtin_checkpoints_load_and_ours_export_to_the_builtin(tmp_path, tiny_config_kwargs):
     torch.manual_seed(1)
-    native = transformers.ConvNextForImageClassification(
+    builtin = transformers.ConvNextForImageClassification(
         transformers.ConvNextConfig(layer_norm_eps=1e-6, **tiny_config_kwargs)
     ).eval()
-    native.save_pretrained(tmp_path / "native")
-    ours = ConvNextForImageClassification.from_pretrained(tmp_path / "native").eval()
+    builtin.save_pretrained(tmp_path / "builtin")
+    ours = ConvNextForImageClassification.from_pretrained(tmp_path / "builtin").eval()
     assert ours.config.model_type == "convnext_hf"
     pixel_values = torch.randn(2, 3, 64, 96)
-    torch.testing.assert_close(ours(pixel_values).logits, native(pixel_values).logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours(pixel_values).logits, builtin(pixel_values).logits, rtol=0, atol=1e-5)
 
-    save_native(ours, tmp_path / "exported")
+    save_as_transformers(ours, tmp_path / "exported")
     config_json = (tmp_path / "exported" / "config.json").read_text()
     assert '"model_type": "convnext"' in config_json and "auto_map" not in config_json
     assert not list((tmp_path / "exported").glob("*.py"))
@@ -59,7 +59,7 @@ def test_builtin_checkpoints_load_and_ours_export_to_the_builtin(tmp_path, tiny_
 def test_export_refuses_what_the_builtin_cannot_express(tmp_path):
     iso = ConvNextForImageClassification(ConvNextConfig(hidden_sizes=[16], depths=[2], isotropic=True, patch_size=16))
     with pytest.raises(ValueError, match="isotropic"):
-        save_native(iso, tmp_path / "out")
+        save_as_transformers(iso, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -68,9 +68,9 @@ def test_export_refuses_to_overwrite(tmp_path, tiny_config_kwargs):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("precious")
     with pytest.raises(FileExistsError, match="overwrite"):
-        save_native(model, tmp_path / "out")
+        save_as_transformers(model, tmp_path / "out")
     assert (tmp_path / "out" / "keep.txt").read_text() == "precious"
-    save_native(model, tmp_path / "out", overwrite=True)
+    save_as_transformers(model, tmp_path / "out", overwrite=True)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
 
 
@@ -80,7 +80,7 @@ def test_backbone_matches_the_builtin_backbone(tiny_config_kwargs):
     for norm in ours.hidden_states_norms.values():
         torch.nn.init.normal_(norm.weight)
         torch.nn.init.normal_(norm.bias)
-    builtin = to_native(ours).eval()
+    builtin = to_transformers(ours).eval()
     assert type(builtin) is transformers.ConvNextBackbone
     pixel_values = torch.randn(1, 3, 96, 64)
     out, ref = ours(pixel_values), builtin(pixel_values)
@@ -96,7 +96,7 @@ def test_backbone_matches_the_builtin_backbone(tiny_config_kwargs):
 def test_hidden_states_selection_matches_the_builtin(model_class, selection, tiny_config_kwargs):
     config = ConvNextConfig(out_features=["stage2", "stage4"], **tiny_config_kwargs)
     ours = model_class(config).eval()
-    builtin = to_native(ours).eval()
+    builtin = to_transformers(ours).eval()
     pixel_values = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         out = ours(pixel_values, output_hidden_states=selection).hidden_states
@@ -239,7 +239,7 @@ def test_channels_last_and_half_precision_inputs(tiny_config_kwargs):
     [
         (torch.randn(3, 64, 64), ValueError, "4 dimensions.*unsqueeze"),
         (torch.randn(1, 1, 64, 64), ValueError, "1 channels but the model expects 3"),
-        (torch.randn(1, 4, 64, 64), ValueError, "convert the images to RGB"),
+        (torch.randn(1, 4, 64, 64), ValueError, "give the images that many channels"),
         (torch.randn(1, 3, 16, 64), ValueError, "smaller than the model's total stride 32"),
         (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), TypeError, "floating-point.*image processor"),
         (torch.zeros(0, 3, 64, 64), ValueError, "empty batch"),

@@ -30,8 +30,8 @@ HALF_PRECISION_TOLERANCE = {torch.bfloat16: 3e-2, torch.float16: 5e-3}
 def golden_model(tmp_path_factory: pytest.TempPathFactory) -> ConvNextForImageClassification:
     """The golden 'mini' checkpoint in transformers' built-in layout, loaded by our class."""
     folder = tmp_path_factory.mktemp("mini")
-    shutil.copy(FIXTURES / "mini.hf-native.config.json", folder / "config.json")
-    shutil.copy(FIXTURES / "mini.hf-native.safetensors", folder / "model.safetensors")
+    shutil.copy(FIXTURES / "mini.transformers.config.json", folder / "config.json")
+    shutil.copy(FIXTURES / "mini.transformers.safetensors", folder / "model.safetensors")
     return ConvNextForImageClassification.from_pretrained(folder).eval()
 
 

@@ -295,7 +295,7 @@ LAYOUTS: tuple[Layout, ...] = (
         _fixed(MMSEG_RULES),
     ),
     Layout(
-        "hf-native",
+        "transformers",
         "transformers (built-in ConvNext / ConvNextV2, convnext_hf, or UperNet with a ConvNext backbone)",
         _is_transformers,
         _transformers_rules,

@@ -16,7 +16,7 @@ from .. import (
 )
 from ..errors import UserInputError
 from ..image_processing_convnext import DEFAULT_CROP_PCT, WARP_RESOLUTION
-from ..native import NATIVE_CLASSES, native_parameter_name, to_native_config
+from ..transformers_format import TRANSFORMERS_CLASSES, to_transformers_config, transformers_parameter_name
 from .architecture import Architecture
 from .labels import label_maps
 from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
@@ -27,7 +27,7 @@ TRANSFORMERS = "transformers"
 TARGETS = (CONVNEXT_HF, TRANSFORMERS)
 
 
-# The convnext_hf model of each task; the built-in one of the transformers target is its counterpart in native.py.
+# The convnext_hf model of each task; the transformers target's built-in counterpart is in transformers_format.py.
 MODEL_CLASSES = {
     CLASSIFICATION: ConvNextForImageClassification,
     FEATURE_EXTRACTION: ConvNextModel,
@@ -41,14 +41,14 @@ TIMM_INTERPOLATIONS = {"bicubic": PILImageResampling.BICUBIC, "bilinear": PILIma
 def model_class(arch: Architecture, target: str) -> type[transformers.PreTrainedModel]:
     """The class of the target model for `arch` (not UperNet, which wraps one)."""
     ours = MODEL_CLASSES[arch.task]
-    return NATIVE_CLASSES[arch.use_grn][ours] if target == TRANSFORMERS else ours
+    return TRANSFORMERS_CLASSES[arch.use_grn][ours] if target == TRANSFORMERS else ours
 
 
 def target_parameter_names(names: dict[str, torch.Tensor], arch: Architecture, target: str) -> dict[str, torch.Tensor]:
     """Parameters named as in convnext_hf, renamed where the built-in ConvNextV2 differs (its `convnextv2.` prefix)."""
     if target != TRANSFORMERS or not arch.use_grn:
         return names
-    return {native_parameter_name(name, arch.use_grn): value for name, value in names.items()}
+    return {transformers_parameter_name(name, arch.use_grn): value for name, value in names.items()}
 
 
 # How users load each task's model (and how the converter reloads what it saved before trusting it).
@@ -95,7 +95,7 @@ def model_config(
         **(label_maps(id2label) if arch.task == CLASSIFICATION else {}),
     )
     if target == TRANSFORMERS:
-        convnext = to_native_config(convnext)
+        convnext = to_transformers_config(convnext)
     if arch.task == SEGMENTATION:
         return upernet_config(arch, convnext, id2label)
     return convnext

@@ -18,7 +18,7 @@ from .configuration_convnext import ConvNextConfig
 from .errors import UserInputError
 from .modeling_convnext import ConvNextBackbone, ConvNextForImageClassification, ConvNextModel, ConvNextPreTrainedModel
 
-NATIVE_CLASSES: dict[bool, dict[type[ConvNextPreTrainedModel], type[transformers.PreTrainedModel]]] = {
+TRANSFORMERS_CLASSES: dict[bool, dict[type[ConvNextPreTrainedModel], type[transformers.PreTrainedModel]]] = {
     False: {
         ConvNextModel: transformers.ConvNextModel,
         ConvNextForImageClassification: transformers.ConvNextForImageClassification,
@@ -35,17 +35,19 @@ NATIVE_CLASSES: dict[bool, dict[type[ConvNextPreTrainedModel], type[transformers
 NATIVE_V2_PREFIX = "convnextv2."
 
 
-def native_classes(config: ConvNextConfig) -> dict[type[ConvNextPreTrainedModel], type[transformers.PreTrainedModel]]:
+def transformers_classes(
+    config: ConvNextConfig,
+) -> dict[type[ConvNextPreTrainedModel], type[transformers.PreTrainedModel]]:
     """The built-in classes that express `config`'s models: ConvNextV2's for GRN models, ConvNext's otherwise."""
-    return NATIVE_CLASSES[config.use_grn]
+    return TRANSFORMERS_CLASSES[config.use_grn]
 
 
-def native_parameter_name(name: str, use_grn: bool) -> str:
+def transformers_parameter_name(name: str, use_grn: bool) -> str:
     """The built-in model's name of one of our parameters."""
     return NATIVE_V2_PREFIX + name.removeprefix("convnext.") if use_grn and name.startswith("convnext.") else name
 
 
-def to_native_config(config: ConvNextConfig) -> transformers.ConvNextConfig | transformers.ConvNextV2Config:
+def to_transformers_config(config: ConvNextConfig) -> transformers.ConvNextConfig | transformers.ConvNextV2Config:
     """Translate our configuration to the built-in's, refusing what the built-in cannot express."""
     reasons = []
     if config.isotropic:
@@ -86,21 +88,24 @@ def to_native_config(config: ConvNextConfig) -> transformers.ConvNextConfig | tr
     return transformers.ConvNextConfig(**common, layer_scale_init_value=config.layer_scale_init_value)
 
 
-def to_native(model: ConvNextPreTrainedModel) -> transformers.PreTrainedModel:
+def to_transformers(model: ConvNextPreTrainedModel) -> transformers.PreTrainedModel:
     """Return the built-in ConvNext (or ConvNextV2) model holding the same weights as `model`."""
-    classes = native_classes(model.config)
-    native_class = classes.get(type(model))
-    if native_class is None:
+    classes = transformers_classes(model.config)
+    builtin_class = classes.get(type(model))
+    if builtin_class is None:
         raise TypeError(f"Cannot export {type(model).__name__}; export one of {[c.__name__ for c in classes]}.")
-    native = native_class(to_native_config(model.config))
-    state = {native_parameter_name(name, model.config.use_grn): value for name, value in model.state_dict().items()}
-    native.load_state_dict(state, strict=True)
-    return native.to(dtype=model.dtype)
+    builtin = builtin_class(to_transformers_config(model.config))
+    use_grn = model.config.use_grn
+    state = {transformers_parameter_name(name, use_grn): value for name, value in model.state_dict().items()}
+    builtin.load_state_dict(state, strict=True)
+    return builtin.to(dtype=model.dtype)
 
 
-def save_native(model: ConvNextPreTrainedModel, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+def save_as_transformers(
+    model: ConvNextPreTrainedModel, output_dir: str | os.PathLike, overwrite: bool = False
+) -> Path:
     """Save `model` in the built-in's format: a folder plain transformers loads without `trust_remote_code`."""
-    native = to_native(model)
+    builtin = to_transformers(model)
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
-        native.save_pretrained(staging)
+        builtin.save_pretrained(staging)
     return Path(output_dir)
