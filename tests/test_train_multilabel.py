@@ -175,9 +175,9 @@ def test_shapes_reach_map_085_on_unseen_scenes(tmp_path, one_thread):
     argv = [
         "train", "--train_file", train_csv, "--task", "multi-label-classification", "--variant", "atto",
         "--config_overrides", SHAPES_CONFIG, "--image_size", "64", "--rrc_scale_min", "1", "--rrc_ratio", "1", "1",
-        "--crop_pct", "1",
-        "--num_train_epochs", "30", "--per_device_train_batch_size", "32", "--learning_rate", "1e-3",
-        "--weight_decay", "0.05", "--warmup_steps", "0.1", "--lr_scheduler_type", "cosine", "--train_val_split", "0", "--eval_strategy", "no",
+        "--crop_pct", "1", "--num_train_epochs", "30", "--per_device_train_batch_size", "32", "--learning_rate", "1e-3",
+        "--weight_decay", "0.05", "--warmup_steps", "0.1", "--lr_scheduler_type", "cosine", "--train_val_split", "0",
+        "--eval_strategy", "no",
         "--save_strategy", "no", "--output_dir", str(tmp_path / "model"), "--report_to", "none",
         "--cache_dir", str(tmp_path / "cache"), "--plots", "false", "--seed", "0",
     ]  # fmt: skip
