@@ -142,7 +142,7 @@ def _quantize(
     staging: Path, scratch: Path, float_onnx: Path, float_model: EngineModel, options: ExportOptions, exportable
 ) -> dict:
     """Quantize with the calibration images, write the int8 model, and score float and int8 on validation images."""
-    processor = transformers.AutoImageProcessor.from_pretrained(options.model_dir)
+    processor = transformers.AutoImageProcessor.from_pretrained(str(options.model_dir))
     calibration = image_files(options.calibration_dir)[: options.calibration_images]
     int8_onnx = scratch / "int8" / ONNX_FILE
     int8_onnx.parent.mkdir()

@@ -49,7 +49,7 @@ def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.flo
     config_path = Path(model_dir) / "config.json"
     if not config_path.is_file():
         raise UserInputError(f"{model_dir} has no config.json; pass --model a folder written by save_pretrained.")
-    config = transformers.AutoConfig.from_pretrained(model_dir)
+    config = transformers.AutoConfig.from_pretrained(str(model_dir))
     architecture = (config.architectures or [""])[0]
     suffix = next((suffix for suffix in TASKS if architecture.endswith(suffix)), None)
     if suffix is None:
@@ -58,7 +58,9 @@ def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.flo
             f"{', '.join('*' + suffix for suffix in TASKS)} folders."
         )
     auto_class, task, fields = TASKS[suffix]
-    model = getattr(transformers, auto_class).from_pretrained(model_dir, dtype=dtype).eval()
+    # The class the Auto mapping names (AutoBackbone.from_pretrained itself would look the folder up on the Hub).
+    model_class = getattr(transformers, auto_class)._model_mapping[type(config)]
+    model = model_class.from_pretrained(str(model_dir), dtype=dtype).eval()
     output_names = tuple(config.out_features) if fields == ("feature_maps",) else fields
     backbone_config = getattr(config, "backbone_config", None) or config
     image_size = image_size_of(model_dir, backbone_config)
@@ -67,10 +69,9 @@ def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.flo
 
 def image_size_of(model_dir: str | os.PathLike, config: transformers.PreTrainedConfig) -> int:
     """The side of the images the model's processor makes (its crop), else the config's `image_size`."""
-    try:
-        processor = transformers.AutoImageProcessor.from_pretrained(model_dir)
-    except OSError:
+    if not (Path(model_dir) / "preprocessor_config.json").is_file():
         return int(getattr(config, "image_size", 224))
+    processor = transformers.AutoImageProcessor.from_pretrained(str(model_dir))
     size = processor.crop_size if getattr(processor, "crop_size", None) else processor.size
     size = dict(size)
     return int(size.get("shortest_edge") or size.get("height"))
@@ -99,9 +100,11 @@ def _window_sums(features: torch.Tensor, dim: int, windows: int) -> tuple[torch.
     index = torch.arange(windows, device=features.device)
     start = (index * size) // windows
     end = ((index + 1) * size + windows - 1) // windows
-    cumulative = torch.cat([torch.zeros_like(features.narrow(dim, 0, 1)), features.cumsum(dim)], dim)
+    # In float64: the window sums are differences of running sums, which float32 would round at their magnitude.
+    cumulative = features.double().cumsum(dim)
+    cumulative = torch.cat([torch.zeros_like(cumulative.narrow(dim, 0, 1)), cumulative], dim)
     sums = cumulative.index_select(dim, end) - cumulative.index_select(dim, start)
-    return sums, (end - start).to(features.dtype)
+    return sums, (end - start).double()
 
 
 def adaptive_avg_pool2d(features: torch.Tensor, output_size: Sequence[int]) -> torch.Tensor:
@@ -112,7 +115,7 @@ def adaptive_avg_pool2d(features: torch.Tensor, output_size: Sequence[int]) -> t
     """
     rows, row_lengths = _window_sums(features, -2, output_size[0])
     sums, column_lengths = _window_sums(rows, -1, output_size[1])
-    return sums / (row_lengths[:, None] * column_lengths[None, :])
+    return (sums / (row_lengths[:, None] * column_lengths[None, :])).to(features.dtype)
 
 
 def capture(
@@ -120,21 +123,15 @@ def capture(
 ) -> torch.export.ExportedProgram:
     """Trace the model's forward with torch.export: batch, height and width symbolic unless `dynamic` is False."""
     module = OutputTuple(exportable.model, exportable.fields).eval()
-    dynamic_shapes = None
-    if dynamic:
-        dynamic_shapes = {INPUT_NAME: {axis: torch.export.Dim(name) for axis, name in DYNAMIC_AXES.items()}}
-    else:
-        dynamic_shapes = {INPUT_NAME: {0: torch.export.Dim("batch")}}
-    try:
+    axes = DYNAMIC_AXES if dynamic else {0: DYNAMIC_AXES[0]}
+    # Dim.DYNAMIC accepts the size bounds the model implies instead of failing on them, and size-oblivious tracing
+    # keeps a stage output of 1 pixel from being specialized; sizes other than the traced one are checked by parity.
+    dynamic_shapes = {INPUT_NAME: dict.fromkeys(axes, torch.export.Dim.DYNAMIC)}
+    with torch.fx.experimental._config.patch(backed_size_oblivious=True):
         program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes, strict=False)
-    except torch._dynamo.exc.UserError as error:
-        # A model valid only from some size on (e.g. a stage output of at least 2 pixels) states that bound in the
-        # error; export again within it. Sizes beyond it are checked by the parity run.
-        dynamic_shapes = torch.export.dynamic_shapes.refine_dynamic_shapes_from_suggested_fixes(
-            error.msg, dynamic_shapes
-        )
-        program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes, strict=False)
-    return program.run_decompositions({torch.ops.aten._adaptive_avg_pool2d.default: adaptive_avg_pool2d})
+    aten = torch.ops.aten
+    table = dict.fromkeys((aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default), adaptive_avg_pool2d)
+    return program.run_decompositions(table)
 
 
 def name_dynamic_axes(path: Path) -> None:
