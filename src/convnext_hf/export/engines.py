@@ -70,17 +70,17 @@ def engine_model(engine: str, path: str | os.PathLike) -> EngineModel:
 
 
 def install(engine: str, onnx_path: Path, directory: Path, dtype: str) -> Path:
-    """Put the ONNX model at `onnx_path` into `directory` as `engine`'s file (moved, or converted to OpenVINO IR with
+    """Put the ONNX model at `onnx_path` into `directory` as `engine`'s file (copied, or converted to OpenVINO IR with
     float16 weights when `dtype` is float16); return the file's path."""
     directory.mkdir(parents=True, exist_ok=True)
     if engine == "openvino":
         path = directory / OPENVINO_FILE
         onnx_to_openvino(onnx_path, path, compress_to_fp16=dtype == "float16")
         return path
-    # Weights of models over 2 GB live beside the graph, named after it; they move together.
+    # Weights of models over 2 GB live beside the graph, named after it; they go together.
     for part in (onnx_path, onnx_path.with_name(onnx_path.name + ".data")):
         if part.exists():
-            shutil.move(part, directory / part.name)
+            shutil.copy2(part, directory / part.name)
     return directory / onnx_path.name
 
 
