@@ -21,10 +21,8 @@ import argparse
 import copy
 import datetime
 import json
-import os
 import platform
 import random
-import re
 import statistics
 import sys
 import time
@@ -37,8 +35,14 @@ from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from convnext_hf import ConvNextConfig, ConvNextForImageClassification
+from convnext_hf.atomic import atomic_file
+from convnext_hf.cli import CommandParser
 from convnext_hf.configuration_convnext import HIERARCHICAL_VARIANTS
+from convnext_hf.conversion.layouts import TIMM_RULES
+from convnext_hf.conversion.naming import CLASSIFICATION, official_to_transformers
+from convnext_hf.conversion.rename import invert, rename
 from convnext_hf.inference_convnext import amx_is_available
+from convnext_hf.native import to_native
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Largest max|a - b| / max|reference| allowed between an implementation and ours in float32 eager.
@@ -54,11 +58,11 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Read the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="tiny", choices=list(HIERARCHICAL_VARIANTS))
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--train-batch-size", type=int, default=None, help="default: the largest --batch-sizes")
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--train_batch_size", type=int, default=None, help="default: the largest --batch_sizes")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=list(DTYPES))
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, one per core)")
@@ -71,10 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--iters", type=int, default=15, help="timed calls of each implementation per setting")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd implementations")
-    parser.add_argument("--no-train", action="store_true", help="skip the training-step measurements")
-    parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--overwrite", action="store_true", help="replace results already in --output-dir")
+    parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile'd implementations")
+    parser.add_argument("--no_train", action="store_true", help="skip the training-step measurements")
+    parser.add_argument("--output_dir", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--overwrite", action="store_true", help="replace results already in --output_dir")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: atto at 64², batches 1 and 2, 2 iterations, no compile"
     )
@@ -85,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         # On tiny inputs each op is so short that two threads mostly wait for each other on a busy machine.
         args.threads = args.threads or 1
     if min(args.batch_sizes) < 1 or args.iters < 1 or args.warmup < 0:
-        parser.error("--batch-sizes and --iters must be positive and --warmup non-negative.")
+        parser.error("--batch_sizes and --iters must be positive and --warmup non-negative.")
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu measures one thread's work: add --threads 1, or use --clock wall.")
     args.train_batch_size = args.train_batch_size or max(args.batch_sizes)
@@ -95,20 +99,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--clock cpu times CPU work only: use --devices cpu, or --clock wall for GPUs.")
     existing = [path for path in output_paths(args.output_dir) if path.exists()]
     if existing and not args.overwrite:
-        parser.error(f"{', '.join(map(str, existing))} already exist; pass --overwrite or another --output-dir.")
+        parser.error(f"{', '.join(map(str, existing))} already exist; pass --overwrite or another --output_dir.")
     return args
 
 
 def output_paths(output_dir: Path) -> tuple[Path, Path]:
     """Where the results JSON and the plot go."""
     return output_dir / "benchmark.json", output_dir / "benchmark.png"
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then move it into place, so no reader sees half a file."""
-    temporary = path.with_name(f".{path.name}.partial")
-    write(temporary)
-    os.replace(temporary, path)
 
 
 def make_reference_model(variant: str) -> ConvNextForImageClassification:
@@ -125,39 +122,14 @@ def make_reference_model(variant: str) -> ConvNextForImageClassification:
 
 
 def make_builtin_model(ours: ConvNextForImageClassification) -> torch.nn.Module:
-    """transformers' built-in ConvNext with our weights (the parameter names are the same)."""
-    config = transformers.ConvNextConfig(
-        hidden_sizes=ours.config.hidden_sizes,
-        depths=ours.config.depths,
-        num_labels=NUM_LABELS,
-        layer_norm_eps=ours.config.layer_norm_eps,
-    )
-    builtin = transformers.ConvNextForImageClassification(config)
-    builtin.load_state_dict(ours.state_dict())
-    return builtin.eval()
+    """transformers' built-in ConvNext with our weights."""
+    return to_native(ours).eval()
 
 
 def timm_state_dict(ours: ConvNextForImageClassification) -> dict[str, torch.Tensor]:
-    """Our weights under timm's ConvNeXt parameter names."""
-    renames = [
-        (r"^convnext\.embeddings\.patch_embeddings\.", "stem.0."),
-        (r"^convnext\.embeddings\.layernorm\.", "stem.1."),
-        (r"^convnext\.encoder\.stages\.(\d+)\.downsampling_layer\.", r"stages.\1.downsample."),
-        (r"^convnext\.encoder\.stages\.(\d+)\.layers\.(\d+)\.", r"stages.\1.blocks.\2."),
-        (r"\.dwconv\.", ".conv_dw."),
-        (r"\.layernorm\.", ".norm."),
-        (r"\.pwconv1\.", ".mlp.fc1."),
-        (r"\.pwconv2\.", ".mlp.fc2."),
-        (r"\.layer_scale_parameter$", ".gamma"),
-        (r"^convnext\.layernorm\.", "head.norm."),
-        (r"^classifier\.", "head.fc."),
-    ]
-    renamed = {}
-    for name, tensor in ours.state_dict().items():
-        for pattern, replacement in renames:
-            name = re.sub(pattern, replacement, name)
-        renamed[name] = tensor
-    return renamed
+    """Our weights under timm's ConvNeXt parameter names, through the converter's own rename rules."""
+    official = rename(ours.state_dict(), invert(official_to_transformers(CLASSIFICATION, isotropic=False)))
+    return rename(official.renamed, invert(TIMM_RULES)).renamed
 
 
 def make_timm_model(ours: ConvNextForImageClassification, variant: str) -> torch.nn.Module | None:
@@ -327,7 +299,10 @@ def benchmark_inference(
         for batch in args.batch_sizes:
             pixel_values = random_images(args, batch, device)
             reference = models[OURS_EAGER](pixel_values).logits.float().cpu()
-            calls = {name: (lambda forward=forward: forward(pixel_values)) for name, forward in implementations.items()}
+            calls = {
+                name: (lambda forward=forward, images=pixel_values: forward(images))
+                for name, forward in implementations.items()
+            }
             rows += measure("inference", calls, reference, dtype, batch, device, args)
     return rows
 
@@ -457,7 +432,8 @@ def plot(rows: list[dict], path: Path, title: str) -> bool:
         axis.grid(axis="y", alpha=0.3)
     figure.suptitle(title)
     figure.tight_layout()
-    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=110, format="png"))
+    with atomic_file(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
     return True
 
@@ -511,7 +487,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(format_target(target))
     json_path, plot_path = output_paths(args.output_dir)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(json_path, lambda temporary: temporary.write_text(json.dumps(results, indent=2) + "\n"))
+    with atomic_file(json_path) as temporary:
+        temporary.write_text(json.dumps(results, indent=2) + "\n")
     title = (
         f"ConvNeXt-{args.variant} {args.image_size}², {results['environment']['processor']}, "
         f"{torch.get_num_threads()} thread(s), {args.clock} clock"

@@ -6,7 +6,7 @@ The converter itself lives in the installed package (`convnext_hf.conversion`); 
 
 import sys
 
-from convnext_hf.conversion.command import main
+from convnext_hf.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["convert", *sys.argv[1:]]))

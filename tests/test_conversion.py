@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import FIXTURES, golden_expected
 from safetensors.torch import load_file, save_file
 
 from convnext_hf import ConvNextBackbone, ConvNextForImageClassification
-from convnext_hf.conversion import command as convert
 from convnext_hf.conversion import converter, verification
 from convnext_hf.conversion.architecture import detect_architecture
 from convnext_hf.conversion.checkpoint_io import UnsafeCheckpointError, load_checkpoint
 from convnext_hf.conversion.labels import labels_for
 from convnext_hf.conversion.layouts import detect_layout
+from helpers import FIXTURES, golden_expected, run_convert
 
 LAYOUTS = {
     "mini.fb.pth": "official",
@@ -38,9 +37,6 @@ def case_of(file_name: str) -> str:
     return file_name.split(".")[0]
 
 
-def run(*argv) -> int:
-    return convert.main([str(arg) for arg in argv])
-
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
@@ -50,7 +46,7 @@ def converted(tmp_path_factory):
     def get(file_name: str, target: str = "convnext_hf"):
         if (file_name, target) not in folders:
             output = tmp_path_factory.mktemp("converted") / f"{case_of(file_name)}-{target}"
-            assert run("--checkpoint", FIXTURES / file_name, "--output", output, "--target", target) == 0
+            assert run_convert("--checkpoint", FIXTURES / file_name, "--output", output, "--target", target) == 0
             folders[file_name, target] = output
         return folders[file_name, target]
 
@@ -152,7 +148,8 @@ def test_transformers_target_is_the_builtin_convnext_without_remote_code(convert
 
 def test_transformers_target_refuses_isotropic_models(tmp_path, capsys):
     output = tmp_path / "iso"
-    assert run("--checkpoint", FIXTURES / "iso-mini.fb.pth", "--output", output, "--target", "transformers") == 1
+    status = run_convert("--checkpoint", FIXTURES / "iso-mini.fb.pth", "--output", output, "--target", "transformers")
+    assert status == 2
     assert "cannot express an isotropic ConvNeXt" in capsys.readouterr().err
     assert not output.exists() and list(tmp_path.iterdir()) == []
 
@@ -161,7 +158,7 @@ def test_converted_folders_convert_again_as_transformers_native(converted, tmp_p
     """The transformers layout is read back for every task: classifier (isotropic too) and UperNet."""
     for file_name in ("iso-mini.fb.pth", "upernet-mini.fb-ade20k.pth"):
         output = tmp_path / case_of(file_name)
-        assert run("--checkpoint", converted(file_name), "--output", output) == 0
+        assert run_convert("--checkpoint", converted(file_name), "--output", output) == 0
         assert "**hf-native** layout" in (output / "README.md").read_text()
         assert max(golden_diffs(output, case_of(file_name)).values()) < TOLERANCE
 
@@ -169,7 +166,7 @@ def test_converted_folders_convert_again_as_transformers_native(converted, tmp_p
 def test_headless_checkpoints_become_a_feature_extractor_or_a_backbone(tmp_path):
     official = torch.load(FIXTURES / "mini.fb.pth", weights_only=True)["model"]
     save_file({k: v for k, v in official.items() if not k.startswith("head.")}, tmp_path / "trunk.safetensors")
-    assert run("--checkpoint", tmp_path / "trunk.safetensors", "--output", tmp_path / "trunk") == 0
+    assert run_convert("--checkpoint", tmp_path / "trunk.safetensors", "--output", tmp_path / "trunk") == 0
     expected = golden_expected("mini")
     model = transformers.AutoModel.from_pretrained(tmp_path / "trunk").eval()
     with torch.no_grad():
@@ -177,7 +174,7 @@ def test_headless_checkpoints_become_a_feature_extractor_or_a_backbone(tmp_path)
 
     dense = torch.load(FIXTURES / "upernet-mini.fb-ade20k.pth", weights_only=True)["state_dict"]
     save_file({k: v for k, v in dense.items() if k.startswith("backbone.")}, tmp_path / "backbone.safetensors")
-    assert run("--checkpoint", tmp_path / "backbone.safetensors", "--output", tmp_path / "backbone") == 0
+    assert run_convert("--checkpoint", tmp_path / "backbone.safetensors", "--output", tmp_path / "backbone") == 0
     expected = golden_expected("upernet-mini")
     # AutoBackbone.from_pretrained cannot take local folders in transformers 5.23 (it asks the Hub first).
     assert json.loads((tmp_path / "backbone" / "config.json").read_text())["architectures"] == ["ConvNextBackbone"]
@@ -208,7 +205,7 @@ def official_with(tmp_path, edit) -> str:
 )
 def test_weights_that_do_not_all_map_are_refused_with_the_keys_listed(tmp_path, capsys, edit, listed):
     source = official_with(tmp_path, edit)
-    assert run("--checkpoint", source, "--output", tmp_path / "out") == 1
+    assert run_convert("--checkpoint", source, "--output", tmp_path / "out") == 2
     error = capsys.readouterr().err
     assert "do not map one-to-one" in error and listed in error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edited.pth"]
@@ -223,10 +220,10 @@ def test_verification_catches_a_wrong_mapping_and_writes_nothing(tmp_path, capsy
                 ("stages.0.0.norm.{p}", "convnext.embeddings.layernorm.{p}"), *correct(task, isotropic)]
 
     monkeypatch.setattr(converter, "official_to_transformers", swapped)
-    assert run("--checkpoint", FIXTURES / "mini.fb.pth", "--output", tmp_path / "out") == 1
+    assert run_convert("--checkpoint", FIXTURES / "mini.fb.pth", "--output", tmp_path / "out") == 2
     assert "differs from the reference forward" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
-    assert run("--checkpoint", FIXTURES / "mini.fb.pth", "--output", tmp_path / "out", "--no-verify") == 0
+    assert run_convert("--checkpoint", FIXTURES / "mini.fb.pth", "--output", tmp_path / "out", "--no-verify") == 0
     assert "was **not** verified" in (tmp_path / "out" / "README.md").read_text()
 
 
@@ -269,7 +266,7 @@ def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path, caps
         source.write_bytes(pickle.dumps({"backbone.stages.0.0.pwconv1.weight": RunsCode(marker)}))
     with pytest.raises(UnsafeCheckpointError, match="[Rr]efusing"):
         load_checkpoint(source)
-    assert run("--checkpoint", source, "--output", tmp_path / "out") == 1
+    assert run_convert("--checkpoint", source, "--output", tmp_path / "out") == 2
     error = capsys.readouterr().err
     assert "Refusing" in error and "system" in error
     assert not marker.exists()
@@ -288,17 +285,18 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path, capsys):
     output = tmp_path / "out"
     output.mkdir()
     (output / "keep.txt").write_text("mine")
-    assert run("--checkpoint", FIXTURES / "mini.fb.pth", "--output", output) == 1
+    assert run_convert("--checkpoint", FIXTURES / "mini.fb.pth", "--output", output) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert sorted(p.name for p in output.iterdir()) == ["keep.txt"]
-    assert run("--checkpoint", FIXTURES / "mini.fb.pth", "--output", output, "--overwrite") == 0
+    assert run_convert("--checkpoint", FIXTURES / "mini.fb.pth", "--output", output, "--overwrite") == 0
     assert not (output / "keep.txt").exists() and (output / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_weights_are_safetensors_only_and_sharded_when_large(tmp_path):
     output = tmp_path / "sharded"
-    assert run("--checkpoint", FIXTURES / "mini.mmcls.pth", "--output", output, "--max-shard-size", "400KB") == 0
+    status = run_convert("--checkpoint", FIXTURES / "mini.mmcls.pth", "--output", output, "--max_shard_size", "400KB")
+    assert status == 0
     shards = sorted(p.name for p in output.glob("*.safetensors"))
     assert len(shards) > 1 and (output / "model.safetensors.index.json").is_file()
     assert {p.suffix for p in output.iterdir()} <= {".safetensors", ".json", ".py", ".md"}
@@ -334,7 +332,7 @@ def test_a_1000_class_head_gets_the_imagenet_labels(tmp_path):
         state.update({"head.weight": torch.randn(1000, 128), "head.bias": torch.zeros(1000)})
 
     source = official_with(tmp_path, imagenet_head)
-    assert run("--checkpoint", source, "--output", output, "--no-verify") == 0
+    assert run_convert("--checkpoint", source, "--output", output, "--no-verify") == 0
     model = ConvNextForImageClassification.from_pretrained(output)
     assert model.config.id2label[1] == "goldfish, Carassius auratus" and model.config.num_labels == 1000
 
@@ -343,7 +341,7 @@ def test_a_1000_class_head_gets_the_imagenet_labels(tmp_path):
 def test_processor_config_follows_the_resolution(tmp_path, resolution, crop_pct):
     output = tmp_path / "out"
     source = FIXTURES / "mini.fb.pth"
-    assert run("--checkpoint", source, "--output", output, "--resolution", resolution, "--no-verify") == 0
+    assert run_convert("--checkpoint", source, "--output", output, "--resolution", resolution, "--no-verify") == 0
     processor = json.loads((output / "preprocessor_config.json").read_text())
     assert processor["size"] == {"shortest_edge": resolution} and processor["crop_pct"] == crop_pct
     assert processor["resample"] == 3  # bicubic, as the official evaluation
@@ -365,7 +363,7 @@ def test_a_transformers_folder_keeps_its_labels(tmp_path):
     folder.mkdir()
     shutil.copy(FIXTURES / "mini.hf-native.config.json", folder / "config.json")
     shutil.copy(FIXTURES / "mini.hf-native.safetensors", folder / "model.safetensors")
-    assert run("--checkpoint", folder, "--output", tmp_path / "out") == 0
+    assert run_convert("--checkpoint", folder, "--output", tmp_path / "out") == 0
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["model_type"] == "convnext_hf" and config["id2label"]["6"] == "class_6"
     assert max(golden_diffs(tmp_path / "out", "mini").values()) < TOLERANCE
@@ -377,6 +375,6 @@ def test_a_transformers_folder_keeps_its_labels(tmp_path):
      (("--tolerance", "0"), "tolerance must be positive")],
 )
 def test_bad_options_are_refused_before_anything_is_written(tmp_path, capsys, option, message):
-    assert run("--checkpoint", FIXTURES / "mini.fb.pth", "--output", tmp_path / "out", *option) == 1
+    assert run_convert("--checkpoint", FIXTURES / "mini.fb.pth", "--output", tmp_path / "out", *option) == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
-from conftest import FIXTURES
 
-from convnext_hf.conversion import command as convert
+from helpers import FIXTURES, run_convert
 
 MAX_REQUESTS = 50  # the server stops answering after this many: a client stuck in a retry loop cannot hang the test
 
@@ -73,6 +72,7 @@ def hub_server():
     server.server_close()
 
 
+@pytest.mark.slow
 def test_push_creates_the_repo_and_commits_every_file(hub_server, tmp_path):
     endpoint, records = hub_server
     output = tmp_path / "mini"
@@ -111,7 +111,7 @@ def test_without_network_the_push_fails_clearly_after_the_local_output_is_comple
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     output = tmp_path / "mini"
     argv = ["--checkpoint", str(FIXTURES / "mini.fb.pth"), "--output", str(output), "--push-to-hub", "tester/mini"]
-    assert convert.main(argv) == 1
+    assert run_convert(*argv) == 2
     error = capsys.readouterr().err
     assert f"The converted model is complete in {output}" in error and "could not be reached" in error
     assert "hf upload tester/mini" in error

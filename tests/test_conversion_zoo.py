@@ -14,22 +14,18 @@ import huggingface_hub
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES
 from huggingface_hub import ModelCard
 from PIL import Image
 
 from convnext_hf import ConvNextConfig
 from convnext_hf.complexity import count_macs
-from convnext_hf.conversion import command as convert
 from convnext_hf.conversion.download import expected_digest
 from convnext_hf.conversion.zoo import load_zoo, select
 from convnext_hf.conversion.zoo_table import render_zoo_table
+from helpers import FIXTURES, run_convert
 
 TINY = ((96, 192, 384, 768), (3, 3, 9, 3))
 
-
-def run(*argv) -> int:
-    return convert.main([str(arg) for arg in argv])
 
 
 def official_checkpoint(widths, depths, num_classes: int) -> dict:
@@ -70,7 +66,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 def test_card_of_an_official_checkpoint_renders_the_zoo_metadata(tiny_checkpoint, tmp_path):
     output = tmp_path / "tiny"
-    assert run("--model", "convnext_tiny_1k_224_ema", "--checkpoint", tiny_checkpoint, "--output", output) == 0
+    assert run_convert("--model", "convnext_tiny_1k_224_ema", "--checkpoint", tiny_checkpoint, "--output", output) == 0
     card = ModelCard.load(output / "README.md")
     data = card.data.to_dict()
     assert data["license"] == "mit" and data["library_name"] == "transformers"
@@ -100,8 +96,8 @@ def test_card_of_an_official_checkpoint_renders_the_zoo_metadata(tiny_checkpoint
 def test_a_384_checkpoint_warps_and_reports_its_own_results(tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     output = tmp_path / "tiny384"
-    assert run("--model", "convnext_tiny_22k_1k_384", "--checkpoint", tiny_checkpoint, "--output", output,
-               "--no-verify", "--push-to-hub", "my-org/convnext-tiny-384") == 1
+    assert run_convert("--model", "convnext_tiny_22k_1k_384", "--checkpoint", tiny_checkpoint, "--output", output,
+               "--no-verify", "--push-to-hub", "my-org/convnext-tiny-384") == 2
     # (the push fails offline, after the output is complete: see test_conversion_hub.py)
     processor = json.loads((output / "preprocessor_config.json").read_text())
     assert processor["size"] == {"shortest_edge": 384} and processor["crop_pct"] == 1.0
@@ -113,8 +109,8 @@ def test_a_384_checkpoint_warps_and_reports_its_own_results(tiny_checkpoint, tmp
 
 
 def test_zoo_metadata_is_refused_for_weights_of_another_network(tmp_path, capsys):
-    assert run("--model", "convnext_tiny_1k_224_ema", "--checkpoint", FIXTURES / "mini.fb.pth",
-               "--output", tmp_path / "out") == 1
+    assert run_convert("--model", "convnext_tiny_1k_224_ema", "--checkpoint", FIXTURES / "mini.fb.pth",
+               "--output", tmp_path / "out") == 2
     error = capsys.readouterr().err
     assert "is not convnext_tiny_1k_224_ema" in error and "(16, 32, 64, 128)" in error
     assert list(tmp_path.iterdir()) == []
@@ -123,7 +119,7 @@ def test_zoo_metadata_is_refused_for_weights_of_another_network(tmp_path, capsys
 @pytest.mark.parametrize("file_name", ["mini.timm.safetensors", "upernet-mini.mmseg.pth"])
 def test_the_usage_snippet_of_the_card_runs(tmp_path, capsys, file_name):
     output = tmp_path / "converted"
-    assert run("--checkpoint", FIXTURES / file_name, "--output", output) == 0
+    assert run_convert("--checkpoint", FIXTURES / file_name, "--output", output) == 0
     image = tmp_path / "image.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 100, 3), dtype=np.uint8)).save(image)
     snippet = re.search(r"```python\n(.*?)```", (output / "README.md").read_text(), re.S).group(1)
@@ -170,12 +166,13 @@ def test_docs_show_the_commands_and_the_current_zoo_table(capsys):
     assert documented_table() == render_zoo_table(load_zoo())
     assert "| `convnext_tiny_1k_224_ema` | official | tiny | 224 | 1k | 82.1 top-1 | 28 | 4.5 |" in documented_table()
     doc = (FIXTURES.parents[1] / "docs" / "conversion.md").read_text()
-    for command in ("--checkpoint", "--model all", "--push-to-hub", "--target transformers", "--list-models"):
+    for command in ("--checkpoint", "--model all", "--push_to_hub", "--target transformers", "--list_models"):
         assert command in doc
-    assert run("--list-models") == 0
+    assert run_convert("--list-models") == 0
     assert capsys.readouterr().out == render_zoo_table(load_zoo())
 
 
+@pytest.mark.slow
 def test_checkout_script_is_the_installed_command(tmp_path):
     script = FIXTURES.parents[1] / "conversion" / "convert.py"
     result = subprocess.run([sys.executable, str(script), "--list-models"], cwd=tmp_path, capture_output=True,
@@ -226,7 +223,7 @@ def local_release(tmp_path):
 
 def test_convert_all_downloads_checks_converts_and_summarizes(local_release, tmp_path, capsys):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    assert run("--model", "all", "--zoo", local_release, "--output", out, "--cache-dir", cache) == 1
+    assert run_convert("--model", "all", "--zoo", local_release, "--output", out, "--cache-dir", cache) == 1
     stdout = capsys.readouterr().out
     rows = {line.split(" | ")[0].strip("| "): line for line in stdout.splitlines() if line.startswith("| ")}
     for name, layout in (("mini", "official"), ("iso_mini", "official-isotropic"), ("upernet_mini", "upernet-mmseg")):
@@ -251,14 +248,15 @@ def test_convert_all_downloads_checks_converts_and_summarizes(local_release, tmp
 
     with open(cache / "mini_1k_224.pth", "ab") as cached:  # a cached file that changed is refused on the next use
         cached.write(b"\0")
-    assert run("--model", "mini", "--zoo", local_release, "--output", tmp_path / "again", "--cache-dir", cache) == 1
+    again = tmp_path / "again"
+    assert run_convert("--model", "mini", "--zoo", local_release, "--output_dir", again, "--cache_dir", cache) == 2
     assert "was published as" in capsys.readouterr().err
     assert not (tmp_path / "again").exists()
 
 
 def test_an_unreachable_url_says_how_to_convert_offline(tmp_path, capsys):
     missing = (tmp_path / "nowhere" / "convnext.pth").as_uri()
-    assert run("--checkpoint", missing, "--output", tmp_path / "out", "--cache-dir", tmp_path / "cache") == 1
+    assert run_convert("--checkpoint", missing, "--output", tmp_path / "out", "--cache-dir", tmp_path / "cache") == 2
     error = capsys.readouterr().err
     assert "Could not download" in error and "--checkpoint PATH" in error
     assert not (tmp_path / "out").exists()

@@ -109,6 +109,7 @@ def test_auto_classes_load_in_process(saved_folder):
     torch.testing.assert_close(loaded(pixel_values).logits, model(pixel_values).logits, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_remote_code_loads_where_the_package_is_not_installed(saved_folder, tmp_path):
     model, processor, folder, image_path = saved_folder
     out_path = tmp_path / "remote.json"
@@ -143,6 +144,7 @@ def test_remote_code_loads_where_the_package_is_not_installed(saved_folder, tmp_
     assert [p["score"] for p in remote["predictions"]] == pytest.approx(top.values.tolist(), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_importing_the_package_needs_neither_torchvision_nor_timm():
     script = (
         "import sys, convnext_hf, convnext_hf.native, convnext_hf.complexity\n"

@@ -443,6 +443,7 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_saved_folder_loads_as_remote_code_without_the_project(saved_folder, photo, tmp_path):
     image_path = tmp_path / "photo.png"
     photo.save(image_path)

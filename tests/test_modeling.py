@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from conftest import FIXTURES, golden_expected
 
 from convnext_hf import ConvNextBackbone, ConvNextConfig, ConvNextForImageClassification, ConvNextModel
 from convnext_hf.native import save_native, to_native
+from helpers import FIXTURES, golden_expected
 
 
 @pytest.fixture

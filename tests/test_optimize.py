@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FIXTURES, golden_expected
 
 from convnext_hf import ConvNextBackbone, ConvNextConfig, ConvNextForImageClassification, inference_convnext
 from convnext_hf.inference_convnext import ConvNextFoldedLayer
 from convnext_hf.modeling_convnext import ConvNextLayer
+from helpers import FIXTURES, golden_expected
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = (0, 1)
@@ -286,6 +286,7 @@ def test_bad_dtype_is_refused_with_the_accepted_values(
     assert not model.is_optimized_for_inference
 
 
+@pytest.mark.slow
 def test_plain_and_optimized_models_compile_without_graph_breaks(
     golden_model: ConvNextForImageClassification, expected: dict[str, torch.Tensor]
 ) -> None:
@@ -301,6 +302,7 @@ def test_plain_and_optimized_models_compile_without_graph_breaks(
             torch.testing.assert_close(logits, expected["logits_0"], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_optimized_model_compiles_with_inductor() -> None:
     torch._dynamo.reset()
     torch.manual_seed(0)
@@ -312,8 +314,9 @@ def test_optimized_model_compiles_with_inductor() -> None:
         torch.testing.assert_close(compiled(pixel_values).logits, model(pixel_values).logits, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_benchmark_quick_run_checks_agreement_and_writes_results(tmp_path: Path) -> None:
-    command = [sys.executable, str(ROOT / "benchmarks" / "benchmark.py"), "--quick", "--output-dir", str(tmp_path)]
+    command = [sys.executable, str(ROOT / "benchmarks" / "benchmark.py"), "--quick", "--output_dir", str(tmp_path)]
     environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
     subprocess.run(command + ["--dtypes", "float32"], check=True, env=environment, capture_output=True, timeout=300)
     results = json.loads((tmp_path / "benchmark.json").read_text())

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -47,6 +48,7 @@ def write_grey_images(directory, numbers):
         Image.fromarray(grey).save(label / f"{number:02d}.png")
 
 
+@pytest.mark.slow
 def test_two_process_data_parallel_run_on_cpu(tmp_path):
     write_grey_images(tmp_path / "train", range(NUM_TRAIN))
     write_grey_images(tmp_path / "val", range(4))

@@ -204,6 +204,7 @@ def test_saved_folder_reloads_with_pipeline_and_scores_like_the_trainer(full_rec
     assert correct / 9 == pytest.approx(metrics["eval_accuracy"])
 
 
+@pytest.mark.slow
 def test_saved_folder_loads_without_the_package(full_recipe_run, folders):
     output_dir, _ = full_recipe_run
     _, val_dir = folders
@@ -302,6 +303,7 @@ class Interrupt(TrainerCallback):
             raise KeyboardInterrupt(f"simulated interruption at step {self.step}")
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_finishes_the_run_exactly(folders, cache_dir, tmp_path):
     train_dir, val_dir = folders
     # The Trainer restores the random state one batch after resuming, so per-image augmentation of that batch would
@@ -330,6 +332,7 @@ def test_resume_from_checkpoint_finishes_the_run_exactly(folders, cache_dir, tmp
     assert model(torch.randn(1, 3, 32, 32)).logits.shape == (1, 3)
 
 
+@pytest.mark.slow
 def test_resume_true_picks_the_last_checkpoint(folders, cache_dir, tmp_path):
     train_dir, _ = folders
     argv = tiny_args(train_dir, tmp_path, cache_dir, "--max_steps", "4", "--save_steps", "2",
@@ -522,6 +525,7 @@ def test_python_dash_m_entry_point_shows_trainer_flags(monkeypatch, capsys):
         assert flag in printed, flag
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_on_a_few_digits(tmp_path, capsys, monkeypatch):
     from convnext_hf.demo import main as demo_main
 

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import OutputExistsError, UserInputError
+
 
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
@@ -33,9 +35,9 @@ def atomic_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> 
     """
     output_dir = Path(output_dir)
     if output_dir.is_file():
-        raise FileExistsError(f"{output_dir} is a file; choose a folder path for the output.")
+        raise UserInputError(f"{output_dir} is a file; choose a folder path for the output.")
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+        raise OutputExistsError(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
     try:

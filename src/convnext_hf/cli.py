@@ -6,6 +6,7 @@ traceback. Any other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "export": ("convnext_hf.export.command", "export a saved model to ONNX or OpenVINO, checked against PyTorch; int8"),
 }
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The argument parser of every `convnext-hf` command: flags are declared with underscores (`--output_dir`) and
+    also accepted with dashes (`--output-dir`), so one spelling works across all commands."""
+
+    def add_argument(self, *names: str, **kwargs: object) -> argparse.Action:
+        """Add an argument; each `--flag_with_underscores` also answers to `--flag-with-underscores`."""
+        dashed = [name.replace("_", "-") for name in names if name.startswith("--") and "_" in name]
+        return super().add_argument(*names, *dashed, **kwargs)
 
 
 def usage() -> str:

@@ -8,11 +8,16 @@ from .configuration_convnext import ConvNextConfig
 from .modeling_convnext import ConvNextForImageClassification
 
 
+def parameter_count(model: torch.nn.Module) -> int:
+    """Number of parameters of `model` (any network: ConvNeXt, UperNet...), as the paper counts them."""
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
 def count_parameters(config: ConvNextConfig) -> int:
     """Number of parameters of the classification model built from `config` (nothing is allocated)."""
     with torch.device("meta"):
         model = ConvNextForImageClassification(config)
-    return sum(parameter.numel() for parameter in model.parameters())
+    return parameter_count(model)
 
 
 def count_macs(config: ConvNextConfig, image_size: int | None = None) -> int:

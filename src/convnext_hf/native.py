@@ -13,6 +13,7 @@ import transformers
 
 from .atomic import atomic_directory
 from .configuration_convnext import ConvNextConfig
+from .errors import UserInputError
 from .modeling_convnext import ConvNextBackbone, ConvNextForImageClassification, ConvNextModel, ConvNextPreTrainedModel
 
 NATIVE_CLASSES: dict[type[ConvNextPreTrainedModel], type[transformers.PreTrainedModel]] = {
@@ -30,7 +31,7 @@ def to_native_config(config: ConvNextConfig) -> transformers.ConvNextConfig:
     if config.layer_norm_eps != 1e-6:
         reasons.append(f"it uses LayerNorm eps {config.layer_norm_eps} (the built-in hard-codes 1e-6 in its blocks)")
     if reasons:
-        raise ValueError(
+        raise UserInputError(
             f"transformers' built-in ConvNext cannot express this model: {'; '.join(reasons)}. "
             "Keep it in the convnext_hf format (save_pretrained)."
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserInputError
 from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
 
 # UperNet's pyramid pooling scales are not stored in the weights; every released ConvNeXt UperNet uses PSPNet's.
@@ -60,7 +61,7 @@ def _indices(keys: list[str], pattern: str) -> list[int]:
 def _count(keys: list[str], pattern: str) -> int:
     indices = _indices(keys, pattern)
     if indices != list(range(len(indices))):
-        raise ValueError(
+        raise UserInputError(
             f"Parameters matching {pattern!r} are numbered {indices}, not 0..n-1; the checkpoint is incomplete."
         )
     return len(indices)
@@ -68,7 +69,7 @@ def _count(keys: list[str], pattern: str) -> int:
 
 def _require(tensors: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
     if key not in tensors:
-        raise ValueError(
+        raise UserInputError(
             f"The checkpoint has no {key!r}; it is not a complete ConvNeXt (got e.g. {sorted(tensors)[:5]})."
         )
     return tensors[key]
@@ -78,7 +79,7 @@ def _upernet_head(tensors: Mapping[str, torch.Tensor], hidden_sizes: tuple[int, 
     keys = list(tensors)
     num_pools = _count(keys, r"decode_head\.psp_modules\.(\d+)\.1\.conv\.weight")
     if num_pools != len(PSP_POOL_SCALES):
-        raise ValueError(
+        raise UserInputError(
             f"The UperNet head has {num_pools} pyramid pooling branches; the scales of a head other than PSPNet's "
             f"{PSP_POOL_SCALES} are not stored in the weights, so this checkpoint cannot be converted faithfully."
         )
@@ -89,7 +90,7 @@ def _upernet_head(tensors: Mapping[str, torch.Tensor], hidden_sizes: tuple[int, 
         num_convs = _count(keys, r"auxiliary_head\.convs\.(\d+)\.conv\.weight")
         source = tensors["auxiliary_head.convs.0.conv.weight" if num_convs else "auxiliary_head.conv_seg.weight"]
         if source.shape[1] != hidden_sizes[TRANSFORMERS_AUXILIARY_INDEX]:
-            raise ValueError(
+            raise UserInputError(
                 f"The auxiliary head reads {source.shape[1]} channels, but transformers' UperNet feeds it stage "
                 f"{TRANSFORMERS_AUXILIARY_INDEX + 1} ({hidden_sizes[TRANSFORMERS_AUXILIARY_INDEX]} channels); "
                 "this head cannot be expressed in transformers."
@@ -133,7 +134,7 @@ def detect_architecture(official: Mapping[str, torch.Tensor]) -> Architecture:
         task = CLASSIFICATION if "head.weight" in trunk else FEATURE_EXTRACTION
         num_labels = trunk["head.weight"].shape[0] if task == CLASSIFICATION else 0
     if 0 in depths:
-        raise ValueError(f"A stage without blocks (depths {depths}); the checkpoint is incomplete.")
+        raise UserInputError(f"A stage without blocks (depths {depths}); the checkpoint is incomplete.")
     return Architecture(
         task=task,
         hidden_sizes=tuple(int(size) for size in hidden_sizes),

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from ..errors import UserInputError
+
 # The only callables a pickle may name: what numpy needs to rebuild an array, a dtype or a scalar.
 NUMPY_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
@@ -33,7 +35,7 @@ CONTAINER_KEYS = ("state_dict", "model", "module")
 PADDLE_NAME_TABLE = "StructuredToParameterName@@"
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(UserInputError):
     """The file asks the unpickler for something other than tensors and plain data."""
 
 
@@ -64,7 +66,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
 
 def _from_numpy(name: str, value: Any, path: Path) -> torch.Tensor:
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiub":
-        raise ValueError(
+        raise UserInputError(
             f"{path}: entry {name!r} is {type(value).__name__}, not a numeric array; this is not a parameter file."
         )
     return torch.from_numpy(np.array(value, copy=True))
@@ -77,9 +79,9 @@ def _load_pdparams(path: Path) -> dict[str, torch.Tensor]:
         except UnsafeCheckpointError as error:
             raise UnsafeCheckpointError(f"{path}: {error}") from None
         except (pickle.UnpicklingError, EOFError) as error:
-            raise ValueError(f"{path} is not a readable .pdparams pickle ({error}).") from None
+            raise UserInputError(f"{path} is not a readable .pdparams pickle ({error}).") from None
     if not isinstance(content, dict):
-        raise ValueError(f"{path} holds a {type(content).__name__}, not a dict of parameters.")
+        raise UserInputError(f"{path} holds a {type(content).__name__}, not a dict of parameters.")
     content.pop(PADDLE_NAME_TABLE, None)
     return {name: _from_numpy(name, value, path) for name, value in content.items()}
 
@@ -97,7 +99,7 @@ def _load_torch(path: Path) -> dict[str, torch.Tensor]:
             "download it again (its checksum will be verified)."
         ) from None
     except RuntimeError as error:
-        raise ValueError(f"{path} is not a PyTorch checkpoint torch.load can read ({error}).") from None
+        raise UserInputError(f"{path} is not a PyTorch checkpoint torch.load can read ({error}).") from None
     return _unwrap(content, path)
 
 
@@ -106,13 +108,13 @@ def _unwrap(content: Any, path: Path) -> dict[str, torch.Tensor]:
     while isinstance(content, dict) and not all(isinstance(value, torch.Tensor) for value in content.values()):
         container = next((key for key in CONTAINER_KEYS if isinstance(content.get(key), dict)), None)
         if container is None:
-            raise ValueError(
+            raise UserInputError(
                 f"{path} holds a dict with keys {sorted(content)[:8]} but no state dict under any of "
                 f"{CONTAINER_KEYS}; pass the file that holds the model's parameters."
             )
         content = content[container]
     if not isinstance(content, dict) or not content:
-        raise ValueError(f"{path} holds no parameters (found {type(content).__name__}).")
+        raise UserInputError(f"{path} holds no parameters (found {type(content).__name__}).")
     return {key.removeprefix("module."): value for key, value in content.items()}
 
 
@@ -126,7 +128,7 @@ def _load_folder(path: Path) -> Checkpoint:
     else:
         files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
     if not files:
-        raise ValueError(f"{path} is a folder without weights; expected model.safetensors (transformers' layout).")
+        raise UserInputError(f"{path} is a folder without weights; expected model.safetensors (transformers' layout).")
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
         tensors.update(load_file(file) if file.suffix == ".safetensors" else _load_torch(file))
@@ -137,7 +139,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read the parameters stored at `path` (a file in any supported format, or a transformers folder)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Checkpoint {path} does not exist; pass an existing file, folder or an http(s) URL.")
+        raise UserInputError(f"Checkpoint {path} does not exist; pass an existing file, folder or an http(s) URL.")
     if path.is_dir():
         return _load_folder(path)
     if path.suffix == ".safetensors":

@@ -1,8 +1,8 @@
 """Convert ConvNeXt checkpoints (official, timm, mmcls/mmsegmentation, PASSL, transformers) to Hub-ready folders.
 
-    convnext-hf convert --checkpoint PATH_OR_URL --output DIR
-    convnext-hf convert --model convnext_tiny_1k_224_ema --output DIR [--push-to-hub USER/REPO]
-    convnext-hf convert --model all --output DIR          # every official checkpoint, then a summary
+    convnext-hf convert --checkpoint PATH_OR_URL --output_dir DIR
+    convnext-hf convert --model convnext_tiny_1k_224_ema --output_dir DIR [--push_to_hub USER/REPO]
+    convnext-hf convert --model all --output_dir DIR          # every official checkpoint, then a summary
 
 (`python conversion/convert.py ...` in a checkout is the same command.)
 
@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
 from ..atomic import atomic_directory
+from ..cli import CommandParser
+from ..errors import UserInputError
 from .checkpoint_io import load_checkpoint
 from .converter import convert, reload, save
 from .download import default_cache_dir, fetch, sha256_of
@@ -49,10 +51,13 @@ class Outcome:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(prog="convnext-hf convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(
+        prog="convnext-hf convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", help="checkpoint file, transformers folder, or http(s) URL")
     parser.add_argument("--model", help="zoo name(s): one name, a comma-separated list, or 'all'")
-    parser.add_argument("--output", type=Path, help="output folder (with several --model names: their parent)")
+    parser.add_argument("--output_dir", "--output", type=Path,
+                        help="output folder (with several --model names: their parent)")
     parser.add_argument("--target", choices=TARGETS, default=CONVNEXT_HF,
                         help="convnext_hf (default; isotropic models too) or transformers' built-in ConvNext format")
     parser.add_argument("--resolution", type=int, help="evaluation resolution (default: the zoo's, else 224)")
@@ -60,18 +65,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="check the saved model against the reference forward of the source weights (default on)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="verification tolerance")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    parser.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard (default 2GB)")
+    parser.add_argument("--max_shard_size", default="2GB", help="largest safetensors shard (default 2GB)")
     parser.add_argument("--license", help="license for the model card (default: the release's, else 'unknown')")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID",
+    parser.add_argument("--push_to_hub", metavar="REPO_ID",
                         help="upload to this repository (with several --model names: a namespace)")
     parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="download cache (default ~/.cache/convnext_hf)")
+    parser.add_argument("--cache_dir", type=Path, default=None, help="download cache (default ~/.cache/convnext_hf)")
     parser.add_argument("--zoo", type=Path, help="checkpoint registry JSON (default: the one shipped with convnext_hf)")
-    parser.add_argument("--list-models", action="store_true", help="print the zoo and exit")
+    parser.add_argument("--list_models", action="store_true", help="print the zoo and exit")
     args = parser.parse_args(argv)
     if not args.list_models:
-        if args.output is None:
-            parser.error("--output is required: the folder to write the converted model to.")
+        if args.output_dir is None:
+            parser.error("--output_dir is required: the folder to write the converted model to.")
         if not args.checkpoint and not args.model:
             parser.error("pass --checkpoint PATH_OR_URL, or --model NAME to convert an official checkpoint.")
     return args
@@ -115,15 +120,17 @@ def summary_table(rows: list[tuple[str, ...]]) -> str:
 
 
 def convert_many(entries: list[ZooEntry], args: argparse.Namespace, command: str) -> int:
-    """Convert zoo entries one after the other into `--output/NAME`, print a summary; 1 if any failed."""
+    """Convert zoo entries one after the other into `--output_dir/NAME`, print a summary; 1 if any failed."""
     if args.push_to_hub and "/" in args.push_to_hub:
-        raise ValueError("With several --model names, --push-to-hub takes a namespace (user or org), not a repo id.")
+        raise UserInputError(
+            "With several --model names, --push_to_hub takes a namespace (user or org), not a repo id."
+        )
     rows = []
     for entry in tqdm(entries, desc="converting", unit="checkpoint"):
         start = time.perf_counter()
         repo_id = f"{args.push_to_hub}/{entry.name}" if args.push_to_hub else None
         try:
-            outcome = convert_one(entry.url, args.output / entry.name, entry, args, repo_id, command)
+            outcome = convert_one(entry.url, args.output_dir / entry.name, entry, args, repo_id, command)
             diff = "—" if outcome.max_diff is None else f"{outcome.max_diff:.1e}"
             seconds = f"{time.perf_counter() - start:.1f}"
             rows.append((entry.name, "ok", outcome.layout, diff, seconds, str(outcome.output)))
@@ -137,33 +144,26 @@ def convert_many(entries: list[ZooEntry], args: argparse.Namespace, command: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit status."""
+    """`convnext-hf convert`: returns the exit status; bad input raises UserInputError (the CLI prints it)."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     transformers_logging.disable_progress_bar()  # one bar per checkpoint (ours) is enough
     command = shlex.join(["convnext-hf", "convert", *argv])
-    try:
-        zoo = load_zoo(args.zoo)
-        if args.list_models:
-            print(render_zoo_table(zoo), end="")
-            return 0
-        entries = select(zoo, args.model) if args.model else []
-        if len(entries) > 1 or args.model == "all":
-            if args.checkpoint:
-                raise ValueError("--checkpoint names one file; use it with a single --model name, or leave it out.")
-            return convert_many(entries, args, command)
-        entry = entries[0] if entries else None
-        location = args.checkpoint or entry.url
-        outcome = convert_one(location, args.output, entry, args, args.push_to_hub, command)
-    except (ValueError, OSError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    zoo = load_zoo(args.zoo)
+    if args.list_models:
+        print(render_zoo_table(zoo), end="")
+        return 0
+    entries = select(zoo, args.model) if args.model else []
+    if len(entries) > 1 or args.model == "all":
+        if args.checkpoint:
+            raise UserInputError("--checkpoint names one file; use it with a single --model name, or leave it out.")
+        return convert_many(entries, args, command)
+    entry = entries[0] if entries else None
+    location = args.checkpoint or entry.url
+    outcome = convert_one(location, args.output_dir, entry, args, args.push_to_hub, command)
     verified = "not verified" if outcome.max_diff is None else f"verified, max |diff| {outcome.max_diff:.2e}"
     print(f"{outcome.output}: {outcome.architecture}; {outcome.layout} layout; {verified}.")
     if outcome.url:
         print(f"pushed to {outcome.url}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from ..errors import UserInputError
 from .architecture import Architecture, detect_architecture
 from .checkpoint_io import Checkpoint
 from .labels import LabelSet, labels_for
@@ -17,7 +18,7 @@ from .rename import rename
 from .targets import AUTO_CLASSES, CONVNEXT_HF, MODEL_CLASSES, empty_model, image_processor, model_config
 
 
-class MappingError(ValueError):
+class MappingError(UserInputError):
     """Some weights of the checkpoint have no place in the target model, or some parameters of it no weight."""
 
 
@@ -68,7 +69,9 @@ def _check_mapping(
 def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int = 224) -> Conversion:
     """Build the target model holding exactly the checkpoint's weights (as float32)."""
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-        raise ValueError(f"resolution must be a positive number of pixels, got {resolution!r}; e.g. --resolution 224.")
+        raise UserInputError(
+            f"resolution must be a positive number of pixels, got {resolution!r}; e.g. --resolution 224."
+        )
     tensors = {key: value.float() if value.is_floating_point() else value for key, value in checkpoint.tensors.items()}
     layout = detect_layout(tensors)
     official = layout.to_official(tensors)

@@ -20,17 +20,23 @@ from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
 
+from ..errors import UserInputError
+
 CHUNK = 1 << 20
 RECORD_FILE = "checksums.json"
 HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z]+$")
 
 
-class ChecksumError(ValueError):
+class DownloadError(UserInputError, ConnectionError):
+    """The checkpoint could not be downloaded (no network, or the URL is gone)."""
+
+
+class ChecksumError(UserInputError):
     """A downloaded or cached file is not the one the release published."""
 
 
 def default_cache_dir() -> Path:
-    """Where downloads go unless --cache-dir says otherwise."""
+    """Where downloads go unless --cache_dir says otherwise."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "convnext_hf" / "checkpoints"
 
@@ -79,7 +85,7 @@ def _download(url: str, destination: Path) -> None:
                     progress.update(len(chunk))
         staging.replace(destination)
     except (urllib.error.URLError, OSError) as error:
-        raise ConnectionError(
+        raise DownloadError(
             f"Could not download {url} ({error}). Without network, download it elsewhere and pass the file with "
             "--checkpoint PATH (with --model NAME to keep the zoo metadata)."
         ) from None

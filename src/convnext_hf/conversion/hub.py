@@ -7,8 +7,10 @@ from pathlib import Path
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
+from ..errors import UserInputError
 
-class HubPushError(RuntimeError):
+
+class HubPushError(UserInputError, RuntimeError):
     """The upload failed; the local output is complete and can be uploaded later."""
 
 

@@ -1,8 +1,10 @@
-"""Class names for the official heads, shipped with the package so that conversion needs no network."""
+"""Class names: the official heads' label sets (shipped, so that conversion needs no network), and the
+id2label / label2id maps a configuration stores, for converted and trained models alike."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -31,3 +33,15 @@ def labels_for(num_labels: int) -> LabelSet:
             f"Package data {name}.json does not hold ids 0..{num_labels - 1}; reinstall the package."
         )
     return LabelSet(name, id2label)
+
+
+def label_maps(names: Sequence[str] | Mapping[int, str]) -> dict[str, dict]:
+    """`id2label` and `label2id` for a configuration, from class names in id order or an id -> name map.
+
+    ImageNet-1k names two classes alike ("crane", "maillot"): label2id keeps the first id of each name.
+    """
+    id2label = dict(names) if isinstance(names, Mapping) else dict(enumerate(names))
+    label2id: dict[str, int] = {}
+    for index, name in id2label.items():
+        label2id.setdefault(name, index)
+    return {"id2label": id2label, "label2id": label2id}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserInputError
 from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION, official_to_transformers
 from .rename import RenameResult, Rule, invert, prefixed, rename
 
@@ -186,9 +187,11 @@ def detect_layout(tensors: Tensors) -> Layout:
         return found[0]
     if not found:
         known = "\n".join(f"  - {layout.name}: {layout.description}" for layout in LAYOUTS)
-        raise ValueError(
+        raise UserInputError(
             f"Unrecognized checkpoint layout (first keys: {sorted(tensors)[:6]}). Supported layouts:\n{known}\n"
             "Pass a ConvNeXt checkpoint in one of them."
         )
     names = [layout.name for layout in found]
-    raise ValueError(f"The weights match several layouts ({names}); they mix naming schemes. Pass one model's weights.")
+    raise UserInputError(
+        f"The weights match several layouts ({names}); they mix naming schemes. Pass one model's weights."
+    )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .. import __version__
-from ..complexity import count_macs
+from ..complexity import count_macs, parameter_count
 from .converter import Conversion
 from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
 from .targets import AUTO_CLASSES, CONVNEXT_HF
@@ -159,7 +159,7 @@ def usage(conversion: Conversion, model_id: str) -> str:
 
 def _details(conversion: Conversion, entry: ZooEntry | None, resolution: int) -> str:
     arch = conversion.arch
-    parameters = sum(parameter.numel() for parameter in conversion.model.parameters())
+    parameters = parameter_count(conversion.model)
     rows = [
         ("architecture", arch.describe()),
         ("parameters (counted in these weights)", f"{parameters / 1e6:.2f} M"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import transformers
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
+from ..errors import UserInputError
 from .architecture import Architecture
 
 
@@ -18,7 +19,7 @@ def upernet_config(
     """UperNet configuration with the head sizes read from the weights and the given ConvNeXt backbone."""
     head = arch.upernet
     if head is None:
-        raise ValueError(f"{arch.describe()} has no UperNet head; only semantic-segmentation checkpoints have one.")
+        raise UserInputError(f"{arch.describe()} has no UperNet head; only semantic-segmentation checkpoints have one.")
     auxiliary = {}
     if head.auxiliary_channels is not None:
         auxiliary = {

@@ -13,8 +13,11 @@ from .. import (
     ConvNextImageProcessor,
     ConvNextModel,
 )
+from ..errors import UserInputError
+from ..image_processing_convnext import DEFAULT_CROP_PCT, WARP_RESOLUTION
 from ..native import to_native_config
 from .architecture import Architecture
+from .labels import label_maps
 from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
 from .segmentation import segmentation_processor, upernet_config
 
@@ -22,10 +25,6 @@ CONVNEXT_HF = "convnext_hf"
 TRANSFORMERS = "transformers"
 TARGETS = (CONVNEXT_HF, TRANSFORMERS)
 
-# The official ImageNet evaluation: resize the short side to S / crop_pct and center-crop S below 384; from 384 on,
-# the fine-tuned models saw warped images (crop_pct 1.0).
-CROP_PCT = 0.875
-WARP_RESOLUTION = 384
 
 MODEL_CLASSES = {
     CONVNEXT_HF: {
@@ -51,19 +50,11 @@ AUTO_CLASSES = {
 ALL_STAGES = [1, 2, 3, 4]
 
 
-def _label_maps(id2label: dict[int, str]) -> dict:
-    # ImageNet-1k names two classes alike ("crane", "maillot"); label2id keeps the first id of each name.
-    label2id = {}
-    for index, name in id2label.items():
-        label2id.setdefault(name, index)
-    return {"id2label": id2label, "label2id": label2id}
-
-
 def _check_target(arch: Architecture, target: str) -> None:
     if target not in TARGETS:
-        raise ValueError(f"Unknown target {target!r}; choose one of {TARGETS} (--target).")
+        raise UserInputError(f"Unknown target {target!r}; choose one of {TARGETS} (--target).")
     if target == TRANSFORMERS and arch.isotropic:
-        raise ValueError(
+        raise UserInputError(
             "transformers' built-in ConvNext cannot express an isotropic ConvNeXt (it always normalizes the stem and "
             "has four stages); convert it with --target convnext_hf (the default)."
         )
@@ -84,7 +75,7 @@ def model_config(
         layer_scale_init_value=1e-6 if arch.layer_scale else 0.0,
         image_size=image_size,
         out_indices=ALL_STAGES if dense else None,
-        **(_label_maps(id2label) if arch.task == CLASSIFICATION else {}),
+        **(label_maps(id2label) if arch.task == CLASSIFICATION else {}),
     )
     if target == TRANSFORMERS:
         convnext = to_native_config(convnext)
@@ -110,7 +101,7 @@ def image_processor(
     processor_class = ConvNextImageProcessor if target == CONVNEXT_HF else transformers.ConvNextImageProcessorPil
     return processor_class(
         size={"shortest_edge": resolution},
-        crop_pct=CROP_PCT if resolution < WARP_RESOLUTION else 1.0,
+        crop_pct=DEFAULT_CROP_PCT if resolution < WARP_RESOLUTION else 1.0,
         resample=PILImageResampling.BICUBIC,
         image_mean=IMAGENET_DEFAULT_MEAN,
         image_std=IMAGENET_DEFAULT_STD,

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import torch
 import transformers
 
+from ..errors import UserInputError
 from . import reference
 from .architecture import Architecture
 from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
@@ -17,7 +18,7 @@ VERIFY_INPUT_SHAPE = (2, 96, 128)
 DEFAULT_TOLERANCE = 1e-4
 
 
-class VerificationError(RuntimeError):
+class VerificationError(UserInputError, RuntimeError):
     """The converted model does not reproduce the reference outputs."""
 
 
@@ -66,7 +67,7 @@ def verify(
 ) -> dict[str, float]:
     """Max |difference| per output between `model` and the reference; raises when any exceeds `tolerance`."""
     if not tolerance > 0:
-        raise ValueError(f"The verification tolerance must be positive, got {tolerance}; e.g. --tolerance 1e-4.")
+        raise UserInputError(f"The verification tolerance must be positive, got {tolerance}; e.g. --tolerance 1e-4.")
     pixels = fixed_input(arch.num_channels)
     expected = reference_outputs(arch, official, pixels)
     actual = model_outputs(arch, model, pixels)

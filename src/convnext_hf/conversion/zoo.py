@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..configuration_convnext import HIERARCHICAL_VARIANTS
+from ..errors import UserInputError
 from .architecture import Architecture
 
 LICENSES = {"facebookresearch/ConvNeXt": "mit", "open-mmlab/mmsegmentation": "apache-2.0"}
@@ -96,7 +97,7 @@ class ZooEntry:
         listed = (self.hidden_sizes, self.depths, self.isotropic, self.num_labels)
         found = (arch.hidden_sizes, arch.depths, arch.isotropic, arch.num_labels)
         if listed != found:
-            raise ValueError(
+            raise UserInputError(
                 f"The checkpoint is not {self.name}: the zoo lists hidden sizes {self.hidden_sizes}, depths "
                 f"{self.depths}, isotropic {self.isotropic}, {self.num_labels} classes, but the weights have "
                 f"{arch.hidden_sizes}, {arch.depths}, {arch.isotropic}, {arch.num_labels}. Pass the matching --model, "
@@ -124,8 +125,8 @@ def select(zoo: dict[str, ZooEntry], names: str) -> list[ZooEntry]:
         if name not in zoo:
             close = difflib.get_close_matches(name, zoo, n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"No checkpoint named {name!r} in the zoo.{hint} List them with --list-models.")
+            raise UserInputError(f"No checkpoint named {name!r} in the zoo.{hint} List them with --list_models.")
         selected.append(zoo[name])
     if not selected:
-        raise ValueError("--model is empty; pass a checkpoint name, a comma-separated list, or 'all'.")
+        raise UserInputError("--model is empty; pass a checkpoint name, a comma-separated list, or 'all'.")
     return selected

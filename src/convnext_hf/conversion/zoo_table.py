@@ -1,4 +1,4 @@
-"""The model-zoo table (`convnext-hf convert --list-models`, and docs/conversion.md) rendered from the registry."""
+"""The model-zoo table (`convnext-hf convert --list_models`, and docs/conversion.md) rendered from the registry."""
 
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
+from ..errors import UserInputError
+
 
 class RandomResizedCrop:
     """Crop a random area fraction and aspect ratio of the image, then resize it to `size`×`size`."""
@@ -30,9 +32,9 @@ class RandomResizedCrop:
         resample: Image.Resampling = Image.Resampling.BICUBIC,
     ) -> None:
         if not 0 < scale[0] <= scale[1] <= 1:
-            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}; the paper uses (0.08, 1).")
+            raise UserInputError(f"scale must satisfy 0 < min <= max <= 1, got {scale}; the paper uses (0.08, 1).")
         if not 0 < ratio[0] <= ratio[1]:
-            raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio}; the paper uses (3/4, 4/3).")
+            raise UserInputError(f"ratio must satisfy 0 < min <= max, got {ratio}; the paper uses (3/4, 4/3).")
         self.size = size
         self.scale = scale
         self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -163,17 +165,21 @@ class RandAugment:
         """Parse a timm-style spec such as `rand-m9-mstd0.5-inc1` (m: magnitude, n: ops, mstd, p; inc1 only)."""
         fields = spec.split("-")
         if fields[0] != "rand":
-            raise ValueError(f"RandAugment spec must start with 'rand-', got {spec!r}; e.g. 'rand-m9-mstd0.5-inc1'.")
+            raise UserInputError(
+                f"RandAugment spec must start with 'rand-', got {spec!r}; e.g. 'rand-m9-mstd0.5-inc1'."
+            )
         keys = {"m": "magnitude", "mstd": "magnitude_std", "n": "num_ops", "p": "probability"}
         values: dict[str, float] = {}
         for field in fields[1:]:
             match = re.fullmatch(r"(mstd|inc|m|n|p)(\d+(?:\.\d+)?)", field)
             if match is None:
-                raise ValueError(f"Unknown RandAugment field {field!r} in {spec!r}; known fields: m, n, mstd, p, inc1.")
+                raise UserInputError(
+                    f"Unknown RandAugment field {field!r} in {spec!r}; known fields: m, n, mstd, p, inc1."
+                )
             key, number = match.groups()
             if key == "inc":
                 if number != "1":
-                    raise ValueError(f"Only the increasing operation set (inc1) is implemented, got {field!r}.")
+                    raise UserInputError(f"Only the increasing operation set (inc1) is implemented, got {field!r}.")
                 continue
             values[keys[key]] = int(number) if key == "n" else float(number)
         return cls(**values)

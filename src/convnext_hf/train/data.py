@@ -18,6 +18,7 @@ import datasets
 import torch
 from PIL import Image
 
+from ..errors import UserInputError
 from .arguments import DataArguments
 
 logger = logging.getLogger(__name__)
@@ -45,16 +46,16 @@ def _check_sources(args: DataArguments) -> str:
         "hub": args.dataset_name is not None,
     }
     if sum(given.values()) != 1:
-        raise ValueError(
+        raise UserInputError(
             "Name exactly one training data source: --train_dir (a folder with one subfolder per class), "
             "--train_file (a CSV/JSON of image paths and labels) or --dataset_name (a Hub dataset)."
         )
     if args.validation_dir is not None and args.train_dir is None:
-        raise ValueError("--validation_dir goes with --train_dir; for files use --validation_file.")
+        raise UserInputError("--validation_dir goes with --train_dir; for files use --validation_file.")
     if args.validation_file is not None and args.train_file is None:
-        raise ValueError("--validation_file goes with --train_file; for folders use --validation_dir.")
+        raise UserInputError("--validation_file goes with --train_file; for folders use --validation_dir.")
     if not 0.0 <= args.train_val_split < 1.0:
-        raise ValueError(f"--train_val_split must be in [0, 1), got {args.train_val_split}.")
+        raise UserInputError(f"--train_val_split must be in [0, 1), got {args.train_val_split}.")
     return next(kind for kind, present in given.items() if present)
 
 
@@ -77,19 +78,21 @@ def _load_folders(args: DataArguments, cache_dir: str | None) -> datasets.Datase
         splits["validation"] = args.validation_dir
     for split, directory in splits.items():
         if not os.path.isdir(directory):
-            raise ValueError(f"The {split} image folder {directory} does not exist; pass a folder of class subfolders.")
+            raise UserInputError(
+                f"The {split} image folder {directory} does not exist; pass a folder of class subfolders."
+            )
         classes = _class_folders(directory)
         if not classes:
-            raise ValueError(
+            raise UserInputError(
                 f"No images found in {directory}: arrange the {split} images as {directory}/<class_name>/<image>."
             )
         if "." in classes:
-            raise ValueError(
+            raise UserInputError(
                 f"{classes['.']} image(s) lie directly in {directory}, outside any class subfolder; move each image "
                 f"into the subfolder of its class: {directory}/<class_name>/<image>."
             )
         if split == "train" and len(classes) == 1:
-            raise ValueError(
+            raise UserInputError(
                 f"{directory} holds one class ({next(iter(classes))!r}); a classifier needs at least two. "
                 f"Put each class's images in its own subfolder: {directory}/<class_name>/<image>."
             )
@@ -104,10 +107,10 @@ def _load_files(args: DataArguments, cache_dir: str | None) -> datasets.DatasetD
         splits["validation"] = args.validation_file
     extensions = {os.path.splitext(path)[1].lower() for path in splits.values()}
     if len(extensions) != 1 or not extensions <= FILE_BUILDERS.keys():
-        raise ValueError(f"--train_file/--validation_file must both be .csv or both .json/.jsonl, got {splits}.")
+        raise UserInputError(f"--train_file/--validation_file must both be .csv or both .json/.jsonl, got {splits}.")
     for split, path in splits.items():
         if not os.path.isfile(path):
-            raise ValueError(f"The {split} file {path} does not exist.")
+            raise UserInputError(f"The {split} file {path} does not exist.")
     data = datasets.load_dataset(FILE_BUILDERS[extensions.pop()], data_files=splits, cache_dir=cache_dir)
     image_column = _find_column(data["train"], args.image_column_name, IMAGE_COLUMNS, "image")
 
@@ -125,7 +128,7 @@ def _load_files(args: DataArguments, cache_dir: str | None) -> datasets.DatasetD
 def _load_hub(args: DataArguments, cache_dir: str | None) -> datasets.DatasetDict:
     data = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=cache_dir)
     if "train" not in data:
-        raise ValueError(f"{args.dataset_name} has no 'train' split (it has {list(data)}).")
+        raise UserInputError(f"{args.dataset_name} has no 'train' split (it has {list(data)}).")
     splits = {"train": data["train"]}
     for name in ("validation", "valid", "val", "test"):
         if name in data:
@@ -137,12 +140,12 @@ def _load_hub(args: DataArguments, cache_dir: str | None) -> datasets.DatasetDic
 def _find_column(dataset: datasets.Dataset, requested: str | None, candidates: tuple[str, ...], what: str) -> str:
     if requested is not None:
         if requested not in dataset.column_names:
-            raise ValueError(f"Column {requested!r} not found; the data has columns {dataset.column_names}.")
+            raise UserInputError(f"Column {requested!r} not found; the data has columns {dataset.column_names}.")
         return requested
     for name in candidates:
         if name in dataset.column_names:
             return name
-    raise ValueError(
+    raise UserInputError(
         f"No {what} column found among {dataset.column_names}; name it with --{what}_column_name."
         + (" For an image folder, put each class's images in its own subfolder." if what == "label" else "")
     )
@@ -168,7 +171,7 @@ def _encode_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDict, li
     if isinstance(feature, datasets.ClassLabel):
         for split, dataset in data.items():
             if dataset.features["label"].names != feature.names:
-                raise ValueError(
+                raise UserInputError(
                     f"The {split} split's classes {dataset.features['label'].names} differ from the training "
                     f"split's {feature.names}; give both splits the same class names."
                 )
@@ -218,7 +221,7 @@ def _drop_bad_images(dataset: datasets.Dataset, split: str, policy: str, num_pro
         return dataset
     listing = "\n".join(f"  {path}: {reason}" for _, path, reason in bad)
     if policy == "error":
-        raise ValueError(
+        raise UserInputError(
             f"{len(bad)} unreadable image(s) in the {split} data:\n{listing}\n"
             "Remove or replace them, or pass --on_bad_image skip to train without them."
         )
@@ -229,23 +232,25 @@ def _drop_bad_images(dataset: datasets.Dataset, split: str, policy: str, num_pro
 
 def _check_classes(data: datasets.DatasetDict, label_names: list[str], source: str) -> None:
     if len(data["train"]) == 0:
-        raise ValueError(f"The training data from {source} has no usable images.")
+        raise UserInputError(f"The training data from {source} has no usable images.")
     if len(label_names) < 2:
-        raise ValueError(
+        raise UserInputError(
             f"The data from {source} has {len(label_names)} class(es) {label_names}; a classifier needs at least "
             "two. For an image folder, put each class's images in its own subfolder: DIR/<class_name>/<image>."
         )
     counts = torch.bincount(torch.tensor(list(data["train"]["label"])), minlength=len(label_names))
     empty = [label_names[index] for index in torch.nonzero(counts == 0).flatten().tolist()]
     if empty:
-        raise ValueError(f"Class(es) {empty} have no training images in {source}; add images or remove the classes.")
+        raise UserInputError(
+            f"Class(es) {empty} have no training images in {source}; add images or remove the classes."
+        )
 
 
 def _split(dataset: datasets.Dataset, fraction: float, num_classes: int, seed: int) -> tuple[datasets.Dataset, ...]:
     """Hold out `fraction` for validation, in every class's proportion when each class can give one image."""
     held_out = math.ceil(fraction * len(dataset))
     if held_out >= len(dataset):
-        raise ValueError(
+        raise UserInputError(
             f"--train_val_split {fraction} leaves no training images out of {len(dataset)}; lower it or pass "
             "separate validation data."
         )

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..atomic import atomic_file
+from ..errors import UserInputError
 
 EMA_WEIGHTS_NAME = "ema.safetensors"
 
@@ -26,7 +27,7 @@ class ModelEma:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA decay must be in (0, 1), got {decay}; the paper uses 0.9999.")
+            raise UserInputError(f"EMA decay must be in (0, 1), got {decay}; the paper uses 0.9999.")
         self.decay = decay
         self.shadow = {
             name: value.detach().float().clone() if value.is_floating_point() else value.detach().clone()
@@ -74,7 +75,7 @@ class ModelEma:
             )
         loaded = load_file(path)
         if loaded.keys() != self.shadow.keys():
-            raise ValueError(f"{path} holds weights of another model (different parameter names); start a new run.")
+            raise UserInputError(f"{path} holds weights of another model (different parameter names); start a new run.")
         self.shadow = loaded
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserInputError
+
 
 def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
     """One-hot targets with `smoothing` of the mass spread uniformly over all classes (rows sum to one)."""
@@ -53,14 +55,14 @@ class Mixup:
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2 to mix labels, got {self.num_classes}.")
+            raise UserInputError(f"num_classes must be at least 2 to mix labels, got {self.num_classes}.")
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
-            raise ValueError(
+            raise UserInputError(
                 f"mixup_alpha and cutmix_alpha must be >= 0 (0 disables), got {self.mixup_alpha}, {self.cutmix_alpha}."
             )
         for name in ("probability", "switch_probability", "label_smoothing"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+                raise UserInputError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
 
     @property
     def mixes(self) -> bool:

@@ -10,6 +10,8 @@ from typing import Any
 from torch import nn
 
 from ..configuration_convnext import ConvNextConfig
+from ..conversion.labels import label_maps
+from ..errors import UserInputError
 from ..image_processing_convnext import ConvNextImageProcessor
 from ..modeling_convnext import ConvNextForImageClassification
 from .arguments import ModelArguments
@@ -22,11 +24,7 @@ _PLACEHOLDER_LABEL = re.compile(r"LABEL_\d+")
 
 
 def _label_maps(label_names: list[str]) -> dict[str, Any]:
-    return {
-        "num_labels": len(label_names),
-        "id2label": dict(enumerate(label_names)),
-        "label2id": {name: index for index, name in enumerate(label_names)},
-    }
+    return {"num_labels": len(label_names), **label_maps(label_names)}
 
 
 def _config_overrides(args: ModelArguments) -> dict[str, Any]:
@@ -36,11 +34,11 @@ def _config_overrides(args: ModelArguments) -> dict[str, Any]:
         try:
             overrides = json.loads(args.config_overrides)
         except json.JSONDecodeError as error:
-            raise ValueError(
+            raise UserInputError(
                 f"--config_overrides must be a JSON object, e.g. '{{\"drop_path_rate\": 0.1}}': {error}"
             ) from None
         if not isinstance(overrides, dict):
-            raise ValueError(f"--config_overrides must be a JSON object, got {args.config_overrides!r}.")
+            raise UserInputError(f"--config_overrides must be a JSON object, got {args.config_overrides!r}.")
     for name in ("drop_path_rate", "head_init_scale", "image_size"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
@@ -61,7 +59,7 @@ def build_model(args: ModelArguments, label_names: list[str]) -> ConvNextForImag
     whose class names disagree with the data is refused rather than silently relabelled.
     """
     if (args.model_name_or_path is None) == (args.variant is None):
-        raise ValueError(
+        raise UserInputError(
             "Name exactly one model: --model_name_or_path (a saved folder or Hub id to fine-tune) or --variant "
             "(e.g. atto or tiny, trained from scratch)."
         )
@@ -75,7 +73,7 @@ def build_model(args: ModelArguments, label_names: list[str]) -> ConvNextForImag
     new_head = args.replace_head or config.num_labels != len(label_names)
     if not new_head and _labels_disagree(config, label_names):
         model_labels = [config.id2label[index] for index in range(config.num_labels)]
-        raise ValueError(
+        raise UserInputError(
             f"The data's classes {label_names} disagree with the classes of {args.model_name_or_path} "
             f"{model_labels}. Pass --replace_head to train a new classifier for your classes, or name the class "
             "folders as the model does."

@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from ..configuration_convnext import ConvNextConfig
+from ..errors import UserInputError
 
 LAYER_DECAY_TYPES = ("group", "single")
 
@@ -41,9 +42,9 @@ def num_layers(config: ConvNextConfig, decay_type: str) -> int:
 def layer_id(name: str, config: ConvNextConfig, decay_type: str) -> int:
     """The layer (0..L+1) a parameter belongs to; the final norm and the classifier are layer L+1."""
     if decay_type not in LAYER_DECAY_TYPES:
-        raise ValueError(f"Unknown layer_decay_type {decay_type!r}; choose one of {', '.join(LAYER_DECAY_TYPES)}.")
+        raise UserInputError(f"Unknown layer_decay_type {decay_type!r}; choose one of {', '.join(LAYER_DECAY_TYPES)}.")
     if decay_type == "group" and (config.isotropic or config.num_stages != 4):
-        raise ValueError(
+        raise UserInputError(
             "layer_decay_type 'group' is the official 12-layer split of four-stage ConvNeXts; this model has "
             f"{config.num_stages} stage(s). Use --layer_decay_type single, which gives every block its own layer."
         )
@@ -74,7 +75,7 @@ def parameter_groups(
     Trainer logs). With `layer_decay` 1 every group has the base learning rate.
     """
     if not 0.0 < layer_decay <= 1.0:
-        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}; 1 disables it, the paper uses 0.8.")
+        raise UserInputError(f"layer_decay must be in (0, 1], got {layer_decay}; 1 disables it, the paper uses 0.8.")
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import UserInputError
+
 # Shared by every paper recipe: AdamW (0.9, 0.999), cosine decay to 1e-6, no gradient clipping, label smoothing 0.1,
 # RandAugment (9, 0.5), random erasing 0.25, random-resized crop and flip.
 _PAPER_COMMON: dict[str, Any] = {
@@ -75,7 +77,7 @@ DROP_PATH_BY_VARIANT: dict[str, dict[str, float]] = {
 def recipe_defaults(recipe: str, variant: str | None = None) -> dict[str, Any]:
     """The argument defaults a recipe sets, with the paper's stochastic depth for `variant` when it gives one."""
     if recipe not in RECIPES:
-        raise ValueError(f"Unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}.")
+        raise UserInputError(f"Unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}.")
     defaults = dict(RECIPES[recipe])
     drop_path = DROP_PATH_BY_VARIANT.get(recipe, {}).get(variant or "")
     if drop_path is not None:

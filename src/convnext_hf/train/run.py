@@ -13,6 +13,8 @@ from PIL import Image
 from transformers import EvalPrediction, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..complexity import parameter_count
+from ..errors import OutputExistsError, UserInputError
 from ..metrics import load_topk_accuracy
 from .arguments import RunArguments, parse_args
 from .augment import RandAugment, RandomResizedCrop, TrainTransform
@@ -38,19 +40,19 @@ logger = logging.getLogger(__name__)
 def _check_output_dir(args: RunArguments) -> None:
     training = args.training
     if training.output_dir is None:
-        raise ValueError("--output_dir is required: the folder that receives the trained model.")
+        raise UserInputError("--output_dir is required: the folder that receives the trained model.")
     if (
         os.path.isdir(training.output_dir)
         and os.listdir(training.output_dir)
         and not training.resume_from_checkpoint
         and not args.output.overwrite_output_dir
     ):
-        raise ValueError(
-            f"--output_dir {training.output_dir} is not empty. Pass --overwrite_output_dir to train into it anyway, "
-            "--resume_from_checkpoint to continue the run it holds, or choose another folder."
+        raise OutputExistsError(
+            training.output_dir,
+            "pass --overwrite_output_dir to train into it anyway or --resume_from_checkpoint to continue its run",
         )
     if args.recipe.model_ema and (training.fsdp or training.deepspeed):
-        raise ValueError(
+        raise UserInputError(
             "--model_ema keeps a full copy of the weights on every process and cannot follow sharded weights "
             "(FSDP/DeepSpeed); drop --model_ema or train without sharding."
         )
@@ -63,17 +65,17 @@ def _resume_checkpoint(training_resume: str | bool | None, output_dir: str) -> s
     if training_resume in (True, "True", "true", "last"):
         checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
         if checkpoint is None:
-            raise ValueError(f"--resume_from_checkpoint: no checkpoint-* folder in {output_dir} to resume from.")
+            raise UserInputError(f"--resume_from_checkpoint: no checkpoint-* folder in {output_dir} to resume from.")
         return checkpoint
     if not os.path.isdir(training_resume):
-        raise ValueError(f"--resume_from_checkpoint {training_resume} is not a checkpoint folder.")
+        raise UserInputError(f"--resume_from_checkpoint {training_resume} is not a checkpoint folder.")
     return str(training_resume)
 
 
 def _train_transform(args: RunArguments, processor: Any) -> TrainTransform:
     recipe = args.recipe
     if len(recipe.rrc_ratio) != 2:
-        raise ValueError(f"--rrc_ratio takes two numbers (min max), got {recipe.rrc_ratio}.")
+        raise UserInputError(f"--rrc_ratio takes two numbers (min max), got {recipe.rrc_ratio}.")
     crop = RandomResizedCrop(
         processor.size["shortest_edge"],
         scale=(recipe.rrc_scale_min, 1.0),
@@ -126,7 +128,7 @@ def _architecture(model: Any) -> str:
     """One line on the network's shape and size."""
     config = model.config
     kind = "isotropic" if config.isotropic else f"{config.num_stages}-stage"
-    parameters = sum(parameter.numel() for parameter in model.parameters())
+    parameters = parameter_count(model)
     return (
         f"{kind} ConvNeXt, widths {config.hidden_sizes}, depths {config.depths}, "
         f"{config.patch_size}×{config.patch_size} patchify stem, {parameters / 1e6:.2f} M parameters"
@@ -150,12 +152,12 @@ def _model_and_processor(args: RunArguments, label_names: list[str]) -> tuple[An
     processor = build_processor(args.model, model)
     image_size = processor.size["shortest_edge"]
     if image_size < model.config.total_stride:
-        raise ValueError(
+        raise UserInputError(
             f"--image_size {image_size} is smaller than the model's total stride {model.config.total_stride}; "
             "train at a larger size or use a smaller patch_size."
         )
     if model.config.num_channels != 3:
-        raise ValueError(
+        raise UserInputError(
             f"The model takes {model.config.num_channels}-channel images but the image processor makes RGB ones; "
             "train a model with num_channels 3."
         )

@@ -1,0 +1,22 @@
+"""Helpers the test modules import: the golden fixtures and the converter's command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from convnext_hf.cli import main as cli_main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def golden_expected(case: str) -> dict[str, torch.Tensor]:
+    """Inputs and reference outputs of a golden case (`mini`, `iso-mini`, `upernet-mini`)."""
+    return load_file(FIXTURES / f"{case}.expected.safetensors")
+
+
+def run_convert(*argv: object) -> int:
+    """`convnext-hf convert ARGV` in this process; returns its exit status."""
+    return cli_main(["convert", *(str(arg) for arg in argv)])
