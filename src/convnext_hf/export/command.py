@@ -15,6 +15,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..cli import CommandParser
 from .engines import ENGINE_FILES
 from .exporter import DEFAULT_OPSET, DTYPES, REPORT_FILE, ExportOptions, export
 from .quantize import DEFAULT_CALIBRATION_IMAGES
@@ -22,7 +23,7 @@ from .quantize import DEFAULT_CALIBRATION_IMAGES
 
 def parse_args(argv: Sequence[str]) -> ExportOptions:
     """Command-line options (underscore spelling; the dashed one is accepted too)."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="convnext-hf export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("engine", choices=list(ENGINE_FILES), help="onnx (ONNX Runtime) or openvino")
@@ -32,15 +33,15 @@ def parse_args(argv: Sequence[str]) -> ExportOptions:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="float16 halves the weights (for GPU targets); parity tolerance 1e-2")
-    parser.add_argument("--static_shape", "--static-shape", type=int, nargs=2, metavar=("H", "W"),
+    parser.add_argument("--static_shape", type=int, nargs=2, metavar=("H", "W"),
                         help="fix height and width (batch stays dynamic)")
     parser.add_argument("--quantize", choices=["int8"], help="static int8 quantization (needs --calibration_dir)")
-    parser.add_argument("--calibration_dir", "--calibration-dir", type=Path,
+    parser.add_argument("--calibration_dir", type=Path,
                         help="images for the int8 ranges, through the model's own processor (any layout)")
-    parser.add_argument("--calibration_images", "--calibration-images", type=int,
+    parser.add_argument("--calibration_images", type=int,
                         default=DEFAULT_CALIBRATION_IMAGES,
                         help=f"use at most this many calibration images (default {DEFAULT_CALIBRATION_IMAGES})")
-    parser.add_argument("--validation_dir", "--validation-dir", type=Path,
+    parser.add_argument("--validation_dir", type=Path,
                         help="held-out images in one subfolder per label: report float32 vs int8 top-1 accuracy")
     parser.add_argument("--tolerance", type=float, help="parity tolerance (default 1e-5 float32, 1e-2 float16)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT_DIR")

@@ -69,6 +69,11 @@ def engine_model(engine: str, path: str | os.PathLike) -> EngineModel:
     return onnxruntime_model(path) if engine == "onnx" else openvino_model(path)
 
 
+def load_engine_model(folder: str | os.PathLike, engine: str) -> EngineModel:
+    """Run an exported folder in its engine (OpenVINO in float32)."""
+    return engine_model(engine, Path(folder) / ENGINE_FILES[engine])
+
+
 def install(engine: str, onnx_path: Path, directory: Path, dtype: str) -> Path:
     """Put the ONNX model at `onnx_path` into `directory` as `engine`'s file (copied, or converted to OpenVINO IR with
     float16 weights when `dtype` is float16); return the file's path."""

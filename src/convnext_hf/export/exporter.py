@@ -29,6 +29,7 @@ from .quantize import (
 REPORT_FILE = "export_report.json"
 # Besides the model file: what optimum's ORT/OpenVINO model classes read, and the remote code config.json points to.
 COPIED_FILES = ("config.json", "preprocessor_config.json", "*.py")
+# torch.onnx translates to opset 18 and newer; converting down to older opsets fails on LayerNormalization and Resize.
 DEFAULT_OPSET = 18
 DTYPES = ("float32", "float16")
 
@@ -63,6 +64,8 @@ def check_options(options: ExportOptions) -> None:
         raise UserInputError("--quantize int8 starts from the float32 model; leave out --dtype.")
     if options.validation_dir is not None and not options.quantize:
         raise UserInputError("--validation_dir compares float32 and int8 accuracy; use it with --quantize int8.")
+    if options.opset < DEFAULT_OPSET:
+        raise UserInputError(f"--opset {options.opset} is too old: the exporter writes opset {DEFAULT_OPSET} or newer.")
     if options.static_shape is not None and min(options.static_shape) < 1:
         raise UserInputError(f"--static_shape takes a positive height and width, got {options.static_shape}.")
 
@@ -72,12 +75,8 @@ def export(options: ExportOptions) -> dict:
     check_options(options)
     require_engine(options.engine)
     exportable = load_exportable(options.model_dir)
-    try:
-        with atomic_directory(options.output_dir, overwrite=options.overwrite) as staging:
-            report = _export_into(staging, options, exportable)
-    except FileExistsError as error:
-        raise UserInputError(str(error)) from None
-    return report
+    with atomic_directory(options.output_dir, overwrite=options.overwrite) as staging:
+        return _export_into(staging, options, exportable)
 
 
 def _export_into(staging: Path, options: ExportOptions, exportable: Exportable) -> dict:

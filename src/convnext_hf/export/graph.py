@@ -170,3 +170,7 @@ def export_onnx(
     onnx_program.save(path)
     name_dynamic_axes(path)
     onnx.checker.check_model(str(path))
+    written = next(opset.version for opset in onnx.load(str(path), load_external_data=False).opset_import
+                   if opset.domain in ("", "ai.onnx"))
+    if written != opset:
+        raise UserInputError(f"torch.onnx could not write opset {opset} (it wrote {written}); choose another --opset.")

@@ -26,7 +26,7 @@ def parity_shapes(image_size: int, static_shape: Sequence[int] | None) -> list[t
     in batch, height and width (odd, non-square); a static export has only its size, at two batch sizes."""
     if static_shape is not None:
         return [(2, *static_shape), (1, *static_shape)]
-    return [(2, image_size, image_size), (1, image_size + image_size // 2 + 1, image_size + image_size // 4 + 3)]
+    return [(2, image_size, image_size), (1, image_size * 3 // 4 + 1, image_size * 5 // 8 + 3)]
 
 
 def relative_difference(reference: np.ndarray, actual: np.ndarray) -> float:
