@@ -1,7 +1,10 @@
 """Side-by-side speed and memory of ConvNeXt implementations, on the same weights and the same inputs.
 
 Compares this package's model (eager; optimized with `optimize_for_inference`, also compiled), transformers'
-built-in ConvNext (eager and `torch.compile`d) and timm's ConvNeXt when timm is installed. For every device, dtype
+built-in ConvNext (eager and `torch.compile`d), timm's ConvNeXt when timm is installed, and on CPUs the same weights
+exported by `convnext-hf export` to ONNX Runtime (float32, int8) and OpenVINO (float32, bfloat16, int8) when the
+`export` extra is installed. Every inference row is also given as a fraction of the machine's GEMM roofline: the
+throughput of a 4096² matrix product in the same dtype, timed in the same run. For every device, dtype
 and batch size it first checks that all implementations compute the same logits, then times them interleaved
 (one call of each in turn, so that load from other processes hits all alike) and reports the median and 90th
 percentile latency and images per second; then the same for a training step (forward + backward). Peak memory is
@@ -37,6 +40,7 @@ from torch.profiler import ProfilerActivity, profile
 from convnext_hf import ConvNextConfig, ConvNextForImageClassification
 from convnext_hf.atomic import atomic_file
 from convnext_hf.cli import CommandParser
+from convnext_hf.complexity import count_macs
 from convnext_hf.configuration_convnext import HIERARCHICAL_VARIANTS
 from convnext_hf.conversion.layouts import TIMM_RULES
 from convnext_hf.conversion.naming import CLASSIFICATION, official_to_transformers
@@ -45,8 +49,10 @@ from convnext_hf.inference_convnext import amx_is_available
 from convnext_hf.native import to_native
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Largest max|a - b| / max|reference| allowed between an implementation and ours in float32 eager.
-AGREEMENT_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+# Largest max|a - b| / max|reference| allowed between an implementation and ours in float32 eager (int8: the engines'
+# statically quantized models, calibrated on random images).
+AGREEMENT_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2, torch.int8: 0.2}
+GEMM_SIZE = 4096
 NUM_LABELS = 1000
 OURS_EAGER = "ours eager"
 BUILTIN_EAGER = "built-in eager"
@@ -77,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile'd implementations")
     parser.add_argument("--no_train", action="store_true", help="skip the training-step measurements")
+    parser.add_argument("--no_engines", action="store_true", help="skip the ONNX Runtime and OpenVINO rows")
     parser.add_argument("--output_dir", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --output_dir")
     parser.add_argument(
@@ -177,6 +184,69 @@ def inference_implementations(
     if "timm eager" in models:
         implementations["timm eager"] = under_autocast(models["timm eager"], device, dtype)
     return implementations
+
+
+def make_engine_models(ours: ConvNextForImageClassification, args: argparse.Namespace) -> dict[str, dict]:
+    """`convnext-hf export`'s graphs of our model in ONNX Runtime and OpenVINO, by dtype; {} without the engines.
+
+    int8 is calibrated on random images: good enough to time it, not to judge its accuracy (see docs/deployment.md).
+    """
+    import tempfile
+
+    try:
+        from convnext_hf.export.engines import onnx_to_openvino, onnxruntime_model, openvino_model
+        from convnext_hf.export.exporter import DEFAULT_OPSET
+        from convnext_hf.export.graph import Exportable, export_onnx
+        from convnext_hf.export.quantize import quantize_int8
+    except ImportError:
+        return {}
+    threads = torch.get_num_threads()
+    exportable = Exportable(ours, "image-classification", ("logits",), ("logits",), args.image_size, 3)
+    generator = torch.Generator().manual_seed(1)
+    calibration = [torch.randn(4, 3, args.image_size, args.image_size, generator=generator).numpy() for _ in range(4)]
+    with tempfile.TemporaryDirectory() as folder:
+        float_onnx, int8_onnx = Path(folder) / "model.onnx", Path(folder) / "int8" / "model.onnx"
+        int8_onnx.parent.mkdir()
+        export_onnx(exportable, random_images(args, 2, torch.device("cpu")), float_onnx, DEFAULT_OPSET)
+        quantize_int8(float_onnx, int8_onnx, iter(calibration))
+        for onnx_path in (float_onnx, int8_onnx):
+            onnx_to_openvino(onnx_path, onnx_path.with_name("openvino_model.xml"), compress_to_fp16=False)
+        # Sessions load the files now; the folder can go afterwards.
+        return {
+            "float32": {
+                "onnxruntime": onnxruntime_model(float_onnx, threads),
+                "openvino": openvino_model(float_onnx.with_name("openvino_model.xml"), threads=threads),
+            },
+            "bfloat16": {
+                "openvino bf16": openvino_model(
+                    float_onnx.with_name("openvino_model.xml"), {"INFERENCE_PRECISION_HINT": "bf16"}, threads
+                ),
+            },
+            "int8": {
+                "onnxruntime int8": onnxruntime_model(int8_onnx, threads),
+                "openvino int8": openvino_model(int8_onnx.with_name("openvino_model.xml"), threads=threads),
+            },
+        }
+
+
+def engine_forward(engine_model: Callable) -> Forward:
+    """An engine's logits as a torch tensor, from a CPU float32 tensor of images."""
+    return lambda pixel_values: torch.from_numpy(engine_model(pixel_values.numpy())[0])
+
+
+def gemm_ops_per_second(dtype: torch.dtype, device: torch.device, args: argparse.Namespace) -> float:
+    """Multiply-adds ×2 per second of a 4096² matrix product in `dtype` (int8 through torch._int_mm), timed like the
+    implementations."""
+    generator = torch.Generator().manual_seed(0)
+    if dtype == torch.int8:
+        a, b = (torch.randint(-128, 128, (GEMM_SIZE, GEMM_SIZE), dtype=torch.int8, generator=generator) for _ in "ab")
+        product = torch._int_mm
+    else:
+        a, b = (torch.randn(GEMM_SIZE, GEMM_SIZE, generator=generator).to(dtype) for _ in "ab")
+        product = torch.matmul
+    a, b = a.to(device), b.to(device)
+    seconds = time_interleaved({"gemm": lambda: product(a, b)}, device, args)["gemm"]
+    return 2 * GEMM_SIZE**3 / statistics.median(seconds)
 
 
 def synchronize(device: torch.device) -> None:
@@ -290,10 +360,20 @@ def random_images(args: argparse.Namespace, batch: int, device: torch.device) ->
 
 
 def benchmark_inference(
-    args: argparse.Namespace, models: dict[str, torch.nn.Module], device: torch.device, dtype: torch.dtype
+    args: argparse.Namespace,
+    models: dict[str, torch.nn.Module],
+    device: torch.device,
+    dtype: torch.dtype,
+    engines: dict[str, Callable] | None = None,
 ) -> list[dict]:
-    """Agreement, latency, throughput and peak memory of every implementation at every batch size."""
-    implementations = inference_implementations(models, device, dtype, compile=not args.no_compile)
+    """Agreement, latency, throughput and peak memory of every implementation at every batch size, and each one's
+    fraction of the GEMM roofline in its dtype."""
+    if dtype == torch.int8:
+        implementations = {}
+    else:
+        implementations = inference_implementations(models, device, dtype, compile=not args.no_compile)
+    implementations.update({name: engine_forward(engine) for name, engine in (engines or {}).items()})
+    flops_per_image = 2 * count_macs(models[OURS_EAGER].config, args.image_size)
     rows = []
     with torch.inference_mode():
         for batch in args.batch_sizes:
@@ -304,6 +384,13 @@ def benchmark_inference(
                 for name, forward in implementations.items()
             }
             rows += measure("inference", calls, reference, dtype, batch, device, args)
+    roofline = gemm_ops_per_second(dtype, device, args)
+    for row in rows:
+        row["gemm_roofline_ops_per_s"] = roofline
+        row["roofline_fraction"] = row["images_per_s"] * flops_per_image / roofline
+    print(f"GEMM {GEMM_SIZE}² {dtype}: {roofline / 1e9:.1f} G ops/s; " + ", ".join(
+        f"{row['implementation']} batch {row['batch']}: {row['roofline_fraction']:.0%}" for row in rows
+    ), flush=True)
     return rows
 
 
@@ -466,15 +553,21 @@ def main(argv: list[str] | None = None) -> dict:
         print("timm is not installed: skipping it.", flush=True)
     else:
         base_models["timm eager"] = timm_model
+    engines = {} if args.no_engines or "cpu" not in args.devices else make_engine_models(ours, args)
+    if not engines and not args.no_engines:
+        print("onnxruntime/openvino are not installed (pip install 'convnext-hf[export]'): skipping them.")
     print(TABLE_HEADER, flush=True)
     rows = []
     for device_name in args.devices:
         device = torch.device(device_name)
         models = {name: model.to(device) for name, model in base_models.items()}
+        cpu_engines = engines if device.type == "cpu" else {}
         for dtype_name in args.dtypes:
-            rows += benchmark_inference(args, models, device, DTYPES[dtype_name])
+            rows += benchmark_inference(args, models, device, DTYPES[dtype_name], cpu_engines.get(dtype_name))
             if not args.no_train:
                 rows += benchmark_training(args, models, device, DTYPES[dtype_name])
+        if cpu_engines:
+            rows += benchmark_inference(args, models, device, torch.int8, cpu_engines["int8"])
     results = {
         "command": "python benchmarks/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},

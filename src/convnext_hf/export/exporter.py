@@ -22,6 +22,7 @@ from .quantize import (
     QUANTIZATION_METHOD,
     image_files,
     labelled_images,
+    pixel_batches,
     quantize_int8,
     top1_accuracy,
 )
@@ -145,7 +146,7 @@ def _quantize(
     calibration = image_files(options.calibration_dir)[: options.calibration_images]
     int8_onnx = scratch / "int8" / ONNX_FILE
     int8_onnx.parent.mkdir()
-    kept = quantize_int8(float_onnx, int8_onnx, processor, calibration)
+    kept = quantize_int8(float_onnx, int8_onnx, pixel_batches(processor, calibration))
     int8_model = engine_model(options.engine, install(options.engine, int8_onnx, staging, "int8"))
     result = {"method": QUANTIZATION_METHOD, "calibration_images": len(calibration), "kept_in_float": kept}
     if options.validation_dir is not None:

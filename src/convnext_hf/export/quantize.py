@@ -74,15 +74,16 @@ def output_layers(onnx_path: Path) -> list[str]:
     return found
 
 
-def quantize_int8(float_path: Path, int8_path: Path, processor, calibration_files: Sequence[Path]) -> list[str]:
-    """Write the int8 QDQ version of the ONNX model at `float_path`; return the layers kept in float."""
+def quantize_int8(float_path: Path, int8_path: Path, calibration_batches: Iterator[np.ndarray]) -> list[str]:
+    """Write the int8 QDQ version of the ONNX model at `float_path`, with activation ranges from the calibration
+    batches (processed images); return the layers kept in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     kept = output_layers(float_path)
     quantize_static(
         str(float_path),
         str(int8_path),
-        CalibrationReader(pixel_batches(processor, calibration_files)),
+        CalibrationReader(calibration_batches),
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(QUANTIZED_OPS),
         per_channel=True,
