@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import transformers
 from helpers import FIXTURES, golden_expected, run_convert
 
 from convnext_hf import ConvNextBackbone, ConvNextConfig, ConvNextModel
@@ -89,6 +90,24 @@ def test_folder_layout_for_optimum(exported, converted):
     report = json.loads((onnx_folder / REPORT_FILE).read_text())
     assert report["task"] == "image-classification" and report["outputs"] == ["logits"]
     assert [entry["input_shape"] for entry in report["parity"]["inputs"]] == [[2, 3, 224, 224], [1, 3, 169, 143]]
+
+
+def test_serving_snippet(exported, converted):
+    """docs/deployment.md's snippet: the exported folder's own processor (remote code) feeding ONNX Runtime."""
+    import onnxruntime
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    folder = exported("mini", "onnx")
+    processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+    session = onnxruntime.InferenceSession(f"{folder}/model.onnx", providers=["CPUExecutionProvider"])
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 260, 3), dtype=np.uint8))
+    pixel_values = processor(image, return_tensors="np")["pixel_values"]
+    (logits,) = session.run(["logits"], {"pixel_values": pixel_values})
+    reference = transformers.AutoModelForImageClassification.from_pretrained(converted["mini"]).eval()
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(pixel_values)).logits.numpy()
+    assert parity.relative_difference(expected, logits) <= TOLERANCE
 
 
 def test_onnx_axes_are_named(exported):

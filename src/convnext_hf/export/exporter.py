@@ -143,7 +143,9 @@ def _quantize(
 ) -> dict:
     """Quantize with the calibration images, write the int8 model, and score float and int8 on validation images."""
     processor = transformers.AutoImageProcessor.from_pretrained(str(options.model_dir))
-    calibration = image_files(options.calibration_dir)[: options.calibration_images]
+    files = image_files(options.calibration_dir)
+    # Spread over the sorted files, so that a folder per class contributes every class, not the first ones only.
+    calibration = files[:: max(1, len(files) // options.calibration_images)][: options.calibration_images]
     int8_onnx = scratch / "int8" / ONNX_FILE
     int8_onnx.parent.mkdir()
     kept = quantize_int8(float_onnx, int8_onnx, pixel_batches(processor, calibration))
