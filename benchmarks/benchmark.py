@@ -52,7 +52,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # Largest max|a - b| / max|reference| allowed between an implementation and ours in float32 eager (int8: the engines'
 # statically quantized models, calibrated on random images).
 AGREEMENT_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2, torch.int8: 0.2}
-GEMM_SIZE = 4096
+GEMM_SIZE = 4096  # the roofline's matrix side; --quick uses 512
 NUM_LABELS = 1000
 OURS_EAGER = "ours eager"
 BUILTIN_EAGER = "built-in eager"
@@ -84,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile'd implementations")
     parser.add_argument("--no_train", action="store_true", help="skip the training-step measurements")
     parser.add_argument("--no_engines", action="store_true", help="skip the ONNX Runtime and OpenVINO rows")
+    parser.add_argument("--gemm_size", type=int, default=GEMM_SIZE, help="side of the roofline's square GEMM")
     parser.add_argument("--output_dir", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --output_dir")
     parser.add_argument(
@@ -92,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.variant, args.image_size, args.batch_sizes, args.iters, args.warmup = "atto", 64, [1, 2], 2, 1
-        args.no_compile = True
+        args.no_compile, args.gemm_size = True, 512
         # On tiny inputs each op is so short that two threads mostly wait for each other on a busy machine.
         args.threads = args.threads or 1
     if min(args.batch_sizes) < 1 or args.iters < 1 or args.warmup < 0:
@@ -234,19 +235,17 @@ def engine_forward(engine_model: Callable) -> Forward:
     return lambda pixel_values: torch.from_numpy(engine_model(pixel_values.numpy())[0])
 
 
-def gemm_ops_per_second(dtype: torch.dtype, device: torch.device, args: argparse.Namespace) -> float:
-    """Multiply-adds ×2 per second of a 4096² matrix product in `dtype` (int8 through torch._int_mm), timed like the
-    implementations."""
+def gemm_call(dtype: torch.dtype, device: torch.device, size: int) -> Callable[[], torch.Tensor]:
+    """A size² matrix product in `dtype` (int8 through torch._int_mm), the roofline the rows are compared with."""
     generator = torch.Generator().manual_seed(0)
     if dtype == torch.int8:
-        a, b = (torch.randint(-128, 128, (GEMM_SIZE, GEMM_SIZE), dtype=torch.int8, generator=generator) for _ in "ab")
+        a, b = (torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=generator) for _ in "ab")
         product = torch._int_mm
     else:
-        a, b = (torch.randn(GEMM_SIZE, GEMM_SIZE, generator=generator).to(dtype) for _ in "ab")
+        a, b = (torch.randn(size, size, generator=generator).to(dtype) for _ in "ab")
         product = torch.matmul
     a, b = a.to(device), b.to(device)
-    seconds = time_interleaved({"gemm": lambda: product(a, b)}, device, args)["gemm"]
-    return 2 * GEMM_SIZE**3 / statistics.median(seconds)
+    return lambda: product(a, b)
 
 
 def synchronize(device: torch.device) -> None:
@@ -311,10 +310,12 @@ def measure(
     batch: int,
     device: torch.device,
     args: argparse.Namespace,
+    roofline: tuple[Callable[[], object], float] | None = None,
 ) -> list[dict]:
     """Check that every call's result agrees with `reference` (exiting if not), then time them and take their memory.
 
-    The first call of each is timed on its own: for compiled models it includes the compilation.
+    The first call of each is timed on its own: for compiled models it includes the compilation. `roofline` is a
+    GEMM call and the operations one image takes: it is timed in the same rounds, and each row gets its fraction.
     """
     differences, first_call = {}, {}
     for name, call in calls.items():
@@ -326,7 +327,9 @@ def measure(
     failures = {name: diff for name, diff in differences.items() if diff > AGREEMENT_TOLERANCE[dtype]}
     if failures:
         sys.exit(f"{mode}: results differ from ours in float32 by more than {AGREEMENT_TOLERANCE[dtype]}: {failures}")
-    times = time_interleaved(calls, device, args)
+    gemm = {"gemm": roofline[0]} if roofline else {}
+    times = time_interleaved({**calls, **gemm}, device, args)
+    gemm_ops_per_s = 2 * args.gemm_size**3 / statistics.median(times["gemm"]) if roofline else None
     rows = []
     for name, call in calls.items():
         rows.append(
@@ -342,6 +345,11 @@ def measure(
                 "max_relative_difference": differences[name],
             }
         )
+        if roofline:
+            rows[-1]["gemm_ops_per_s"] = gemm_ops_per_s
+            rows[-1]["roofline_fraction"] = rows[-1]["images_per_s"] * roofline[1] / gemm_ops_per_s
+            print(f"  {name}: {rows[-1]['roofline_fraction']:.0%} of a {args.gemm_size}² GEMM in {dtype} "
+                  f"({gemm_ops_per_s / 1e9:.0f} G ops/s in the same rounds)", flush=True)
         print(format_row(rows[-1]), flush=True)
     return rows
 
@@ -383,14 +391,8 @@ def benchmark_inference(
                 name: (lambda forward=forward, images=pixel_values: forward(images))
                 for name, forward in implementations.items()
             }
-            rows += measure("inference", calls, reference, dtype, batch, device, args)
-    roofline = gemm_ops_per_second(dtype, device, args)
-    for row in rows:
-        row["gemm_roofline_ops_per_s"] = roofline
-        row["roofline_fraction"] = row["images_per_s"] * flops_per_image / roofline
-    print(f"GEMM {GEMM_SIZE}² {dtype}: {roofline / 1e9:.1f} G ops/s; " + ", ".join(
-        f"{row['implementation']} batch {row['batch']}: {row['roofline_fraction']:.0%}" for row in rows
-    ), flush=True)
+            roofline = (gemm_call(dtype, device, args.gemm_size), flops_per_image)
+            rows += measure("inference", calls, reference, dtype, batch, device, args, roofline)
     return rows
 
 
