@@ -186,6 +186,9 @@ def test_refusals_leave_nothing_behind(converted, tmp_path, monkeypatch):
 
     with pytest.raises(UserInputError, match="--calibration_dir"):
         export(ExportOptions("onnx", converted["iso-mini"], tmp_path / "x", quantize="int8"))
+    int8_options = {"quantize": "int8", "calibration_dir": tmp_path, "validation_dir": tmp_path}
+    with pytest.raises(UserInputError, match="scores classifiers"):
+        export(ExportOptions("onnx", converted["upernet-mini"], tmp_path / "x", **int8_options))
     with pytest.raises(UserInputError, match="config.json"):
         export(ExportOptions("onnx", tmp_path, tmp_path / "x"))
     assert run_export("onnx", "--model", tmp_path / "missing", tmp_path / "x") == 2

@@ -67,6 +67,8 @@ def check_options(options: ExportOptions) -> None:
         raise UserInputError("--validation_dir compares float32 and int8 accuracy; use it with --quantize int8.")
     if options.opset < DEFAULT_OPSET:
         raise UserInputError(f"--opset {options.opset} is too old: the exporter writes opset {DEFAULT_OPSET} or newer.")
+    if options.calibration_images < 1:
+        raise UserInputError(f"--calibration_images must be at least 1, got {options.calibration_images}.")
     if options.static_shape is not None and min(options.static_shape) < 1:
         raise UserInputError(f"--static_shape takes a positive height and width, got {options.static_shape}.")
 
@@ -76,6 +78,9 @@ def export(options: ExportOptions) -> dict:
     check_options(options)
     require_engine(options.engine)
     exportable = load_exportable(options.model_dir)
+    if options.validation_dir is not None and exportable.task != "image-classification":
+        raise UserInputError(f"--validation_dir scores classifiers (top-1); {options.model_dir} is a {exportable.task} "
+                             "model: leave it out.")
     with atomic_directory(options.output_dir, overwrite=options.overwrite) as staging:
         return _export_into(staging, options, exportable)
 
@@ -139,7 +144,12 @@ def _check_parity(exportable: Exportable, float_model: EngineModel, options: Exp
 
 
 def _quantize(
-    staging: Path, scratch: Path, float_onnx: Path, float_model: EngineModel, options: ExportOptions, exportable
+    staging: Path,
+    scratch: Path,
+    float_onnx: Path,
+    float_model: EngineModel,
+    options: ExportOptions,
+    exportable: Exportable,
 ) -> dict:
     """Quantize with the calibration images, write the int8 model, and score float and int8 on validation images."""
     processor = transformers.AutoImageProcessor.from_pretrained(str(options.model_dir))
