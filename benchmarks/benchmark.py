@@ -46,7 +46,7 @@ from convnext_hf.conversion.layouts import TIMM_RULES
 from convnext_hf.conversion.naming import CLASSIFICATION, official_to_transformers
 from convnext_hf.conversion.rename import invert, rename
 from convnext_hf.inference_convnext import amx_is_available
-from convnext_hf.native import to_native
+from convnext_hf.transformers_format import to_transformers
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Largest max|a - b| / max|reference| allowed between an implementation and ours in float32 eager (int8: the engines'
@@ -131,7 +131,7 @@ def make_reference_model(variant: str) -> ConvNextForImageClassification:
 
 def make_builtin_model(ours: ConvNextForImageClassification) -> torch.nn.Module:
     """transformers' built-in ConvNext with our weights."""
-    return to_native(ours).eval()
+    return to_transformers(ours).eval()
 
 
 def timm_state_dict(ours: ConvNextForImageClassification) -> dict[str, torch.Tensor]:

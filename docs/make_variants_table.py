@@ -7,7 +7,7 @@ from importlib import resources
 
 from convnext_hf import ConvNextConfig
 from convnext_hf.complexity import count_macs, count_parameters
-from convnext_hf.configuration_convnext import VARIANTS
+from convnext_hf.configuration_convnext import V2_VARIANTS, VARIANTS
 
 
 def reported_top1(zoo: dict[str, dict], name: str) -> str:
@@ -21,17 +21,23 @@ def variants_table() -> str:
     zoo_file = resources.files("convnext_hf.conversion") / "data" / "zoo.json"
     zoo = {entry["name"]: entry for entry in json.loads(zoo_file.read_text())["checkpoints"]}
     lines = [
-        "| variant | hidden sizes | depths | params (M) | GFLOPs 224² | GFLOPs 384² | top-1 1k (224²) | top-1 22k→1k (224²) |",
+        "| variant | hidden sizes | depths | params (M) | GFLOPs 224² | GFLOPs 384² | top-1 1k (224²) "
+        "| top-1 22k→1k (224²) |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for variant in VARIANTS:
         config = ConvNextConfig.from_variant(variant, num_labels=1000)
-        short = variant.replace("isotropic-", "iso_")
+        if variant in V2_VARIANTS:
+            stem = f"convnextv2_{V2_VARIANTS[variant]}"
+            one_k, twenty_two_k = f"{stem}_1k_224", f"{stem}_22k_224"
+        else:
+            stem = f"convnext_{variant.replace('isotropic-', 'iso_')}"
+            one_k, twenty_two_k = f"{stem}_1k_224", f"{stem}_22k_1k_224"
         lines.append(
             f"| `{variant}` | {tuple(config.hidden_sizes)} | {tuple(config.depths)} "
             f"| {count_parameters(config) / 1e6:.2f} | {count_macs(config, 224) / 1e9:.2f} "
-            f"| {count_macs(config, 384) / 1e9:.1f} | {reported_top1(zoo, f'convnext_{short}_1k_224')} "
-            f"| {reported_top1(zoo, f'convnext_{short}_22k_1k_224')} |"
+            f"| {count_macs(config, 384) / 1e9:.1f} "
+            f"| {reported_top1(zoo, one_k)} | {reported_top1(zoo, twenty_two_k)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -1,4 +1,4 @@
-"""Helpers the test modules import: the golden fixtures and the converter's command line."""
+"""Helpers the test modules import: the golden fixtures, the converter's command line, tensor comparison."""
 
 from __future__ import annotations
 
@@ -20,3 +20,8 @@ def golden_expected(case: str) -> dict[str, torch.Tensor]:
 def run_convert(*argv: object) -> int:
     """`convnext-hf convert ARGV` in this process; returns its exit status."""
     return cli_main(["convert", *(str(arg) for arg in argv)])
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest absolute elementwise difference of two tensors."""
+    return (a - b).abs().max().item()

@@ -1,4 +1,5 @@
 import pytest
+import transformers
 
 from convnext_hf import ConvNextConfig
 from convnext_hf.complexity import count_macs, count_parameters
@@ -37,7 +38,7 @@ def test_presets():
     assert (iso.hidden_sizes, iso.depths, iso.patch_size, iso.isotropic) == ([384], [18], 16, True)
     assert iso.layer_scale_init_value == 0.0
     assert iso.total_stride == 16 and tiny.total_stride == 32
-    assert len(VARIANTS) == 13
+    assert len(VARIANTS) == 21
 
 
 def test_preset_overrides_and_backbone_fields():
@@ -83,9 +84,29 @@ def test_round_trip_keeps_every_field(tmp_path):
 def test_reads_the_builtin_convnext_config():
     import transformers
 
-    native = transformers.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1], num_labels=4)
-    config = ConvNextConfig.from_dict(native.to_dict())
+    builtin = transformers.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1], num_labels=4)
+    config = ConvNextConfig.from_dict(builtin.to_dict())
     assert (config.hidden_sizes, config.depths, config.num_labels) == ([8, 16, 24, 32], [1, 1, 2, 1], 4)
     # The built-in's final-norm eps (1e-12) is a conversion artifact; the official network uses 1e-6 everywhere.
-    assert native.layer_norm_eps == 1e-12 and config.layer_norm_eps == 1e-6
+    assert builtin.layer_norm_eps == 1e-12 and config.layer_norm_eps == 1e-6
     assert config.model_type == "convnext_hf"
+
+
+def test_num_stages_is_accepted_as_transformers_passes_it():
+    config = ConvNextConfig(num_stages=4, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1])
+    assert config.num_stages == config.num_hidden_layers == 4
+    config.num_hidden_layers = 4
+    config.num_stages = 4
+    assert "num_stages" not in config.to_dict()
+    with pytest.raises(ValueError, match=r"num_stages=3 does not match depths \[1, 1, 2, 1\]"):
+        ConvNextConfig(num_stages=3, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1])
+    with pytest.raises(ValueError, match="num_stages=2 does not match"):
+        config.num_hidden_layers = 2
+    assert config.num_stages == 4
+
+
+def test_builtin_config_with_fewer_stages_than_depths_is_refused():
+    builtin = transformers.ConvNextConfig(num_stages=3, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1])
+    with pytest.raises(ValueError, match="num_stages=3 does not match"):
+        ConvNextConfig.from_dict(builtin.to_dict())
+    assert ConvNextConfig.from_dict(transformers.ConvNextConfig().to_dict()).depths == [3, 3, 9, 3]

@@ -25,7 +25,7 @@ LAYOUTS = {
     "mini.timm.safetensors": "timm",
     "mini.mmcls.pth": "mmcls",
     "mini.passl.pdparams": "passl",
-    "mini.hf-native.safetensors": "hf-native",
+    "mini.transformers.safetensors": "transformers",
     "iso-mini.fb.pth": "official-isotropic",
     "upernet-mini.fb-ade20k.pth": "upernet-official",
     "upernet-mini.mmseg.pth": "upernet-mmseg",
@@ -154,12 +154,12 @@ def test_transformers_target_refuses_isotropic_models(tmp_path, capsys):
     assert not output.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_converted_folders_convert_again_as_transformers_native(converted, tmp_path):
+def test_converted_folders_convert_again_in_the_transformers_layout(converted, tmp_path):
     """The transformers layout is read back for every task: classifier (isotropic too) and UperNet."""
     for file_name in ("iso-mini.fb.pth", "upernet-mini.fb-ade20k.pth"):
         output = tmp_path / case_of(file_name)
         assert run_convert("--checkpoint", converted(file_name), "--output", output) == 0
-        assert "**hf-native** layout" in (output / "README.md").read_text()
+        assert "**transformers** layout" in (output / "README.md").read_text()
         assert max(golden_diffs(output, case_of(file_name)).values()) < TOLERANCE
 
 
@@ -361,8 +361,8 @@ def test_segmentation_gets_a_torchvision_free_processor(converted):
 def test_a_transformers_folder_keeps_its_labels(tmp_path):
     folder = tmp_path / "builtin"
     folder.mkdir()
-    shutil.copy(FIXTURES / "mini.hf-native.config.json", folder / "config.json")
-    shutil.copy(FIXTURES / "mini.hf-native.safetensors", folder / "model.safetensors")
+    shutil.copy(FIXTURES / "mini.transformers.config.json", folder / "config.json")
+    shutil.copy(FIXTURES / "mini.transformers.safetensors", folder / "model.safetensors")
     assert run_convert("--checkpoint", folder, "--output", tmp_path / "out") == 0
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["model_type"] == "convnext_hf" and config["id2label"]["6"] == "class_6"

@@ -136,17 +136,18 @@ def test_the_usage_snippet_of_the_card_runs(tmp_path, capsys, file_name):
 
 def test_zoo_lists_every_official_checkpoint_consistently():
     zoo = load_zoo()
-    assert len(zoo) == 36
+    assert len(zoo) == 36 + 26 + 4  # ConvNeXt, ConvNeXt V2 (FCMAE, 1k, 22k), DINOv3
     formats = {entry.format for entry in zoo.values()}
-    assert formats == {"official", "official-isotropic", "official-ade20k-upernet", "mmseg-upernet"}
+    assert formats == {"official", "official-isotropic", "official-ade20k-upernet", "mmseg-upernet", "official-v2",
+                       "official-v2-fcmae", "dinov3"}
     assert all(entry.url.startswith(("https://dl.fbaipublicfiles.com/convnext/", "https://download.openmmlab.com/"))
-               for entry in zoo.values())
+               for entry in zoo.values() if entry.source != "facebookresearch/dinov3")
     assert sum(entry.num_labels == 21841 for entry in zoo.values()) == 5
     for entry in zoo.values():
         if entry.task == "image-classification":
             config = ConvNextConfig(hidden_sizes=list(entry.hidden_sizes), depths=list(entry.depths),
                                     isotropic=entry.isotropic, patch_size=16 if entry.isotropic else 4,
-                                    num_labels=entry.num_labels)
+                                    num_labels=entry.num_labels, use_grn=entry.variant.startswith("v2-"))
             assert count_macs(config, entry.resolution) / 1e9 == pytest.approx(entry.gflops, rel=0.05), entry.name
     assert zoo["upernet_convnext_tiny_1k_512x512"].resolution == 512
     assert zoo["convnext_iso_base_1k_224_ema"].hidden_sizes == (768,)
@@ -230,7 +231,7 @@ def test_convert_all_downloads_checks_converts_and_summarizes(local_release, tmp
         assert f"| {name} | ok | {layout} | 0.0e+00 |" in rows[name]
         assert (out / name / "README.md").is_file() and (out / name / "model.safetensors").is_file()
     assert "FAILED: upernet_mini_20220227_124553-deadbeef.pth has SHA-256" in rows["upernet_corrupt"]
-    assert "3 converted, 1 failed." in stdout
+    assert "3 converted, 1 failed, 0 skipped (gated downloads)." in stdout
     assert not (out / "upernet_corrupt").exists()
     assert (cache / "upernet_mini_20220227_124553-deadbeef.pth.rejected").is_file()
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor
+from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextHFImageProcessor
 from convnext_hf.cli import main as cli_main
 from convnext_hf.export.exporter import REPORT_FILE
 
@@ -34,7 +34,7 @@ def digits_model(tmp_path_factory):
             folder = root / split / str(labels[index])
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(images[index]).save(folder / f"{index}.png")
-    processor = ConvNextImageProcessor(size={"shortest_edge": 28}, crop_pct=1.0)
+    processor = ConvNextHFImageProcessor(size={"shortest_edge": 28}, crop_pct=1.0)
     pixels = processor([Image.fromarray(images[i]).convert("RGB") for i in order[:TRAIN]], return_tensors="pt")
     pixels, targets = pixels["pixel_values"], torch.tensor(labels[order[:TRAIN]])
     torch.manual_seed(0)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pty
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import torch
 import transformers
 from PIL import Image
 
-from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor
+from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextHFImageProcessor
 
 REMOTE_CODE_SCRIPT = textwrap.dedent(
     """
@@ -66,7 +67,7 @@ def saved_folder(tmp_path):
         label2id={label: i for i, label in enumerate(labels)},
     )
     model = ConvNextForImageClassification(config).eval()
-    processor = ConvNextImageProcessor(size={"shortest_edge": 64})
+    processor = ConvNextHFImageProcessor(size={"shortest_edge": 64})
     folder = tmp_path / "repo"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -96,17 +97,62 @@ def test_folder_layout(saved_folder):
         "AutoBackbone": "modeling_convnext.ConvNextBackbone",
     }
     processor_config = json.loads((folder / "preprocessor_config.json").read_text())
-    assert processor_config["auto_map"]["AutoImageProcessor"] == "image_processing_convnext.ConvNextImageProcessor"
+    assert processor_config["auto_map"]["AutoImageProcessor"] == "image_processing_convnext.ConvNextHFImageProcessor"
 
 
 def test_auto_classes_load_in_process(saved_folder):
     model, _, folder, _ = saved_folder
     loaded = transformers.AutoModelForImageClassification.from_pretrained(folder).eval()
     assert type(loaded) is ConvNextForImageClassification
-    assert type(transformers.AutoImageProcessor.from_pretrained(folder)) is ConvNextImageProcessor
+    assert type(transformers.AutoImageProcessor.from_pretrained(folder)) is ConvNextHFImageProcessor
     pixel_values = torch.randn(1, 3, 64, 64)
     # Two model instances may run different GEMM code paths (memory alignment, AMX or not): equal up to rounding.
     torch.testing.assert_close(loaded(pixel_values).logits, model(pixel_values).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_pipeline_asks_no_question_once_the_package_is_imported(saved_folder, monkeypatch):
+    model, _, folder, image_path = saved_folder
+    questions = []
+    monkeypatch.setattr("builtins.input", lambda prompt="": questions.append(prompt) or "n")
+    classifier = transformers.pipeline("image-classification", model=str(folder))
+    assert questions == []
+    assert type(classifier.model) is ConvNextForImageClassification
+    assert type(classifier.image_processor) is ConvNextHFImageProcessor
+    assert classifier(Image.open(image_path), top_k=1)[0]["label"] in model.config.label2id
+
+
+PIPELINE_IN_A_TERMINAL_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import convnext_hf
+    from transformers import pipeline
+    classifier = pipeline("image-classification", model=sys.argv[1])
+    print("built", type(classifier.image_processor).__name__)
+    """
+)
+
+
+@pytest.mark.slow
+def test_pipeline_in_a_terminal_builds_without_the_trust_prompt(saved_folder, tmp_path):
+    # In a terminal transformers' prompt would wait 15 s for an answer; here the pipeline must not ask at all.
+    _, _, folder, _ = saved_folder
+    primary, replica = pty.openpty()
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", PIPELINE_IN_A_TERMINAL_SCRIPT, str(folder)],
+            stdin=replica,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+    finally:
+        os.close(primary)
+        os.close(replica)
+    assert result.returncode == 0, result.stderr
+    assert "custom code" not in result.stdout + result.stderr
+    assert result.stdout.split()[-2:] == ["built", "ConvNextHFImageProcessor"]
 
 
 @pytest.mark.slow
@@ -125,7 +171,7 @@ def test_remote_code_loads_where_the_package_is_not_installed(saved_folder, tmp_
     remote = json.loads(out_path.read_text())
     assert remote["model_class"].endswith("modeling_convnext.ConvNextForImageClassification")
     assert not remote["model_class"].startswith("convnext_hf")
-    assert remote["processor_class"] == "ConvNextImageProcessor"
+    assert remote["processor_class"] == "ConvNextHFImageProcessor"
 
     pixel_values = processor(Image.open(image_path), return_tensors="pt")["pixel_values"]
     with torch.no_grad():
@@ -147,7 +193,7 @@ def test_remote_code_loads_where_the_package_is_not_installed(saved_folder, tmp_
 @pytest.mark.slow
 def test_importing_the_package_needs_neither_torchvision_nor_timm():
     script = (
-        "import sys, convnext_hf, convnext_hf.native, convnext_hf.complexity\n"
+        "import sys, convnext_hf, convnext_hf.transformers_format, convnext_hf.complexity\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torchvision', 'timm')))"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)

@@ -1,4 +1,4 @@
-"""Tests of ConvNextImageProcessor: evaluation semantics, parity with transformers, inputs, errors, saving."""
+"""Tests of ConvNextHFImageProcessor: evaluation semantics, parity with transformers, inputs, errors, saving."""
 
 import io
 import json
@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from transformers.models.convnext.image_processing_pil_convnext import ConvNextImageProcessorPil
 
-from convnext_hf.image_processing_convnext import MAX_IMAGE_PIXELS, ConvNextImageProcessor, to_rgb_images
+from convnext_hf.image_processing_convnext import MAX_IMAGE_PIXELS, ConvNextHFImageProcessor, to_pil_images
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,8 +59,8 @@ def assert_identical(actual: torch.Tensor, expected: torch.Tensor) -> None:
 
 
 @pytest.fixture(scope="module")
-def processor() -> ConvNextImageProcessor:
-    return ConvNextImageProcessor()
+def processor() -> ConvNextHFImageProcessor:
+    return ConvNextHFImageProcessor()
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_below_384_resizes_short_side_to_s_over_crop_pct_then_center_crops(proce
 def test_at_384_warps_to_a_square_without_cropping():
     image = random_image(30, 50)
     expected = normalized(image.resize((384, 384), Image.Resampling.BICUBIC))
-    actual = pixel_values(ConvNextImageProcessor(size={"shortest_edge": 384}), image)
+    actual = pixel_values(ConvNextHFImageProcessor(size={"shortest_edge": 384}), image)
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
 
 
@@ -131,7 +131,7 @@ def test_at_384_warps_to_a_square_without_cropping():
 )
 def test_equals_transformers_convnext_pil_processor(shortest_edge, crop_pct, height, width, mode):
     image = random_image(height, width, mode)
-    ours = ConvNextImageProcessor(size={"shortest_edge": shortest_edge}, crop_pct=crop_pct)
+    ours = ConvNextHFImageProcessor(size={"shortest_edge": shortest_edge}, crop_pct=crop_pct)
     expected = pixel_values(reference_processor(shortest_edge, crop_pct), image)
     actual = pixel_values(ours, image)
     assert actual.shape == (1, 3, shortest_edge, shortest_edge)
@@ -240,7 +240,7 @@ def test_high_bit_depth_images_map_to_8_bits(processor, high_bit_depth, mode):
     ],
 )
 def test_bit_depth_conversion_rounds_to_nearest(pixels, expected):
-    (rgb,) = to_rgb_images(pixels[None])
+    (rgb,) = to_pil_images(pixels[None])
     np.testing.assert_array_equal(np.asarray(rgb)[0], np.repeat(np.array(expected, np.uint8)[:, None], 3, axis=1))
 
 
@@ -374,23 +374,125 @@ def test_pixel_limit_holds_when_pillow_guard_is_disabled(processor, tmp_path, mo
 )
 def test_bad_settings_are_rejected_at_construction_and_per_call(processor, settings, fragment):
     with pytest.raises(ValueError) as at_init:
-        ConvNextImageProcessor(**settings)
+        ConvNextHFImageProcessor(**settings)
     assert fragment in str(at_init.value)
     with pytest.raises(ValueError) as at_call:
         processor(np.zeros((8, 8, 3), np.uint8), **settings)
     assert fragment in str(at_call.value)
 
 
+# --- channels: do_convert_rgb=False, any number of channels ------------------------------------------------
+
+RGBA_MEAN, RGBA_STD = (*IMAGENET_MEAN, 0.5), (*IMAGENET_STD, 0.25)
+
+
+def test_without_rgb_conversion_alpha_is_kept_like_transformers():
+    image = random_image(37, 53, "RGBA")
+    ours = ConvNextHFImageProcessor(do_convert_rgb=False, image_mean=RGBA_MEAN, image_std=RGBA_STD)
+    reference = ConvNextImageProcessorPil(
+        size={"shortest_edge": 224}, crop_pct=0.875, image_mean=RGBA_MEAN, image_std=RGBA_STD, do_convert_rgb=False
+    )
+    actual = pixel_values(ours, image)
+    assert actual.shape == (1, 4, 224, 224)
+    assert_identical(actual, pixel_values(reference, image))
+    # The alpha channel is the image's alpha, resized like the colours and normalized with the fourth mean and std.
+    alpha = pixel_values(ConvNextHFImageProcessor(image_mean=0.5, image_std=0.25), image.getchannel("A"))[:, :1]
+    assert_identical(actual[:, 3:], alpha)
+
+
+def test_a_four_channel_model_takes_rgba_images():
+    from convnext_hf import ConvNextConfig, ConvNextForImageClassification
+
+    config = ConvNextConfig(num_channels=4, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_labels=3)
+    model = ConvNextForImageClassification(config).eval()
+    processor = ConvNextHFImageProcessor(
+        size={"shortest_edge": 64}, do_convert_rgb=False, image_mean=RGBA_MEAN, image_std=RGBA_STD
+    )
+    inputs = processor([random_image(40, 50, "RGBA"), random_pixels(30, 30, 4)], return_tensors="pt")
+    with torch.no_grad():
+        assert model(**inputs).logits.shape == (2, 3)
+
+
+def test_without_rgb_conversion_images_keep_their_channels():
+    keep = ConvNextHFImageProcessor(
+        do_convert_rgb=False, image_mean=[0.5], image_std=[0.25], size={"shortest_edge": 32}
+    )
+    gray = random_image(40, 40, "L")
+    assert pixel_values(keep, gray).shape == (1, 1, 32, 32)
+    assert_identical(pixel_values(keep, np.asarray(gray)), pixel_values(keep, gray))
+    assert_identical(pixel_values(keep, gray.convert("1")), pixel_values(keep, gray.convert("1").convert("L")))
+    palette = random_image(40, 40).convert("P")
+    assert pixel_values(keep, palette, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD).shape == (1, 3, 32, 32)
+    assert_identical(
+        pixel_values(keep, palette, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD),
+        pixel_values(ConvNextHFImageProcessor(size={"shortest_edge": 32}), palette.convert("RGB")),
+    )
+    sixteen_bit = Image.fromarray(np.full((40, 40), 65535, dtype=np.uint16))
+    assert pixel_values(keep, sixteen_bit).unique().tolist() == [pytest.approx((1 - 0.5) / 0.25)]
+
+
+@pytest.mark.parametrize(
+    ("images", "settings", "fragment"),
+    [
+        (random_image(40, 40, "L"), {}, "1 channel(s) but image_mean has 3 values"),
+        (random_image(40, 40, "RGBA"), {"image_mean": RGBA_MEAN}, "4 channel(s) but image_std has 3 values"),
+        ([random_image(40, 40, "L"), random_image(40, 40)], {}, "different numbers of channels [1, 3]"),
+    ],
+)
+def test_channels_that_do_not_fit_the_settings_are_refused(images, settings, fragment):
+    with pytest.raises(ValueError) as err:
+        ConvNextHFImageProcessor(do_convert_rgb=False)(images, **settings)
+    assert fragment in str(err.value)
+
+
+def test_rgb_conversion_is_the_default_and_can_be_turned_off_per_call(processor):
+    image = random_image(37, 53, "RGBA")
+    assert processor.do_convert_rgb is True
+    assert pixel_values(processor, image).shape == (1, 3, 224, 224)
+    kept = pixel_values(processor, image, do_convert_rgb=False, image_mean=RGBA_MEAN, image_std=RGBA_STD)
+    assert kept.shape == (1, 4, 224, 224)
+
+
+# --- one conversion for training and evaluation ---------------------------------------------------------------
+
+
+def test_training_reads_images_as_evaluation_does(processor):
+    import datasets
+
+    from convnext_hf.train.data import ImageData, with_transforms
+
+    transparent_red = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    sixteen_bit = Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16))
+    palette = Image.new("P", (8, 8), 1)
+    palette.putpalette([0, 0, 0, 10, 20, 30])
+    gray = Image.new("L", (8, 8), 77)
+    images = [transparent_red, sixteen_bit, palette, gray]
+    train = datasets.Dataset.from_dict({"image": images, "label": [0, 1, 2, 3]})
+    seen = []
+
+    def record(image: Image.Image) -> torch.Tensor:
+        seen.append(image)
+        return torch.zeros(1)
+
+    with_transforms(ImageData(train, None, ["a", "b", "c", "d"], "test"), record, processor).train[:4]
+    assert [image.mode for image in seen] == ["RGB"] * 4
+    # Transparency composited onto white (not dropped), 16-bit white read as 8-bit white, palette colours, gray.
+    assert [image.getpixel((0, 0)) for image in seen] == [(255, 255, 255), (255, 255, 255), (10, 20, 30), (77, 77, 77)]
+    for image, original in zip(seen, images, strict=True):
+        assert np.array_equal(np.asarray(image), np.asarray(processor.convert_image(original)))
+
+
 # --- saving and loading ------------------------------------------------------------------------------------
 
 EXPECTED_CONFIG = {
-    "auto_map": {"AutoImageProcessor": "image_processing_convnext.ConvNextImageProcessor"},
+    "auto_map": {"AutoImageProcessor": "image_processing_convnext.ConvNextHFImageProcessor"},
     "crop_pct": 1.0,
+    "do_convert_rgb": True,
     "do_normalize": True,
     "do_rescale": True,
     "do_resize": True,
     "image_mean": [0.485, 0.456, 0.406],
-    "image_processor_type": "ConvNextImageProcessor",
+    "image_processor_type": "ConvNextHFImageProcessor",
     "image_std": [0.229, 0.224, 0.225],
     "resample": 3,
     "rescale_factor": 1 / 255,
@@ -401,7 +503,7 @@ EXPECTED_CONFIG = {
 @pytest.fixture
 def saved_folder(tmp_path) -> Path:
     folder = tmp_path / "saved"
-    ConvNextImageProcessor(size={"shortest_edge": 288}, crop_pct=1.0).save_pretrained(folder)
+    ConvNextHFImageProcessor(size={"shortest_edge": 288}, crop_pct=1.0).save_pretrained(folder)
     return folder
 
 
@@ -414,20 +516,12 @@ def test_save_pretrained_writes_the_config_and_the_code(saved_folder):
 
 
 def test_from_pretrained_round_trip(saved_folder, photo, tmp_path):
-    loaded = ConvNextImageProcessor.from_pretrained(saved_folder)
+    loaded = ConvNextHFImageProcessor.from_pretrained(saved_folder)
     loaded.save_pretrained(tmp_path / "resaved")
     config_text = (saved_folder / "preprocessor_config.json").read_text()
     assert (tmp_path / "resaved" / "preprocessor_config.json").read_text() == config_text
-    original = ConvNextImageProcessor(size={"shortest_edge": 288}, crop_pct=1.0)
+    original = ConvNextHFImageProcessor(size={"shortest_edge": 288}, crop_pct=1.0)
     assert_identical(pixel_values(loaded, photo), pixel_values(original, photo))
-
-
-def test_without_trust_remote_code_transformers_builtin_gives_the_same_numbers(saved_folder, photo):
-    # Where convnext_hf is not installed and remote code is not trusted, transformers reads the saved config with
-    # its own PIL processor.
-    builtin = ConvNextImageProcessorPil.from_pretrained(saved_folder)
-    original = ConvNextImageProcessor(size={"shortest_edge": 288}, crop_pct=1.0)
-    assert_identical(pixel_values(builtin, photo), pixel_values(original, photo))
 
 
 REMOTE_CODE_SCRIPT = textwrap.dedent(
@@ -436,6 +530,10 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
     sys.modules["convnext_hf"] = None  # the project package must not be needed, installed or not
     import numpy as np
     from transformers import AutoImageProcessor
+    try:  # not transformers' own ConvNextImageProcessor, which converts some inputs differently: asks for trust
+        AutoImageProcessor.from_pretrained(sys.argv[1])
+    except ValueError as err:
+        print("refused" if "trust_remote_code=True" in str(err) else err)
     processor = AutoImageProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)
     print(type(processor).__module__, type(processor).__name__)
     np.save(sys.argv[3], processor(sys.argv[2], return_tensors="np")["pixel_values"])
@@ -444,7 +542,7 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_saved_folder_loads_as_remote_code_without_the_project(saved_folder, photo, tmp_path):
+def test_saved_folder_loads_as_remote_code_without_the_project_and_only_so(saved_folder, photo, tmp_path):
     image_path = tmp_path / "photo.png"
     photo.save(image_path)
     output_path = tmp_path / "pixel_values.npy"
@@ -459,12 +557,14 @@ def test_saved_folder_loads_as_remote_code_without_the_project(saved_folder, pho
         [sys.executable, "-c", REMOTE_CODE_SCRIPT, str(saved_folder), str(image_path), str(output_path)],
         cwd=tmp_path,
         env=clean_env,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    module, name = result.stdout.split()[-2:]
-    assert module.startswith("transformers_modules.") and name == "ConvNextImageProcessor"
-    expected = pixel_values(ConvNextImageProcessor(size={"shortest_edge": 288}, crop_pct=1.0), photo)
+    refusal, module, name = result.stdout.split()[-3:]
+    assert refusal == "refused"
+    assert module.startswith("transformers_modules.") and name == "ConvNextHFImageProcessor"
+    expected = pixel_values(ConvNextHFImageProcessor(size={"shortest_edge": 288}, crop_pct=1.0), photo)
     assert_identical(torch.from_numpy(np.load(output_path)), expected)

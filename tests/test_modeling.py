@@ -6,25 +6,21 @@ import torch.nn.functional as F
 import transformers
 
 from convnext_hf import ConvNextBackbone, ConvNextConfig, ConvNextForImageClassification, ConvNextModel
-from convnext_hf.native import save_native, to_native
-from helpers import FIXTURES, golden_expected
+from convnext_hf.transformers_format import save_as_transformers, to_transformers
+from helpers import FIXTURES, golden_expected, max_diff
 
 
 @pytest.fixture
-def golden_native_dir(tmp_path):
+def golden_transformers_dir(tmp_path):
     """The golden `mini` weights as transformers' built-in ConvNext saved them."""
-    shutil.copy(FIXTURES / "mini.hf-native.config.json", tmp_path / "config.json")
-    shutil.copy(FIXTURES / "mini.hf-native.safetensors", tmp_path / "model.safetensors")
+    shutil.copy(FIXTURES / "mini.transformers.config.json", tmp_path / "config.json")
+    shutil.copy(FIXTURES / "mini.transformers.safetensors", tmp_path / "model.safetensors")
     return tmp_path
 
 
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).abs().max().item()
-
-
-def test_golden_weights_match_the_official_outputs_and_the_builtin(golden_native_dir):
-    ours = ConvNextForImageClassification.from_pretrained(golden_native_dir).eval()
-    builtin = transformers.ConvNextForImageClassification.from_pretrained(golden_native_dir).eval()
+def test_golden_weights_match_the_official_outputs_and_the_builtin(golden_transformers_dir):
+    ours = ConvNextForImageClassification.from_pretrained(golden_transformers_dir).eval()
+    builtin = transformers.ConvNextForImageClassification.from_pretrained(golden_transformers_dir).eval()
     expected = golden_expected("mini")
     for k in (0, 1):
         pixel_values = expected[f"input_{k}"]
@@ -36,22 +32,22 @@ def test_golden_weights_match_the_official_outputs_and_the_builtin(golden_native
             assert max_diff(out.hidden_states[stage], expected[f"stage{stage}_{k}"]) < 1e-5
         assert max_diff(out.logits, ref.logits) < 1e-5
         assert len(out.hidden_states) == len(ref.hidden_states) == 5
-        for ours_state, ref_state in zip(out.hidden_states, ref.hidden_states):
+        for ours_state, ref_state in zip(out.hidden_states, ref.hidden_states, strict=True):
             assert max_diff(ours_state, ref_state) < 1e-5
 
 
 def test_builtin_checkpoints_load_and_ours_export_to_the_builtin(tmp_path, tiny_config_kwargs):
     torch.manual_seed(1)
-    native = transformers.ConvNextForImageClassification(
+    builtin = transformers.ConvNextForImageClassification(
         transformers.ConvNextConfig(layer_norm_eps=1e-6, **tiny_config_kwargs)
     ).eval()
-    native.save_pretrained(tmp_path / "native")
-    ours = ConvNextForImageClassification.from_pretrained(tmp_path / "native").eval()
+    builtin.save_pretrained(tmp_path / "builtin")
+    ours = ConvNextForImageClassification.from_pretrained(tmp_path / "builtin").eval()
     assert ours.config.model_type == "convnext_hf"
     pixel_values = torch.randn(2, 3, 64, 96)
-    torch.testing.assert_close(ours(pixel_values).logits, native(pixel_values).logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours(pixel_values).logits, builtin(pixel_values).logits, rtol=0, atol=1e-5)
 
-    save_native(ours, tmp_path / "exported")
+    save_as_transformers(ours, tmp_path / "exported")
     config_json = (tmp_path / "exported" / "config.json").read_text()
     assert '"model_type": "convnext"' in config_json and "auto_map" not in config_json
     assert not list((tmp_path / "exported").glob("*.py"))
@@ -63,7 +59,7 @@ def test_builtin_checkpoints_load_and_ours_export_to_the_builtin(tmp_path, tiny_
 def test_export_refuses_what_the_builtin_cannot_express(tmp_path):
     iso = ConvNextForImageClassification(ConvNextConfig(hidden_sizes=[16], depths=[2], isotropic=True, patch_size=16))
     with pytest.raises(ValueError, match="isotropic"):
-        save_native(iso, tmp_path / "out")
+        save_as_transformers(iso, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -72,9 +68,9 @@ def test_export_refuses_to_overwrite(tmp_path, tiny_config_kwargs):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("precious")
     with pytest.raises(FileExistsError, match="overwrite"):
-        save_native(model, tmp_path / "out")
+        save_as_transformers(model, tmp_path / "out")
     assert (tmp_path / "out" / "keep.txt").read_text() == "precious"
-    save_native(model, tmp_path / "out", overwrite=True)
+    save_as_transformers(model, tmp_path / "out", overwrite=True)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
 
 
@@ -84,15 +80,35 @@ def test_backbone_matches_the_builtin_backbone(tiny_config_kwargs):
     for norm in ours.hidden_states_norms.values():
         torch.nn.init.normal_(norm.weight)
         torch.nn.init.normal_(norm.bias)
-    builtin = to_native(ours).eval()
+    builtin = to_transformers(ours).eval()
     assert type(builtin) is transformers.ConvNextBackbone
     pixel_values = torch.randn(1, 3, 96, 64)
     out, ref = ours(pixel_values), builtin(pixel_values)
     assert [tuple(f.shape) for f in out.feature_maps] == [(1, 8, 24, 16), (1, 16, 12, 8), (1, 24, 6, 4), (1, 32, 3, 2)]
     assert ours.channels == [8, 16, 24, 32]
-    for feature, reference in zip(out.feature_maps, ref.feature_maps):
+    for feature, reference in zip(out.feature_maps, ref.feature_maps, strict=True):
         assert max_diff(feature, reference) < 1e-5
     assert out.hidden_states is None and len(ours(pixel_values, output_hidden_states=True).hidden_states) == 5
+
+
+@pytest.mark.parametrize("selection", [[0, 2], -1, [-2, 4, 9], True])
+@pytest.mark.parametrize("model_class", [ConvNextModel, ConvNextForImageClassification, ConvNextBackbone])
+def test_hidden_states_selection_matches_the_builtin(model_class, selection, tiny_config_kwargs):
+    config = ConvNextConfig(out_features=["stage2", "stage4"], **tiny_config_kwargs)
+    ours = model_class(config).eval()
+    builtin = to_transformers(ours).eval()
+    pixel_values = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = ours(pixel_values, output_hidden_states=selection).hidden_states
+        ref = builtin(pixel_values, output_hidden_states=selection).hidden_states
+    expected = {(0, 2): [0, 2], -1: [4], (-2, 4, 9): [3, 4], True: [0, 1, 2, 3, 4]}[
+        tuple(selection) if isinstance(selection, list) else selection
+    ]
+    assert len(out) == len(ref) == 5
+    assert [i for i, state in enumerate(out) if state is not None] == expected
+    assert [i for i, state in enumerate(ref) if state is not None] == expected
+    for i in expected:
+        assert max_diff(out[i], ref[i]) < 1e-5
 
 
 def test_backbone_plugs_into_upernet(tiny_config_kwargs):
@@ -113,7 +129,8 @@ def test_model_outputs(tiny_config_kwargs):
     assert out.last_hidden_state.shape == (2, 32, 2, 2)
     assert out.pooler_output.shape == (2, 32)
     assert out.hidden_states is None
-    expected_pooled = F.layer_norm(out.last_hidden_state.mean((2, 3)), (32,), model.layernorm.weight, model.layernorm.bias, 1e-6)
+    norm = model.layernorm
+    expected_pooled = F.layer_norm(out.last_hidden_state.mean((2, 3)), (32,), norm.weight, norm.bias, 1e-6)
     torch.testing.assert_close(out.pooler_output, expected_pooled)
     as_tuple = model(torch.randn(2, 3, 64, 64), return_dict=False)
     assert isinstance(as_tuple, tuple) and len(as_tuple) == 2
@@ -198,7 +215,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_config_kwargs):
     plain = gradients()
     model.activation_checkpointing_enable()
     assert all(layer.gradient_checkpointing for stage in model.convnext.encoder.stages for layer in stage.layers)
-    for a, b in zip(plain, gradients()):
+    for a, b in zip(plain, gradients(), strict=True):
         torch.testing.assert_close(a, b)
     assert set(model._no_split_modules) == {"ConvNextLayer"}
 

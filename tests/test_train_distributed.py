@@ -1,4 +1,5 @@
-"""A real two-process data-parallel run on CPU (gloo) through torchrun: disjoint shards, one saved model that reloads."""
+"""Real two-process data-parallel runs on CPU (gloo), through torchrun and through `accelerate launch`: disjoint
+shards, one saved model that reloads."""
 
 import json
 import os
@@ -15,6 +16,7 @@ from convnext_hf import ConvNextForImageClassification
 
 NUM_TRAIN = 32
 GREY_STEP = 8
+TINY_CONFIG = json.dumps({"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]})
 
 # Runs in each torchrun process: `convnext-hf train` with a spy on the Trainer's training step that writes down which
 # images the process trained on. Every training image is one flat grey level, GREY_STEP × its number, which
@@ -48,6 +50,15 @@ def write_grey_images(directory, numbers):
         Image.fromarray(grey).save(label / f"{number:02d}.png")
 
 
+def _environment():
+    return {
+        **os.environ,
+        "PYTHONPATH": os.path.dirname(os.path.dirname(convnext_hf.__file__)),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
 @pytest.mark.slow
 def test_two_process_data_parallel_run_on_cpu(tmp_path):
     write_grey_images(tmp_path / "train", range(NUM_TRAIN))
@@ -58,19 +69,13 @@ def test_two_process_data_parallel_run_on_cpu(tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         str(tmp_path / "driver.py"), str(tmp_path),
         "--train_dir", str(tmp_path / "train"), "--validation_dir", str(tmp_path / "val"),
-        "--variant", "atto", "--config_overrides", json.dumps({"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]}),
+        "--variant", "atto", "--config_overrides", TINY_CONFIG,
         "--image_size", "32", "--rrc_scale_min", "1", "--rrc_ratio", "1", "1", "--hflip", "0",
         "--per_device_train_batch_size", "4", "--num_train_epochs", "1", "--ddp_backend", "gloo",
         "--output_dir", str(output_dir), "--cache_dir", str(tmp_path / "cache"), "--report_to", "none",
         "--plots", "false", "--dataloader_num_workers", "0",
     ]  # fmt: skip
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.path.dirname(os.path.dirname(convnext_hf.__file__)),
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, env=_environment(), timeout=300)
     assert result.returncode == 0, result.stderr[-5000:]
 
     seen = [json.loads((tmp_path / f"seen-rank{rank}.json").read_text()) for rank in (0, 1)]
@@ -88,3 +93,36 @@ def test_two_process_data_parallel_run_on_cpu(tmp_path):
         assert model(torch.zeros(2, 3, 32, 32)).logits.shape == (2, 2)
     assert not any(name.startswith("module.") for name in model.state_dict()), "saved unwrapped from DDP"
 
+
+
+@pytest.mark.slow
+def test_accelerate_launch_splits_the_data_between_two_cpu_processes(tmp_path):
+    """The launch line of docs/training.md. accelerate's `--cpu` alone starts one process (its multi-CPU path is MPI),
+    so two CPU processes come from its torchrun launcher (`--multi_gpu`) with no GPU visible and the Trainer's
+    `--use_cpu`; every setting is a flag, so no accelerate config file is read or needed."""
+    write_grey_images(tmp_path / "train", range(NUM_TRAIN))
+    write_grey_images(tmp_path / "val", range(6))
+    output_dir = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "convnext_hf.train", "--use_cpu", "--ddp_backend", "gloo",
+        "--train_dir", str(tmp_path / "train"), "--validation_dir", str(tmp_path / "val"),
+        "--variant", "atto", "--config_overrides", TINY_CONFIG, "--image_size", "32",
+        "--per_device_train_batch_size", "4", "--num_train_epochs", "1", "--dataloader_num_workers", "0",
+        "--output_dir", str(output_dir), "--cache_dir", str(tmp_path / "cache"), "--report_to", "none",
+    ]  # fmt: skip
+    env = {**_environment(), "CUDA_VISIBLE_DEVICES": "", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert not (tmp_path / "hf" / "accelerate").exists(), "no accelerate config file was written or needed"
+
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == NUM_TRAIN // (2 * 4), "each process trains on half of the images per epoch"
+    card = (output_dir / "README.md").read_text()
+    assert "| total batch size | 8 (2 process(es)) |" in card
+    report = json.loads((output_dir / "metrics.json").read_text())
+    assert np.array(report["confusion_matrix"]).sum() == 6, "the evaluation gathers all six images, once"
+    model = ConvNextForImageClassification.from_pretrained(output_dir)
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 32, 32)).logits.shape == (1, 2)

@@ -1,4 +1,4 @@
-"""Each option of the training recipe, on its own: augmentation, Mixup/CutMix, parameter groups, EMA, presets, metric."""
+"""Each option of the training recipe on its own: augmentation, Mixup/CutMix, parameter groups, EMA, presets, metric."""
 
 import math
 import random

@@ -124,7 +124,7 @@ def test_output_folder_is_hub_ready(full_recipe_run):
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_convnext.ConvNextForImageClassification"
     processor = json.loads((output_dir / "preprocessor_config.json").read_text())
     assert processor["size"] == {"shortest_edge": 32}
-    assert processor["auto_map"]["AutoImageProcessor"] == "image_processing_convnext.ConvNextImageProcessor"
+    assert processor["auto_map"]["AutoImageProcessor"] == "image_processing_convnext.ConvNextHFImageProcessor"
     for name in ("confusion_matrix.png", "training_curves.png"):
         with Image.open(output_dir / name) as image:
             assert image.width > 300 and image.height > 200
@@ -236,7 +236,8 @@ def test_saved_folder_loads_without_the_package(full_recipe_run, folders):
 
 
 def make_trainer(tmp_path, mixup=None, layer_decay=1.0, **training):
-    model = ConvNextForImageClassification(ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 3, 1], num_labels=3))
+    config = ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 3, 1], num_labels=3)
+    model = ConvNextForImageClassification(config)
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", **training)
     return ConvNextTrainer(
         model=model, args=args, mixup=mixup or Mixup(num_classes=3), layer_decay=layer_decay
@@ -278,7 +279,7 @@ def test_trainer_optimizer_has_the_recipe_groups_and_warmup_cosine_schedule(tmp_
     stem = next(g for g in optimizer.param_groups if "convnext.embeddings.patch_embeddings.weight" in g["param_names"])
     assert head["weight_decay"] == 0.05
     observed = []
-    for step in range(21):
+    for _ in range(21):
         observed.append((head["lr"], stem["lr"]))
         optimizer.step()
         scheduler.step()

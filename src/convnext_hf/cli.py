@@ -17,7 +17,14 @@ from .errors import USER_ERROR_EXIT_STATUS, UserInputError
 # transformers Trainer flags that `train` accepts are; every command also accepts the dashed spelling.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("convnext_hf.train", "train or fine-tune a ConvNeXt on your images (every Trainer flag works)"),
-    "demo": ("convnext_hf.demo", "train a small ConvNeXt on MNIST digits from scratch, offline, and score it"),
+    "evaluate": (
+        "convnext_hf.evaluation",
+        "score a saved or converted classifier on your labelled images (top-1/top-5, per class, speed)",
+    ),
+    "demo": (
+        "convnext_hf.demo",
+        "train a small ConvNeXt from scratch, offline, and score it: MNIST digits, or --task segmentation",
+    ),
     "convert": (
         "convnext_hf.conversion.command",
         "convert a checkpoint (official, timm, mmcls/mmseg, PASSL, transformers) to a Hub-ready folder",

@@ -1,4 +1,5 @@
-"""Configuration of ConvNeXt ("A ConvNet for the 2020s", Liu et al., CVPR 2022)."""
+"""Configuration of ConvNeXt ("A ConvNet for the 2020s", Liu et al., CVPR 2022), of ConvNeXt V2 ("Co-designing and
+Scaling ConvNets with Masked Autoencoders", Woo et al., CVPR 2023) and of timm's variants of both."""
 
 from __future__ import annotations
 
@@ -29,10 +30,21 @@ ISOTROPIC_VARIANTS: dict[str, tuple[int, int]] = {
     "isotropic-large": (1024, 36),
 }
 
-VARIANTS = (*HIERARCHICAL_VARIANTS, *ISOTROPIC_VARIANTS)
+# ConvNeXt V2 (Table 10 of the V2 paper): the V1 macro design with GRN in every block and no layer scale.
+V2_VARIANTS: dict[str, str] = {
+    f"v2-{name}": name for name in ("atto", "femto", "pico", "nano", "tiny", "base", "large", "huge")
+}
 
-# Keys of transformers' built-in ConvNext config that this configuration derives instead of storing.
-BUILTIN_ONLY_KEYS = ("model_type", "num_stages", "auto_map", "architectures", "transformers_version")
+VARIANTS = (*HIERARCHICAL_VARIANTS, *ISOTROPIC_VARIANTS, *V2_VARIANTS)
+
+# Stems: the paper's 4×4 patchify conv, or timm's overlapping tiered stem (`*_ols`): two 3×3 stride-2 convs.
+STEM_TYPES = ("patch", "overlap_tiered")
+
+# model_type of transformers' built-in ConvNext and ConvNextV2, whose configs this configuration reads.
+BUILTIN_MODEL_TYPES = ("convnext", "convnextv2")
+
+# Keys of transformers' built-in ConvNext / ConvNextV2 configs that this configuration derives instead of storing.
+BUILTIN_ONLY_KEYS = ("model_type", "auto_map", "architectures", "transformers_version")
 
 # Written into every saved config.json so that a folder saved from any of the models loads through every Auto class
 # with `trust_remote_code=True`, where this package is not installed.
@@ -51,6 +63,7 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
 
     Args:
         num_channels: Channels of the input images.
+        num_stages: Optional; the number of stages is `len(depths)`, and a different value is refused.
         patch_size: Kernel size and stride of the patchify stem (4 hierarchical, 16 isotropic).
         hidden_sizes: Width of each stage.
         depths: Number of ConvNeXt blocks in each stage.
@@ -58,7 +71,13 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
         hidden_act: Activation of the inverted bottleneck (the paper uses GELU).
         initializer_range: Standard deviation of the truncated normal used for conv and linear weights.
         layer_norm_eps: Epsilon of every LayerNorm; the official code uses 1e-6 everywhere.
-        layer_scale_init_value: Initial layer-scale value; 0 disables layer scale.
+        layer_scale_init_value: Initial layer-scale value; 0 disables layer scale (ConvNeXt V2 has none).
+        use_grn: ConvNeXt V2: Global Response Normalization (learned gamma/beta) after the GELU of every block.
+        stem_type: `"patch"` (the paper's `patch_size` patchify conv) or `"overlap_tiered"` (timm's `*_ols`: a 3×3
+            stride-2 conv to `make_divisible(hidden_sizes[0] / 2, 8)` channels, a 3×3 stride-2 conv, then LayerNorm).
+        head_norm_first: timm's `*_hnf`: the final LayerNorm normalizes the last feature map before pooling.
+        head_hidden_size: Width of the MLP head (timm's `convnext_large_mlp`, the CLIP towers): the pooled, normalized
+            features go through Linear + GELU of this width before the classifier; None for the paper's linear head.
         head_init_scale: Factor applied to the initial classifier weights (used when fine-tuning at 384).
         drop_path_rate: Stochastic depth rate of the last block; earlier blocks follow the linear rule.
         image_size: Resolution the model was trained at (informational; any size divisible by the total stride runs).
@@ -78,6 +97,10 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
     initializer_range: float | int = 0.02
     layer_norm_eps: float | int = 1e-6
     layer_scale_init_value: float | int = 1e-6
+    use_grn: bool = False
+    stem_type: str = "patch"
+    head_norm_first: bool = False
+    head_hidden_size: int | None = None
     head_init_scale: float | int = 1.0
     drop_path_rate: float | int = 0.0
     image_size: int = 224
@@ -100,10 +123,33 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
         """Number of stages (4 for the hierarchical models, 1 for the isotropic ones)."""
         return len(self.depths)
 
+    @num_stages.setter
+    def num_stages(self, value: int) -> None:
+        # Accepted as transformers' built-in ConvNext and its common tests pass it (also as num_hidden_layers), but
+        # the stages are what depths and hidden_sizes list: a different count would describe another model.
+        if value != len(self.depths):
+            raise ValueError(
+                f"num_stages={value} does not match depths {self.depths} ({len(self.depths)} stages); the number of "
+                "stages follows depths and hidden_sizes (one entry per stage), so set those instead."
+            )
+
+    @property
+    def stem_stride(self) -> int:
+        """Downsampling factor of the stem (the overlapping tiered stem has two stride-2 convs)."""
+        return 4 if self.stem_type == "overlap_tiered" else self.patch_size
+
+    @property
+    def stem_mid_channels(self) -> int:
+        """Width between the two convs of the overlapping tiered stem: timm's `make_divisible(hidden_sizes[0] // 2)`,
+        the nearest multiple of 8, never more than 10% below half the width."""
+        half = self.hidden_sizes[0] // 2
+        rounded = max(8, (half + 4) // 8 * 8)
+        return rounded + 8 if rounded < 0.9 * half else rounded
+
     @property
     def total_stride(self) -> int:
         """Downsampling factor from the input image to the last stage."""
-        return self.patch_size * 2 ** (self.num_stages - 1)
+        return self.stem_stride * 2 ** (self.num_stages - 1)
 
     def _validate(self) -> None:
         if len(self.hidden_sizes) != len(self.depths):
@@ -125,6 +171,12 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
                 f"An isotropic ConvNeXt has exactly one stage, got depths {self.depths}; "
                 "use e.g. hidden_sizes=[384], depths=[18]."
             )
+        if self.stem_type not in STEM_TYPES:
+            raise ValueError(f"stem_type must be one of {STEM_TYPES}, got {self.stem_type!r}.")
+        if self.isotropic and (self.stem_type != "patch" or self.head_norm_first):
+            raise ValueError("An isotropic ConvNeXt has the patchify stem and the norm after pooling (§3.3).")
+        if self.head_hidden_size is not None and self.head_hidden_size <= 0:
+            raise ValueError(f"head_hidden_size must be a positive width or None, got {self.head_hidden_size}.")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
         if self.layer_scale_init_value < 0:
@@ -132,9 +184,12 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> ConvNextConfig:
-        """Build from a saved dict; also reads the configs of transformers' built-in ConvNext (model_type "convnext")."""
-        if config_dict.get("model_type") == "convnext":
+        """Build from a saved dict; also reads the configs of transformers' built-in ConvNext and ConvNextV2."""
+        model_type = config_dict.get("model_type")
+        if model_type in BUILTIN_MODEL_TYPES:
             config_dict = {key: value for key, value in config_dict.items() if key not in BUILTIN_ONLY_KEYS}
+            if model_type == "convnextv2":
+                config_dict.update(use_grn=True, layer_scale_init_value=0.0)
             # The built-in uses eps 1e-6 in every LayerNorm but the final one, where its converted checkpoints say
             # 1e-12; the official weights were trained with 1e-6 there too.
             config_dict["layer_norm_eps"] = 1e-6
@@ -146,6 +201,14 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
         if variant in HIERARCHICAL_VARIANTS:
             hidden_sizes, depths = HIERARCHICAL_VARIANTS[variant]
             preset = {"hidden_sizes": list(hidden_sizes), "depths": list(depths)}
+        elif variant in V2_VARIANTS:
+            hidden_sizes, depths = HIERARCHICAL_VARIANTS[V2_VARIANTS[variant]]
+            preset = {
+                "hidden_sizes": list(hidden_sizes),
+                "depths": list(depths),
+                "use_grn": True,
+                "layer_scale_init_value": 0.0,
+            }
         elif variant in ISOTROPIC_VARIANTS:
             width, depth = ISOTROPIC_VARIANTS[variant]
             preset = {
@@ -160,4 +223,4 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
         return cls(**{**preset, **kwargs})
 
 
-__all__ = ["ConvNextConfig", "HIERARCHICAL_VARIANTS", "ISOTROPIC_VARIANTS", "VARIANTS"]
+__all__ = ["ConvNextConfig", "HIERARCHICAL_VARIANTS", "ISOTROPIC_VARIANTS", "V2_VARIANTS", "VARIANTS"]

@@ -8,7 +8,11 @@ ConvNeXt (Liu et al., "A ConvNet for the 2020s", CVPR 2022) evaluates a model at
 
 then scale pixels to [0, 1] and normalize with the ImageNet mean and std the official weights were trained
 with. The numbers equal transformers' `ConvNextImageProcessorPil` given the same settings; this class adds
-ConvNeXt's own defaults, a uniform conversion of every input kind to RGB, and clear errors for bad input.
+ConvNeXt's own defaults, a uniform conversion of every input kind to RGB (or, with `do_convert_rgb=False`, to
+8-bit channels kept as they are, e.g. RGBA for a 4-channel model), and clear errors for bad input.
+
+Its name differs from transformers' `ConvNextImageProcessor` on purpose: a saved `preprocessor_config.json` names
+its class, and transformers would otherwise load its own processor from it, which converts some inputs differently.
 
 The file imports nothing from this project: `save_pretrained` copies it next to the saved config, and
 `AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)` loads it where `convnext_hf` is absent.
@@ -46,6 +50,9 @@ MAX_IMAGE_PIXELS = 89_478_485
 _MODES_WITH_ALPHA = {"LA", "PA", "RGBA", "RGBa"}
 _MODES_CONVERTIBLE_TO_RGB = {"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
 _MODES_HIGH_BIT_DEPTH = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+# Without RGB conversion an image keeps its channels: grayscale stays L, colour RGB, with alpha LA or RGBA.
+_MODES_KEPT = {"L", "LA", "RGB", "RGBA"}
+_MODES_GRAYSCALE = {"1", "L", "LA"}
 
 _ACCEPTED_INPUTS = (
     "a PIL image, a numpy array or torch tensor of shape (H, W), (H, W, C) or (C, H, W) with C in {1, 3, 4}, "
@@ -53,10 +60,20 @@ _ACCEPTED_INPUTS = (
 )
 
 
-class ConvNextImageProcessorKwargs(ImagesKwargs, total=False):
-    """Keyword arguments of `ConvNextImageProcessor`: transformers' image kwargs plus `crop_pct`."""
+class ConvNextHFImageProcessorKwargs(ImagesKwargs, total=False):
+    """Keyword arguments of `ConvNextHFImageProcessor`: transformers' image kwargs plus `crop_pct`."""
 
     crop_pct: int | float
+
+
+def _check_channels(channels: int, image_mean: float | list[float], image_std: float | list[float]) -> None:
+    """Refuse a per-channel mean or std whose length is not the images' number of channels."""
+    for name, values in (("image_mean", image_mean), ("image_std", image_std)):
+        if isinstance(values, (list, tuple)) and len(values) != channels:
+            raise ValueError(
+                f"the images have {channels} channel(s) but {name} has {len(values)} values; pass one value per "
+                "channel, or do_convert_rgb=True to read every image as RGB."
+            )
 
 
 def _check_evaluation_settings(size: SizeDict, crop_pct: float) -> None:
@@ -173,8 +190,9 @@ def _decode(image: Image.Image) -> None:
         ) from err
 
 
-def _pil_to_rgb(image: Image.Image) -> Image.Image:
-    """Convert a PIL image of any supported mode to RGB; transparency is composited onto white."""
+def _to_standard_mode(image: Image.Image, convert_rgb: bool = True) -> Image.Image:
+    """Read a PIL image of any supported mode as 8-bit RGB, transparency composited onto white; or, without
+    `convert_rgb`, as 8 bits per channel keeping its channels (L, LA, RGB or RGBA: alpha is kept)."""
     _decode(image)
     if image.width == 0 or image.height == 0:
         raise ValueError(f"the image is empty (height x width = {image.height} x {image.width}).")
@@ -188,18 +206,23 @@ def _pil_to_rgb(image: Image.Image) -> Image.Image:
                     "Rescale the image to 8 or 16 bits first."
                 )
             pixels = pixels.astype(np.uint16)
-        return Image.fromarray(_to_uint8(pixels)).convert("RGB")
-    if image.mode in _MODES_WITH_ALPHA or (
-        image.mode in _MODES_CONVERTIBLE_TO_RGB and "transparency" in image.info
-    ):
+        image = Image.fromarray(_to_uint8(pixels))
+    if image.mode not in _MODES_WITH_ALPHA | _MODES_CONVERTIBLE_TO_RGB:
+        raise ValueError(
+            f"unsupported PIL image mode {image.mode!r}; convert it first, for example image.convert('RGB')."
+        )
+    has_alpha = image.mode in _MODES_WITH_ALPHA or "transparency" in image.info
+    if convert_rgb and has_alpha:
         # Same rule as transformers' convert_to_rgb, so RGBA inputs keep parity with it.
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
-    if image.mode in _MODES_CONVERTIBLE_TO_RGB:
+    if convert_rgb:
         return image.convert("RGB")
-    raise ValueError(
-        f"unsupported PIL image mode {image.mode!r}; convert it first, for example image.convert('RGB')."
-    )
+    if image.mode in _MODES_KEPT and "transparency" not in image.info:
+        return image
+    if image.mode in _MODES_GRAYSCALE:
+        return image.convert("LA" if has_alpha else "L")
+    return image.convert("RGBA" if has_alpha else "RGB")
 
 
 def _check_pixel_limit(size: tuple[int, int], path: Path) -> None:
@@ -212,8 +235,9 @@ def _check_pixel_limit(size: tuple[int, int], path: Path) -> None:
         )
 
 
-def _open_image_file(path: Path) -> Image.Image:
-    """Read an image file as RGB, honouring its EXIF orientation, with clear errors for unreadable files."""
+def _open_image_file(path: Path, convert_rgb: bool) -> Image.Image:
+    """Read an image file as `_to_standard_mode` does, honouring its EXIF orientation, with clear errors for
+    unreadable files."""
     if not path.is_file():
         raise ValueError(f"no image file at {path}; pass an existing file path, or the decoded image itself.")
     with warnings.catch_warnings():
@@ -233,19 +257,19 @@ def _open_image_file(path: Path) -> Image.Image:
     with opened:
         _check_pixel_limit(opened.size, path)
         _decode(opened)
-        return _pil_to_rgb(ImageOps.exif_transpose(opened))
+        return _to_standard_mode(ImageOps.exif_transpose(opened), convert_rgb)
 
 
-def _image_to_rgb(image: object, input_data_format: str | ChannelDimension | None) -> Image.Image:
-    """Convert one accepted image input to an RGB PIL image."""
+def _image_to_pil(image: object, input_data_format: str | ChannelDimension | None, convert_rgb: bool) -> Image.Image:
+    """Convert one accepted image input to a PIL image in a standard mode (see `_to_standard_mode`)."""
     if isinstance(image, (str, os.PathLike)):
-        return _open_image_file(Path(image))
+        return _open_image_file(Path(image), convert_rgb)
     if isinstance(image, Image.Image):
-        return _pil_to_rgb(image)
+        return _to_standard_mode(image, convert_rgb)
     if isinstance(image, torch.Tensor):
         image = _tensor_to_numpy(image)
     if isinstance(image, np.ndarray):
-        return _pil_to_rgb(_array_to_pil(image, input_data_format))
+        return _to_standard_mode(_array_to_pil(image, input_data_format), convert_rgb)
     raise TypeError(f"cannot preprocess an object of type {type(image).__name__}; pass {_ACCEPTED_INPUTS}.")
 
 
@@ -267,22 +291,25 @@ def _split_batch(images: object) -> list:
     return [images]
 
 
-def to_rgb_images(images: object, input_data_format: str | ChannelDimension | None = None) -> list[Image.Image]:
-    """Convert every accepted input form to a list of RGB PIL images, naming the offending image on error."""
+def to_pil_images(
+    images: object, input_data_format: str | ChannelDimension | None = None, convert_rgb: bool = True
+) -> list[Image.Image]:
+    """Convert every accepted input form to a list of PIL images, RGB or (without `convert_rgb`) keeping their
+    channels, naming the offending image on error."""
     batch = _split_batch(images)
-    rgb_images = []
+    pil_images = []
     for index, image in enumerate(batch):
         try:
-            rgb_images.append(_image_to_rgb(image, input_data_format))
+            pil_images.append(_image_to_pil(image, input_data_format, convert_rgb))
         except (ValueError, TypeError) as err:
             if len(batch) == 1:
                 raise
             kind = ValueError if isinstance(err, ValueError) else TypeError
             raise kind(f"images[{index}]: {err}") from err
-    return rgb_images
+    return pil_images
 
 
-class ConvNextImageProcessor(PilBackend):
+class ConvNextHFImageProcessor(PilBackend):
     r"""
     Image processor for ConvNeXt: the official ImageNet evaluation transform, on PIL and numpy only.
 
@@ -294,20 +321,24 @@ class ConvNextImageProcessor(PilBackend):
             Fraction of the resized short side kept by the center crop; used only when S < 384.
         resample (`PILImageResampling`, *optional*, defaults to `BICUBIC`):
             Resampling filter of the resize.
+        do_convert_rgb (`bool`, *optional*, defaults to `True`):
+            Read every image as RGB (transparency composited onto white). With `False` an image keeps its channels
+            (grayscale 1, colour 3, with alpha one more), e.g. RGBA for a model with `num_channels=4`.
         do_rescale / rescale_factor, do_normalize / image_mean / image_std:
             Scale by 1/255, then normalize with the ImageNet mean (0.485, 0.456, 0.406) and std
-            (0.229, 0.224, 0.225).
+            (0.229, 0.224, 0.225); give one mean and std per channel of the images.
 
-    Inputs are converted to RGB first (see `to_rgb_images`); `do_convert_rgb` is therefore not used. Output:
-    `pixel_values` of shape (N, 3, S, S), float32, as a list of arrays or with `return_tensors="pt"`/`"np"`.
+    Inputs are read with `to_pil_images`. Output: `pixel_values` of shape (N, C, S, S), C = 3 with RGB conversion,
+    float32, as a list of arrays or with `return_tensors="pt"`/`"np"`.
     """
 
     # save_pretrained copies this file and writes auto_map, so that a saved folder loads as remote code.
     _auto_class = "AutoImageProcessor"
 
-    valid_kwargs = ConvNextImageProcessorKwargs
+    valid_kwargs = ConvNextHFImageProcessorKwargs
     model_input_names = ["pixel_values"]
 
+    do_convert_rgb = True
     do_resize = True
     size = {"shortest_edge": 224}
     crop_pct = DEFAULT_CROP_PCT
@@ -318,7 +349,7 @@ class ConvNextImageProcessor(PilBackend):
     image_mean = IMAGENET_DEFAULT_MEAN
     image_std = IMAGENET_DEFAULT_STD
 
-    def __init__(self, **kwargs: Unpack[ConvNextImageProcessorKwargs]) -> None:
+    def __init__(self, **kwargs: Unpack[ConvNextHFImageProcessorKwargs]) -> None:
         super().__init__(**kwargs)
         _check_evaluation_settings(self.size, self.crop_pct)
 
@@ -333,11 +364,29 @@ class ConvNextImageProcessor(PilBackend):
         self,
         images: object,
         *args,
+        do_convert_rgb: bool | None = None,
         input_data_format: str | ChannelDimension | None = None,
+        do_normalize: bool | None = None,
+        image_mean: float | list[float] | None = None,
+        image_std: float | list[float] | None = None,
         **kwargs,
     ) -> list[np.ndarray]:
-        """Turn the raw input into channels-first uint8 RGB arrays, rejecting bad input before any work."""
-        return [np.moveaxis(np.array(rgb), -1, 0) for rgb in to_rgb_images(images, input_data_format)]
+        """Turn the raw input into channels-first uint8 arrays, rejecting bad input before any work."""
+        arrays = [np.atleast_3d(np.array(image)) for image in to_pil_images(images, input_data_format, do_convert_rgb)]
+        channels = {array.shape[-1] for array in arrays}
+        if len(channels) > 1:
+            raise ValueError(
+                f"the images have different numbers of channels {sorted(channels)}; pass do_convert_rgb=True to read "
+                "every image as RGB, or convert them to one mode."
+            )
+        if do_normalize:
+            _check_channels(channels.pop(), image_mean, image_std)
+        return [np.moveaxis(array, -1, 0) for array in arrays]
+
+    def convert_image(self, image: object) -> Image.Image:
+        """Read one image as this processor does before resizing (RGB, or its own channels without do_convert_rgb)."""
+        (converted,) = to_pil_images([image], convert_rgb=self.do_convert_rgb)
+        return converted
 
     def resize(
         self,
@@ -371,4 +420,8 @@ class ConvNextImageProcessor(PilBackend):
         return super()._preprocess(images, do_resize=False, size=size, resample=resample, **kwargs)
 
 
-__all__ = ["ConvNextImageProcessor", "to_rgb_images"]
+# The class's name before it was saved under its own (so that folders never reload as transformers' processor);
+# code that imports the old name gets the same class.
+ConvNextImageProcessor = ConvNextHFImageProcessor
+
+__all__ = ["ConvNextHFImageProcessor", "ConvNextImageProcessor", "to_pil_images"]

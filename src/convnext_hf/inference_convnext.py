@@ -2,8 +2,9 @@
 
 The same block math as `ConvNextLayer` in eval mode, regrouped for speed: LayerNorm affines and layer scales folded
 into the pointwise layers, channels-last memory, and on CPU the oneDNN kernels that fuse pwconv1 + GELU and
-pwconv2 + residual. Kept apart from `modeling_convnext.py` so that the networks there read as the paper writes them.
-This file ships with saved models as Hub remote code, beside the modeling file.
+pwconv2 + residual (with ConvNeXt V2's GRN applied between the two). Kept apart from `modeling_convnext.py` so that
+the networks there read as the paper writes them. This file ships with saved models as Hub remote code, beside the
+modeling file.
 
 Private torch APIs used here (`torch.ops.mkldnn._linear_pointwise`, `_is_mkldnn_bf16_supported`,
 `torch.cpu._is_amx_tile_supported`) are looked up defensively: a torch without them takes the plain path.
@@ -105,15 +106,22 @@ class ConvNextFoldedLayer(nn.Module):
         self.eps = layer.layernorm.eps
         self.pwconv1, self.pwconv2 = fold_block(layer)
         self.act = layer.act
+        self.grn = layer.grn
         self.fuse_gelu = hidden_act == "gelu"
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         normalized = F.layer_norm(self.dwconv(features).permute(0, 2, 3, 1), (features.shape[1],), eps=self.eps)
         residual = features.permute(0, 2, 3, 1)
         if self.fuse_gelu and onednn_can_run(normalized):
-            output = self.fused_inverted_bottleneck(normalized, residual.contiguous())
+            if self.grn is None:
+                output = self.fused_inverted_bottleneck(normalized, residual.contiguous())
+            else:
+                output = self.fused_grn_bottleneck(normalized, residual.contiguous())
         else:
-            output = residual + self.pwconv2(self.act(self.pwconv1(normalized)))
+            hidden = self.act(self.pwconv1(normalized))
+            if self.grn is not None:
+                hidden = self.grn(hidden)
+            output = residual + self.pwconv2(hidden)
         return output.permute(0, 3, 1, 2)
 
     def fused_inverted_bottleneck(self, normalized: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -130,6 +138,19 @@ class ConvNextFoldedLayer(nn.Module):
             output[rows] = self.fused_rows(inputs[rows], residuals[rows])
         return output.view_as(residual)
 
+    def fused_grn_bottleneck(self, normalized: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """residual + pwconv2(GRN(GELU(pwconv1(normalized)))) for V2 blocks: the pointwise layers as the same oneDNN
+        kernels, never in chunks of pixels, since GRN normalizes over each image's whole hidden map."""
+        channels = residual.shape[-1]
+        hidden = torch.ops.mkldnn._linear_pointwise(
+            normalized.reshape(-1, channels), self.pwconv1.weight, self.pwconv1.bias, "gelu", [], "none"
+        )
+        hidden = self.grn(hidden.view(*residual.shape[:-1], hidden.shape[-1]))
+        return torch.ops.mkldnn._linear_pointwise.binary(
+            hidden.reshape(-1, hidden.shape[-1]), residual.reshape(-1, channels), self.pwconv2.weight,
+            self.pwconv2.bias, "add",
+        ).view_as(residual)
+
     def fused_rows(self, inputs: torch.Tensor, residuals: torch.Tensor) -> torch.Tensor:
         """The inverted bottleneck on (pixels, channels) rows: pwconv1 with GELU, then pwconv2 adding the residual."""
         hidden = torch.ops.mkldnn._linear_pointwise(inputs, self.pwconv1.weight, self.pwconv1.bias, "gelu", [], "none")
@@ -142,8 +163,6 @@ class ConvNextFoldedLayer(nn.Module):
         if mode:
             raise RuntimeError(INFERENCE_ONLY_MESSAGE.format(action="train"))
         return super().train(False)
-
-
 
 
 def optimize_for_inference(

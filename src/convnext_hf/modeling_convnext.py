@@ -2,8 +2,11 @@
 
 A ConvNeXt is a patchify stem, then stages of blocks separated by downsampling layers. Each block is a 7×7 depthwise
 conv, a LayerNorm, and an inverted bottleneck (pointwise 4× expansion, GELU, pointwise projection) scaled by a learned
-per-channel layer scale and added back to the input, possibly through stochastic depth. Parameter names follow
-transformers' built-in ConvNext, so hierarchical checkpoints move between the two without renaming.
+per-channel layer scale and added back to the input, possibly through stochastic depth. ConvNeXt V2 ("Co-designing and
+Scaling ConvNets with Masked Autoencoders", Woo et al., CVPR 2023) adds Global Response Normalization after the GELU
+and drops layer scale. timm's variants change the stem (overlapping tiered), where the final LayerNorm sits (before
+pooling) and the head (an MLP). Parameter names follow transformers' built-in ConvNext and ConvNextV2, so their
+checkpoints move between them and these models without renaming.
 
 This file holds the networks; `inference_convnext.py` holds their inference fast path (`optimize_for_inference`).
 Both import nothing of the package but the configuration and each other, so that they run as Hub remote code.
@@ -99,14 +102,24 @@ def check_pixel_values(pixel_values: torch.Tensor | None, config: ConvNextConfig
 
 
 class ConvNextEmbeddings(nn.Module):
-    """The patchify stem: a non-overlapping `patch_size`×`patch_size` conv, then a LayerNorm (none when isotropic)."""
+    """The patchify stem: a non-overlapping `patch_size`×`patch_size` conv, then a LayerNorm (none when isotropic).
+
+    timm's overlapping tiered stem (`stem_type="overlap_tiered"`) replaces the patchify conv by two 3×3 stride-2 convs
+    with no activation between them.
+    """
 
     def __init__(self, config: ConvNextConfig) -> None:
         super().__init__()
         self.config = config
-        self.patch_embeddings = nn.Conv2d(
-            config.num_channels, config.hidden_sizes[0], kernel_size=config.patch_size, stride=config.patch_size
-        )
+        if config.stem_type == "overlap_tiered":
+            self.patch_embeddings = nn.Sequential(
+                nn.Conv2d(config.num_channels, config.stem_mid_channels, kernel_size=3, stride=2, padding=1),
+                nn.Conv2d(config.stem_mid_channels, config.hidden_sizes[0], kernel_size=3, stride=2, padding=1),
+            )
+        else:
+            self.patch_embeddings = nn.Conv2d(
+                config.num_channels, config.hidden_sizes[0], kernel_size=config.patch_size, stride=config.patch_size
+            )
         self.layernorm = (
             nn.Identity()
             if config.isotropic
@@ -116,12 +129,31 @@ class ConvNextEmbeddings(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         check_pixel_values(pixel_values, self.config)
         # Images arrive in float32 from the image processor; a half-precision model computes in its own dtype.
-        pixel_values = pixel_values.to(self.patch_embeddings.weight.dtype)
+        pixel_values = pixel_values.to(next(self.patch_embeddings.parameters()).dtype)
         return self.layernorm(self.patch_embeddings(pixel_values))
 
 
+class ConvNextGRN(nn.Module):
+    """Global Response Normalization (ConvNeXt V2, eq. 1-3) on (N, H, W, C) features: each channel's L2 norm over the
+    image, divided by its mean over channels, recalibrates that channel; learned gamma (`weight`) and beta (`bias`)
+    start at zero, so that the block starts as the identity plus the input."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        # Shaped (1, 1, 1, C) like transformers' ConvNextV2GRN, so that its checkpoints load strictly.
+        self.weight = nn.Parameter(torch.zeros(1, 1, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(1, 1, 1, dim))
+        self.eps = eps
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        global_features = torch.linalg.vector_norm(features, ord=2, dim=(1, 2), keepdim=True)
+        normalized = global_features / (global_features.mean(dim=-1, keepdim=True) + self.eps)
+        return self.weight * (features * normalized) + self.bias + features
+
+
 class ConvNextLayer(GradientCheckpointingLayer):
-    """The ConvNeXt block: depthwise 7×7 conv, LayerNorm, 4× inverted bottleneck with GELU, layer scale, residual."""
+    """The ConvNeXt block: depthwise 7×7 conv, LayerNorm, 4× inverted bottleneck with GELU (then GRN in V2), layer
+    scale (V1), residual."""
 
     def __init__(self, config: ConvNextConfig, dim: int, drop_path: float = 0.0) -> None:
         super().__init__()
@@ -130,6 +162,7 @@ class ConvNextLayer(GradientCheckpointingLayer):
         # The pointwise (1×1) convs are linear layers on channels-last features: the same maps, faster in PyTorch.
         self.pwconv1 = nn.Linear(dim, 4 * dim)
         self.act = ACT2FN[config.hidden_act]
+        self.grn = ConvNextGRN(4 * dim) if config.use_grn else None
         self.pwconv2 = nn.Linear(4 * dim, dim)
         self.layer_scale_parameter = (
             nn.Parameter(torch.full((dim,), float(config.layer_scale_init_value)))
@@ -145,6 +178,8 @@ class ConvNextLayer(GradientCheckpointingLayer):
         features = self.layernorm(features)
         features = self.pwconv1(features)
         features = self.act(features)
+        if self.grn is not None:
+            features = self.grn(features)
         features = self.pwconv2(features)
         if self.layer_scale_parameter is not None:
             features = self.layer_scale_parameter * features
@@ -155,7 +190,12 @@ class ConvNextStage(nn.Module):
     """A stage: a downsampling layer (LayerNorm, then a 2×2 stride-2 conv; none in the first stage), then blocks."""
 
     def __init__(
-        self, config: ConvNextConfig, in_channels: int, out_channels: int, drop_path_rates: list[float], downsample: bool
+        self,
+        config: ConvNextConfig,
+        in_channels: int,
+        out_channels: int,
+        drop_path_rates: list[float],
+        downsample: bool,
     ) -> None:
         super().__init__()
         if downsample:
@@ -187,14 +227,42 @@ class ConvNextEncoder(nn.Module):
             stage = ConvNextStage(config, widths[i], widths[i + 1], rates[start : start + depth], downsample=i > 0)
             self.stages.append(stage)
 
-    def forward(self, features: torch.Tensor, output_hidden_states: bool = True) -> tuple[torch.Tensor, ...]:
-        """Return the stem output followed by the output of every stage, or only the last stage's output when not
-        `output_hidden_states` (so that the others are freed as soon as the next stage has used them)."""
-        hidden_states = (features,)
-        for stage in self.stages:
+    def forward(
+        self, features: torch.Tensor, keep: set[int] = frozenset()
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
+        """Return the last stage's output and the hidden states (the stem output, then every stage's output) whose
+        index is in `keep`, None in place of the others, so that those are freed as soon as the next stage has used
+        them."""
+        hidden_states = [features if 0 in keep else None]
+        for index, stage in enumerate(self.stages, start=1):
             features = stage(features)
-            hidden_states = (*hidden_states, features) if output_hidden_states else (features,)
-        return hidden_states
+            hidden_states.append(features if index in keep else None)
+        return features, tuple(hidden_states)
+
+
+def is_selection(output_hidden_states: bool | int | list[int] | None) -> bool:
+    """Whether `output_hidden_states` selects layers by index (an int or a list), as transformers allows."""
+    return output_hidden_states is not None and not isinstance(output_hidden_states, bool)
+
+
+def hidden_state_indices(output_hidden_states: bool | int | list[int] | None, num_hidden_states: int) -> set[int]:
+    """Indices of the hidden states to return: all for True, none for False or None, or the ones transformers'
+    `output_hidden_states=[0, 2]` (or an int; negative counts from the end; out of range selects nothing) picks."""
+    if not is_selection(output_hidden_states):
+        return set(range(num_hidden_states)) if output_hidden_states else set()
+    selection = [output_hidden_states] if isinstance(output_hidden_states, int) else output_hidden_states
+    # Kept self-contained (not transformers.utils.output_capturing) so that the file runs as remote code on any 5.x.
+    return {index % num_hidden_states for index in selection if -num_hidden_states <= index < num_hidden_states}
+
+
+def returned_hidden_states(
+    hidden_states: tuple[torch.Tensor | None, ...], output_hidden_states: bool | int | list[int] | None
+) -> tuple[torch.Tensor | None, ...] | None:
+    """The hidden states as transformers returns them: None when not asked for, else all of them with None in place
+    of those a selection leaves out."""
+    if not is_selection(output_hidden_states) and not output_hidden_states:
+        return None
+    return hidden_states
 
 
 # optimize_for_inference() (inference_convnext.py) folds the blocks; the folded model refuses what needs the originals.
@@ -203,6 +271,10 @@ INFERENCE_ONLY_MESSAGE = (
     "the pointwise layers, so it cannot {action}. Load it again with from_pretrained() to {action} it, and call "
     "optimize_for_inference() only on the copy you run inference with."
 )
+
+
+# transformers' built-in ConvNextV2ForImageClassification keeps the trunk under `convnextv2.`; the rest matches.
+BUILTIN_KEY_MAPPING = {r"^convnextv2\.": "convnext."}
 
 
 class ConvNextPreTrainedModel(PreTrainedModel):
@@ -229,6 +301,15 @@ class ConvNextPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, ConvNextLayer) and module.layer_scale_parameter is not None:
             init.constant_(module.layer_scale_parameter, self.config.layer_scale_init_value)
+        elif isinstance(module, ConvNextGRN):
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> ConvNextPreTrainedModel:
+        """Load as transformers does; folders of the built-in ConvNextV2 load too (trunk under `convnextv2.`)."""
+        kwargs.setdefault("key_mapping", BUILTIN_KEY_MAPPING)
+        return super().from_pretrained(*args, **kwargs)
 
     @property
     def is_optimized_for_inference(self) -> bool:
@@ -271,7 +352,8 @@ class ConvNextPreTrainedModel(PreTrainedModel):
 
 
 class ConvNextModel(ConvNextPreTrainedModel):
-    """The ConvNeXt trunk: stem and stages, then global average pooling and a final LayerNorm."""
+    """The ConvNeXt trunk: stem and stages, then global average pooling and a final LayerNorm (with
+    `head_norm_first`, as timm's `*_hnf`: the LayerNorm at every position, then pooling)."""
 
     def __init__(self, config: ConvNextConfig) -> None:
         super().__init__(config)
@@ -282,23 +364,42 @@ class ConvNextModel(ConvNextPreTrainedModel):
 
     @can_return_tuple
     def forward(
-        self, pixel_values: torch.Tensor | None = None, output_hidden_states: bool | None = None, **kwargs
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        **kwargs,
     ) -> BaseModelOutputWithPoolingAndNoAttention:
-        """Return the last feature map, its pooled and normalized vector, and optionally every stage's output."""
+        """Return the last feature map, its pooled and normalized vector, and optionally the stages' outputs (all of
+        them, or a selection such as `output_hidden_states=[0, 2]`)."""
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        hidden_states = self.encoder(self.embeddings(pixel_values), output_hidden_states=output_hidden_states)
-        last_hidden_state = hidden_states[-1]
-        pooled_output = self.layernorm(last_hidden_state.mean(dim=(-2, -1)))
+        keep = hidden_state_indices(output_hidden_states, self.config.num_stages + 1)
+        last_hidden_state, hidden_states = self.encoder(self.embeddings(pixel_values), keep)
+        if self.config.head_norm_first:
+            pooled_output = self.layernorm(last_hidden_state.permute(0, 2, 3, 1)).mean(dim=(1, 2))
+        else:
+            pooled_output = self.layernorm(last_hidden_state.mean(dim=(-2, -1)))
         return BaseModelOutputWithPoolingAndNoAttention(
             last_hidden_state=last_hidden_state,
             pooler_output=pooled_output,
-            hidden_states=hidden_states if output_hidden_states else None,
+            hidden_states=returned_hidden_states(hidden_states, output_hidden_states),
         )
 
 
+class ConvNextPreLogits(nn.Module):
+    """The hidden layer of an MLP head (timm's `convnext_large_mlp`, the CLIP towers): Linear, then GELU."""
+
+    def __init__(self, config: ConvNextConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.hidden_sizes[-1], config.head_hidden_size)
+        self.act = nn.GELU()
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.act(self.fc(pooled))
+
+
 class ConvNextForImageClassification(ConvNextPreTrainedModel):
-    """ConvNeXt with a linear classifier on the pooled features, e.g. for ImageNet."""
+    """ConvNeXt with a linear classifier on the pooled features, e.g. for ImageNet (an MLP with `head_hidden_size`)."""
 
     accepts_loss_kwargs = False
 
@@ -306,9 +407,9 @@ class ConvNextForImageClassification(ConvNextPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.convnext = ConvNextModel(config)
-        self.classifier = (
-            nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels > 0 else nn.Identity()
-        )
+        self.pre_logits = ConvNextPreLogits(config) if config.head_hidden_size else nn.Identity()
+        head_width = config.head_hidden_size or config.hidden_sizes[-1]
+        self.classifier = nn.Linear(head_width, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
     @can_return_tuple
@@ -316,12 +417,12 @@ class ConvNextForImageClassification(ConvNextPreTrainedModel):
         self,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
         **kwargs,
     ) -> ImageClassifierOutputWithNoAttention:
         """Return class logits, and the loss when `labels` are given (cross-entropy, BCE or MSE by problem type)."""
         outputs = self.convnext(pixel_values, output_hidden_states=output_hidden_states)
-        logits = self.classifier(outputs.pooler_output)
+        logits = self.classifier(self.pre_logits(outputs.pooler_output))
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
@@ -344,25 +445,33 @@ class ConvNextBackbone(BackboneMixin, ConvNextPreTrainedModel):
         self.hidden_states_norms = nn.ModuleDict(
             {
                 stage: ConvNextLayerNorm(channels, eps=config.layer_norm_eps, data_format="channels_first")
-                for stage, channels in zip(self.out_features, self.channels)
+                for stage, channels in zip(self.out_features, self.channels, strict=True)
             }
         )
         self.post_init()
 
     @can_return_tuple
     def forward(
-        self, pixel_values: torch.Tensor | None = None, output_hidden_states: bool | None = None, **kwargs
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        **kwargs,
     ) -> BackboneOutput:
-        """Return the normalized feature maps of `config.out_features`, and optionally every stage's raw output."""
+        """Return the normalized feature maps of `config.out_features`, and optionally the stages' raw outputs (all of
+        them, or a selection such as `output_hidden_states=[0, 2]`)."""
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        hidden_states = self.encoder(self.embeddings(pixel_values))
+        selected = hidden_state_indices(output_hidden_states, len(self.stage_names))
+        out_indices = [self.stage_names.index(stage) for stage in self.out_features]
+        _, hidden_states = self.encoder(self.embeddings(pixel_values), selected | set(out_indices))
         feature_maps = tuple(
-            self.hidden_states_norms[stage](hidden_state)
-            for stage, hidden_state in zip(self.stage_names, hidden_states)
-            if stage in self.out_features
+            self.hidden_states_norms[stage](hidden_states[index])
+            for stage, index in zip(self.out_features, out_indices, strict=True)
         )
-        return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states if output_hidden_states else None)
+        hidden_states = tuple(state if i in selected else None for i, state in enumerate(hidden_states))
+        return BackboneOutput(
+            feature_maps=feature_maps, hidden_states=returned_hidden_states(hidden_states, output_hidden_states)
+        )
 
 
 __all__ = [

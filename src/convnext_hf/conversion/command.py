@@ -35,7 +35,8 @@ from .verification import DEFAULT_TOLERANCE, verify
 from .zoo import ZooEntry, load_zoo, select
 from .zoo_table import render_zoo_table
 
-DEFAULT_RESOLUTION = 224
+# Status of a zoo entry `--model all` cannot download (a gated release).
+SKIPPED = "skipped: no direct download, pass --checkpoint"
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="output folder (with several --model names: their parent)")
     parser.add_argument("--target", choices=TARGETS, default=CONVNEXT_HF,
                         help="convnext_hf (default; isotropic models too) or transformers' built-in ConvNext format")
-    parser.add_argument("--resolution", type=int, help="evaluation resolution (default: the zoo's, else 224)")
+    parser.add_argument("--resolution", type=int,
+                        help="evaluation resolution (default: the zoo's, a timm folder's input size, else 224)")
     parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                         help="check the saved model against the reference forward of the source weights (default on)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="verification tolerance")
@@ -94,7 +96,7 @@ def convert_one(
     location: str, output: Path, entry: ZooEntry | None, args: argparse.Namespace, repo_id: str | None, command: str
 ) -> Outcome:
     """Convert one checkpoint into `output`, verify it, write its card; then push it if asked."""
-    resolution = args.resolution if args.resolution is not None else (entry.resolution if entry else DEFAULT_RESOLUTION)
+    resolution = args.resolution if args.resolution is not None else (entry.resolution if entry else None)
     with atomic_directory(output, overwrite=args.overwrite) as staging:
         path, digest = _source(location, entry, args.cache_dir or default_cache_dir())
         conversion = convert(load_checkpoint(path), target=args.target, resolution=resolution)
@@ -105,7 +107,9 @@ def convert_one(
         if args.verify:
             diffs = verify(conversion.arch, reload(conversion, staging), conversion.official, args.tolerance)
         provenance = Provenance(location, digest, diffs, args.tolerance, command)
-        card = build_model_card(conversion, entry, provenance, resolution, repo_id or str(output), args.license)
+        card = build_model_card(
+            conversion, entry, provenance, conversion.resolution, repo_id or str(output), args.license
+        )
         card.save(staging / "README.md")
     url = push_folder(output, repo_id, private=args.private) if repo_id else None
     max_diff = max(diffs.values()) if diffs else None
@@ -120,7 +124,8 @@ def summary_table(rows: list[tuple[str, ...]]) -> str:
 
 
 def convert_many(entries: list[ZooEntry], args: argparse.Namespace, command: str) -> int:
-    """Convert zoo entries one after the other into `--output_dir/NAME`, print a summary; 1 if any failed."""
+    """Convert zoo entries one after the other into `--output_dir/NAME`, print a summary; 1 if any failed. Gated
+    releases (no direct download, e.g. DINOv3) are listed as skipped: convert a local copy with --checkpoint."""
     if args.push_to_hub and "/" in args.push_to_hub:
         raise UserInputError(
             "With several --model names, --push_to_hub takes a namespace (user or org), not a repo id."
@@ -129,8 +134,11 @@ def convert_many(entries: list[ZooEntry], args: argparse.Namespace, command: str
     for entry in tqdm(entries, desc="converting", unit="checkpoint"):
         start = time.perf_counter()
         repo_id = f"{args.push_to_hub}/{entry.name}" if args.push_to_hub else None
+        if entry.url is None:
+            rows.append((entry.name, SKIPPED, "", "", "0.0", f"gated: {entry.download or entry.hub_id}"))
+            continue
         try:
-            outcome = convert_one(entry.url, args.output_dir / entry.name, entry, args, repo_id, command)
+            outcome = convert_one(entry.location, args.output_dir / entry.name, entry, args, repo_id, command)
             diff = "—" if outcome.max_diff is None else f"{outcome.max_diff:.1e}"
             seconds = f"{time.perf_counter() - start:.1f}"
             rows.append((entry.name, "ok", outcome.layout, diff, seconds, str(outcome.output)))
@@ -138,8 +146,9 @@ def convert_many(entries: list[ZooEntry], args: argparse.Namespace, command: str
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             rows.append((entry.name, f"FAILED: {message}", "", "", f"{time.perf_counter() - start:.1f}", ""))
     print(summary_table(rows))
-    failed = sum(row[1] != "ok" for row in rows)
-    print(f"{len(rows) - failed} converted, {failed} failed.")
+    failed = sum(row[1] not in ("ok", SKIPPED) for row in rows)
+    skipped = sum(row[1] == SKIPPED for row in rows)
+    print(f"{len(rows) - failed - skipped} converted, {failed} failed, {skipped} skipped (gated downloads).")
     return 1 if failed else 0
 
 
@@ -159,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserInputError("--checkpoint names one file; use it with a single --model name, or leave it out.")
         return convert_many(entries, args, command)
     entry = entries[0] if entries else None
-    location = args.checkpoint or entry.url
+    location = args.checkpoint or entry.location
     outcome = convert_one(location, args.output_dir, entry, args, args.push_to_hub, command)
     verified = "not verified" if outcome.max_diff is None else f"verified, max |diff| {outcome.max_diff:.2e}"
     print(f"{outcome.output}: {outcome.architecture}; {outcome.layout} layout; {verified}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,18 @@ from .labels import LabelSet, labels_for
 from .layouts import Layout, detect_layout
 from .naming import BACKBONE, official_to_transformers
 from .rename import rename
-from .targets import AUTO_CLASSES, CONVNEXT_HF, MODEL_CLASSES, empty_model, image_processor, model_config
+from .targets import (
+    AUTO_CLASSES,
+    CONVNEXT_HF,
+    empty_model,
+    image_processor,
+    model_class,
+    model_config,
+    target_parameter_names,
+)
+
+# Evaluation resolution when neither the command line, the zoo nor a timm folder's `pretrained_cfg` gives one.
+DEFAULT_RESOLUTION = 224
 
 
 class MappingError(UserInputError):
@@ -33,6 +45,7 @@ class Conversion:
     model: transformers.PreTrainedModel
     processor: transformers.BaseImageProcessor
     target: str
+    resolution: int
 
 
 def _labels(checkpoint: Checkpoint, num_labels: int) -> LabelSet:
@@ -66,8 +79,80 @@ def _check_mapping(
         )
 
 
-def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int = 224) -> Conversion:
-    """Build the target model holding exactly the checkpoint's weights (as float32)."""
+class UnsupportedVariantError(UserInputError):
+    """A ConvNeXt variant the configuration cannot express: converting it would change what it computes."""
+
+
+# timm `ConvNeXt` arguments this configuration expresses, with the values it can take (None: any value).
+TIMM_SUPPORTED_ARGS = {
+    "depths": None,
+    "dims": None,
+    "in_chans": None,
+    "num_classes": None,
+    "global_pool": ("avg",),
+    "conv_mlp": None,
+    "use_grn": None,
+    "ls_init_value": None,
+    "stem_type": ("patch", "overlap_tiered"),
+    "patch_size": None,
+    "head_norm_first": None,
+    "head_hidden_size": None,
+    "norm_eps": None,
+    "kernel_sizes": (7, [7, 7, 7, 7]),
+    "conv_bias": (True,),
+    "act_layer": ("gelu",),
+    "norm_layer": (None, "layernorm", "layernorm2d"),
+    "drop_rate": None,
+    "drop_path_rate": None,
+}
+
+
+def _timm_model_args(config: dict | None) -> dict | None:
+    """The `model_args` of a timm Hub folder's config.json (None for other folders), refusing by name the arguments
+    this model cannot express."""
+    if not config or "architecture" not in config:
+        return None
+    model_args = config.get("model_args") or {}
+    refused = [
+        f"{name}={value!r}"
+        for name, value in model_args.items()
+        if name not in TIMM_SUPPORTED_ARGS
+        or TIMM_SUPPORTED_ARGS[name] is not None and value not in TIMM_SUPPORTED_ARGS[name]
+    ]
+    if refused:
+        raise UnsupportedVariantError(
+            f"Refusing to convert timm's {config['architecture']}: {', '.join(refused)} is not supported (the "
+            "ConvNeXt configuration has LayerNorm, GELU, 7×7 depthwise convs with bias, the patchify or overlapping "
+            "tiered stem, average pooling); converting it would compute something else."
+        )
+    return model_args
+
+
+# The LayerNorms of a ConvNeXt in official names: in the blocks, the stem and downsampling layers, the final norm
+# (after or before pooling) and the per-stage output norms of dense-prediction backbones.
+LAYER_NORM_WEIGHT = re.compile(r"(.*\.)?(norm|norm_pre|norm\d|downsample_layers\.\d+\.\d+)\.weight")
+
+
+def _refuse_biasless_norms(official: dict[str, torch.Tensor]) -> None:
+    """RMSNorm / SimpleNorm (timm's `*_rms`, `norm_layer="simplenorm"`) store a weight without a bias in every
+    normalization; a LayerNorm always has both (one missing bias is an incomplete checkpoint, reported as such when
+    mapping). Converting them into LayerNorms would compute something else."""
+    norms = [key for key, value in official.items() if value.ndim == 1 and LAYER_NORM_WEIGHT.fullmatch(key)]
+    biasless = [key for key in norms if key.removesuffix("weight") + "bias" not in official]
+    if norms and biasless == norms:
+        raise UnsupportedVariantError(
+            f"Refusing to convert: its normalizations ({norms[0]}, ...) have a weight and no bias, as in timm's "
+            "RMSNorm / SimpleNorm models (`*_rms`, norm_layer='simplenorm'); only LayerNorm ConvNeXts are supported."
+        )
+
+
+def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int | None = None) -> Conversion:
+    """Build the target model holding exactly the checkpoint's weights (as float32). The evaluation `resolution`
+    defaults to a timm folder's `pretrained_cfg.input_size`, else 224."""
+    timm_args = _timm_model_args(checkpoint.config)
+    timm_preprocessing = (checkpoint.config.get("pretrained_cfg") or {}) if timm_args is not None else None
+    if resolution is None:
+        resolution = (timm_preprocessing or {}).get("input_size", [DEFAULT_RESOLUTION])[-1]
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise UserInputError(
             f"resolution must be a positive number of pixels, got {resolution!r}; e.g. --resolution 224."
@@ -75,14 +160,21 @@ def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int =
     tensors = {key: value.float() if value.is_floating_point() else value for key, value in checkpoint.tensors.items()}
     layout = detect_layout(tensors)
     official = layout.to_official(tensors)
-    arch = detect_architecture(official.renamed)
+    if (checkpoint.config or {}).get("head_norm_first"):
+        # A convnext_hf folder of a `*_hnf` model: the weights alone cannot tell where its final LayerNorm sits.
+        official.renamed.update({f"norm_pre.{p}": official.renamed.pop(f"norm.{p}") for p in ("weight", "bias")})
+    _refuse_biasless_norms(official.renamed)
+    arch = detect_architecture(official.renamed, layer_norm_eps=(timm_args or {}).get("norm_eps") or 1e-6)
     labels = _labels(checkpoint, arch.num_labels)
     model = empty_model(arch, model_config(arch, labels.id2label, resolution, target), target)
     mapped = rename(official.renamed, official_to_transformers(arch.task, arch.isotropic))
-    _check_mapping(model, mapped.renamed, official.unmatched + mapped.unmatched)
-    model.load_state_dict(mapped.renamed, strict=True, assign=True)
-    processor = image_processor(arch, resolution, target, reduce_labels=labels.dataset == "ade20k-150")
-    return Conversion(layout, arch, labels, official.renamed, model.eval(), processor, target)
+    weights = target_parameter_names(mapped.renamed, arch, target)
+    _check_mapping(model, weights, official.unmatched + mapped.unmatched)
+    model.load_state_dict(weights, strict=True, assign=True)
+    processor = image_processor(
+        arch, resolution, target, reduce_labels=labels.dataset == "ade20k-150", timm_preprocessing=timm_preprocessing
+    )
+    return Conversion(layout, arch, labels, official.renamed, model.eval(), processor, target, resolution)
 
 
 def save(conversion: Conversion, directory: Path, max_shard_size: str) -> None:
@@ -97,5 +189,5 @@ def reload(conversion: Conversion, directory: Path) -> transformers.PreTrainedMo
     if task == BACKBONE:
         # transformers 5.23's AutoBackbone.from_pretrained asks the Hub whether a local folder is a repository (and
         # falls back to timm when not), so a local backbone folder loads only through its concrete class.
-        return MODEL_CLASSES[conversion.target][task].from_pretrained(directory).eval()
+        return model_class(conversion.arch, conversion.target).from_pretrained(directory).eval()
     return AUTO_CLASSES[task].from_pretrained(directory).eval()

@@ -1,8 +1,10 @@
 """The checkpoint layouts found in the wild, recognized by their parameter names and shapes, and renamed to the
-official facebookresearch/ConvNeXt names (the one layout the rest of the converter reads)."""
+official facebookresearch/ConvNeXt names (the one layout the rest of the converter reads; see `naming.py` for the
+names of what ConvNeXt V2 and timm's variants add)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -16,18 +18,49 @@ Tensors = Mapping[str, torch.Tensor]
 
 IDENTITY: list[Rule] = [("{path}", "{path}")]
 
-TIMM_RULES: list[Rule] = [
+TIMM_PATCH_STEM_RULES: list[Rule] = [
     ("stem.0.{p}", "downsample_layers.0.0.{p}"),
     ("stem.1.{p}", "downsample_layers.0.1.{p}"),
+]
+
+# timm's `stem_type="overlap_tiered"` (`*_ols`): conv, conv, LayerNorm.
+TIMM_TIERED_STEM_RULES: list[Rule] = [
+    ("stem.0.{p}", "downsample_layers.0.0.0.{p}"),
+    ("stem.1.{p}", "downsample_layers.0.0.1.{p}"),
+    ("stem.2.{p}", "downsample_layers.0.1.{p}"),
+]
+
+TIMM_RULES: list[Rule] = [
     ("stages.{i}.downsample.{k}.{p}", "downsample_layers.{i}.{k}.{p}"),
     ("stages.{i}.blocks.{j}.conv_dw.{p}", "stages.{i}.{j}.dwconv.{p}"),
     ("stages.{i}.blocks.{j}.norm.{p}", "stages.{i}.{j}.norm.{p}"),
     ("stages.{i}.blocks.{j}.mlp.fc1.{p}", "stages.{i}.{j}.pwconv1.{p}"),
     ("stages.{i}.blocks.{j}.mlp.fc2.{p}", "stages.{i}.{j}.pwconv2.{p}"),
+    ("stages.{i}.blocks.{j}.mlp.grn.weight", "stages.{i}.{j}.grn.gamma"),
+    ("stages.{i}.blocks.{j}.mlp.grn.bias", "stages.{i}.{j}.grn.beta"),
     ("stages.{i}.blocks.{j}.gamma", "stages.{i}.{j}.gamma"),
+    ("norm_pre.{p}", "norm_pre.{p}"),
     ("head.norm.{p}", "norm.{p}"),
+    ("head.pre_logits.fc.{p}", "pre_logits.fc.{p}"),
     ("head.fc.{p}", "head.{p}"),
 ]
+
+# open_clip's timm towers: a plain timm ConvNeXt under `visual.trunk.`, beside the CLIP projection and text tower.
+OPEN_CLIP_TRUNK = "visual.trunk."
+
+# transformers' DINOv3ConvNextModel: official stage structure under `model.`, the block's layers spelled out.
+DINOV3_RULES: list[Rule] = [
+    ("model.stages.{i}.downsample_layers.{k}.{p}", "downsample_layers.{i}.{k}.{p}"),
+    ("model.stages.{i}.layers.{j}.depthwise_conv.{p}", "stages.{i}.{j}.dwconv.{p}"),
+    ("model.stages.{i}.layers.{j}.layer_norm.{p}", "stages.{i}.{j}.norm.{p}"),
+    ("model.stages.{i}.layers.{j}.pointwise_conv1.{p}", "stages.{i}.{j}.pwconv1.{p}"),
+    ("model.stages.{i}.layers.{j}.pointwise_conv2.{p}", "stages.{i}.{j}.pwconv2.{p}"),
+    ("model.stages.{i}.layers.{j}.gamma", "stages.{i}.{j}.gamma"),
+    ("layer_norm.{p}", "norm.{p}"),
+]
+
+# What an official FCMAE pre-training checkpoint holds besides the sparse encoder: the decoder, dropped on conversion.
+FCMAE_DECODER_PREFIXES = ("proj.", "mask_token", "decoder.", "pred.")
 
 # mmcls / mmpretrain name the block's layers after what they are; the backbone sits under `backbone.`.
 MMCLS_BACKBONE_RULES: list[Rule] = [
@@ -54,8 +87,9 @@ MMSEG_RULES: list[Rule] = [
     ("auxiliary_head.{path}", "auxiliary_head.{path}"),
 ]
 
-# Where transformers keeps the ConvNeXt trunk: classifier, bare model or backbone, UperNet.
-HF_PREFIXES = ("convnext.", "", "backbone.")
+# Where transformers keeps the ConvNeXt trunk: classifier (ConvNext, ConvNextV2), bare model or backbone, UperNet.
+HF_PREFIXES = ("convnext.", "convnextv2.", "", "backbone.")
+HF_V2_PREFIX = "convnextv2."
 
 PASSL_RULES: list[Rule] = [("backbone.{path}", "{path}"), ("head.fc_cls.{p}", "head.{p}")]
 
@@ -88,6 +122,56 @@ def _torch_dense(tensors: Tensors) -> bool:
     return weight is not None and weight.ndim == 2 and weight.shape[0] == 4 * weight.shape[1]
 
 
+def _timm_rules(tensors: Tensors) -> list[Rule]:
+    stem = TIMM_TIERED_STEM_RULES if "stem.2.weight" in tensors else TIMM_PATCH_STEM_RULES
+    return [*stem, *TIMM_RULES]
+
+
+def _open_clip_trunk(tensors: Tensors) -> dict[str, torch.Tensor]:
+    """The image trunk alone: CLIP's projection head and text tower are not part of a ConvNeXt."""
+    trunk = {key: value for key, value in tensors.items() if key.startswith(OPEN_CLIP_TRUNK)}
+    return {key.removeprefix(OPEN_CLIP_TRUNK): value for key, value in trunk.items()}
+
+
+def _is_transformers(tensors: Tensors) -> bool:
+    return any(
+        f"{prefix}embeddings.patch_embeddings.{index}weight" in tensors
+        for prefix in HF_PREFIXES
+        for index in ("", "0.")
+    )
+
+
+def _sparse_kernel_to_dense(kernel: torch.Tensor) -> torch.Tensor:
+    """A MinkowskiEngine kernel, (kernel volume, in, out) or depthwise (kernel volume, C), as a dense conv weight."""
+    size = math.isqrt(kernel.shape[0])
+    if kernel.ndim == 3:
+        return kernel.permute(2, 1, 0).reshape(kernel.shape[2], kernel.shape[1], size, size).transpose(3, 2)
+    return kernel.permute(1, 0).reshape(kernel.shape[1], 1, size, size).transpose(3, 2)
+
+
+def fcmae_encoder_to_dense(tensors: Tensors) -> dict[str, torch.Tensor]:
+    """An FCMAE pre-training checkpoint's sparse encoder as dense official V2 weights, as the official fine-tuning code
+    (`utils.remap_checkpoint_keys`) does it: MinkowskiEngine kernels become conv weights (the kernel volume is stored
+    column-major), the `ln` / `linear` wrappers go, (1, C) biases become (C,). The decoder is dropped. The encoder has
+    no final LayerNorm: it gets the fresh one (unit weight, zero bias) fine-tuning starts from."""
+    dense: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        if key.startswith(FCMAE_DECODER_PREFIXES):
+            continue
+        name = key.removeprefix("encoder.")
+        if name.endswith(".kernel"):
+            dense[name.removesuffix("kernel") + "weight"] = _sparse_kernel_to_dense(value)
+            continue
+        name = name.replace(".ln.", ".").replace(".linear.", ".")
+        dense[name] = value.reshape(-1) if name.endswith(".bias") else value
+    convs = {int(key.split(".")[1]): value for key, value in dense.items() if key.startswith("downsample_layers.")
+             and value.ndim == 4}
+    if convs:
+        width = convs[max(convs)].shape[0]
+        dense["norm.weight"], dense["norm.bias"] = torch.ones(width), torch.zeros(width)
+    return dense
+
+
 def _transformers_task(tensors: Tensors) -> tuple[str, bool]:
     """Which transformers model saved these weights, and whether it is isotropic (no LayerNorm after the stem)."""
     keys = list(tensors)
@@ -95,7 +179,7 @@ def _transformers_task(tensors: Tensors) -> tuple[str, bool]:
         task = SEGMENTATION
     elif any(key.startswith("hidden_states_norms.") for key in keys):
         task = BACKBONE
-    elif any(key.startswith("convnext.") for key in keys):
+    elif any(key.startswith(("convnext.", HF_V2_PREFIX)) for key in keys):
         task = CLASSIFICATION
     else:
         task = FEATURE_EXTRACTION
@@ -104,7 +188,20 @@ def _transformers_task(tensors: Tensors) -> tuple[str, bool]:
 
 
 def _transformers_rules(tensors: Tensors) -> list[Rule]:
-    return invert(official_to_transformers(*_transformers_task(tensors)))
+    rules = invert(official_to_transformers(*_transformers_task(tensors)))
+    if any(key.startswith(HF_V2_PREFIX) for key in tensors):
+        rules = [(source.replace("convnext.", HF_V2_PREFIX, 1), target) for source, target in rules]
+    return rules
+
+
+def normalize_storage(official: dict[str, torch.Tensor]) -> None:
+    """Bring storage-only differences to the official shapes, in place: pointwise layers stored as 1×1 convs (timm's
+    `conv_mlp`) become Linear weights, GRN gamma/beta of any storage shape become (1, 1, 1, 4C)."""
+    for key, value in official.items():
+        if key.endswith((".pwconv1.weight", ".pwconv2.weight")) and value.ndim == 4 and value.shape[2:] == (1, 1):
+            official[key] = value.flatten(1)
+        elif ".grn." in key:
+            official[key] = value.reshape(1, 1, 1, -1)
 
 
 @dataclass(frozen=True)
@@ -116,14 +213,18 @@ class Layout:
     matches: Callable[[Tensors], bool]
     rules: Callable[[Tensors], list[Rule]]
     paddle_linears: bool = False
+    extract: Callable[[Tensors], Tensors] | None = None
 
     def to_official(self, tensors: Tensors) -> RenameResult:
-        """The weights under official names (torch orientation), and the keys this layout does not know."""
+        """The weights under official names and shapes, and the keys this layout does not know."""
+        if self.extract is not None:
+            tensors = self.extract(tensors)
         result = rename(tensors, self.rules(tensors))
         if self.paddle_linears:
             for key, value in result.renamed.items():
                 if key.endswith(PADDLE_LINEAR_SUFFIXES) or key in PADDLE_LINEARS:
                     result.renamed[key] = value.t().contiguous()
+        normalize_storage(result.renamed)
         return result
 
 
@@ -135,6 +236,13 @@ LAYOUTS: tuple[Layout, ...] = (
         _fixed(IDENTITY),
     ),
     Layout(
+        "official-v2-fcmae",
+        "ConvNeXt-V2 FCMAE pre-training (`encoder.*` sparse MinkowskiEngine layout, decoder dropped)",
+        _has("encoder.downsample_layers.0.0.weight"),
+        _fixed(IDENTITY),
+        extract=fcmae_encoder_to_dense,
+    ),
+    Layout(
         "official-isotropic",
         "facebookresearch/ConvNeXt isotropic (`stem`, `blocks.j`, `norm`, `head`)",
         _has("stem.weight"),
@@ -142,9 +250,24 @@ LAYOUTS: tuple[Layout, ...] = (
     ),
     Layout(
         "timm",
-        "timm `ConvNeXt` (`stem.0/1`, `stages.i.blocks.j`, `head.norm`, `head.fc`)",
+        "timm `ConvNeXt` / `convnextv2_*` (`stem.0/1`, `stages.i.blocks.j`, `head.norm`, `head.fc`; `conv_mlp`, "
+        "`*_ols`, `*_hnf`, MLP head)",
         _has("stem.0.weight"),
-        _fixed(TIMM_RULES),
+        _timm_rules,
+    ),
+    Layout(
+        "open_clip",
+        "open_clip / timm CLIP image tower: a timm ConvNeXt under `visual.trunk.` (projection and text tower dropped)",
+        _has(f"{OPEN_CLIP_TRUNK}stem.0.weight"),
+        _timm_rules,
+        extract=_open_clip_trunk,
+    ),
+    Layout(
+        "dinov3_convnext",
+        "transformers `DINOv3ConvNextModel` (`model.stages.i.downsample_layers`, `layers.j.depthwise_conv`, "
+        "`layer_norm`)",
+        _has("model.stages.0.downsample_layers.0.weight"),
+        _fixed(DINOV3_RULES),
     ),
     Layout(
         "mmcls",
@@ -172,9 +295,9 @@ LAYOUTS: tuple[Layout, ...] = (
         _fixed(MMSEG_RULES),
     ),
     Layout(
-        "hf-native",
-        "transformers (built-in ConvNext, convnext_hf, or UperNet with a ConvNext backbone)",
-        lambda tensors: any(f"{prefix}embeddings.patch_embeddings.weight" in tensors for prefix in HF_PREFIXES),
+        "transformers",
+        "transformers (built-in ConvNext / ConvNextV2, convnext_hf, or UperNet with a ConvNext backbone)",
+        _is_transformers,
         _transformers_rules,
     ),
 )

@@ -9,6 +9,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .. import __version__
 from ..complexity import count_macs, parameter_count
+from ..configuration_convnext import ConvNextConfig
 from .converter import Conversion
 from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
 from .targets import AUTO_CLASSES, CONVNEXT_HF
@@ -25,6 +26,9 @@ DATASETS = {  # zoo name -> (Hub dataset id, pretty name)
     "imagenet-1k": ("ILSVRC/imagenet-1k", "ImageNet-1k"),
     "imagenet-22k": ("timm/imagenet-22k-wds", "ImageNet-22k"),
     "ade20k": ("zhoubolei/scene_parse_150", "ADE20K"),
+    "imagenet-1k-fcmae": ("ILSVRC/imagenet-1k", "ImageNet-1k (FCMAE self-supervised pre-training)"),
+    "imagenet-22k-fcmae": ("timm/imagenet-22k-wds", "ImageNet-1k (FCMAE), then ImageNet-22k"),
+    "lvd-1689m": (None, "LVD-1689M (DINOv3 self-supervised distillation, not public)"),
 }
 CONVNEXT_CITATION = """@inproceedings{liu2022convnet,
   title={A ConvNet for the 2020s},
@@ -32,6 +36,13 @@ CONVNEXT_CITATION = """@inproceedings{liu2022convnet,
           and Xie, Saining},
   booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
   year={2022}
+}"""
+CONVNEXT_V2_CITATION = """@inproceedings{woo2023convnextv2,
+  title={ConvNeXt V2: Co-designing and Scaling ConvNets with Masked Autoencoders},
+  author={Woo, Sanghyun and Debnath, Shoubhik and Hu, Ronghang and Chen, Xinlei and Liu, Zhuang and Kweon, In So
+          and Xie, Saining},
+  booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year={2023}
 }"""
 UPERNET_CITATION = """@inproceedings{xiao2018unified,
   title={Unified Perceptual Parsing for Scene Understanding},
@@ -87,10 +98,12 @@ def card_data(conversion: Conversion, entry: ZooEntry | None, model_name: str, l
         tags += ["upernet", "semantic-segmentation"]
     elif conversion.target == CONVNEXT_HF:
         tags.append("custom_code")
-    datasets = [DATASETS[name][0] for name in (entry.pretrain_dataset, entry.finetune_dataset) if name] if entry else []
+    names = (entry.pretrain_dataset, entry.finetune_dataset) if entry else ()
+    datasets = [DATASETS[name][0] for name in names if name and DATASETS[name][0]]
     eval_results = _eval_results(entry) if entry else []
     return ModelCardData(
         license=license or (entry.license if entry else "unknown"),
+        license_name=entry.license_name if entry and not license else None,
         library_name="transformers",
         pipeline_tag=PIPELINE_TAGS[task],
         tags=tags,
@@ -166,8 +179,10 @@ def _details(conversion: Conversion, entry: ZooEntry | None, resolution: int) ->
         ("resolution", f"{resolution}×{resolution}"),
     ]
     if arch.task != SEGMENTATION:
+        # The built-in target's config reads back as ours, which knows the stem and head of every variant.
+        config = ConvNextConfig.from_dict(conversion.model.config.to_dict())
         rows.append((f"GFLOPs at {resolution}² (multiply-adds, as in the paper)",
-                     f"{count_macs(conversion.model.config, resolution) / 1e9:.2f}"))
+                     f"{count_macs(config, resolution) / 1e9:.2f}"))
     if entry:
         if entry.params_m is not None:
             rows.append(("parameters reported by the authors", f"{entry.params_m} M"))
@@ -189,6 +204,8 @@ def _results(entry: ZooEntry) -> str:
     if entry.reported_miou is not None:
         return (f"ADE20K validation mIoU: **{entry.reported_miou}** single-scale, "
                 f"**{entry.reported_miou_ms_flip}** multi-scale with flip.")
+    if entry.task_note:
+        return f"A feature extractor ({entry.task_note}); its authors report no classification accuracy for it."
     return "This checkpoint is pre-trained only (ImageNet-22k); its authors report no validation accuracy for it."
 
 
@@ -232,9 +249,13 @@ def build_model_card(
     origin = f"the official release of [{entry.source}]({entry.repository})" if entry else "a third-party checkpoint"
     segmentation = conversion.arch.task == SEGMENTATION
     citation = CONVNEXT_CITATION + ("\n\n" + UPERNET_CITATION if segmentation else "")
+    paper = "*A ConvNet for the 2020s* (Liu et al., CVPR 2022)"
+    if conversion.arch.use_grn:
+        citation += "\n\n" + CONVNEXT_V2_CITATION
+        paper = "*ConvNeXt V2: Co-designing and Scaling ConvNets with Masked Autoencoders* (Woo et al., CVPR 2023)"
     sections = [
         f"# {title}",
-        f"ConvNeXt, from *A ConvNet for the 2020s* (Liu et al., CVPR 2022), converted from {origin} to "
+        f"ConvNeXt, from {paper}, converted from {origin} to "
         "Hugging Face transformers" + (", with an UperNet head for semantic segmentation." if segmentation else "."),
         "## Model details",
         _details(conversion, entry, resolution),

@@ -4,6 +4,11 @@ The converter brings every source layout to the official names first (see `layou
 official names to the transformers ones. Both the convnext_hf models and transformers' built-in ConvNext use the same
 names, and UperNet nests the backbone under `backbone.`. Official dense-prediction checkpoints (UperNet, detection)
 keep the backbone under `backbone.` with one LayerNorm per returned stage, `norm0`..`norm3`.
+
+The official names are extended, in the official style, to what the rest of the family adds: ConvNeXt V2's GRN is
+`stages.i.j.grn.{gamma,beta}` (official V2 names, shape (1, 1, 1, 4C)); timm's overlapping tiered stem is
+`downsample_layers.0.0.{0,1}` (its two convs) with its LayerNorm at `downsample_layers.0.1`; timm's head-norm-first
+LayerNorm is `norm_pre` (instead of `norm`); the hidden layer of timm's MLP head is `pre_logits.fc`.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ BLOCK_RULES: list[Rule] = [
     ("pwconv1.{p}", "pwconv1.{p}"),
     ("pwconv2.{p}", "pwconv2.{p}"),
     ("gamma", "layer_scale_parameter"),
+    ("grn.gamma", "grn.weight"),
+    ("grn.beta", "grn.bias"),
 ]
 
 HIERARCHICAL_TRUNK_RULES: list[Rule] = [
+    ("downsample_layers.0.0.{k}.{p}", "embeddings.patch_embeddings.{k}.{p}"),
     ("downsample_layers.0.0.{p}", "embeddings.patch_embeddings.{p}"),
     ("downsample_layers.0.1.{p}", "embeddings.layernorm.{p}"),
     ("downsample_layers.{i}.{k}.{p}", "encoder.stages.{i}.downsampling_layer.{k}.{p}"),
@@ -36,6 +44,10 @@ ISOTROPIC_TRUNK_RULES: list[Rule] = [
     ("stem.{p}", "embeddings.patch_embeddings.{p}"),
     *prefixed(BLOCK_RULES, "blocks.{j}.", "encoder.stages.0.layers.{j}."),
 ]
+
+# The final LayerNorm, after pooling (`norm`) or, in timm's `*_hnf`, before it (`norm_pre`): one module in the models,
+# placed by `head_norm_first`. Going back, the weights alone read as `norm`.
+FINAL_NORM_RULES: list[Rule] = [("norm.{p}", "layernorm.{p}"), ("norm_pre.{p}", "layernorm.{p}")]
 
 STAGE_NORM_RULES: list[Rule] = [(f"norm{k}.{{p}}", f"hidden_states_norms.stage{k + 1}.{{p}}") for k in range(4)]
 
@@ -56,10 +68,10 @@ def official_to_transformers(task: str, isotropic: bool) -> list[Rule]:
     """Rules from official names to the names of the transformers model that serves `task`."""
     trunk = ISOTROPIC_TRUNK_RULES if isotropic else HIERARCHICAL_TRUNK_RULES
     if task == CLASSIFICATION:
-        head = [("norm.{p}", "convnext.layernorm.{p}"), ("head.{p}", "classifier.{p}")]
-        return [*prefixed(trunk, "", "convnext."), *head]
+        head = [("head.{p}", "classifier.{p}"), ("pre_logits.fc.{p}", "pre_logits.fc.{p}")]
+        return [*prefixed([*trunk, *FINAL_NORM_RULES], "", "convnext."), *head]
     if task == FEATURE_EXTRACTION:
-        return [*trunk, ("norm.{p}", "layernorm.{p}")]
+        return [*trunk, *FINAL_NORM_RULES]
     if task == BACKBONE:
         return prefixed([*trunk, *STAGE_NORM_RULES], "backbone.", "")
     if task == SEGMENTATION:

@@ -10,16 +10,24 @@ import transformers
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
 from ..errors import UserInputError
-from .architecture import Architecture
+from .architecture import Architecture, UperNetHead
 
 
 def upernet_config(
     arch: Architecture, backbone_config: transformers.PreTrainedConfig, id2label: dict[int, str]
 ) -> transformers.UperNetConfig:
     """UperNet configuration with the head sizes read from the weights and the given ConvNeXt backbone."""
-    head = arch.upernet
-    if head is None:
-        raise UserInputError(f"{arch.describe()} has no UperNet head; only semantic-segmentation checkpoints have one.")
+    if arch.upernet is None:
+        raise UserInputError(
+            f"{arch.describe()} has no UperNet head; only semantic-segmentation checkpoints have one."
+        )
+    return upernet_head_config(arch.upernet, backbone_config, id2label)
+
+
+def upernet_head_config(
+    head: UperNetHead, backbone_config: transformers.PreTrainedConfig, id2label: dict[int, str]
+) -> transformers.UperNetConfig:
+    """UperNet configuration with the given head sizes and ConvNeXt backbone."""
     auxiliary = {}
     if head.auxiliary_channels is not None:
         auxiliary = {

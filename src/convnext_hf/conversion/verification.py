@@ -36,7 +36,7 @@ def reference_outputs(arch: Architecture, official: Mapping[str, torch.Tensor], 
         return reference.upernet(weights, pixels, arch.upernet.pool_scales)
     if arch.task == BACKBONE:
         return {f"feature{k}": feature for k, feature in enumerate(reference.dense_features(weights, pixels), start=1)}
-    return reference.classification(weights, pixels)
+    return reference.classification(weights, pixels, arch.layer_norm_eps)
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""The registry of official ConvNeXt checkpoints (package data `convnext_hf/data/zoo.json`).
+"""The registry of official ConvNeXt, ConvNeXt V2 and DINOv3 ConvNeXt checkpoints (package data
+`convnext_hf/conversion/data/zoo.json`).
 
 It drives conversion by name (`--model`), the metadata of model cards and the model-zoo table of docs/conversion.md.
 The architecture it lists is only checked against the weights, never used in their place.
@@ -13,14 +14,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..configuration_convnext import HIERARCHICAL_VARIANTS
+from ..configuration_convnext import HIERARCHICAL_VARIANTS, V2_VARIANTS
 from ..errors import UserInputError
 from .architecture import Architecture
 
 LICENSES = {"facebookresearch/ConvNeXt": "mit", "open-mmlab/mmsegmentation": "apache-2.0"}
+# Hub license ids of the licenses the registry names; a license the Hub does not list is "other" with its name.
+HUB_LICENSES = {"CC-BY-NC-4.0": "cc-by-nc-4.0"}
 REPOSITORIES = {
     "facebookresearch/ConvNeXt": "https://github.com/facebookresearch/ConvNeXt",
     "open-mmlab/mmsegmentation": "https://github.com/open-mmlab/mmsegmentation/tree/main/configs/convnext",
+    "facebookresearch/ConvNeXt-V2": "https://github.com/facebookresearch/ConvNeXt-V2",
+    "facebookresearch/dinov3": "https://github.com/facebookresearch/dinov3",
 }
 
 
@@ -33,7 +38,7 @@ class ZooEntry:
     format: str
     task: str
     variant: str
-    url: str
+    url: str | None
     num_labels: int
     resolution: int
     hidden_sizes: tuple[int, ...]
@@ -48,6 +53,10 @@ class ZooEntry:
     gflops: float | None
     ema: bool
     sha256: str | None
+    release_license: str | None = None
+    task_note: str | None = None
+    hub_id: str | None = None
+    download: str | None = None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ZooEntry:
@@ -65,7 +74,7 @@ class ZooEntry:
             format=raw["format"],
             task=raw["task"],
             variant=raw["variant"],
-            url=raw["url"],
+            url=raw.get("url"),
             num_labels=raw["num_labels"],
             resolution=raw.get("resolution") or raw["crop_size"],
             hidden_sizes=tuple(hidden_sizes),
@@ -80,12 +89,33 @@ class ZooEntry:
             gflops=raw.get("gflops"),
             ema=bool(raw.get("ema", False)),
             sha256=raw.get("sha256"),
+            release_license=raw.get("license"),
+            task_note=raw.get("task_note"),
+            hub_id=raw.get("hub_id"),
+            download=raw.get("download"),
         )
 
     @property
     def license(self) -> str:
-        """License of the released weights (that of the repository releasing them)."""
+        """Hub license id of the released weights: the release's own where it names one, else its repository's."""
+        if self.release_license:
+            return HUB_LICENSES.get(self.release_license, "other")
         return LICENSES.get(self.source, "unknown")
+
+    @property
+    def license_name(self) -> str | None:
+        """The name of a license the Hub has no id for (e.g. the DINOv3 License), None otherwise."""
+        return self.release_license if self.license == "other" else None
+
+    @property
+    def location(self) -> str:
+        """Where to download the checkpoint from; a clear error for gated releases, which need a form first."""
+        if self.url is None:
+            raise UserInputError(
+                f"{self.name} has no direct download ({self.download or 'gated release'}); download it yourself"
+                f"{f' (Hub: {self.hub_id})' if self.hub_id else ''} and pass --checkpoint PATH --model {self.name}."
+            )
+        return self.url
 
     @property
     def repository(self) -> str:
@@ -94,14 +124,15 @@ class ZooEntry:
 
     def check_matches(self, arch: Architecture) -> None:
         """Refuse to describe weights with this entry's metadata when they are a different network."""
-        listed = (self.hidden_sizes, self.depths, self.isotropic, self.num_labels)
-        found = (arch.hidden_sizes, arch.depths, arch.isotropic, arch.num_labels)
+        listed = (self.hidden_sizes, self.depths, self.isotropic, self.num_labels, self.variant in V2_VARIANTS)
+        found = (arch.hidden_sizes, arch.depths, arch.isotropic, arch.num_labels, arch.use_grn)
         if listed != found:
             raise UserInputError(
                 f"The checkpoint is not {self.name}: the zoo lists hidden sizes {self.hidden_sizes}, depths "
-                f"{self.depths}, isotropic {self.isotropic}, {self.num_labels} classes, but the weights have "
-                f"{arch.hidden_sizes}, {arch.depths}, {arch.isotropic}, {arch.num_labels}. Pass the matching --model, "
-                "or leave --model out to convert the file without zoo metadata."
+                f"{self.depths}, isotropic {self.isotropic}, {self.num_labels} classes, GRN {listed[-1]}, but the "
+                f"weights have {arch.hidden_sizes}, {arch.depths}, {arch.isotropic}, {arch.num_labels}, "
+                f"{arch.use_grn}. Pass the matching --model, or leave --model out to convert the file without zoo "
+                "metadata."
             )
 
 

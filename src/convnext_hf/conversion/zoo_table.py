@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from .zoo import ZooEntry
 
-DATA = {"imagenet-1k": "1k", "imagenet-22k": "22k", "ade20k": "ADE20K"}
+DATA = {
+    "imagenet-1k": "1k",
+    "imagenet-22k": "22k",
+    "ade20k": "ADE20K",
+    "imagenet-1k-fcmae": "1k FCMAE",
+    "imagenet-22k-fcmae": "1k FCMAE → 22k",
+    "lvd-1689m": "LVD-1689M (DINOv3)",
+}
 
 
 def _data(entry: ZooEntry) -> str:

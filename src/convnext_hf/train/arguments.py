@@ -20,15 +20,34 @@ from ..configuration_convnext import VARIANTS
 from .recipes import RECIPES, recipe_defaults
 
 BAD_IMAGE_POLICIES = ("error", "skip")
+CLASSIFICATION = "image-classification"
+MULTI_LABEL = "multi-label-classification"
+SEGMENTATION = "semantic-segmentation"
+TASKS = (CLASSIFICATION, MULTI_LABEL, SEGMENTATION)
+# The paper's learning rates are for a total batch of 4096 images (Goyal et al.'s linear scaling rule).
+REFERENCE_BATCH_SIZE = 4096
 
 
 @dataclass
 class ModelArguments:
     """Which ConvNeXt to train: a pretrained one (`--model_name_or_path`) or a variant from scratch (`--variant`)."""
 
+    task: str = field(
+        default=CLASSIFICATION,
+        metadata={
+            "help": f"{CLASSIFICATION}: one class per image (a label column holding lists switches to "
+            f"{MULTI_LABEL} by itself); {MULTI_LABEL}: several labels per image, a list or a comma- or "
+            f"space-separated string, trained with a binary cross-entropy per label; {SEGMENTATION}: an UperNet on "
+            "image/mask pairs.",
+            "choices": TASKS,
+        },
+    )
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "A saved ConvNeXt folder or Hub id to fine-tune (ours or transformers' built-in convnext)."},
+        metadata={
+            "help": "A saved ConvNeXt folder or Hub id to fine-tune (ours or transformers' built-in convnext); for "
+            "segmentation also a converted UperNet folder (heads kept when the classes match)."
+        },
     )
     variant: str | None = field(
         default=None, metadata={"help": f"Train this variant from scratch: {', '.join(VARIANTS)}.", "choices": VARIANTS}
@@ -42,7 +61,10 @@ class ModelArguments:
     )
     image_size: int | None = field(
         default=None,
-        metadata={"help": "Training resolution (the processor's shortest_edge). Default: the model's processor, or 224."},
+        metadata={
+            "help": "Training resolution (the processor's shortest_edge; the crop side for segmentation). Default: "
+            "the model's processor, or 224 (512 for segmentation)."
+        },
     )
     crop_pct: float | None = field(
         default=None, metadata={"help": "Center-crop fraction of a new processor at evaluation (below 384 pixels)."}
@@ -79,6 +101,20 @@ class DataArguments:
     label_column_name: str | None = field(
         default=None, metadata={"help": "Column holding the labels (default: 'label' or 'labels')."}
     )
+    train_mask_dir: str | None = field(
+        default=None,
+        metadata={"help": "Segmentation: folder of PNG masks of class ids (255 ignored), one per image of --train_dir, "
+                  "with the same file stem."},
+    )
+    validation_mask_dir: str | None = field(default=None, metadata={"help": "Masks of --validation_dir's images."})
+    mask_column_name: str | None = field(
+        default=None, metadata={"help": "Segmentation CSV/JSON column of mask paths (default: 'mask' or 'label')."}
+    )
+    id2label: str | None = field(
+        default=None,
+        metadata={"help": 'Segmentation class names by mask id: a JSON object or a JSON file, e.g. \'{"0": '
+                  '"background", "1": "road"}\'. Default: those of a segmentation model being fine-tuned.'},
+    )
     train_val_split: float = field(
         default=0.15, metadata={"help": "Fraction of the training data held out for validation when none is given."}
     )
@@ -106,13 +142,22 @@ class RecipeArguments:
     )
     layer_decay_type: str = field(
         default="group",
-        metadata={"help": "'group': the official 12-layer split; 'single': one layer per block.", "choices": ["group", "single"]},
+        metadata={
+            "help": "'group': the official 12-layer split; 'single': one layer per block; 'stage': one layer per "
+            "stage, as the official segmentation recipe.",
+            "choices": ["group", "single", "stage"],
+        },
     )
     rrc_scale_min: float = field(
         default=0.08, metadata={"help": "Smallest area fraction of the random-resized crop (1 with ratio 1: none)."}
     )
     rrc_ratio: list[float] = field(
         default_factory=lambda: [3 / 4, 4 / 3], metadata={"help": "Aspect-ratio range (min max) of the random crop."}
+    )
+    scale_range: list[float] = field(
+        default_factory=lambda: [0.5, 2.0],
+        metadata={"help": "Segmentation: random rescaling of image and mask (min max factor of --image_size) before "
+                  "the random crop, as the official recipe."},
     )
     hflip: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip (0 for digits or text)."})
     rand_augment: str | None = field(
@@ -129,6 +174,23 @@ class RecipeArguments:
         default=False, metadata={"help": "Keep an EMA of the weights, evaluate it and save it as the final model."}
     )
     model_ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay per optimizer step."})
+    base_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": f"Learning rate for a total batch of {REFERENCE_BATCH_SIZE}, scaled linearly: learning_rate = "
+            f"base_learning_rate × total batch / {REFERENCE_BATCH_SIZE}, with total batch = per-device batch × "
+            "processes × gradient accumulation (the paper's rule). Replaces --learning_rate; printed at start."
+        },
+    )
+    freeze_backbone: bool = field(
+        default=False,
+        metadata={"help": "Train the head(s) only (linear probe): the ConvNeXt weights stay exactly as loaded."},
+    )
+    unfreeze_last_stages: int = field(
+        default=0,
+        metadata={"help": "With --freeze_backbone, still train the last N stages of the backbone (and the norms "
+                  "after them): partial fine-tuning."},
+    )
 
 
 @dataclass

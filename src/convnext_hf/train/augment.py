@@ -219,7 +219,10 @@ def random_erasing(pixel_values: torch.Tensor, probability: float) -> torch.Tens
 
 
 def to_pixel_values(
-    image: Image.Image, rescale_factor: float | None, image_mean: Sequence[float] | None, image_std: Sequence[float] | None
+    image: Image.Image,
+    rescale_factor: float | None,
+    image_mean: Sequence[float] | None,
+    image_std: Sequence[float] | None,
 ) -> torch.Tensor:
     """PIL image → (C, H, W) float tensor, rescaled and normalized as the image processor does (None skips a step)."""
     pixels = torch.from_numpy(np.array(image, dtype=np.float32))

@@ -11,6 +11,46 @@ import transformers
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .. import __version__
+from .arguments import CLASSIFICATION, MULTI_LABEL, SEGMENTATION
+
+# Per task: the pipeline, what the model is, the results in the card (metric key, metric type, name, as a percentage),
+# the per-label score's name and the pictures the run writes.
+_PIPELINE = {
+    CLASSIFICATION: "image-classification",
+    MULTI_LABEL: "image-classification",
+    SEGMENTATION: "image-segmentation",
+}
+_WHAT = {
+    CLASSIFICATION: "A ConvNeXt image classifier",
+    MULTI_LABEL: "A ConvNeXt multi-label image classifier (one sigmoid per label)",
+    SEGMENTATION: "A semantic-segmentation model (UperNet on a ConvNeXt backbone)",
+}
+_RESULTS = {
+    CLASSIFICATION: (
+        ("eval_accuracy", "accuracy", "top-1 accuracy"),
+        ("eval_top5_accuracy", "accuracy", "top-5 accuracy"),
+        ("eval_ema_accuracy", None, "top-1 accuracy of the EMA weights"),
+    ),
+    MULTI_LABEL: (
+        ("eval_mAP", "mAP", "mAP"),
+        ("eval_f1_micro", "f1", "F1@0.5 (micro)"),
+        ("eval_f1_macro", "f1", "F1@0.5 (macro)"),
+        ("eval_ema_mAP", None, "mAP of the EMA weights"),
+    ),
+    SEGMENTATION: (
+        ("eval_mean_iou", "mean_iou", "mean IoU"),
+        ("eval_pixel_accuracy", "accuracy", "pixel accuracy"),
+        ("eval_ema_mean_iou", None, "mean IoU of the EMA weights"),
+    ),
+}
+_PER_LABEL = {MULTI_LABEL: "AP", SEGMENTATION: "IoU"}
+_PICTURES = {
+    CLASSIFICATION: "The confusion matrix and the training curves are in `confusion_matrix.png` and "
+    "`training_curves.png`",
+    MULTI_LABEL: "The training curves are in `training_curves.png`",
+    SEGMENTATION: "Predictions over validation images are in `prediction_overlay.png` (image, truth, prediction), the "
+    "pixel confusion matrix and the training curves in `confusion_matrix.png` and `training_curves.png`",
+}
 
 
 @dataclass
@@ -29,14 +69,27 @@ class CardFacts:
     image_size: int
     hyperparameters: dict[str, Any]
     results: dict[str, float]
+    task: str = CLASSIFICATION
+    per_label: dict[str, float] | None = None
 
 
-def _usage(repo_or_path: str) -> str:
+def _usage(repo_or_path: str, task: str) -> str:
+    if task == SEGMENTATION:
+        # UperNet is transformers' own class; only its backbone is ours, and AutoBackbone finds it once registered.
+        return (
+            "```python\n"
+            "import convnext_hf  # registers the ConvNeXt backbone with transformers\n"
+            "from transformers import pipeline\n\n"
+            f'segmenter = pipeline("image-segmentation", model="{repo_or_path}")\n'
+            'print(segmenter("photo.jpg"))  # one mask per class present\n'
+            "```"
+        )
+    scores = " (a sigmoid score per label)" if task == MULTI_LABEL else ""
     return (
         "```python\n"
         "from transformers import pipeline\n\n"
         f'classifier = pipeline("image-classification", model="{repo_or_path}", trust_remote_code=True)\n'
-        'print(classifier("photo.jpg"))\n'
+        f'print(classifier("photo.jpg")){"  #" + scores if scores else ""}\n'
         "```\n\n"
         "The model's code travels with the weights (`trust_remote_code=True`); with `convnext-hf` installed, "
         "`import convnext_hf` first and the flag is not needed."
@@ -51,9 +104,10 @@ def _table(rows: dict[str, Any]) -> str:
 
 def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
     """A Hub model card with metadata (base model, dataset, results as model-index) and a readable body."""
+    pipeline_tag = _PIPELINE[facts.task]
     eval_results = [
         EvalResult(
-            task_type="image-classification",
+            task_type=pipeline_tag,
             dataset_type=facts.hub_dataset or "imagefolder",
             dataset_name=facts.hub_dataset or os.path.basename(os.path.normpath(facts.dataset)),
             dataset_split="validation",
@@ -61,21 +115,18 @@ def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
             metric_name=name,
             metric_value=facts.results[key],
         )
-        for key, metric, name in (
-            ("eval_accuracy", "accuracy", "Top-1 accuracy"),
-            ("eval_top5_accuracy", "accuracy", "Top-5 accuracy"),
-        )
-        if key in facts.results
+        for key, metric, name in _RESULTS[facts.task]
+        if key in facts.results and metric is not None
     ]
     card_data = ModelCardData(
         model_name=facts.model_name,
         library_name="transformers",
-        pipeline_tag="image-classification",
-        tags=["convnext", "image-classification", "vision", "convnext-hf"],
+        pipeline_tag=pipeline_tag,
+        tags=["convnext", pipeline_tag, "vision", "convnext-hf"] + (["upernet"] if facts.task == SEGMENTATION else []),
         # The Hub takes a repository id here; a local folder is named in the text only.
         base_model=facts.base_model if facts.base_model and not os.path.isdir(facts.base_model) else None,
         datasets=[facts.hub_dataset] if facts.hub_dataset else None,
-        metrics=["accuracy"],
+        metrics=sorted({metric for _, metric, _ in _RESULTS[facts.task] if metric is not None}),
         eval_results=eval_results or None,
     )
     origin = (
@@ -84,21 +135,13 @@ def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
         else f"trained from scratch (starting from variant `{facts.variant}`)"
     )
     shown = facts.label_names if len(facts.label_names) <= 20 else facts.label_names[:20] + ["…"]
-    results = {
-        name: f"{facts.results[key]:.2%}"
-        for key, name in (
-            ("eval_accuracy", "top-1 accuracy"),
-            ("eval_top5_accuracy", "top-5 accuracy"),
-            ("eval_ema_accuracy", "top-1 accuracy of the EMA weights"),
-        )
-        if key in facts.results
-    }
+    results = {name: f"{facts.results[key]:.2%}" for key, _, name in _RESULTS[facts.task] if key in facts.results}
     if "eval_loss" in facts.results:
         results["loss"] = f"{facts.results['eval_loss']:.4f}"
     body = f"""
 # {facts.model_name}
 
-A ConvNeXt image classifier ("A ConvNet for the 2020s", Liu et al., CVPR 2022), {origin} on {facts.dataset}, with
+{_WHAT[facts.task]} ("A ConvNet for the 2020s", Liu et al., CVPR 2022), {origin} on {facts.dataset}, with
 convnext-hf {__version__} and transformers' `Trainer`.
 
 Architecture: {facts.architecture}.
@@ -111,9 +154,8 @@ Architecture: {facts.architecture}.
 ## Results on the validation images
 
 {_table(results) if results else "No validation set was used."}
-
-The confusion matrix and the training curves are in `confusion_matrix.png` and `training_curves.png`; all numbers in
-`metrics.json`.
+{_per_label_table(facts)}
+{_PICTURES[facts.task]}; all numbers in `metrics.json`.
 
 ## Training hyperparameters
 
@@ -121,13 +163,26 @@ The confusion matrix and the training curves are in `confusion_matrix.png` and `
 
 ## Usage
 
-{_usage(repo_or_path)}
+{_usage(repo_or_path, facts.task)}
 
 ## Framework versions
 
 transformers {transformers.__version__}, torch {torch.__version__}, convnext-hf {__version__}.
 """
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
+
+
+def _per_label_table(facts: CardFacts) -> str:
+    """Per-label AP (multi-label) or IoU (segmentation), one row per label; empty for single-label classifiers."""
+    if not facts.per_label:
+        return ""
+    score = _PER_LABEL[facts.task]
+    lines = [f"\n| {'label' if facts.task == MULTI_LABEL else 'class'} | {score} |", "|---|---|"]
+    lines += [
+        f"| {name} | {'—' if value != value else f'{value:.2%}'} |"  # NaN: the label never occurs in validation
+        for name, value in facts.per_label.items()
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _link(model: str) -> str:

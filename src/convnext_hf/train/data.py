@@ -13,13 +13,15 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import datasets
 import torch
 from PIL import Image
 
 from ..errors import UserInputError
-from .arguments import DataArguments
+from ..image_processing_convnext import ConvNextHFImageProcessor
+from .arguments import MULTI_LABEL, DataArguments
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class ImageData:
     validation: datasets.Dataset | None
     label_names: list[str]
     source: str
+    multi_label: bool = False
 
 
 def _check_sources(args: DataArguments) -> str:
@@ -189,6 +192,53 @@ def _encode_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDict, li
     return datasets.DatasetDict(encoded), names
 
 
+def _holds_lists(dataset: datasets.Dataset) -> bool:
+    """Whether the label column holds a list of labels per image (JSON lists, Hub sequences)."""
+    return isinstance(dataset.features["label"], (datasets.List, datasets.LargeList, list))
+
+
+def split_labels(value: Any) -> list[str]:
+    """The label names of one multi-label entry: a list, or a string separated by commas (when it has any) or spaces.
+
+    Commas win so that names with spaces ("golden retriever, cat") stay whole.
+    """
+    if isinstance(value, (list, tuple)):
+        return [str(name).strip() for name in value if str(name).strip()]
+    text = "" if value is None else str(value)
+    return [name.strip() for name in text.split("," if "," in text else None) if name.strip()]
+
+
+def _encode_multi_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDict, list[str]]:
+    """Turn each split's label lists into multi-hot float rows over the sorted union of the label names."""
+    feature = data["train"].features["label"]
+    class_names = getattr(getattr(feature, "feature", None), "names", None)
+
+    def names_of(value: Any) -> list[str]:
+        # A Hub sequence of ClassLabel holds ids: name them, so that both splits share one label map.
+        if class_names is not None and isinstance(value, (list, tuple)):
+            return [class_names[index] for index in value]
+        return split_labels(value)
+
+    names = sorted({name for dataset in data.values() for value in dataset["label"] for name in names_of(value)})
+    index = {name: position for position, name in enumerate(names)}
+    multi_hot = datasets.List(datasets.Value("float32"), length=len(names))
+
+    def encode(batch: dict) -> dict:
+        rows = []
+        for value in batch["label"]:
+            row = [0.0] * len(names)
+            for name in names_of(value):
+                row[index[name]] = 1.0
+            rows.append(row)
+        return {"label": rows}
+
+    encoded = {
+        split: dataset.map(encode, batched=True, features=datasets.Features({**dataset.features, "label": multi_hot}))
+        for split, dataset in data.items()
+    }
+    return datasets.DatasetDict(encoded), names
+
+
 def _image_problem(image: dict) -> str:
     """Why an undecoded image entry cannot be used ("" when it decodes)."""
     try:
@@ -212,7 +262,7 @@ def find_bad_images(dataset: datasets.Dataset, num_proc: int | None = None) -> l
     )["problem"]
     bad = [row for row, problem in enumerate(problems) if problem]
     images = raw.select(bad)["image"] if bad else []
-    return [(row, image.get("path") or f"<row {row}>", problems[row]) for row, image in zip(bad, images)]
+    return [(row, image.get("path") or f"<row {row}>", problems[row]) for row, image in zip(bad, images, strict=True)]
 
 
 def _drop_bad_images(dataset: datasets.Dataset, split: str, policy: str, num_proc: int | None) -> datasets.Dataset:
@@ -228,6 +278,18 @@ def _drop_bad_images(dataset: datasets.Dataset, split: str, policy: str, num_pro
     logger.warning("Skipping %d unreadable image(s) in the %s data:\n%s", len(bad), split, listing)
     bad_rows = {row for row, _, _ in bad}
     return dataset.select([row for row in range(len(dataset)) if row not in bad_rows])
+
+
+def _check_multi_labels(data: datasets.DatasetDict, label_names: list[str], source: str) -> None:
+    if len(data["train"]) == 0:
+        raise UserInputError(f"The training data from {source} has no usable images.")
+    counts = torch.tensor(list(data["train"]["label"])).sum(dim=0)
+    unseen = [name for name, count in zip(label_names, counts.tolist(), strict=True) if count == 0]
+    if len(label_names) < 2 or unseen:
+        raise UserInputError(
+            f"The multi-label data from {source} has labels {label_names}, of which {unseen} never occur in the "
+            "training images; a multi-label classifier needs at least two labels, each seen in training."
+        )
 
 
 def _check_classes(data: datasets.DatasetDict, label_names: list[str], source: str) -> None:
@@ -254,6 +316,10 @@ def _split(dataset: datasets.Dataset, fraction: float, num_classes: int, seed: i
             f"--train_val_split {fraction} leaves no training images out of {len(dataset)}; lower it or pass "
             "separate validation data."
         )
+    if isinstance(dataset.features["label"], datasets.List):
+        # Multi-hot rows cannot be stratified by one class.
+        split = dataset.train_test_split(test_size=held_out, seed=seed)
+        return split["train"], split["test"]
     counts = torch.bincount(torch.tensor(list(dataset["label"])), minlength=num_classes)
     stratified = int(counts.min()) >= 2 and num_classes <= held_out <= len(dataset) - num_classes
     split = dataset.train_test_split(test_size=held_out, seed=seed, stratify_by_column="label" if stratified else None)
@@ -261,18 +327,22 @@ def _split(dataset: datasets.Dataset, fraction: float, num_classes: int, seed: i
 
 
 def load_image_data(
-    args: DataArguments, seed: int, cache_dir: str | None = None, num_proc: int | None = None
+    args: DataArguments, seed: int, cache_dir: str | None = None, num_proc: int | None = None, task: str | None = None
 ) -> ImageData:
-    """Load, check and split the labelled images the arguments name."""
+    """Load, check and split the labelled images the arguments name.
+
+    Labels become multi-hot rows for the multi-label task, or when the label column holds lists.
+    """
     kind = _check_sources(args)
     loader = {"folder": _load_folders, "file": _load_files, "hub": _load_hub}[kind]
     source = {"folder": args.train_dir, "file": args.train_file, "hub": args.dataset_name}[kind]
     data = _standardize_columns(loader(args, cache_dir), args)
-    data, label_names = _encode_labels(data)
+    multi_label = task == MULTI_LABEL or _holds_lists(data["train"])
+    data, label_names = _encode_multi_labels(data) if multi_label else _encode_labels(data)
     data = datasets.DatasetDict(
         {split: _drop_bad_images(dataset, split, args.on_bad_image, num_proc) for split, dataset in data.items()}
     )
-    _check_classes(data, label_names, source)
+    (_check_multi_labels if multi_label else _check_classes)(data, label_names, source)
     train, validation = data["train"], data.get("validation")
     if validation is None and args.train_val_split > 0:
         train, validation = _split(train, args.train_val_split, len(label_names), seed)
@@ -280,19 +350,20 @@ def load_image_data(
         train = train.shuffle(seed=seed).select(range(min(args.max_train_samples, len(train))))
     if validation is not None and args.max_eval_samples is not None:
         validation = validation.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(validation))))
-    return ImageData(train=train, validation=validation, label_names=label_names, source=source)
+    return ImageData(train, validation, label_names, source, multi_label)
 
 
 def with_transforms(
     data: ImageData,
     train_transform: Callable[[Image.Image], torch.Tensor],
-    processor: Callable,
+    processor: ConvNextHFImageProcessor,
 ) -> ImageData:
-    """Attach the on-the-fly transforms: augmentation for training, the image processor for validation."""
+    """Attach the on-the-fly transforms: augmentation for training, the image processor for validation; both read
+    the images with the processor's conversion (alpha, 16-bit, palette and grayscale alike)."""
 
     def train_batch(batch: dict) -> dict:
         return {
-            "pixel_values": [train_transform(image.convert("RGB")) for image in batch["image"]],
+            "pixel_values": [train_transform(processor.convert_image(image)) for image in batch["image"]],
             "labels": batch["label"],
         }
 
@@ -301,12 +372,15 @@ def with_transforms(
         return {"pixel_values": list(pixel_values), "labels": batch["label"]}
 
     validation = data.validation.with_transform(eval_batch) if data.validation is not None else None
-    return ImageData(data.train.with_transform(train_batch), validation, data.label_names, data.source)
+    return ImageData(
+        data.train.with_transform(train_batch), validation, data.label_names, data.source, data.multi_label
+    )
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack examples into a batch of `pixel_values` and integer `labels`."""
+    """Stack examples into a batch of `pixel_values` and `labels`: class ids, or float multi-hot rows."""
+    labels = [example["labels"] for example in examples]
     return {
         "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
-        "labels": torch.tensor([example["labels"] for example in examples], dtype=torch.long),
+        "labels": torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], list) else torch.long),
     }

@@ -1,7 +1,8 @@
 """Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) on training batches, with label-smoothed soft targets.
 
 As in the ConvNeXt recipe, every batch is mixed with itself reversed: Mixup blends whole images, CutMix pastes a
-rectangle, and the targets mix in proportion to the pixels each image contributes.
+rectangle, and the targets mix in proportion to the pixels each image contributes. Multi-label targets (multi-hot
+rows) mix the same way, label by label, after each binary target is smoothed towards 1/2.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> 
     off_value = smoothing / num_classes
     targets = torch.full((labels.shape[0], num_classes), off_value, device=labels.device)
     return targets.scatter_(1, labels.long().view(-1, 1), 1.0 - smoothing + off_value)
+
+
+def smooth_multi_hot(targets: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Multi-hot targets with each binary target moved `smoothing` of the way towards 1/2 (1 → 1 - s/2, 0 → s/2)."""
+    return targets.float() * (1.0 - smoothing) + smoothing / 2
 
 
 def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -73,12 +79,17 @@ class Mixup:
         """Draw (lam, use_cutmix) for one batch; lam = 1 leaves it unmixed."""
         if not self.mixes or torch.rand(()).item() >= self.probability:
             return 1.0, False
-        use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha == 0 or torch.rand(()).item() < self.switch_probability)
+        switch = self.mixup_alpha == 0 or torch.rand(()).item() < self.switch_probability
+        use_cutmix = self.cutmix_alpha > 0 and switch
         alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
         return float(torch.distributions.Beta(alpha, alpha).sample()), use_cutmix
 
     def __call__(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the mixed (N, C, H, W) batch and its (N, num_classes) soft targets."""
+        """Return the mixed (N, C, H, W) batch and its (N, num_classes) soft targets.
+
+        `labels` are class ids (N,) or multi-hot rows (N, num_classes); the targets of multi-hot rows are per-label
+        probabilities (for a binary cross-entropy), not a distribution over the classes.
+        """
         lam, use_cutmix = self._sample()
         if lam < 1.0:
             partner = pixel_values.flip(0)
@@ -90,5 +101,8 @@ class Mixup:
                 lam = 1.0 - (bottom - top) * (right - left) / (pixel_values.shape[-2] * pixel_values.shape[-1])
             else:
                 pixel_values = pixel_values * lam + partner * (1.0 - lam)
-        targets = smooth_one_hot(labels, self.num_classes, self.label_smoothing)
+        if labels.ndim == 2:
+            targets = smooth_multi_hot(labels, self.label_smoothing)
+        else:
+            targets = smooth_one_hot(labels, self.num_classes, self.label_smoothing)
         return pixel_values, targets * lam + targets.flip(0) * (1.0 - lam)

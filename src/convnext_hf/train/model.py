@@ -12,7 +12,7 @@ from torch import nn
 from ..configuration_convnext import ConvNextConfig
 from ..conversion.labels import label_maps
 from ..errors import UserInputError
-from ..image_processing_convnext import ConvNextImageProcessor
+from ..image_processing_convnext import ConvNextHFImageProcessor
 from ..modeling_convnext import ConvNextForImageClassification
 from .arguments import ModelArguments
 
@@ -21,13 +21,17 @@ logger = logging.getLogger(__name__)
 DEFAULT_IMAGE_SIZE = 224
 # transformers names the classes of a config built without labels LABEL_0, LABEL_1, ...
 _PLACEHOLDER_LABEL = re.compile(r"LABEL_\d+")
+# The stage a backbone parameter belongs to: its block's stage, or the stage whose output a norm normalizes.
+_STAGE_PARAMETER = re.compile(r"^encoder\.stages\.(\d+)\.|^hidden_states_norms\.stage(\d+)\.")
+MULTI_LABEL_PROBLEM = "multi_label_classification"
 
 
-def _label_maps(label_names: list[str]) -> dict[str, Any]:
+def config_label_maps(label_names: list[str]) -> dict[str, Any]:
+    """num_labels, id2label and label2id of a config for these class names."""
     return {"num_labels": len(label_names), **label_maps(label_names)}
 
 
-def _config_overrides(args: ModelArguments) -> dict[str, Any]:
+def config_overrides(args: ModelArguments) -> dict[str, Any]:
     """Configuration values from --config_overrides and the dedicated flags (flags win)."""
     overrides: dict[str, Any] = {}
     if args.config_overrides:
@@ -52,8 +56,13 @@ def _labels_disagree(config: ConvNextConfig, label_names: list[str]) -> bool:
     return names != label_names
 
 
-def build_model(args: ModelArguments, label_names: list[str]) -> ConvNextForImageClassification:
+def build_model(
+    args: ModelArguments, label_names: list[str], multi_label: bool = False
+) -> ConvNextForImageClassification:
     """A new model of `args.variant`, or the pretrained one with a classifier for `label_names`.
+
+    A multi-label model is marked `problem_type="multi_label_classification"`, so that transformers' pipeline scores
+    each label with a sigmoid.
 
     The classifier is replaced when the class count differs or `--replace_head` is given; a pretrained classifier
     whose class names disagree with the data is refused rather than silently relabelled.
@@ -63,9 +72,9 @@ def build_model(args: ModelArguments, label_names: list[str]) -> ConvNextForImag
             "Name exactly one model: --model_name_or_path (a saved folder or Hub id to fine-tune) or --variant "
             "(e.g. atto or tiny, trained from scratch)."
         )
-    overrides = _config_overrides(args)
+    overrides = {**config_overrides(args), "problem_type": MULTI_LABEL_PROBLEM if multi_label else None}
     if args.variant is not None:
-        config = ConvNextConfig.from_variant(args.variant, **overrides, **_label_maps(label_names))
+        config = ConvNextConfig.from_variant(args.variant, **overrides, **config_label_maps(label_names))
         return ConvNextForImageClassification(config)
     # This package's classes load the weights: code in a Hub repository is never run.
     hub_kwargs = {"revision": args.revision, "cache_dir": args.cache_dir}
@@ -78,7 +87,7 @@ def build_model(args: ModelArguments, label_names: list[str]) -> ConvNextForImag
             f"{model_labels}. Pass --replace_head to train a new classifier for your classes, or name the class "
             "folders as the model does."
         )
-    config.update({**overrides, **_label_maps(label_names)})
+    config.update({**overrides, **config_label_maps(label_names)})
     model = ConvNextForImageClassification.from_pretrained(
         args.model_name_or_path, config=config, ignore_mismatched_sizes=new_head, **hub_kwargs
     )
@@ -90,7 +99,7 @@ def build_model(args: ModelArguments, label_names: list[str]) -> ConvNextForImag
     return model
 
 
-def build_processor(args: ModelArguments, model: ConvNextForImageClassification) -> ConvNextImageProcessor:
+def build_processor(args: ModelArguments, model: ConvNextForImageClassification) -> ConvNextHFImageProcessor:
     """The pretrained model's processor (resized to --image_size when given), or a new one for a new model."""
     processor_kwargs: dict[str, Any] = {}
     if args.image_size is not None:
@@ -98,8 +107,34 @@ def build_processor(args: ModelArguments, model: ConvNextForImageClassification)
     if args.crop_pct is not None:
         processor_kwargs["crop_pct"] = args.crop_pct
     if args.model_name_or_path is not None:
-        return ConvNextImageProcessor.from_pretrained(
+        return ConvNextHFImageProcessor.from_pretrained(
             args.model_name_or_path, revision=args.revision, cache_dir=args.cache_dir, **processor_kwargs
         )
     processor_kwargs.setdefault("size", {"shortest_edge": model.config.image_size or DEFAULT_IMAGE_SIZE})
-    return ConvNextImageProcessor(**processor_kwargs)
+    return ConvNextHFImageProcessor(**processor_kwargs)
+
+
+def freeze_backbone(model: nn.Module, unfreeze_last_stages: int = 0) -> list[str]:
+    """Stop training the ConvNeXt trunk but its last `unfreeze_last_stages` stages (and the norms after them).
+
+    Works for the classifier (trunk `convnext`) and for UperNet (trunk `backbone`); returns the frozen names.
+    """
+    trunk = model.backbone if hasattr(model, "backbone") else model.convnext
+    num_stages = trunk.config.num_stages
+    if not 0 <= unfreeze_last_stages <= num_stages:
+        raise UserInputError(
+            f"--unfreeze_last_stages {unfreeze_last_stages} is not between 0 and the model's {num_stages} stages."
+        )
+    first_trained = num_stages - unfreeze_last_stages
+    frozen = []
+    for name, parameter in trunk.named_parameters():
+        match = _STAGE_PARAMETER.match(name)
+        if match is not None:
+            stage = int(match.group(1)) if match.group(1) is not None else int(match.group(2)) - 1
+        else:
+            # The stem comes before every stage; the classifier's final norm comes after the last one.
+            stage = -1 if name.startswith("embeddings.") else num_stages - 1
+        if stage < first_trained:
+            parameter.requires_grad_(False)
+            frozen.append(name)
+    return frozen

@@ -10,6 +10,9 @@ share a layer follows the official code:
   models evenly) and stage 4 with its downsampling is layer 12.
 - `single` (ConvNeXt V2): every block is its own layer; a downsampling layer (the stem for stage 1) joins the first
   block of its stage. Works for any number of stages, isotropic models included.
+- `stage` (the official UperNet segmentation recipe, `stage_wise` with `num_layers` 6): the stem and every
+  downsampling layer are layer 0, stage i is layer i + 1, and the rest (the backbone's output norms, the heads)
+  is the top layer, L + 1 with L = stages + 2 — two steps above the last stage, as the official settings put it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torch import nn
 from ..configuration_convnext import ConvNextConfig
 from ..errors import UserInputError
 
-LAYER_DECAY_TYPES = ("group", "single")
+LAYER_DECAY_TYPES = ("group", "single", "stage")
 
 # Wrappers (DDP, FSDP, torch.compile) prefix names; searching instead of matching keeps the rule independent of them.
 _STAGE = re.compile(r"encoder\.stages\.(\d+)\.(?:layers\.(\d+)|downsampling_layer)\.")
@@ -36,6 +39,8 @@ def excluded_from_weight_decay(name: str, parameter: nn.Parameter) -> bool:
 
 def num_layers(config: ConvNextConfig, decay_type: str) -> int:
     """L, the number of layers below the classifier, under the given grouping rule."""
+    if decay_type == "stage":
+        return config.num_stages + 2
     return 12 if decay_type == "group" else sum(config.depths)
 
 
@@ -52,10 +57,12 @@ def layer_id(name: str, config: ConvNextConfig, decay_type: str) -> int:
     match = _STAGE.search(name)
     if match is None:
         if _STEM.search(name):
-            return 0 if decay_type == "group" else 1
+            return 0 if decay_type in ("group", "stage") else 1
         return top
     stage = int(match.group(1))
     block = int(match.group(2)) if match.group(2) is not None else 0
+    if decay_type == "stage":
+        return stage + 1 if match.group(2) is not None else 0
     if decay_type == "single":
         return sum(config.depths[:stage]) + block + 1
     return {0: 1, 1: 2, 2: 3 + block // 3, 3: 12}[stage]

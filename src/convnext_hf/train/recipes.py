@@ -1,7 +1,9 @@
-"""`--recipe` presets: the training settings of the ConvNeXt paper (Liu et al. 2022, Appendix A, Tables 5 and 6).
+"""`--recipe` presets: the training settings of the ConvNeXt paper (Liu et al. 2022, Appendix A, Tables 5 and 6) and
+the ImageNet-1K fine-tuning of FCMAE pre-trained ConvNeXt V2 models (Woo et al. 2023, facebookresearch/ConvNeXt-V2
+TRAINING.md).
 
 A preset only changes defaults: any flag on the command line wins. The learning rates are the paper's for a total
-batch of 4096 (training) or 512 (fine-tuning); scale them linearly with your total batch
+batch of 4096 (training), 512 (fine-tuning) or 1024 (V2 fine-tuning); scale them linearly with your total batch
 (per-device batch × devices × gradient accumulation).
 """
 
@@ -65,12 +67,31 @@ RECIPES: dict[str, dict[str, Any]] = {
         "head_init_scale": 0.001,
         "model_ema": False,
     },
+    # ConvNeXt V2, fine-tuning an FCMAE encoder (atto … nano) on ImageNet-1K: 600 epochs without warmup, base lr 2e-4
+    # per 256 images, layer-wise decay 0.9 with every block its own layer ("single"), no Mixup/CutMix, label smoothing
+    # 0.2, EMA; the new head starts 1000× smaller.
+    "v2-finetune": {
+        **_PAPER_COMMON,
+        "learning_rate": 8e-4,
+        "weight_decay": 0.05,
+        "num_train_epochs": 600,
+        "warmup_steps": 0,
+        "layer_decay": 0.9,
+        "layer_decay_type": "single",
+        "mixup_alpha": 0.0,
+        "cutmix_alpha": 0.0,
+        "label_smoothing_factor": 0.2,
+        "head_init_scale": 0.001,
+        "model_ema": True,
+        "model_ema_decay": 0.9999,
+    },
 }
 
 # Table 5's stochastic depth, which grows with the model.
 DROP_PATH_BY_VARIANT: dict[str, dict[str, float]] = {
     "paper-in1k": {"tiny": 0.1, "small": 0.4, "base": 0.5, "large": 0.5},
     "paper-in22k": {"tiny": 0.0, "small": 0.0, "base": 0.1, "large": 0.1, "xlarge": 0.2},
+    "v2-finetune": {"v2-atto": 0.1, "v2-femto": 0.1, "v2-pico": 0.1, "v2-nano": 0.1},
 }
 
 

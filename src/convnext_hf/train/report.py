@@ -54,13 +54,15 @@ def plot_confusion_matrix(counts: np.ndarray, label_names: list[str], path: str)
     if plt is None:
         return False
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    size = max(4.0, 0.45 * len(label_names) + 2)
+    # Capped, so that 1,000 ImageNet classes make a picture of 24 inches rather than 450; names only where legible.
+    size = min(max(4.0, 0.45 * len(label_names) + 2), 24.0)
     figure, axes = plt.subplots(figsize=(size + 1, size))
     image = axes.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="fraction of the true class")
-    ticks = np.arange(len(label_names))
-    axes.set_xticks(ticks, labels=label_names, rotation=90 if len(label_names) > 10 else 0)
-    axes.set_yticks(ticks, labels=label_names)
+    if len(label_names) <= 60:
+        ticks = np.arange(len(label_names))
+        axes.set_xticks(ticks, labels=label_names, rotation=90 if len(label_names) > 10 else 0)
+        axes.set_yticks(ticks, labels=label_names)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
     accuracy = np.trace(counts) / max(counts.sum(), 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
 
+from .arguments import MULTI_LABEL, SEGMENTATION
 from .card import CardFacts, build_model_card
 from .ema import ModelEma
 from .mixup import Mixup, soft_target_cross_entropy
@@ -21,7 +23,8 @@ class ConvNextTrainer(Trainer):
     """transformers' Trainer with three changes that the recipe needs.
 
     - Loss: training batches are mixed (Mixup/CutMix) and scored against label-smoothed soft targets; evaluation uses
-      plain cross-entropy against the true labels.
+      plain cross-entropy against the true labels. Multi-label models score every label with a binary cross-entropy
+      instead; segmentation models (UperNet) use their own per-pixel loss, unmixed.
     - Optimizer: the Trainer's optimizer class and flags (`--optim`, betas, eps) over the recipe's parameter groups
       (no weight decay on norms, biases and layer scale; layer-wise learning-rate decay).
     - Evaluation: with an EMA, every evaluation also scores the averaged weights, as `eval_ema_*` metrics.
@@ -33,13 +36,19 @@ class ConvNextTrainer(Trainer):
         self,
         *args: Any,
         mixup: Mixup,
+        task: str = "image-classification",
         layer_decay: float = 1.0,
         layer_decay_type: str = "group",
         ema: ModelEma | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        with warnings.catch_warnings():
+            # The Trainer's own label smoother, which it turns off for multi-label models, is never used here: the
+            # loss below smooths multi-hot targets itself.
+            warnings.filterwarnings("ignore", "Label smoothing is not compatible with multi-label", UserWarning)
+            super().__init__(*args, **kwargs)
         self.mixup = mixup
+        self.task = task
         self.layer_decay = layer_decay
         self.layer_decay_type = layer_decay_type
         self.ema = ema
@@ -55,22 +64,32 @@ class ConvNextTrainer(Trainer):
         """Soft-target cross-entropy on mixed batches while training, cross-entropy while evaluating."""
         labels = inputs["labels"]
         pixel_values = inputs["pixel_values"]
+        if self.task == SEGMENTATION:
+            outputs = model(pixel_values=pixel_values, labels=labels)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
         if model.training:
             pixel_values, targets = self.mixup(pixel_values, labels)
-            outputs = model(pixel_values=pixel_values)
-            loss = soft_target_cross_entropy(outputs.logits, targets)
         else:
-            outputs = model(pixel_values=pixel_values)
-            loss = F.cross_entropy(outputs.logits.float(), labels)
+            targets = labels
+        outputs = model(pixel_values=pixel_values)
+        logits = outputs.logits.float()
+        if self.task == MULTI_LABEL:
+            loss = F.binary_cross_entropy_with_logits(logits, targets.float())
+        elif model.training:
+            loss = soft_target_cross_entropy(logits, targets)
+        else:
+            loss = F.cross_entropy(logits, labels)
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer over the recipe's parameter groups."""
         if self.optimizer is None:
             opt_model = self.model if model is None else model
+            # An UperNet's layers are counted in its ConvNeXt backbone; its heads sit above the last layer.
+            config = getattr(self.model.config, "backbone_config", None) or self.model.config
             groups = parameter_groups(
                 opt_model,
-                self.model.config,
+                config,
                 learning_rate=self.args.learning_rate,
                 weight_decay=self.args.weight_decay,
                 layer_decay=self.layer_decay,

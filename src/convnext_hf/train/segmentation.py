@@ -1,0 +1,414 @@
+"""Semantic segmentation fine-tuning: image/mask pairs, paired augmentation, and the UperNet + ConvNeXt to train.
+
+The model is transformers' `UperNetForSemanticSegmentation` over this package's `ConvNextBackbone` (all four stages,
+each through its own LayerNorm), as the converter builds it. It starts from a variant (all new), from a ConvNeXt
+classification folder (backbone weights kept, heads new) or from a converted UperNet folder (everything kept but
+the two 1×1 classifiers when the classes differ). Masks are single-channel PNGs of class ids; 255 marks pixels that
+do not count, as in the official ADE20K setup.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+import transformers
+from PIL import Image
+
+from ..configuration_convnext import ConvNextConfig
+from ..conversion.architecture import PSP_POOL_SCALES, UperNetHead
+from ..conversion.segmentation import segmentation_processor, upernet_head_config
+from ..conversion.targets import ALL_STAGES
+from ..errors import UserInputError
+from ..modeling_convnext import ConvNextBackbone
+from .arguments import DataArguments, ModelArguments
+from .augment import to_pixel_values
+from .data import FILE_BUILDERS, IMAGE_COLUMNS, ImageData, find_bad_images
+from .model import config_label_maps, config_overrides
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = 255
+DEFAULT_CROP_SIZE = 512
+MASK_COLUMNS = ("mask", "label", "annotation", "segmentation_map")
+# The head of every official ConvNeXt UperNet: 512 channels, PSPNet pooling, an FCN auxiliary head of 256 on stage 3.
+OFFICIAL_HEAD = UperNetHead(
+    channels=512,
+    pool_scales=PSP_POOL_SCALES,
+    auxiliary_channels=256,
+    auxiliary_num_convs=1,
+    auxiliary_concat_input=False,
+)
+# UperNetConfig settings that --config_overrides may change; every other key goes to the ConvNeXt backbone.
+HEAD_KEYS = (
+    "hidden_size",
+    "pool_scales",
+    "use_auxiliary_head",
+    "auxiliary_loss_weight",
+    "auxiliary_channels",
+    "auxiliary_num_convs",
+    "auxiliary_concat_input",
+)
+OVERLAY_NAME = "prediction_overlay.png"
+
+
+# --- labels and data -------------------------------------------------------------------------------------------
+
+
+def parse_id2label(value: str) -> dict[int, str]:
+    """Class names by mask id from a JSON object or a JSON file; ids must be 0..n-1."""
+    text = value
+    if os.path.isfile(value):
+        with open(value, encoding="utf-8") as file:
+            text = file.read()
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserInputError(
+            f'--id2label must be a JSON object or file, e.g. \'{{"0": "sky", "1": "road"}}\': {error}'
+        ) from None
+    if isinstance(mapping, list):
+        mapping = dict(enumerate(mapping))
+    if not isinstance(mapping, dict) or sorted(int(key) for key in mapping) != list(range(len(mapping))):
+        raise UserInputError(f"--id2label must name every class id 0..n-1 once, got {value!r}.")
+    if len(mapping) < 2:
+        raise UserInputError(f"--id2label names {len(mapping)} class; segmentation needs at least two.")
+    return {int(key): str(name) for key, name in mapping.items()}
+
+
+def _image_files(directory: str) -> dict[str, str]:
+    """Image files under `directory` by their path relative to it, without extension."""
+    extensions = {ext.lower() for ext in Image.registered_extensions()}
+    files = {}
+    for folder, _, names in os.walk(directory):
+        for name in sorted(names):
+            stem, extension = os.path.splitext(name)
+            if extension.lower() in extensions:
+                files[os.path.relpath(os.path.join(folder, stem), directory)] = os.path.join(folder, name)
+    return files
+
+
+def _pairs_from_folders(image_dir: str, mask_dir: str | None, split: str) -> datasets.Dataset:
+    flag = "--train_mask_dir" if split == "train" else "--validation_mask_dir"
+    if mask_dir is None:
+        raise UserInputError(f"Segmentation needs the {split} masks: pass {flag} (PNG masks with the images' stems).")
+    for directory in (image_dir, mask_dir):
+        if not os.path.isdir(directory):
+            raise UserInputError(f"The {split} folder {directory} does not exist.")
+    images, masks = _image_files(image_dir), _image_files(mask_dir)
+    if not images:
+        raise UserInputError(f"No images found in {image_dir}.")
+    missing = sorted(set(images) - set(masks))
+    if missing:
+        raise UserInputError(
+            f"{len(missing)} {split} image(s) have no mask in {mask_dir} (e.g. {missing[:3]}); every image needs a "
+            "mask with the same file stem (photo.jpg → photo.png)."
+        )
+    stems = sorted(images)
+    return datasets.Dataset.from_dict({"image": [images[s] for s in stems], "mask": [masks[s] for s in stems]})
+
+
+def _pairs_from_file(path: str, args: DataArguments, cache_dir: str | None) -> datasets.Dataset:
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in FILE_BUILDERS or not os.path.isfile(path):
+        raise UserInputError(f"{path} is not an existing .csv, .json or .jsonl file of image and mask paths.")
+    table = datasets.load_dataset(FILE_BUILDERS[extension], data_files={"rows": path}, cache_dir=cache_dir)["rows"]
+    image_column = _column(table, args.image_column_name, IMAGE_COLUMNS, "image")
+    mask_column = _column(table, args.mask_column_name, MASK_COLUMNS, "mask")
+    base = os.path.dirname(os.path.abspath(path))
+    return datasets.Dataset.from_dict(
+        {
+            "image": [os.path.join(base, str(value)) for value in table[image_column]],
+            "mask": [os.path.join(base, str(value)) for value in table[mask_column]],
+        }
+    )
+
+
+def _column(table: datasets.Dataset, requested: str | None, candidates: Sequence[str], what: str) -> str:
+    if requested is not None and requested in table.column_names:
+        return requested
+    found = next((name for name in candidates if name in table.column_names), None)
+    if requested is not None or found is None:
+        raise UserInputError(
+            f"No {what} column {requested or ''} among {table.column_names}; name it with --{what}_column_name."
+        )
+    return found
+
+
+def _drop_bad_pairs(dataset: datasets.Dataset, split: str, policy: str) -> datasets.Dataset:
+    bad = {}
+    for column in ("image", "mask"):
+        # find_bad_images reads an `image` column of undecoded files.
+        files = dataset.select_columns([column]).rename_column(column, "image") if column != "image" else dataset
+        for row, path, reason in find_bad_images(files.cast_column("image", datasets.Image())):
+            bad[row] = f"{path}: {reason}"
+    if not bad:
+        return dataset
+    listing = "\n".join(f"  {line}" for line in bad.values())
+    if policy == "error":
+        raise UserInputError(
+            f"{len(bad)} unreadable image(s) or mask(s) in the {split} data:\n{listing}\n"
+            "Remove or replace them, or pass --on_bad_image skip to train without them."
+        )
+    logger.warning("Skipping %d unreadable pair(s) in the %s data:\n%s", len(bad), split, listing)
+    return dataset.select([row for row in range(len(dataset)) if row not in bad])
+
+
+def load_segmentation_data(
+    args: DataArguments, label_names: list[str], seed: int, cache_dir: str | None = None
+) -> ImageData:
+    """Image/mask pairs from folders (`--train_dir` + `--train_mask_dir`) or a CSV/JSON file, checked and split."""
+    if (args.train_dir is None) == (args.train_file is None) or args.dataset_name is not None:
+        raise UserInputError(
+            "Segmentation data: pass --train_dir IMAGES --train_mask_dir MASKS, or --train_file with image and mask "
+            "columns (Hub datasets are not supported for segmentation)."
+        )
+    if args.train_dir is not None:
+        splits = {"train": _pairs_from_folders(args.train_dir, args.train_mask_dir, "train")}
+        if args.validation_dir is not None:
+            splits["validation"] = _pairs_from_folders(args.validation_dir, args.validation_mask_dir, "validation")
+        source = args.train_dir
+    else:
+        splits = {"train": _pairs_from_file(args.train_file, args, cache_dir)}
+        if args.validation_file is not None:
+            splits["validation"] = _pairs_from_file(args.validation_file, args, cache_dir)
+        source = args.train_file
+    splits = {
+        split: _drop_bad_pairs(dataset, split, args.on_bad_image).cast_column("image", datasets.Image())
+        .cast_column("mask", datasets.Image())
+        for split, dataset in splits.items()
+    }
+    for dataset in splits.values():
+        # Every mask is read once now, so that a wrong class id stops the run before training rather than in it.
+        for mask in dataset.select_columns(["mask"]):
+            mask_array(mask["mask"], len(label_names))
+    train, validation = splits["train"], splits.get("validation")
+    if validation is None and args.train_val_split > 0:
+        held_out = train.train_test_split(test_size=args.train_val_split, seed=seed)
+        train, validation = held_out["train"], held_out["test"]
+    if args.max_train_samples is not None:
+        train = train.shuffle(seed=seed).select(range(min(args.max_train_samples, len(train))))
+    if validation is not None and args.max_eval_samples is not None:
+        validation = validation.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(validation))))
+    return ImageData(train, validation, label_names, source)
+
+
+def mask_array(mask: Image.Image, num_labels: int) -> np.ndarray:
+    """A mask image as an (H, W) array of class ids, refused when it is not one channel of ids below `num_labels`."""
+    if mask.mode not in ("L", "P", "I", "I;16"):
+        raise UserInputError(
+            f"Mask {getattr(mask, 'filename', '')} is a {mask.mode} image; masks must be single-channel PNGs whose "
+            f"pixels are class ids (0..{num_labels - 1}, {IGNORE_INDEX} ignored)."
+        )
+    ids = np.asarray(mask, dtype=np.int64)
+    unknown = np.setdiff1d(np.unique(ids), [*range(num_labels), IGNORE_INDEX])
+    if unknown.size:
+        raise UserInputError(
+            f"Mask {getattr(mask, 'filename', '')} holds class id(s) {unknown.tolist()}, but --id2label names "
+            f"{num_labels} classes (0..{num_labels - 1}); {IGNORE_INDEX} marks pixels to ignore."
+        )
+    return ids
+
+
+# --- augmentation ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairedTransform:
+    """The official segmentation augmentation, applied to an image and its mask alike.
+
+    Rescale so that the short side is `size` × a factor drawn from `scale_range`, pad to at least `size` (mask padding
+    is ignored), random `size`×`size` crop, horizontal flip; then the image is rescaled and normalized as the
+    processor does.
+    """
+
+    size: int
+    scale_range: tuple[float, float]
+    hflip: float
+    num_labels: int
+    rescale_factor: float | None
+    image_mean: Sequence[float] | None
+    image_std: Sequence[float] | None
+
+    def __call__(self, image: Image.Image, mask: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = Image.fromarray(mask_array(mask, self.num_labels).astype(np.uint8))
+        scale = random.uniform(*self.scale_range) * self.size / min(image.size)
+        new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.convert("RGB").resize(new_size, Image.Resampling.BILINEAR)
+        ids = ids.resize(new_size, Image.Resampling.NEAREST)
+        if min(image.size) < self.size:
+            padded = (max(self.size, image.width), max(self.size, image.height))
+            image_canvas, ids_canvas = Image.new("RGB", padded), Image.new("L", padded, IGNORE_INDEX)
+            image_canvas.paste(image)
+            ids_canvas.paste(ids)
+            image, ids = image_canvas, ids_canvas
+        left = random.randint(0, image.width - self.size)
+        top = random.randint(0, image.height - self.size)
+        box = (left, top, left + self.size, top + self.size)
+        image, ids = image.crop(box), ids.crop(box)
+        if random.random() < self.hflip:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            ids = ids.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        pixel_values = to_pixel_values(image, self.rescale_factor, self.image_mean, self.image_std)
+        return pixel_values, torch.from_numpy(np.asarray(ids, dtype=np.int64))
+
+
+def with_segmentation_transforms(
+    data: ImageData, train_transform: PairedTransform, processor: transformers.BaseImageProcessor
+) -> ImageData:
+    """Attach the paired augmentation for training and the processor (image and mask resized alike) for validation."""
+    num_labels = len(data.label_names)
+
+    def train_batch(batch: dict) -> dict:
+        pairs = [train_transform(image, mask) for image, mask in zip(batch["image"], batch["mask"], strict=True)]
+        return {"pixel_values": [pixels for pixels, _ in pairs], "labels": [ids for _, ids in pairs]}
+
+    def eval_batch(batch: dict) -> dict:
+        images = [image.convert("RGB") for image in batch["image"]]
+        masks = [mask_array(mask, num_labels).astype(np.uint8) for mask in batch["mask"]]
+        encoded = processor(images, segmentation_maps=masks, return_tensors="pt")
+        return {"pixel_values": list(encoded["pixel_values"]), "labels": list(encoded["labels"].long())}
+
+    validation = data.validation.with_transform(eval_batch) if data.validation is not None else None
+    return ImageData(data.train.with_transform(train_batch), validation, data.label_names, data.source)
+
+
+def collate_segmentation(examples: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack examples into `pixel_values` (N, 3, H, W) and `labels` (N, H, W) of class ids."""
+    return {
+        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+        "labels": torch.stack([example["labels"] for example in examples]),
+    }
+
+
+# --- model ------------------------------------------------------------------------------------------------------
+
+
+def _split_overrides(args: ModelArguments) -> tuple[dict[str, Any], dict[str, Any]]:
+    """--config_overrides and the dedicated flags, split into (UperNet head settings, ConvNeXt backbone settings)."""
+    overrides = config_overrides(args)
+    head = {key: value for key, value in overrides.items() if key in HEAD_KEYS}
+    return head, {key: value for key, value in overrides.items() if key not in HEAD_KEYS}
+
+
+def _new_upernet(backbone: ConvNextConfig, label_names: list[str], head: dict[str, Any]):
+    config = upernet_head_config(OFFICIAL_HEAD, backbone, dict(enumerate(label_names)))
+    config.update({**head, **config_label_maps(label_names)})
+    return transformers.UperNetForSemanticSegmentation(config)
+
+
+def segmentation_labels(args: ModelArguments, data_args: DataArguments) -> list[str]:
+    """The class names: --id2label, else those of the segmentation model being fine-tuned."""
+    if data_args.id2label is not None:
+        return [name for _, name in sorted(parse_id2label(data_args.id2label).items())]
+    if args.model_name_or_path is not None:
+        config = transformers.AutoConfig.from_pretrained(args.model_name_or_path, revision=args.revision)
+        if config.model_type == "upernet":
+            return [config.id2label[index] for index in range(config.num_labels)]
+    raise UserInputError(
+        'Name the classes of the masks with --id2label (e.g. \'{"0": "background", "1": "road"}\'), or fine-tune a '
+        "segmentation model whose classes they are."
+    )
+
+
+def build_segmentation_model(
+    args: ModelArguments, label_names: list[str]
+) -> transformers.UperNetForSemanticSegmentation:
+    """An UperNet for `label_names` from a variant, a ConvNeXt classification folder or an UperNet folder."""
+    if (args.model_name_or_path is None) == (args.variant is None):
+        raise UserInputError(
+            "Name exactly one model: --model_name_or_path (a ConvNeXt classification or UperNet folder) or --variant."
+        )
+    head, backbone_overrides = _split_overrides(args)
+    if args.variant is not None:
+        backbone = ConvNextConfig.from_variant(args.variant, out_indices=ALL_STAGES, **backbone_overrides)
+        return _new_upernet(backbone, label_names, head)
+    hub_kwargs = {"revision": args.revision, "cache_dir": args.cache_dir}
+    config = transformers.AutoConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
+    if config.model_type == "upernet":
+        known = [config.id2label[index] for index in range(config.num_labels)]
+        config.backbone_config.update(backbone_overrides)
+        config.update({**head, **config_label_maps(label_names)})
+        model = transformers.UperNetForSemanticSegmentation.from_pretrained(
+            args.model_name_or_path, config=config, ignore_mismatched_sizes=True, **hub_kwargs
+        )
+        if known != label_names or args.replace_head:
+            # Same-sized classifiers would have loaded with another dataset's classes: start them afresh.
+            for classifier in (model.decode_head.classifier, getattr(model.auxiliary_head, "classifier", None)):
+                if classifier is not None:
+                    model._init_weights(classifier)
+            logger.info("New 1×1 classifiers for %d classes: %s", len(label_names), label_names)
+        return model
+    backbone = ConvNextConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
+    backbone.update({**backbone_overrides, "num_labels": 2, "id2label": None, "label2id": None})
+    backbone.out_indices = ALL_STAGES
+    model = _new_upernet(backbone, label_names, head)
+    # The classification folder's trunk (`convnext.*`) loads into the backbone; its per-stage output norms and the
+    # heads are new.
+    pretrained = ConvNextBackbone.from_pretrained(args.model_name_or_path, config=backbone, **hub_kwargs)
+    model.backbone.load_state_dict(pretrained.state_dict())
+    logger.info("Backbone weights from %s; new UperNet heads for %s", args.model_name_or_path, label_names)
+    return model
+
+
+def build_segmentation_processor(args: ModelArguments) -> transformers.BaseImageProcessor:
+    """Resize to --image_size (default: the UperNet folder's size, or 512) and normalize as ImageNet; labels as is."""
+    size = args.image_size
+    if size is None and args.model_name_or_path is not None:
+        try:
+            size = transformers.AutoImageProcessor.from_pretrained(args.model_name_or_path).size.get("height")
+        except OSError:
+            size = None
+    return segmentation_processor(size or DEFAULT_CROP_SIZE, reduce_labels=False)
+
+
+# --- report -----------------------------------------------------------------------------------------------------
+
+
+def palette(num_labels: int) -> np.ndarray:
+    """A fixed colour per class (uint8 RGB), the same in every overlay."""
+    return np.random.default_rng(0).integers(0, 256, size=(max(num_labels, 1), 3)).astype(np.uint8)
+
+
+def plot_prediction_overlay(
+    model: torch.nn.Module,
+    processor: transformers.BaseImageProcessor,
+    pairs: datasets.Dataset,
+    path: str,
+    count: int = 4,
+) -> None:
+    """Write a PNG with, per validation image, the image, the true mask and the prediction blended over it."""
+    num_labels = model.config.num_labels
+    colours = palette(num_labels)
+    rows = []
+    model.eval()
+    for example in pairs.select(range(min(count, len(pairs)))):
+        image = example["image"].convert("RGB")
+        truth = mask_array(example["mask"], num_labels)
+        with torch.no_grad():
+            logits = model(**processor(image, return_tensors="pt").to(model.device)).logits
+        # As the image-segmentation pipeline does: logits resized to the image, then the best class per pixel.
+        logits = torch.nn.functional.interpolate(logits, size=image.size[::-1], mode="bilinear", align_corners=False)
+        predicted = logits.argmax(dim=1)[0].cpu().numpy()
+        pixels = np.asarray(image, dtype=np.float32)
+
+        def blend(ids: np.ndarray, pixels: np.ndarray = pixels) -> np.ndarray:
+            coloured = colours[np.clip(ids, 0, num_labels - 1)].astype(np.float32)
+            shown = np.where((ids == IGNORE_INDEX)[..., None], pixels, 0.5 * pixels + 0.5 * coloured)
+            return shown.astype(np.uint8)
+
+        rows.append(np.concatenate([pixels.astype(np.uint8), blend(truth), blend(predicted)], axis=1))
+    width = max(row.shape[1] for row in rows)
+    canvas = np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows], axis=0)
+    # Small images are enlarged (pixels kept sharp) so that the overlay is readable.
+    scale = max(1, 128 // rows[0].shape[0])
+    picture = Image.fromarray(canvas)
+    picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST).save(path)
