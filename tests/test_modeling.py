@@ -239,7 +239,7 @@ def test_channels_last_and_half_precision_inputs(tiny_config_kwargs):
     [
         (torch.randn(3, 64, 64), ValueError, "4 dimensions.*unsqueeze"),
         (torch.randn(1, 1, 64, 64), ValueError, "1 channels but the model expects 3"),
-        (torch.randn(1, 4, 64, 64), ValueError, "convert the images to RGB"),
+        (torch.randn(1, 4, 64, 64), ValueError, "give the images that many channels"),
         (torch.randn(1, 3, 16, 64), ValueError, "smaller than the model's total stride 32"),
         (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), TypeError, "floating-point.*image processor"),
         (torch.zeros(0, 3, 64, 64), ValueError, "empty batch"),

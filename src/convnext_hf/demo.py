@@ -151,6 +151,15 @@ def classify_held_out(model_dir: str, held_out_dir: str, batch_size: int = 250) 
     return load_topk_accuracy().compute(predictions=scores, references=references)
 
 
+def prepare_output_dir(settings: DemoSettings, root: str) -> None:
+    """Choose a new dated folder under `root` unless one was given; refuse a non-empty one without --overwrite."""
+    if settings.output_dir is None:
+        # A new folder per run, so that running the demo again never meets the previous run's files.
+        settings.output_dir = os.path.join(root, time.strftime("%Y%m%d-%H%M%S"))
+    if os.path.isdir(settings.output_dir) and os.listdir(settings.output_dir) and not settings.overwrite:
+        raise OutputExistsError(settings.output_dir)
+
+
 def run_demo(settings: DemoSettings) -> dict[str, float]:
     """Write the digits, train, reload and score; print a summary and return the numbers."""
     import datasets
@@ -158,11 +167,7 @@ def run_demo(settings: DemoSettings) -> dict[str, float]:
 
     from .train import main as train_main
 
-    if settings.output_dir is None:
-        # A new folder per run, so that running the demo again never meets the previous run's files.
-        settings.output_dir = os.path.join(DEFAULT_ROOT, time.strftime("%Y%m%d-%H%M%S"))
-    if os.path.isdir(settings.output_dir) and os.listdir(settings.output_dir) and not settings.overwrite:
-        raise OutputExistsError(settings.output_dir)
+    prepare_output_dir(settings, DEFAULT_ROOT)
     transformers_logging.set_verbosity_warning()
     started = time.perf_counter()
     train_dir, held_out_dir = write_digit_folders(
@@ -253,10 +258,7 @@ def run_segmentation_demo(settings: DemoSettings) -> dict[str, float]:
 
     from .train import main as train_main
 
-    if settings.output_dir is None:
-        settings.output_dir = os.path.join(SEGMENTATION_ROOT, time.strftime("%Y%m%d-%H%M%S"))
-    if os.path.isdir(settings.output_dir) and os.listdir(settings.output_dir) and not settings.overwrite:
-        raise OutputExistsError(settings.output_dir)
+    prepare_output_dir(settings, SEGMENTATION_ROOT)
     transformers_logging.set_verbosity_warning()
     started = time.perf_counter()
     scenes = os.path.join(settings.output_dir, "scenes")

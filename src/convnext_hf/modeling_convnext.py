@@ -92,7 +92,8 @@ def check_pixel_values(pixel_values: torch.Tensor | None, config: ConvNextConfig
     if channels != config.num_channels:
         raise ValueError(
             f"pixel_values has {channels} channels but the model expects {config.num_channels} "
-            f"(config.num_channels); convert the images to RGB, e.g. with the image processor."
+            "(config.num_channels); give the images that many channels, e.g. with the image processor "
+            "(RGB by default; do_convert_rgb=False keeps each image's own channels)."
         )
     if height < config.total_stride or width < config.total_stride:
         raise ValueError(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .. import __version__
+from ..card_table import facts_table
 from ..complexity import count_macs, parameter_count
 from ..configuration_convnext import ConvNextConfig
 from .converter import Conversion
@@ -130,23 +131,20 @@ def usage(conversion: Conversion, model_id: str) -> str:
         f"model = {auto_class}.from_pretrained(model_id).eval()",
         'inputs = processor(image, return_tensors="pt")',
     ]
-    # With the package imported, trust_remote_code=False makes the pipeline use it instead of asking about the
-    # repository's copy of the code.
-    local = ", trust_remote_code=False" if registered else ""
     if task == CLASSIFICATION:
         lines += ["logits = model(**inputs).logits", "print(model.config.id2label[logits.argmax(-1).item()])"]
-        lines += [f'print(pipeline("image-classification", model=model_id{local})(image))']
+        lines += ['print(pipeline("image-classification", model=model_id)(image))']
     elif task == SEGMENTATION:
         lines += [
             "outputs = model(**inputs)  # logits: (1, classes, height, width) at the input resolution",
             "segmentation = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]",
-            f'print(pipeline("image-segmentation", model=model_id{local})(image))',
+            'print(pipeline("image-segmentation", model=model_id)(image))',
         ]
     elif task == BACKBONE:
         lines += ["feature_maps = model(**inputs).feature_maps  # one normalized map per stage"]
     else:
         lines += ["pooled = model(**inputs).pooler_output",
-                  f'print(pipeline("image-feature-extraction", model=model_id{local})(image))']
+                  'print(pipeline("image-feature-extraction", model=model_id)(image))']
     lines.append("```")
     if registered and task != SEGMENTATION:
         lines += [
@@ -195,7 +193,7 @@ def _details(conversion: Conversion, entry: ZooEntry | None, resolution: int) ->
         ]
     if conversion.labels.dataset:
         rows.append(("labels", f"{arch.num_labels} ({conversion.labels.dataset})"))
-    return "| | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return facts_table(rows)
 
 
 def _results(entry: ZooEntry) -> str:

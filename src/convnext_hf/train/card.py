@@ -11,6 +11,7 @@ import transformers
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .. import __version__
+from ..card_table import facts_table
 from .arguments import CLASSIFICATION, MULTI_LABEL, SEGMENTATION
 
 # Per task: the pipeline, what the model is, the results in the card (metric key, metric type, name, as a percentage),
@@ -96,12 +97,6 @@ def _usage(repo_or_path: str, task: str) -> str:
     )
 
 
-def _table(rows: dict[str, Any]) -> str:
-    lines = ["| | |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in rows.items()]
-    return "\n".join(lines)
-
-
 def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
     """A Hub model card with metadata (base model, dataset, results as model-index) and a readable body."""
     pipeline_tag = _PIPELINE[facts.task]
@@ -153,13 +148,13 @@ Architecture: {facts.architecture}.
 
 ## Results on the validation images
 
-{_table(results) if results else "No validation set was used."}
+{facts_table(results) if results else "No validation set was used."}
 {_per_label_table(facts)}
 {_PICTURES[facts.task]}; all numbers in `metrics.json`.
 
 ## Training hyperparameters
 
-{_table(facts.hyperparameters)}
+{facts_table(facts.hyperparameters)}
 
 ## Usage
 
@@ -177,12 +172,11 @@ def _per_label_table(facts: CardFacts) -> str:
     if not facts.per_label:
         return ""
     score = _PER_LABEL[facts.task]
-    lines = [f"\n| {'label' if facts.task == MULTI_LABEL else 'class'} | {score} |", "|---|---|"]
-    lines += [
-        f"| {name} | {'—' if value != value else f'{value:.2%}'} |"  # NaN: the label never occurs in validation
+    rows = {
+        name: "—" if value != value else f"{value:.2%}"  # NaN: the label never occurs in validation
         for name, value in facts.per_label.items()
-    ]
-    return "\n".join(lines) + "\n"
+    }
+    return "\n" + facts_table(rows, header=("label" if facts.task == MULTI_LABEL else "class", score)) + "\n"
 
 
 def _link(model: str) -> str:

@@ -93,7 +93,8 @@ def build_model(
     )
     if new_head:
         # A same-shaped head would have loaded from the checkpoint: start it afresh, with the model's own init.
-        model.classifier = nn.Linear(config.hidden_sizes[-1], config.num_labels)
+        # Same input width as the built head: the last stage's, or the MLP head's hidden size.
+        model.classifier = nn.Linear(model.classifier.in_features, config.num_labels)
         model._init_weights(model.classifier)
         logger.info("New classifier for %d classes: %s", config.num_labels, label_names)
     return model

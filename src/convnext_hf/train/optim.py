@@ -33,7 +33,13 @@ _STEM = re.compile(r"(?:^|\.)embeddings\.")
 
 
 def excluded_from_weight_decay(name: str, parameter: nn.Parameter) -> bool:
-    """The official exclusion rule: no decay for 1-D parameters (norms, layer scale) and biases."""
+    """The official exclusion rule: no decay for 1-D parameters (norms, layer scale) and biases.
+
+    GRN's gamma and beta are (1, 1, 1, C) tensors named `gamma`/`beta` in the official ConvNeXt-V2 code, so its rule
+    decays both; here they are `grn.weight`/`grn.bias`, and the name test must not spare the beta.
+    """
+    if ".grn." in name:
+        return False
     return parameter.ndim <= 1 or name.endswith(".bias")
 
 
