@@ -1,7 +1,10 @@
 """Side-by-side speed and memory of ConvNeXt implementations, on the same weights and the same inputs.
 
 Compares this package's model (eager; optimized with `optimize_for_inference`, also compiled), transformers'
-built-in ConvNext (eager and `torch.compile`d) and timm's ConvNeXt when timm is installed. For every device, dtype
+built-in ConvNext (eager and `torch.compile`d), timm's ConvNeXt when timm is installed, and on CPUs the same weights
+exported by `convnext-hf export` to ONNX Runtime (float32, int8) and OpenVINO (float32, bfloat16, int8) when the
+`export` extra is installed. Every inference row is also given as a fraction of the machine's GEMM roofline: the
+throughput of a 4096² matrix product in the same dtype, timed in the same run. For every device, dtype
 and batch size it first checks that all implementations compute the same logits, then times them interleaved
 (one call of each in turn, so that load from other processes hits all alike) and reports the median and 90th
 percentile latency and images per second; then the same for a training step (forward + backward). Peak memory is
@@ -37,6 +40,7 @@ from torch.profiler import ProfilerActivity, profile
 from convnext_hf import ConvNextConfig, ConvNextForImageClassification
 from convnext_hf.atomic import atomic_file
 from convnext_hf.cli import CommandParser
+from convnext_hf.complexity import count_macs
 from convnext_hf.configuration_convnext import HIERARCHICAL_VARIANTS
 from convnext_hf.conversion.layouts import TIMM_RULES
 from convnext_hf.conversion.naming import CLASSIFICATION, official_to_transformers
@@ -45,8 +49,10 @@ from convnext_hf.inference_convnext import amx_is_available
 from convnext_hf.transformers_format import to_transformers
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Largest max|a - b| / max|reference| allowed between an implementation and ours in float32 eager.
-AGREEMENT_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+# Largest max|a - b| / max|reference| allowed between an implementation and ours in float32 eager (int8: the engines'
+# statically quantized models, calibrated on random images).
+AGREEMENT_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2, torch.int8: 0.2}
+GEMM_SIZE = 4096  # the roofline's matrix side; --quick uses 512
 NUM_LABELS = 1000
 OURS_EAGER = "ours eager"
 BUILTIN_EAGER = "built-in eager"
@@ -77,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile'd implementations")
     parser.add_argument("--no_train", action="store_true", help="skip the training-step measurements")
+    parser.add_argument("--no_engines", action="store_true", help="skip the ONNX Runtime and OpenVINO rows")
+    parser.add_argument("--gemm_size", type=int, default=GEMM_SIZE, help="side of the roofline's square GEMM")
     parser.add_argument("--output_dir", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --output_dir")
     parser.add_argument(
@@ -85,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.variant, args.image_size, args.batch_sizes, args.iters, args.warmup = "atto", 64, [1, 2], 2, 1
-        args.no_compile = True
+        args.no_compile, args.gemm_size = True, 512
         # On tiny inputs each op is so short that two threads mostly wait for each other on a busy machine.
         args.threads = args.threads or 1
     if min(args.batch_sizes) < 1 or args.iters < 1 or args.warmup < 0:
@@ -179,6 +187,67 @@ def inference_implementations(
     return implementations
 
 
+def make_engine_models(ours: ConvNextForImageClassification, args: argparse.Namespace) -> dict[str, dict]:
+    """`convnext-hf export`'s graphs of our model in ONNX Runtime and OpenVINO, by dtype; {} without the engines.
+
+    int8 is calibrated on random images: good enough to time it, not to judge its accuracy (see docs/deployment.md).
+    """
+    import tempfile
+
+    try:
+        from convnext_hf.export.engines import onnx_to_openvino, onnxruntime_model, openvino_model
+        from convnext_hf.export.exporter import DEFAULT_OPSET
+        from convnext_hf.export.graph import Exportable, export_onnx
+        from convnext_hf.export.quantize import quantize_int8
+    except ImportError:
+        return {}
+    threads = torch.get_num_threads()
+    exportable = Exportable(ours, "image-classification", ("logits",), ("logits",), args.image_size, 3)
+    generator = torch.Generator().manual_seed(1)
+    calibration = [torch.randn(4, 3, args.image_size, args.image_size, generator=generator).numpy() for _ in range(4)]
+    with tempfile.TemporaryDirectory() as folder:
+        float_onnx, int8_onnx = Path(folder) / "model.onnx", Path(folder) / "int8" / "model.onnx"
+        int8_onnx.parent.mkdir()
+        export_onnx(exportable, random_images(args, 2, torch.device("cpu")), float_onnx, DEFAULT_OPSET)
+        quantize_int8(float_onnx, int8_onnx, iter(calibration))
+        for onnx_path in (float_onnx, int8_onnx):
+            onnx_to_openvino(onnx_path, onnx_path.with_name("openvino_model.xml"), compress_to_fp16=False)
+        # Sessions load the files now; the folder can go afterwards.
+        return {
+            "float32": {
+                "onnxruntime": onnxruntime_model(float_onnx, threads),
+                "openvino": openvino_model(float_onnx.with_name("openvino_model.xml"), threads=threads),
+            },
+            "bfloat16": {
+                "openvino bf16": openvino_model(
+                    float_onnx.with_name("openvino_model.xml"), {"INFERENCE_PRECISION_HINT": "bf16"}, threads
+                ),
+            },
+            "int8": {
+                "onnxruntime int8": onnxruntime_model(int8_onnx, threads),
+                "openvino int8": openvino_model(int8_onnx.with_name("openvino_model.xml"), threads=threads),
+            },
+        }
+
+
+def engine_forward(engine_model: Callable) -> Forward:
+    """An engine's logits as a torch tensor, from a CPU float32 tensor of images."""
+    return lambda pixel_values: torch.from_numpy(engine_model(pixel_values.numpy())[0])
+
+
+def gemm_call(dtype: torch.dtype, device: torch.device, size: int) -> Callable[[], torch.Tensor]:
+    """A size² matrix product in `dtype` (int8 through torch._int_mm), the roofline the rows are compared with."""
+    generator = torch.Generator().manual_seed(0)
+    if dtype == torch.int8:
+        a, b = (torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=generator) for _ in "ab")
+        product = torch._int_mm
+    else:
+        a, b = (torch.randn(size, size, generator=generator).to(dtype) for _ in "ab")
+        product = torch.matmul
+    a, b = a.to(device), b.to(device)
+    return lambda: product(a, b)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device to finish, so that wall-clock time covers the work."""
     if device.type == "cuda":
@@ -241,10 +310,12 @@ def measure(
     batch: int,
     device: torch.device,
     args: argparse.Namespace,
+    roofline: tuple[Callable[[], object], float] | None = None,
 ) -> list[dict]:
     """Check that every call's result agrees with `reference` (exiting if not), then time them and take their memory.
 
-    The first call of each is timed on its own: for compiled models it includes the compilation.
+    The first call of each is timed on its own: for compiled models it includes the compilation. `roofline` is a
+    GEMM call and the operations one image takes: it is timed in the same rounds, and each row gets its fraction.
     """
     differences, first_call = {}, {}
     for name, call in calls.items():
@@ -256,7 +327,9 @@ def measure(
     failures = {name: diff for name, diff in differences.items() if diff > AGREEMENT_TOLERANCE[dtype]}
     if failures:
         sys.exit(f"{mode}: results differ from ours in float32 by more than {AGREEMENT_TOLERANCE[dtype]}: {failures}")
-    times = time_interleaved(calls, device, args)
+    gemm = {"gemm": roofline[0]} if roofline else {}
+    times = time_interleaved({**calls, **gemm}, device, args)
+    gemm_ops_per_s = 2 * args.gemm_size**3 / statistics.median(times["gemm"]) if roofline else None
     rows = []
     for name, call in calls.items():
         rows.append(
@@ -272,6 +345,11 @@ def measure(
                 "max_relative_difference": differences[name],
             }
         )
+        if roofline:
+            rows[-1]["gemm_ops_per_s"] = gemm_ops_per_s
+            rows[-1]["roofline_fraction"] = rows[-1]["images_per_s"] * roofline[1] / gemm_ops_per_s
+            print(f"  {name}: {rows[-1]['roofline_fraction']:.0%} of a {args.gemm_size}² GEMM in {dtype} "
+                  f"({gemm_ops_per_s / 1e9:.0f} G ops/s in the same rounds)", flush=True)
         print(format_row(rows[-1]), flush=True)
     return rows
 
@@ -290,10 +368,20 @@ def random_images(args: argparse.Namespace, batch: int, device: torch.device) ->
 
 
 def benchmark_inference(
-    args: argparse.Namespace, models: dict[str, torch.nn.Module], device: torch.device, dtype: torch.dtype
+    args: argparse.Namespace,
+    models: dict[str, torch.nn.Module],
+    device: torch.device,
+    dtype: torch.dtype,
+    engines: dict[str, Callable] | None = None,
 ) -> list[dict]:
-    """Agreement, latency, throughput and peak memory of every implementation at every batch size."""
-    implementations = inference_implementations(models, device, dtype, compile=not args.no_compile)
+    """Agreement, latency, throughput and peak memory of every implementation at every batch size, and each one's
+    fraction of the GEMM roofline in its dtype."""
+    if dtype == torch.int8:
+        implementations = {}
+    else:
+        implementations = inference_implementations(models, device, dtype, compile=not args.no_compile)
+    implementations.update({name: engine_forward(engine) for name, engine in (engines or {}).items()})
+    flops_per_image = 2 * count_macs(models[OURS_EAGER].config, args.image_size)
     rows = []
     with torch.inference_mode():
         for batch in args.batch_sizes:
@@ -303,7 +391,8 @@ def benchmark_inference(
                 name: (lambda forward=forward, images=pixel_values: forward(images))
                 for name, forward in implementations.items()
             }
-            rows += measure("inference", calls, reference, dtype, batch, device, args)
+            roofline = (gemm_call(dtype, device, args.gemm_size), flops_per_image)
+            rows += measure("inference", calls, reference, dtype, batch, device, args, roofline)
     return rows
 
 
@@ -466,15 +555,21 @@ def main(argv: list[str] | None = None) -> dict:
         print("timm is not installed: skipping it.", flush=True)
     else:
         base_models["timm eager"] = timm_model
+    engines = {} if args.no_engines or "cpu" not in args.devices else make_engine_models(ours, args)
+    if not engines and not args.no_engines:
+        print("onnxruntime/openvino are not installed (pip install 'convnext-hf[export]'): skipping them.")
     print(TABLE_HEADER, flush=True)
     rows = []
     for device_name in args.devices:
         device = torch.device(device_name)
         models = {name: model.to(device) for name, model in base_models.items()}
+        cpu_engines = engines if device.type == "cpu" else {}
         for dtype_name in args.dtypes:
-            rows += benchmark_inference(args, models, device, DTYPES[dtype_name])
+            rows += benchmark_inference(args, models, device, DTYPES[dtype_name], cpu_engines.get(dtype_name))
             if not args.no_train:
                 rows += benchmark_training(args, models, device, DTYPES[dtype_name])
+        if cpu_engines:
+            rows += benchmark_inference(args, models, device, torch.int8, cpu_engines["int8"])
     results = {
         "command": "python benchmarks/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},

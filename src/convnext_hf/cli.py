@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "convnext_hf.conversion.command",
         "convert a checkpoint (official, timm, mmcls/mmseg, PASSL, transformers) to a Hub-ready folder",
     ),
+    "export": ("convnext_hf.export.command", "export a saved model to ONNX or OpenVINO, checked against PyTorch; int8"),
 }
 
 

@@ -1,0 +1,71 @@
+"""`convnext-hf export`: a saved ConvNeXt folder to ONNX or OpenVINO, checked against PyTorch.
+
+    convnext-hf export onnx --model DIR OUTPUT_DIR
+    convnext-hf export openvino --model DIR OUTPUT_DIR [--static_shape H W]
+    convnext-hf export onnx --model DIR OUTPUT_DIR --quantize int8 --calibration_dir IMAGES [--validation_dir DIR]
+
+The export runs once in its engine against PyTorch on two random inputs (with dynamic axes, of two different sizes)
+and is refused if they disagree beyond the tolerance. OUTPUT_DIR gets the model file (model.onnx, or
+openvino_model.xml/.bin), config.json, preprocessor_config.json and export_report.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..cli import CommandParser
+from .engines import ENGINE_FILES
+from .exporter import DEFAULT_OPSET, DTYPES, REPORT_FILE, ExportOptions, export
+from .quantize import DEFAULT_CALIBRATION_IMAGES
+
+
+def parse_args(argv: Sequence[str]) -> ExportOptions:
+    """Command-line options (underscore spelling; the dashed one is accepted too)."""
+    parser = CommandParser(
+        prog="convnext-hf export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("engine", choices=list(ENGINE_FILES), help="onnx (ONNX Runtime) or openvino")
+    parser.add_argument("output_dir", type=Path, help="folder to write (refused if not empty, unless --overwrite)")
+    parser.add_argument("--model", dest="model_dir", type=Path, required=True,
+                        help="a folder written by save_pretrained or convnext-hf convert/train")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="float16 halves the weights (for GPU targets); parity tolerance 1e-2")
+    parser.add_argument("--static_shape", type=int, nargs=2, metavar=("H", "W"),
+                        help="fix height and width (batch stays dynamic)")
+    parser.add_argument("--quantize", choices=["int8"], help="static int8 quantization (needs --calibration_dir)")
+    parser.add_argument("--calibration_dir", type=Path,
+                        help="images for the int8 ranges, through the model's own processor (any layout)")
+    parser.add_argument("--calibration_images", type=int,
+                        default=DEFAULT_CALIBRATION_IMAGES,
+                        help=f"use at most this many calibration images (default {DEFAULT_CALIBRATION_IMAGES})")
+    parser.add_argument("--validation_dir", type=Path,
+                        help="held-out images in one subfolder per label: report float32 vs int8 top-1 accuracy")
+    parser.add_argument("--tolerance", type=float, help="parity tolerance (default 1e-5 float32, 1e-2 float16)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT_DIR")
+    args = parser.parse_args(argv)
+    args.static_shape = tuple(args.static_shape) if args.static_shape else None
+    return ExportOptions(**vars(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Export, print the parity (and int8 accuracy), return 0."""
+    import sys
+
+    options = parse_args(sys.argv[1:] if argv is None else argv)
+    report = export(options)
+    parity = report["parity"]
+    print(
+        f"{options.output_dir}: {report['task']} in {options.engine} ({report['dtype']}); parity with PyTorch: max "
+        f"relative difference {parity['max_relative_difference']:.2e} (tolerance {parity['tolerance']:.0e}); "
+        f"report in {REPORT_FILE}."
+    )
+    validation = report.get("int8", {}).get("validation")
+    if validation:
+        print(
+            f"held-out top-1 on {validation['images']} images: float32 {validation['float32_top1']:.2%}, "
+            f"int8 {validation['int8_top1']:.2%}."
+        )
+    return 0

@@ -1,0 +1,171 @@
+"""Export one saved folder to an engine: graph, optional int8, parity check, and the folder optimum loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+import transformers
+
+from ..atomic import atomic_directory
+from ..errors import UserInputError
+from . import parity
+from .engines import ENGINE_FILES, ENGINE_PACKAGES, ONNX_FILE, EngineModel, engine_model, install, require_engine
+from .graph import DYNAMIC_AXES, INPUT_NAME, Exportable, export_onnx, load_exportable
+from .quantize import (
+    DEFAULT_CALIBRATION_IMAGES,
+    QUANTIZATION_METHOD,
+    image_files,
+    labelled_images,
+    pixel_batches,
+    quantize_int8,
+    top1_accuracy,
+)
+
+REPORT_FILE = "export_report.json"
+# Besides the model file: what optimum's ORT/OpenVINO model classes read, and the remote code config.json points to.
+COPIED_FILES = ("config.json", "preprocessor_config.json", "*.py")
+# torch.onnx translates to opset 18 and newer; converting down to older opsets fails on LayerNormalization and Resize.
+DEFAULT_OPSET = 18
+DTYPES = ("float32", "float16")
+
+
+@dataclass
+class ExportOptions:
+    """What `convnext-hf export` was asked for."""
+
+    engine: str
+    model_dir: Path
+    output_dir: Path
+    opset: int = DEFAULT_OPSET
+    dtype: str = "float32"
+    static_shape: tuple[int, int] | None = None
+    quantize: str | None = None
+    calibration_dir: Path | None = None
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    validation_dir: Path | None = None
+    tolerance: float | None = None
+    overwrite: bool = False
+
+
+class ParityError(UserInputError):
+    """The exported model disagrees with PyTorch beyond the tolerance; nothing was written."""
+
+
+def check_options(options: ExportOptions) -> None:
+    """Refuse contradictory or incomplete options before any work."""
+    if options.quantize and options.calibration_dir is None:
+        raise UserInputError("--quantize int8 needs --calibration_dir IMAGES: a folder of images like your inputs.")
+    if options.quantize and options.dtype != "float32":
+        raise UserInputError("--quantize int8 starts from the float32 model; leave out --dtype.")
+    if options.validation_dir is not None and not options.quantize:
+        raise UserInputError("--validation_dir compares float32 and int8 accuracy; use it with --quantize int8.")
+    if options.opset < DEFAULT_OPSET:
+        raise UserInputError(f"--opset {options.opset} is too old: the exporter writes opset {DEFAULT_OPSET} or newer.")
+    if options.calibration_images < 1:
+        raise UserInputError(f"--calibration_images must be at least 1, got {options.calibration_images}.")
+    if options.static_shape is not None and min(options.static_shape) < 1:
+        raise UserInputError(f"--static_shape takes a positive height and width, got {options.static_shape}.")
+
+
+def export(options: ExportOptions) -> dict:
+    """Write the exported folder at `options.output_dir` if it passes the parity check; return its report."""
+    check_options(options)
+    require_engine(options.engine)
+    exportable = load_exportable(options.model_dir)
+    if options.validation_dir is not None and exportable.task != "image-classification":
+        raise UserInputError(f"--validation_dir scores classifiers (top-1); {options.model_dir} is a {exportable.task} "
+                             "model: leave it out.")
+    with atomic_directory(options.output_dir, overwrite=options.overwrite) as staging:
+        return _export_into(staging, options, exportable)
+
+
+def _export_into(staging: Path, options: ExportOptions, exportable: Exportable) -> dict:
+    """The work of `export`, writing into the staging folder."""
+    height, width = options.static_shape or (exportable.image_size, exportable.image_size)
+    example = torch.randn(2, exportable.num_channels, height, width)
+    report = {
+        "engine": options.engine,
+        "task": exportable.task,
+        "source": str(options.model_dir),
+        "file": ENGINE_FILES[options.engine],
+        "input": {INPUT_NAME: ["batch", exportable.num_channels, "height", "width"]},
+        "outputs": list(exportable.output_names),
+        "dynamic_axes": None if options.static_shape else list(DYNAMIC_AXES.values()),
+        "static_shape": list(options.static_shape) if options.static_shape else None,
+        "opset": options.opset,
+        "dtype": "int8" if options.quantize else options.dtype,
+        "versions": {package: version(package) for package in ("torch", "onnx", ENGINE_PACKAGES[options.engine])},
+    }
+    with tempfile.TemporaryDirectory(dir=staging.parent) as scratch:
+        scratch = Path(scratch)
+        float_onnx = scratch / ONNX_FILE
+        # OpenVINO keeps float16 as a storage format of the float32 graph's weights (its CPU plugin computes in f32);
+        # ONNX Runtime runs a float16 graph, traced from the model in float16.
+        half_graph = options.dtype == "float16" and options.engine == "onnx"
+        traced = load_exportable(options.model_dir, torch.float16) if half_graph else exportable
+        export_onnx(traced, example, float_onnx, options.opset, dynamic=options.static_shape is None)
+        # The float model is the result unless int8 is asked for; then it stays aside as the accuracy reference.
+        float_dir = scratch / "float" if options.quantize else staging
+        float_model = engine_model(options.engine, install(options.engine, float_onnx, float_dir, options.dtype))
+        report["parity"] = _check_parity(exportable, float_model, options)
+        if options.quantize:
+            report["int8"] = _quantize(staging, scratch, float_onnx, float_model, options, exportable)
+    for pattern in COPIED_FILES:
+        for path in Path(options.model_dir).glob(pattern):
+            shutil.copy2(path, staging / path.name)
+    (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _check_parity(exportable: Exportable, float_model: EngineModel, options: ExportOptions) -> dict:
+    """Run the float export against PyTorch; refuse it beyond the tolerance."""
+    tolerance = options.tolerance if options.tolerance is not None else parity.TOLERANCES[options.dtype]
+    shapes = parity.parity_shapes(exportable.image_size, options.static_shape)
+    results = parity.measure_parity(exportable, float_model, shapes)
+    worst = max(max(result["max_relative_difference"].values()) for result in results)
+    if not worst <= tolerance:
+        raise ParityError(
+            f"the {options.engine} export of {options.model_dir} disagrees with PyTorch: max relative difference "
+            f"{worst:.2e} > tolerance {tolerance:.0e} ({results}). Nothing was written. Try another --opset, or "
+            "report it with the model's config.json."
+        )
+    return {
+        "definition": parity.DEFINITION,
+        "tolerance": tolerance,
+        "max_relative_difference": worst,
+        "inputs": results,
+    }
+
+
+def _quantize(
+    staging: Path,
+    scratch: Path,
+    float_onnx: Path,
+    float_model: EngineModel,
+    options: ExportOptions,
+    exportable: Exportable,
+) -> dict:
+    """Quantize with the calibration images, write the int8 model, and score float and int8 on validation images."""
+    processor = transformers.AutoImageProcessor.from_pretrained(str(options.model_dir))
+    files = image_files(options.calibration_dir)
+    # Spread over the sorted files, so that a folder per class contributes every class, not the first ones only.
+    calibration = files[:: max(1, len(files) // options.calibration_images)][: options.calibration_images]
+    int8_onnx = scratch / "int8" / ONNX_FILE
+    int8_onnx.parent.mkdir()
+    kept = quantize_int8(float_onnx, int8_onnx, pixel_batches(processor, calibration))
+    int8_model = engine_model(options.engine, install(options.engine, int8_onnx, staging, "int8"))
+    result = {"method": QUANTIZATION_METHOD, "calibration_images": len(calibration), "kept_in_float": kept}
+    if options.validation_dir is not None:
+        files, labels = labelled_images(options.validation_dir, exportable.model.config.label2id)
+        result["validation"] = {
+            "images": len(files),
+            "float32_top1": top1_accuracy(float_model, processor, files, labels),
+            "int8_top1": top1_accuracy(int8_model, processor, files, labels),
+        }
+    return result

@@ -1,0 +1,176 @@
+"""Capture a saved model's own forward as an ONNX graph with dynamic batch, height and width.
+
+The model is loaded through the transformers Auto class its `config.json` names, so every folder this package writes
+(classifiers, feature extractors, backbones, UperNet segmenters, our format or the built-in one) exports the same way,
+and new variants need nothing here. Its outputs become named graph outputs in a fixed order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from torch import nn
+
+from ..errors import UserInputError
+
+# `config.architectures[0]` -> (Auto class, the task optimum calls it, the ModelOutput fields that become outputs).
+# A backbone's feature maps are a tuple: they become one output per `config.out_features` stage.
+TASKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "ForImageClassification": ("AutoModelForImageClassification", "image-classification", ("logits",)),
+    "ForSemanticSegmentation": ("AutoModelForSemanticSegmentation", "semantic-segmentation", ("logits",)),
+    "Backbone": ("AutoBackbone", "backbone", ("feature_maps",)),
+    "Model": ("AutoModel", "feature-extraction", ("last_hidden_state", "pooler_output")),
+}
+INPUT_NAME = "pixel_values"
+DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
+
+
+@dataclass
+class Exportable:
+    """A loaded model with the task it serves and the names of its graph outputs."""
+
+    model: transformers.PreTrainedModel
+    task: str
+    fields: tuple[str, ...]
+    output_names: tuple[str, ...]
+    image_size: int
+    num_channels: int
+
+
+def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Exportable:
+    """Load the model a saved folder holds, in eval mode and `dtype`, with its output names."""
+    import convnext_hf  # noqa: F401  (registers our model type with the Auto classes)
+
+    config_path = Path(model_dir) / "config.json"
+    if not config_path.is_file():
+        raise UserInputError(f"{model_dir} has no config.json; pass --model a folder written by save_pretrained.")
+    config = transformers.AutoConfig.from_pretrained(str(model_dir))
+    architecture = (config.architectures or [""])[0]
+    suffix = next((suffix for suffix in TASKS if architecture.endswith(suffix)), None)
+    if suffix is None:
+        raise UserInputError(
+            f"{model_dir} holds a {architecture or 'model of unknown architecture'}; export handles "
+            f"{', '.join('*' + suffix for suffix in TASKS)} folders."
+        )
+    auto_class, task, fields = TASKS[suffix]
+    # The class the Auto mapping names (AutoBackbone.from_pretrained itself would look the folder up on the Hub).
+    model_class = getattr(transformers, auto_class)._model_mapping[type(config)]
+    model = model_class.from_pretrained(str(model_dir), dtype=dtype).eval()
+    output_names = tuple(config.out_features) if fields == ("feature_maps",) else fields
+    backbone_config = getattr(config, "backbone_config", None) or config
+    image_size = image_size_of(model_dir, backbone_config)
+    return Exportable(model, task, fields, output_names, image_size, backbone_config.num_channels)
+
+
+def image_size_of(model_dir: str | os.PathLike, config: transformers.PreTrainedConfig) -> int:
+    """The side of the images the model's processor makes (its crop), else the config's `image_size`."""
+    if not (Path(model_dir) / "preprocessor_config.json").is_file():
+        return int(getattr(config, "image_size", 224))
+    processor = transformers.AutoImageProcessor.from_pretrained(str(model_dir))
+    size = processor.crop_size if getattr(processor, "crop_size", None) else processor.size
+    size = dict(size)
+    return int(size.get("shortest_edge") or size.get("height"))
+
+
+class OutputTuple(nn.Module):
+    """The model's forward on `pixel_values`, returning its outputs as a flat tuple in `output_names` order."""
+
+    def __init__(self, model: nn.Module, fields: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.fields = tuple(fields)
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(pixel_values=pixel_values, return_dict=True)
+        flat = []
+        for field in self.fields:
+            value = outputs[field]
+            flat.extend(value if isinstance(value, tuple) else (value,))
+        return tuple(flat)
+
+
+def _window_sums(features: torch.Tensor, dim: int, windows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums over adaptive pooling's `windows` windows along `dim` (from a cumulative sum), and the window lengths."""
+    size = features.shape[dim]
+    index = torch.arange(windows, device=features.device)
+    start = (index * size) // windows
+    end = ((index + 1) * size + windows - 1) // windows
+    # In float64: the window sums are differences of running sums, which float32 would round at their magnitude.
+    cumulative = features.double().cumsum(dim)
+    cumulative = torch.cat([torch.zeros_like(cumulative.narrow(dim, 0, 1)), cumulative], dim)
+    sums = cumulative.index_select(dim, end) - cumulative.index_select(dim, start)
+    return sums, (end - start).double()
+
+
+def adaptive_avg_pool2d(features: torch.Tensor, output_size: Sequence[int]) -> torch.Tensor:
+    """`F.adaptive_avg_pool2d` from shape-agnostic ops.
+
+    PyTorch's own decomposition bakes the window bounds of the traced size into the graph, so UperNet's pyramid
+    pooling would be wrong at any other input size; here they are computed from the runtime size.
+    """
+    rows, row_lengths = _window_sums(features, -2, output_size[0])
+    sums, column_lengths = _window_sums(rows, -1, output_size[1])
+    return (sums / (row_lengths[:, None] * column_lengths[None, :])).to(features.dtype)
+
+
+def capture(
+    exportable: Exportable, example: torch.Tensor, dynamic: bool = True
+) -> torch.export.ExportedProgram:
+    """Trace the model's forward with torch.export: batch, height and width symbolic unless `dynamic` is False."""
+    module = OutputTuple(exportable.model, exportable.fields).eval()
+    axes = DYNAMIC_AXES if dynamic else {0: DYNAMIC_AXES[0]}
+    # Dim.DYNAMIC accepts the size bounds the model implies instead of failing on them, and size-oblivious tracing
+    # keeps a stage output of 1 pixel from being specialized; sizes other than the traced one are checked by parity.
+    dynamic_shapes = {INPUT_NAME: dict.fromkeys(axes, torch.export.Dim.DYNAMIC)}
+    with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes, strict=False)
+    aten = torch.ops.aten
+    table = dict.fromkeys((aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default), adaptive_avg_pool2d)
+    return program.run_decompositions(table)
+
+
+def name_dynamic_axes(path: Path) -> None:
+    """Call the symbolic input axes batch/height/width (torch.export numbers them) everywhere they appear."""
+    import onnx
+
+    model_proto = onnx.load(str(path), load_external_data=False)
+    renames = {}
+    for axis, name in DYNAMIC_AXES.items():
+        dim = model_proto.graph.input[0].type.tensor_type.shape.dim[axis]
+        if dim.dim_param:
+            renames[dim.dim_param] = name
+    for value in [*model_proto.graph.input, *model_proto.graph.output, *model_proto.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in renames:
+                dim.dim_param = renames[dim.dim_param]
+    onnx.save(model_proto, str(path))
+
+
+def export_onnx(
+    exportable: Exportable, example: torch.Tensor, path: Path, opset: int, dynamic: bool = True
+) -> None:
+    """Write the model as an ONNX file at `path` (weights over 2 GB go to a `.data` file beside it)."""
+    import onnx
+
+    program = capture(exportable, example, dynamic)
+    onnx_program = torch.onnx.export(
+        program,
+        (example,),
+        input_names=[INPUT_NAME],
+        output_names=list(exportable.output_names),
+        opset_version=opset,
+        dynamo=True,
+        verbose=False,
+    )
+    onnx_program.save(path)
+    name_dynamic_axes(path)
+    onnx.checker.check_model(str(path))
+    written = next(opset.version for opset in onnx.load(str(path), load_external_data=False).opset_import
+                   if opset.domain in ("", "ai.onnx"))
+    if written != opset:
+        raise UserInputError(f"torch.onnx could not write opset {opset} (it wrote {written}); choose another --opset.")

@@ -1,0 +1,114 @@
+"""int8: static post-training quantization with calibration images, and held-out accuracy of float vs int8.
+
+ONNX Runtime's quantizer writes a QDQ graph (QuantizeLinear/DequantizeLinear pairs around the convolutions and
+matrix products, weights int8 per output channel, activations uint8 per tensor with ranges from the calibration
+images). ONNX Runtime and OpenVINO both run such a graph with int8 kernels. LayerNorms, GELUs and the layers that
+produce the outputs stay in float: the first hold the accuracy, the last cost little.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import UserInputError
+from .engines import EngineModel
+from .graph import INPUT_NAME
+
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+DEFAULT_CALIBRATION_IMAGES = 256
+BATCH_SIZE = 32
+QUANTIZATION_METHOD = "static post-training, QDQ: int8 weights per output channel, uint8 activations (min-max ranges)"
+
+
+def image_files(directory: str | os.PathLike) -> list[Path]:
+    """Every image file under `directory` (recursively, by extension), in a stable order."""
+    extensions = {extension.lower() for extension in Image.registered_extensions()}
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserInputError(f"{directory} is not a folder; pass a folder of images.")
+    files = sorted(path for path in directory.rglob("*") if path.suffix.lower() in extensions and path.is_file())
+    if not files:
+        raise UserInputError(f"{directory} holds no image files; pass a folder of images (any layout).")
+    return files
+
+
+def pixel_batches(processor, files: Sequence[Path], batch_size: int = BATCH_SIZE) -> Iterator[np.ndarray]:
+    """The files through the model's own image processor, `batch_size` at a time, as float32 arrays."""
+    for start in range(0, len(files), batch_size):
+        images = [Image.open(path).convert("RGB") for path in files[start : start + batch_size]]
+        yield processor(images, return_tensors="np")["pixel_values"].astype(np.float32)
+
+
+class CalibrationReader:
+    """ONNX Runtime's CalibrationDataReader protocol over pixel batches."""
+
+    def __init__(self, batches: Iterator[np.ndarray]) -> None:
+        self.batches = batches
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self.batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def output_layers(onnx_path: Path) -> list[str]:
+    """The last convolution or matrix product before each graph output (kept in float)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    producers = {output: node for node in graph.node for output in node.output}
+    found, pending, seen = [], [output.name for output in graph.output], set()
+    while pending:
+        node = producers.get(pending.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type in QUANTIZED_OPS:
+            found.append(node.name)
+        else:
+            pending.extend(node.input)
+    return found
+
+
+def quantize_int8(float_path: Path, int8_path: Path, calibration_batches: Iterator[np.ndarray]) -> list[str]:
+    """Write the int8 QDQ version of the ONNX model at `float_path`, with activation ranges from the calibration
+    batches (processed images); return the layers kept in float."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    kept = output_layers(float_path)
+    quantize_static(
+        str(float_path),
+        str(int8_path),
+        CalibrationReader(calibration_batches),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(QUANTIZED_OPS),
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=kept,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+    return kept
+
+
+def labelled_images(directory: str | os.PathLike, label2id: dict[str, int]) -> tuple[list[Path], list[int]]:
+    """Images in `directory/<label>/...` with their class ids, refusing folders that name no label of the model."""
+    files = image_files(directory)
+    labels = [path.relative_to(directory).parts[0] for path in files]
+    unknown = sorted(set(labels) - set(label2id))
+    if unknown or any(len(path.relative_to(directory).parts) < 2 for path in files):
+        raise UserInputError(
+            f"{directory} must hold one subfolder per class, named by the model's labels "
+            f"({', '.join(list(label2id)[:5])}...); found {', '.join(unknown[:5]) or 'images outside subfolders'}."
+        )
+    return files, [label2id[label] for label in labels]
+
+
+def top1_accuracy(engine_model: EngineModel, processor, files: Sequence[Path], labels: Sequence[int]) -> float:
+    """Fraction of the images whose highest logit is their label."""
+    predictions = np.concatenate([engine_model(batch)[0].argmax(-1) for batch in pixel_batches(processor, files)])
+    return float(np.mean(predictions == np.asarray(labels)))
