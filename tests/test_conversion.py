@@ -18,7 +18,7 @@ from convnext_hf.conversion.architecture import detect_architecture
 from convnext_hf.conversion.checkpoint_io import UnsafeCheckpointError, load_checkpoint
 from convnext_hf.conversion.labels import labels_for
 from convnext_hf.conversion.layouts import detect_layout
-from helpers import FIXTURES, golden_expected, run_convert
+from helpers import FIXTURES, conversion_cache, golden_expected, run_convert
 
 LAYOUTS = {
     "mini.fb.pth": "official",
@@ -41,16 +41,7 @@ def case_of(file_name: str) -> str:
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """Convert a golden file once per module (and target); returns the output folder."""
-    folders = {}
-
-    def get(file_name: str, target: str = "convnext_hf"):
-        if (file_name, target) not in folders:
-            output = tmp_path_factory.mktemp("converted") / f"{case_of(file_name)}-{target}"
-            assert run_convert("--checkpoint", FIXTURES / file_name, "--output", output, "--target", target) == 0
-            folders[file_name, target] = output
-        return folders[file_name, target]
-
-    return get
+    return conversion_cache(tmp_path_factory, FIXTURES)
 
 
 @torch.no_grad()

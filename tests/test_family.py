@@ -16,7 +16,7 @@ from convnext_hf.conversion.checkpoint_io import load_checkpoint
 from convnext_hf.conversion.converter import UnsupportedVariantError, convert
 from convnext_hf.conversion.layouts import detect_layout
 from convnext_hf.transformers_format import save_as_transformers
-from helpers import FIXTURES, run_convert
+from helpers import FIXTURES, conversion_cache, golden_expected, run_convert
 
 FAMILY = FIXTURES / "family"
 TOLERANCE = 1e-5
@@ -45,23 +45,10 @@ BUILTIN_EXPRESSIBLE = [
 FCMAE_OUTPUTS = ("stage1", "stage2", "stage3", "stage4")
 
 
-def expected_outputs(case: str) -> dict[str, torch.Tensor]:
-    return load_file(FAMILY / f"{case}.expected.safetensors")
-
-
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """Convert a golden checkpoint once per module and target; returns the output folder."""
-    folders = {}
-
-    def get(file_name: str, target: str = "convnext_hf"):
-        if (file_name, target) not in folders:
-            output = tmp_path_factory.mktemp("family") / f"{file_name.replace('/', '-')}-{target}"
-            assert run_convert("--checkpoint", FAMILY / file_name, "--output_dir", output, "--target", target) == 0
-            folders[file_name, target] = output
-        return folders[file_name, target]
-
-    return get
+    return conversion_cache(tmp_path_factory, FAMILY)
 
 
 @torch.no_grad()
@@ -80,7 +67,7 @@ def outputs_of(folder, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def golden_diffs(folder, case: str, names: tuple[str, ...] | None = None) -> dict[str, float]:
-    expected = expected_outputs(case)
+    expected = golden_expected(case, FAMILY)
     diffs = {}
     for k in (0, 1):
         for name, value in outputs_of(folder, expected[f"input_{k}"]).items():
@@ -132,7 +119,7 @@ def test_transformers_target_writes_the_builtin_convnextv2(converted):
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "convnextv2" and "auto_map" not in config
     model = transformers.ConvNextV2ForImageClassification.from_pretrained(folder).eval()
-    expected = expected_outputs("v2-mini")
+    expected = golden_expected("v2-mini", FAMILY)
     with torch.no_grad():
         assert (model(expected["input_1"]).logits - expected["logits_1"]).abs().max() < TOLERANCE
 
@@ -146,7 +133,7 @@ def builtin_v2_folder(tmp_path):
 
 
 def test_v2_round_trips_with_the_builtin_convnextv2(tmp_path):
-    expected = expected_outputs("v2-mini")
+    expected = golden_expected("v2-mini", FAMILY)
     ours, info = ConvNextForImageClassification.from_pretrained(builtin_v2_folder(tmp_path), output_loading_info=True)
     assert not any(info.values()), info
     assert ours.config.use_grn and ours.config.layer_scale_init_value == 0
@@ -165,7 +152,7 @@ def test_dinov3_pooled_equals_the_builtin_pooler_output(converted, tmp_path):
     shutil.copy(FAMILY / "dinov3-mini.transformers.config.json", builtin_folder / "config.json")
     builtin = transformers.DINOv3ConvNextModel.from_pretrained(builtin_folder).eval()
     ours = ConvNextModel.from_pretrained(converted("dinov3-mini.dinov3.pth")).eval()
-    pixels = expected_outputs("dinov3-mini")["input_1"]
+    pixels = golden_expected("dinov3-mini", FAMILY)["input_1"]
     with torch.no_grad():
         reference = builtin(pixels)
         output = ours(pixels)
@@ -219,7 +206,7 @@ def test_rms_norm_variants_are_refused_by_name(tmp_path, capsys, with_config):
 
 def test_optimized_v2_matches_the_eager_model_and_the_golden_outputs(converted):
     folder = converted("v2-mini.fb-v2.pt")
-    expected = expected_outputs("v2-mini")
+    expected = golden_expected("v2-mini", FAMILY)
     eager = ConvNextForImageClassification.from_pretrained(folder).eval()
     fast = ConvNextForImageClassification.from_pretrained(folder).optimize_for_inference()
     with torch.no_grad():
@@ -295,7 +282,7 @@ def test_open_clip_tower_converts_its_timm_trunk(tmp_path):
     save_file(tensors, tmp_path / "open_clip_model.safetensors")
     conversion = convert(load_checkpoint(tmp_path / "open_clip_model.safetensors"))
     assert conversion.layout.name == "open_clip" and isinstance(conversion.model, ConvNextModel)
-    expected = expected_outputs("v2-mini")
+    expected = golden_expected("v2-mini", FAMILY)
     with torch.no_grad():
         pooled = conversion.model(expected["input_1"]).pooler_output
     assert (pooled - expected["pooled_1"]).abs().max() < TOLERANCE
