@@ -9,6 +9,7 @@ command line win over it.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -217,6 +218,15 @@ TRAINER_DEFAULTS = {
 }
 
 
+def launched_on_cpu_only() -> bool:
+    """Whether a launcher (torchrun, accelerate) started several processes on a machine without an accelerator.
+
+    accelerate makes such processes a distributed CPU run only when told `use_cpu`; without it every process trains
+    its own copy of the model on its shard and evaluates its shard alone, so `use_cpu` is the default there.
+    """
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
+
+
 def build_parser(argv: Sequence[str]) -> HfArgumentParser:
     """An HfArgumentParser over all the argument dataclasses, with the defaults of the `--recipe` named in `argv`."""
     pre_parser = argparse.ArgumentParser(add_help=False)
@@ -225,6 +235,8 @@ def build_parser(argv: Sequence[str]) -> HfArgumentParser:
     known, _ = pre_parser.parse_known_args(argv)
     parser = HfArgumentParser(ALL_ARGUMENTS)
     parser.set_defaults(**TRAINER_DEFAULTS)
+    if launched_on_cpu_only():
+        parser.set_defaults(use_cpu=True)
     if known.recipe is not None:
         parser.set_defaults(**recipe_defaults(known.recipe, known.variant))
     return parser

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from transformers import EvalPrediction, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.training_args import ParallelMode
 
 from ..complexity import parameter_count
 from ..errors import OutputExistsError, UserInputError
@@ -70,6 +71,16 @@ def _check_output_dir(args: RunArguments) -> None:
         raise UserInputError(
             "--model_ema keeps a full copy of the weights on every process and cannot follow sharded weights "
             "(FSDP/DeepSpeed); drop --model_ema or train without sharding."
+        )
+
+
+def _check_launch(training: Any) -> None:
+    """Refuse processes that a launcher started together but that would each train and evaluate alone."""
+    if training.world_size > 1 and training.parallel_mode == ParallelMode.NOT_PARALLEL:
+        raise UserInputError(
+            f"The launcher started {training.world_size} processes but no accelerator is visible and --use_cpu is "
+            "off, so each would train its own model on its share of the data; pass --use_cpu (with --ddp_backend "
+            "gloo) to train them together on CPU."
         )
 
 
@@ -353,6 +364,7 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
     # The transforms read the `image` column, which the Trainer would drop as unknown to the model's forward.
     training.remove_unused_columns = False
     _check_output_dir(args)
+    _check_launch(training)
     checkpoint = _resume_checkpoint(training.resume_from_checkpoint, training.output_dir)
     set_seed(training.seed)
     _apply_base_learning_rate(args)

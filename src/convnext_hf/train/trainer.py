@@ -6,10 +6,12 @@ import os
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
+from transformers.trainer_utils import EvalLoopOutput
 
 from .arguments import MULTI_LABEL, SEGMENTATION
 from .card import CardFacts, build_model_card
@@ -27,7 +29,10 @@ class ConvNextTrainer(Trainer):
       instead; segmentation models (UperNet) use their own per-pixel loss, unmixed.
     - Optimizer: the Trainer's optimizer class and flags (`--optim`, betas, eps) over the recipe's parameter groups
       (no weight decay on norms, biases and layer scale; layer-wise learning-rate decay).
-    - Evaluation: with an EMA, every evaluation also scores the averaged weights, as `eval_ema_*` metrics.
+    - Evaluation: with an EMA, every evaluation also scores the averaged weights, as `eval_ema_*` metrics. A
+      classifier's evaluation loss is the mean over the images, computed from the gathered logits, so that it is the
+      same number under every launcher (the Trainer's weighs each batch's mean by the batch size, counting the
+      images of a short last batch more than once).
 
     Its model card (written at the end of a run and by `push_to_hub`) is the ConvNeXt card built from `card_facts`.
     """
@@ -111,6 +116,26 @@ class ConvNextTrainer(Trainer):
             with self.ema.applied_to(self.model):
                 metrics.update(super().evaluate(eval_dataset, ignore_keys, f"{metric_key_prefix}_ema"))
         return metrics
+
+    def evaluation_loop(
+        self,
+        dataloader: Any,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        """The Trainer's loop, with a classifier's loss recomputed as the mean over exactly the validation images."""
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        logits, labels = output.predictions, output.label_ids
+        if self.task != SEGMENTATION and isinstance(logits, np.ndarray) and isinstance(labels, np.ndarray):
+            logits, labels = torch.from_numpy(logits).float(), torch.from_numpy(labels)
+            if self.task == MULTI_LABEL:
+                loss = F.binary_cross_entropy_with_logits(logits, labels.float())
+            else:
+                loss = F.cross_entropy(logits, labels.long())
+            output.metrics[f"{metric_key_prefix}_loss"] = loss.item()
+        return output
 
     def create_model_card(self, **kwargs: Any) -> None:
         """Write README.md into the output folder: the ConvNeXt card once the run has its results."""
