@@ -24,6 +24,7 @@ from convnext_hf.train.ema import ModelEma
 from convnext_hf.train.mixup import Mixup, cutmix_box, smooth_one_hot, soft_target_cross_entropy
 from convnext_hf.train.optim import excluded_from_weight_decay, layer_id, parameter_groups
 from convnext_hf.train.recipes import RECIPES, recipe_defaults
+from convnext_hf.train.trainer import SavedWeights
 
 TINY = {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 3, 1], "num_labels": 3}
 
@@ -397,6 +398,19 @@ def test_ema_follows_the_update_rule_and_swaps_in_and_out(tmp_path):
         restored.load(str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="decay"):
         ModelEma(model, decay=1.0)
+
+
+def test_saved_weights_sentence_states_the_choice_both_scores_and_what_remains_of_the_start():
+    chosen = SavedWeights("EMA", "eval_mAP", {"live": 0.5, "EMA": 0.75}, decay=0.99, steps=100)
+    assert chosen.sentence() == (
+        "Saved the EMA weights: eval_mAP 0.7500 against 0.5000 for the live weights (EMA decay 0.99 over 100 steps: "
+        "the initial weights still make 36.6% of the average)."
+    )
+    unvalidated = SavedWeights("EMA", None, {}, decay=0.9999, steps=10)
+    assert unvalidated.sentence() == (
+        "Saved the EMA weights, not compared with the live weights (no validation images); EMA decay 0.9999 over 10 "
+        "steps: the initial weights still make 99.9% of the average."
+    )
 
 
 # --- presets and argument parsing --------------------------------------------------------------------------------

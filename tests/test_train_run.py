@@ -178,19 +178,45 @@ def test_model_card_states_origin_data_hyperparameters_results_and_usage(full_re
     assert 'pipeline("image-classification"' in text
 
 
-def test_final_weights_are_the_ema_and_every_evaluation_scores_it(full_recipe_run):
-    output_dir, _ = full_recipe_run
+def test_final_weights_are_the_better_of_live_and_ema_and_every_evaluation_scores_both(full_recipe_run):
+    output_dir, metrics = full_recipe_run
     state = json.loads((output_dir / "trainer_state.json").read_text())
     last = state["global_step"]
     assert last == 12  # 24 images / batch 4 × 2 epochs
     evaluations = [entry for entry in state["log_history"] if "eval_ema_accuracy" in entry]
     assert [entry["epoch"] for entry in evaluations] == [1.0, 2.0]
+    choice = json.loads((output_dir / "metrics.json").read_text())["saved_weights"]
+    assert choice["compared_on"] == "eval_accuracy" and choice["steps"] == 12 and choice["ema_decay"] == 0.5
+    assert choice["saved"] == ("EMA" if choice["scores"]["EMA"] >= choice["scores"]["live"] else "live")
+    assert metrics["eval_accuracy"] == choice["scores"][choice["saved"]], "the final metrics are the saved weights'"
     final = load_file(output_dir / "model.safetensors")
     ema = load_file(output_dir / f"checkpoint-{last}" / EMA_WEIGHTS_NAME)
     raw = load_file(output_dir / f"checkpoint-{last}" / "model.safetensors")
     for name in final:
-        torch.testing.assert_close(final[name], ema[name])
-    assert not torch.equal(final["classifier.weight"], raw["classifier.weight"])
+        torch.testing.assert_close(final[name], (ema if choice["saved"] == "EMA" else raw)[name])
+    assert not torch.equal(ema["classifier.weight"], raw["classifier.weight"])
+
+
+def test_a_slow_ema_on_a_short_run_is_not_saved_and_the_card_says_so(folders, cache_dir, tmp_path):
+    """At the paper's decay 0.9999, 18 steps leave the EMA 99.8% initial weights: near chance, where the live weights
+    score every validation image. The live weights are saved, and metrics.json and the card give both scores."""
+    train_dir, val_dir = folders
+    output_dir = tmp_path / "out"
+    argv = tiny_args(train_dir, output_dir, cache_dir, "--num_train_epochs", "3", "--model_ema",
+                     validation_dir=val_dir)  # fmt: skip
+    metrics = run(parse_args(argv))
+    choice = json.loads((output_dir / "metrics.json").read_text())["saved_weights"]
+    assert choice["saved"] == "live" and choice["steps"] == 18 and choice["ema_decay"] == 0.9999
+    assert choice["scores"]["live"] == metrics["eval_accuracy"] == 1.0
+    assert choice["scores"]["EMA"] <= 0.5
+    final = load_file(output_dir / "model.safetensors")
+    raw = load_file(output_dir / "checkpoint-18" / "model.safetensors")
+    assert all(torch.equal(final[name], raw[name]) for name in final)
+    card = (output_dir / "README.md").read_text()
+    assert (
+        f"Saved the live weights: eval_accuracy 1.0000 against {choice['scores']['EMA']:.4f} for the EMA weights "
+        "(EMA decay 0.9999 over 18 steps: the initial weights still make 99.8% of the average)."
+    ) in card
 
 
 def test_saved_folder_reloads_with_pipeline_and_scores_like_the_trainer(full_recipe_run, folders):

@@ -44,6 +44,13 @@ _RESULTS = {
         ("eval_ema_mean_iou", None, "mean IoU of the EMA weights"),
     ),
 }
+
+
+def primary_metric(task: str) -> str:
+    """The evaluation metric that ranks models of the task (the card's first result): top-1, mAP or mean IoU."""
+    return _RESULTS[task][0][0]
+
+
 _PER_LABEL = {MULTI_LABEL: "AP", SEGMENTATION: "IoU"}
 _PICTURES = {
     CLASSIFICATION: "The confusion matrix and the training curves are in `confusion_matrix.png` and "
@@ -72,6 +79,7 @@ class CardFacts:
     results: dict[str, float]
     task: str = CLASSIFICATION
     per_label: dict[str, float] | None = None
+    saved_weights: str | None = None
 
 
 def _usage(repo_or_path: str, task: str) -> str:
@@ -149,7 +157,7 @@ Architecture: {facts.architecture}.
 ## Results on the validation images
 
 {facts_table(results) if results else "No validation set was used."}
-{_per_label_table(facts)}
+{_per_label_table(facts)}{_saved_weights(facts)}
 {_PICTURES[facts.task]}; all numbers in `metrics.json`.
 
 ## Training hyperparameters
@@ -177,6 +185,11 @@ def _per_label_table(facts: CardFacts) -> str:
         for name, value in facts.per_label.items()
     }
     return "\n" + facts_table(rows, header=("label" if facts.task == MULTI_LABEL else "class", score)) + "\n"
+
+
+def _saved_weights(facts: CardFacts) -> str:
+    """Which weights these are when the run kept an EMA of them."""
+    return f"\n{facts.saved_weights}\n\n" if facts.saved_weights else ""
 
 
 def _link(model: str) -> str:

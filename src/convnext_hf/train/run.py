@@ -48,7 +48,7 @@ from .segmentation import (
     segmentation_labels,
     with_segmentation_transforms,
 )
-from .trainer import ConvNextTrainer
+from .trainer import ConvNextTrainer, SavedWeights
 
 logger = logging.getLogger(__name__)
 
@@ -219,11 +219,13 @@ class FinalEvaluation:
     per_label: dict[str, float] | None = None
 
 
-def _final_evaluation(trainer: ConvNextTrainer, data: ImageData) -> FinalEvaluation:
-    """Metrics, confusion counts and per-label scores of the final weights on the validation split."""
+def _final_evaluation(trainer: ConvNextTrainer, data: ImageData, prediction: Any = None) -> FinalEvaluation:
+    """Metrics, confusion counts and per-label scores of the final weights on the validation split (from their
+    `prediction` when it was made already)."""
     if data.validation is None:
         return FinalEvaluation({})
-    prediction = trainer.predict(data.validation, metric_key_prefix="eval")
+    if prediction is None:
+        prediction = trainer.predict(data.validation, metric_key_prefix="eval")
     metrics, names = dict(prediction.metrics), data.label_names
     if trainer.task == MULTI_LABEL:
         ap = average_precision(sigmoid(prediction.predictions), prediction.label_ids)
@@ -383,11 +385,10 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
     if trainer.ema is not None and checkpoint is not None:
         trainer.ema.load(checkpoint)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    if trainer.ema is not None:
-        # The averaged weights are the result: evaluate, save and push them.
-        trainer.ema.copy_to(model)
-        trainer.ema = None
-    final = _final_evaluation(trainer, data)
+    saved_weights, prediction = trainer.settle_weights()
+    if saved_weights is not None:
+        logger.info(saved_weights.sentence())
+    final = _final_evaluation(trainer, data, prediction)
     metrics = {**train_result.metrics, **final.metrics}
     image_size = _image_size(processor)
     trainer.card_facts = CardFacts(
@@ -405,22 +406,30 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
         results=final.metrics,
         task=task,
         per_label=final.per_label,
+        saved_weights=saved_weights.sentence() if saved_weights is not None else None,
     )
     trainer.save_model()
     trainer.save_state()
     if trainer.is_world_process_zero():
-        _write_report(trainer, args, raw_data, metrics, final)
+        _write_report(trainer, args, raw_data, metrics, final, saved_weights)
     if training.push_to_hub:
         trainer.push_to_hub()
     return metrics
 
 
 def _write_report(
-    trainer: ConvNextTrainer, args: RunArguments, raw_data: ImageData, metrics: dict[str, float], final: FinalEvaluation
+    trainer: ConvNextTrainer,
+    args: RunArguments,
+    raw_data: ImageData,
+    metrics: dict[str, float],
+    final: FinalEvaluation,
+    saved_weights: SavedWeights | None,
 ) -> None:
     output_dir = args.training.output_dir
     names = raw_data.label_names
     report: dict[str, Any] = {"metrics": metrics, "label_names": names}
+    if saved_weights is not None:
+        report["saved_weights"] = saved_weights.as_dict()
     counts = final.counts
     if counts is not None:
         report["confusion_matrix"] = counts.tolist()

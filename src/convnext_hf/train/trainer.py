@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,14 +12,44 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
-from transformers.trainer_utils import EvalLoopOutput
+from transformers.trainer_utils import EvalLoopOutput, PredictionOutput
 
 from .arguments import MULTI_LABEL, SEGMENTATION
-from .card import CardFacts, build_model_card
+from .card import CardFacts, build_model_card, primary_metric
 from .ema import ModelEma
 from .mixup import Mixup, soft_target_cross_entropy
 from .optim import parameter_groups
 from .report import write_text
+
+
+@dataclass
+class SavedWeights:
+    """Which weights a run with an EMA saves, and the validation scores that chose them."""
+
+    saved: str  # "EMA" or "live"
+    metric: str | None  # the score compared, None without validation images
+    scores: dict[str, float]  # per kind of weights, the compared score
+    decay: float
+    steps: int
+
+    def sentence(self) -> str:
+        """One line for the log, the summary and the model card."""
+        horizon = (
+            f"EMA decay {self.decay} over {self.steps} steps: the initial weights still make "
+            f"{self.decay**self.steps:.1%} of the average"
+        )
+        if self.metric is None:
+            return f"Saved the EMA weights, not compared with the live weights (no validation images); {horizon}."
+        other = "live" if self.saved == "EMA" else "EMA"
+        return (
+            f"Saved the {self.saved} weights: {self.metric} {self.scores[self.saved]:.4f} against "
+            f"{self.scores[other]:.4f} for the {other} weights ({horizon})."
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The choice as metrics.json states it."""
+        return {"saved": self.saved, "compared_on": self.metric, "scores": self.scores, "ema_decay": self.decay,
+                "steps": self.steps}  # fmt: skip
 
 
 class ConvNextTrainer(Trainer):
@@ -29,7 +60,8 @@ class ConvNextTrainer(Trainer):
       instead; segmentation models (UperNet) use their own per-pixel loss, unmixed.
     - Optimizer: the Trainer's optimizer class and flags (`--optim`, betas, eps) over the recipe's parameter groups
       (no weight decay on norms, biases and layer scale; layer-wise learning-rate decay).
-    - Evaluation: with an EMA, every evaluation also scores the averaged weights, as `eval_ema_*` metrics. A
+    - Evaluation: with an EMA, every evaluation also scores the averaged weights, as `eval_ema_*` metrics, and the
+      run saves whichever of the two validates better (`settle_weights`). A
       classifier's evaluation loss is the mean over the images, computed from the gathered logits, so that it is the
       same number under every launcher (the Trainer's weighs each batch's mean by the batch size, counting the
       images of a short last batch more than once).
@@ -136,6 +168,27 @@ class ConvNextTrainer(Trainer):
                 loss = F.cross_entropy(logits, labels.long())
             output.metrics[f"{metric_key_prefix}_loss"] = loss.item()
         return output
+
+    def settle_weights(self) -> tuple[SavedWeights | None, PredictionOutput | None]:
+        """Put the weights to save into the model: with an EMA, the EMA or the live weights, whichever validates
+        better (the EMA on a tie, and without validation images). Returns the choice and the chosen weights'
+        predictions on the validation images; the EMA is done with afterwards."""
+        if self.ema is None:
+            return None, None
+        ema, self.ema = self.ema, None
+        steps = self.state.global_step
+        if self.eval_dataset is None:
+            ema.copy_to(self.model)
+            return SavedWeights("EMA", None, {}, ema.decay, steps), None
+        metric = primary_metric(self.task)
+        live = self.predict(self.eval_dataset, metric_key_prefix="eval")
+        with ema.applied_to(self.model):
+            averaged = self.predict(self.eval_dataset, metric_key_prefix="eval")
+        scores = {"live": live.metrics[metric], "EMA": averaged.metrics[metric]}
+        if scores["EMA"] >= scores["live"]:
+            ema.copy_to(self.model)
+            return SavedWeights("EMA", metric, scores, ema.decay, steps), averaged
+        return SavedWeights("live", metric, scores, ema.decay, steps), live
 
     def create_model_card(self, **kwargs: Any) -> None:
         """Write README.md into the output folder: the ConvNeXt card once the run has its results."""
