@@ -97,15 +97,29 @@ def _predict(
     return np.concatenate(logits), paths, time.perf_counter() - started, model_seconds
 
 
+def _not_a_classifier(model: str, evidence: str) -> UserInputError:
+    return UserInputError(
+        f"{model} is not an image classifier: {evidence}, so it has no classes to score (a feature-extraction, "
+        "backbone or segmentation folder). `convnext-hf evaluate` scores classification folders; fine-tune this one "
+        f"into a classifier first: convnext-hf train --model_name_or_path {model} --train_dir DIR ..."
+    )
+
+
 def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     """Score the model folder on the data; write metrics.json, predictions.csv and the confusion matrix."""
     config = transformers.AutoConfig.from_pretrained(args.model, cache_dir=args.cache_dir)
-    if config.model_type == "upernet" or not getattr(config, "id2label", None):
-        raise UserInputError(
-            f"{args.model} is not an image classifier ({config.model_type}); `convnext-hf evaluate` scores "
-            "classification folders."
-        )
-    model = transformers.AutoModelForImageClassification.from_pretrained(args.model, cache_dir=args.cache_dir)
+    architectures = config.architectures or []
+    if config.model_type == "upernet" or (
+        architectures and not any(name.endswith("ForImageClassification") for name in architectures)
+    ):
+        raise _not_a_classifier(args.model, f"its config.json names {architectures[0] if architectures else 'UperNet'}")
+    model, loading = transformers.AutoModelForImageClassification.from_pretrained(
+        args.model, cache_dir=args.cache_dir, output_loading_info=True
+    )
+    # A folder without `architectures` still shows what it is: a classifier's weights hold its head.
+    new_head = sorted(key for key in loading["missing_keys"] if key.startswith("classifier."))
+    if new_head:
+        raise _not_a_classifier(args.model, f"its weights have no classification head ({', '.join(new_head)})")
     model = model.to(args.device).eval()
     processor = transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
     multi_label = config.problem_type == MULTI_LABEL_PROBLEM

@@ -27,7 +27,7 @@ from .card import CardFacts
 from .data import ImageData, collate, load_image_data, with_transforms
 from .ema import EmaCallback, ModelEma
 from .mixup import Mixup
-from .model import build_model, build_processor, freeze_backbone
+from .model import build_model, build_processor, config_overrides, freeze_backbone
 from .report import (
     CONFUSION_MATRIX_NAME,
     METRICS_NAME,
@@ -46,6 +46,7 @@ from .segmentation import (
     load_segmentation_data,
     plot_prediction_overlay,
     segmentation_labels,
+    split_overrides,
     with_segmentation_transforms,
 )
 from .trainer import ConvNextTrainer, SavedWeights
@@ -81,6 +82,26 @@ def _check_launch(training: Any) -> None:
             f"The launcher started {training.world_size} processes but no accelerator is visible and --use_cpu is "
             "off, so each would train its own model on its share of the data; pass --use_cpu (with --ddp_backend "
             "gloo) to train them together on CPU."
+        )
+
+
+def _check_training_length(training: Any) -> None:
+    """Refuse a run that would train zero steps and save its starting weights as a trained model."""
+    if training.max_steps <= 0 and training.num_train_epochs <= 0:
+        steps = f" and --max_steps {training.max_steps}" if training.max_steps == 0 else " and no --max_steps"
+        raise UserInputError(
+            f"--num_train_epochs {training.num_train_epochs:g}{steps} train zero steps, which would save the "
+            "starting weights as the trained model; give a positive --num_train_epochs or --max_steps."
+        )
+
+
+def _check_batches(training: Any, num_train: int) -> None:
+    """Refuse dropping the last incomplete batch when it is the only one: no training step would run."""
+    total = training.per_device_train_batch_size * training.world_size
+    if training.dataloader_drop_last and num_train < total:
+        raise UserInputError(
+            f"--dataloader_drop_last drops every batch: {num_train} training image(s) do not fill one batch of "
+            f"{total} (--per_device_train_batch_size × processes); lower the batch size or drop the flag."
         )
 
 
@@ -367,12 +388,16 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
     training.remove_unused_columns = False
     _check_output_dir(args)
     _check_launch(training)
+    _check_training_length(training)
+    # Checked now, so that a misspelt setting is refused before the data is read.
+    (split_overrides if args.model.task == SEGMENTATION else config_overrides)(args.model)
     checkpoint = _resume_checkpoint(training.resume_from_checkpoint, training.output_dir)
     set_seed(training.seed)
     _apply_base_learning_rate(args)
     if args.recipe.unfreeze_last_stages and not args.recipe.freeze_backbone:
         raise UserInputError("--unfreeze_last_stages goes with --freeze_backbone: it names what stays trainable.")
     raw_data = _load_data(args)
+    _check_batches(training, len(raw_data.train))
     task = args.model.task
     if task != SEGMENTATION:
         task = MULTI_LABEL if raw_data.multi_label else CLASSIFICATION

@@ -32,7 +32,7 @@ from ..modeling_convnext import ConvNextBackbone
 from .arguments import DataArguments, ModelArguments
 from .augment import to_pixel_values
 from .data import FILE_BUILDERS, IMAGE_COLUMNS, ImageData, find_bad_images
-from .model import config_label_maps, config_overrides
+from .model import config_fields, config_label_maps, config_overrides, new_config
 
 logger = logging.getLogger(__name__)
 
@@ -292,9 +292,10 @@ def collate_segmentation(examples: list[dict]) -> dict[str, torch.Tensor]:
 # --- model ------------------------------------------------------------------------------------------------------
 
 
-def _split_overrides(args: ModelArguments) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_overrides(args: ModelArguments) -> tuple[dict[str, Any], dict[str, Any]]:
     """--config_overrides and the dedicated flags, split into (UperNet head settings, ConvNeXt backbone settings)."""
-    overrides = config_overrides(args)
+    head_fields = {key: value for key, value in config_fields(transformers.UperNetConfig).items() if key in HEAD_KEYS}
+    overrides = config_overrides(args, head_fields)
     head = {key: value for key, value in overrides.items() if key in HEAD_KEYS}
     return head, {key: value for key, value in overrides.items() if key not in HEAD_KEYS}
 
@@ -327,9 +328,9 @@ def build_segmentation_model(
         raise UserInputError(
             "Name exactly one model: --model_name_or_path (a ConvNeXt classification or UperNet folder) or --variant."
         )
-    head, backbone_overrides = _split_overrides(args)
+    head, backbone_overrides = split_overrides(args)
     if args.variant is not None:
-        backbone = ConvNextConfig.from_variant(args.variant, out_indices=ALL_STAGES, **backbone_overrides)
+        backbone = new_config(args.variant, out_indices=ALL_STAGES, **backbone_overrides)
         return _new_upernet(backbone, label_names, head)
     hub_kwargs = {"revision": args.revision, "cache_dir": args.cache_dir}
     config = transformers.AutoConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)

@@ -1,0 +1,168 @@
+"""Runs that would mislead are refused by name before any work: zero training steps, configuration overrides the
+model does not have, processes that would not train together, evaluation of a folder that is not a classifier."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convnext_hf import ConvNextConfig, ConvNextModel
+from convnext_hf.cli import main as cli_main
+from convnext_hf.errors import UserInputError
+from convnext_hf.image_processing_convnext import ConvNextHFImageProcessor
+from convnext_hf.modeling_convnext import ConvNextBackbone
+from convnext_hf.train import parse_args, run
+from convnext_hf.train.arguments import launched_on_cpu_only
+
+TINY = {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]}
+TINY_JSON = json.dumps(TINY)
+
+
+def _argv(tmp_path, *extra, overrides=TINY_JSON):
+    """A run whose training folder does not exist: a refusal that names something else came before reading it."""
+    return [
+        "--train_dir", str(tmp_path / "never-read"), "--variant", "atto", "--config_overrides", overrides,
+        "--output_dir", str(tmp_path / "out"), "--report_to", "none", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--num_train_epochs", "-1"], "--num_train_epochs -1 and no --max_steps train zero steps"),
+        (["--num_train_epochs", "0"], "--num_train_epochs 0 and no --max_steps train zero steps"),
+        (["--num_train_epochs", "0", "--max_steps", "0"], "--num_train_epochs 0 and --max_steps 0 train zero steps"),
+    ],
+)
+def test_a_run_of_zero_steps_is_refused_before_reading_data(tmp_path, flags, message):
+    with pytest.raises(UserInputError) as error:
+        run(parse_args(_argv(tmp_path, *flags)))
+    assert message in str(error.value)
+    assert "give a positive --num_train_epochs or --max_steps" in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_positive_max_steps_wins_over_negative_epochs(tmp_path):
+    # The Trainer trains --max_steps whatever the epochs say: not refused for length (the missing folder stops it).
+    with pytest.raises(UserInputError, match="never-read does not exist"):
+        run(parse_args(_argv(tmp_path, "--num_train_epochs", "-1", "--max_steps", "3")))
+
+
+def test_zero_steps_through_the_cli_is_one_line_and_exit_2(tmp_path, capsys):
+    assert cli_main(["train", *_argv(tmp_path, "--num_train_epochs", "-1")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("convnext-hf train: error: --num_train_epochs -1")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"hiden_sizes": [8, 16, 32, 64]}, "configuration has no 'hiden_sizes'; did you mean 'hidden_sizes'?"),
+        ({"drop_path": 0.1}, "has no 'drop_path'; did you mean 'drop_path_rate'?"),
+        ({"hidden_sizes": 64}, "'hidden_sizes' is 64; it takes a list of integers."),
+        ({"depths": ["1", "1", "1", "1"]}, "'depths' is [\"1\", \"1\", \"1\", \"1\"]; it takes a list of integers."),
+        ({"drop_path_rate": "0.1"}, "'drop_path_rate' is \"0.1\"; it takes a number."),
+        ({"use_grn": 1}, "'use_grn' is 1; it takes true or false."),
+        ({"head_hidden_size": "wide"}, "'head_hidden_size' is \"wide\"; it takes an integer or null."),
+        ({"num_labels": 10}, "sets 'num_labels', which the run sets itself from the data's classes"),
+        ({"hidden_sizes": [8, 16], "depths": [1, 1, 1]}, "--variant atto with --config_overrides: hidden_sizes [8,"),
+    ],
+)
+def test_config_overrides_the_model_cannot_take_are_refused_by_name(tmp_path, overrides, message):
+    # The last case is only found when the configuration is built, after the data: here a folder of two classes.
+    _write_images(tmp_path / "never-read")
+    with pytest.raises(UserInputError) as error:
+        run(parse_args(_argv(tmp_path, "--cache_dir", str(tmp_path / "cache"), overrides=json.dumps(overrides))))
+    assert message in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[8, 16, 32, 64]", "--config_overrides must be a JSON object of settings"),
+        ('"hidden_sizes"', "--config_overrides must be a JSON object of settings"),
+        ("{hidden_sizes: [8]}", "--config_overrides must be a JSON object, e.g."),
+    ],
+)
+def test_config_overrides_that_are_not_a_json_object_are_refused(tmp_path, text, message):
+    with pytest.raises(UserInputError, match="--config_overrides must be a JSON object") as error:
+        run(parse_args(_argv(tmp_path, overrides=text)))
+    assert message in str(error.value)
+
+
+def test_segmentation_head_settings_are_checked_against_upernet(tmp_path):
+    argv = _argv(tmp_path, "--task", "semantic-segmentation", overrides=json.dumps({"pool_scale": [1, 2]}))
+    with pytest.raises(UserInputError, match="no 'pool_scale'; did you mean 'pool_scales'"):
+        run(parse_args(argv))
+    argv = _argv(tmp_path, "--task", "semantic-segmentation", overrides=json.dumps({"auxiliary_channels": 1.5}))
+    with pytest.raises(UserInputError, match="'auxiliary_channels' is 1.5; it takes an integer"):
+        run(parse_args(argv))
+
+
+def test_several_processes_without_an_accelerator_default_to_cpu_training(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr("torch.accelerator.is_available", lambda: False)
+    assert launched_on_cpu_only()
+    monkeypatch.setattr("torch.accelerator.is_available", lambda: True)
+    assert not launched_on_cpu_only()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setattr("torch.accelerator.is_available", lambda: False)
+    assert not launched_on_cpu_only()
+
+
+def _write_images(root, per_class=2):
+    """Two classes of flat grey images."""
+    for index, name in enumerate(("a", "b")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for number in range(per_class):
+            Image.fromarray(np.full((8, 8, 3), 60 * index + number, dtype=np.uint8)).save(root / name / f"{number}.png")
+
+
+def test_dropping_the_only_batch_is_refused(tmp_path):
+    _write_images(tmp_path / "never-read")
+    argv = _argv(tmp_path, "--per_device_train_batch_size", "8", "--dataloader_drop_last", "--train_val_split", "0",
+                 "--cache_dir", str(tmp_path / "cache"))  # fmt: skip
+    with pytest.raises(UserInputError) as error:
+        run(parse_args(argv))
+    assert "--dataloader_drop_last drops every batch: 4 training image(s) do not fill one batch of 8" in str(
+        error.value
+    )
+
+
+@pytest.fixture(scope="module")
+def headless_folders(tmp_path_factory):
+    """Folders that hold no classifier: feature extraction and backbone, and a feature-extraction folder whose
+    config.json does not name its architecture."""
+    root = tmp_path_factory.mktemp("headless")
+    config = ConvNextConfig(**TINY)
+    for model_class, name in ((ConvNextModel, "features"), (ConvNextBackbone, "backbone")):
+        model_class(config).save_pretrained(root / name)
+        ConvNextHFImageProcessor(size={"shortest_edge": 32}).save_pretrained(root / name)
+    ConvNextModel(config).save_pretrained(root / "unnamed")
+    ConvNextHFImageProcessor(size={"shortest_edge": 32}).save_pretrained(root / "unnamed")
+    saved = json.loads((root / "unnamed" / "config.json").read_text())
+    del saved["architectures"]
+    (root / "unnamed" / "config.json").write_text(json.dumps(saved))
+    _write_images(root / "val")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("folder", "evidence"),
+    [
+        ("features", "its config.json names ConvNextModel"),
+        ("backbone", "its config.json names ConvNextBackbone"),
+        ("unnamed", "its weights have no classification head (classifier.bias, classifier.weight)"),
+    ],
+)
+def test_evaluate_refuses_a_folder_without_a_classifier(headless_folders, tmp_path, capsys, folder, evidence):
+    model = headless_folders / folder
+    argv = ["evaluate", "--model", str(model), "--validation_dir", str(headless_folders / "val"),
+            "--output_dir", str(tmp_path / "scores")]  # fmt: skip
+    assert cli_main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"{model} is not an image classifier: {evidence}, so it has no classes to score" in error
+    assert "labels" not in error and "train images" not in error
+    assert not (tmp_path / "scores").exists()
