@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 import torch
+import transformers
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
@@ -52,7 +53,7 @@ def converted(tmp_path_factory):
 
 
 @torch.no_grad()
-def feature_diffs(backbone: ConvNextBackbone) -> dict[str, float]:
+def feature_diffs(backbone: transformers.PreTrainedModel) -> dict[str, float]:
     """Max |diff| of the backbone's four feature maps to the golden ones, on both golden inputs."""
     expected = golden_expected("det-mini")
     diffs = {}
@@ -99,6 +100,14 @@ def test_both_coco_releases_convert_to_a_backbone_with_the_golden_feature_maps(c
     diffs = feature_diffs(ConvNextBackbone.from_pretrained(folder))
     assert len(diffs) == 8 and max(diffs.values()) <= TOLERANCE, diffs
     assert f"{RELEASES[file_name]} layout; verified" in printed
+
+
+def test_the_transformers_target_is_the_builtin_backbone(tmp_path):
+    assert run_convert("--checkpoint", FIXTURES / "det-mini.mmdet.pth", "--output_dir", tmp_path / "out",
+                       "--target", "transformers") == 0
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "convnext"
+    backbone = transformers.ConvNextBackbone.from_pretrained(tmp_path / "out")
+    assert max(feature_diffs(backbone).values()) <= TOLERANCE
 
 
 @pytest.mark.parametrize("file_name", RELEASES)
