@@ -136,10 +136,10 @@ def test_the_usage_snippet_of_the_card_runs(tmp_path, capsys, file_name):
 
 def test_zoo_lists_every_official_checkpoint_consistently():
     zoo = load_zoo()
-    assert len(zoo) == 36 + 26 + 4  # ConvNeXt, ConvNeXt V2 (FCMAE, 1k, 22k), DINOv3
+    assert len(zoo) == 36 + 10 + 26 + 4  # ConvNeXt, its COCO detectors, ConvNeXt V2 (FCMAE, 1k, 22k), DINOv3
     formats = {entry.format for entry in zoo.values()}
-    assert formats == {"official", "official-isotropic", "official-ade20k-upernet", "mmseg-upernet", "official-v2",
-                       "official-v2-fcmae", "dinov3"}
+    assert formats == {"official", "official-isotropic", "official-ade20k-upernet", "mmseg-upernet", "official-coco",
+                       "mmdet-coco", "official-v2", "official-v2-fcmae", "dinov3"}
     assert all(entry.url.startswith(("https://dl.fbaipublicfiles.com/convnext/", "https://download.openmmlab.com/"))
                for entry in zoo.values() if entry.source != "facebookresearch/dinov3")
     assert sum(entry.num_labels == 21841 for entry in zoo.values()) == 5

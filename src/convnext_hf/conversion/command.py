@@ -48,6 +48,7 @@ class Outcome:
     architecture: str
     max_diff: float | None
     url: str | None
+    dropped: dict[str, int]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -113,7 +114,12 @@ def convert_one(
         card.save(staging / "README.md")
     url = push_folder(output, repo_id, private=args.private) if repo_id else None
     max_diff = max(diffs.values()) if diffs else None
-    return Outcome(output, conversion.layout.name, conversion.arch.describe(), max_diff, url)
+    return Outcome(output, conversion.layout.name, conversion.arch.describe(), max_diff, url, conversion.dropped)
+
+
+def dropped_listing(dropped: dict[str, int]) -> str:
+    """The dropped modules in one line: `neck.lateral_convs (8 tensors), ...`."""
+    return ", ".join(f"{module} ({count} tensors)" for module, count in dropped.items())
 
 
 def summary_table(rows: list[tuple[str, ...]]) -> str:
@@ -172,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     outcome = convert_one(location, args.output_dir, entry, args, args.push_to_hub, command)
     verified = "not verified" if outcome.max_diff is None else f"verified, max |diff| {outcome.max_diff:.2e}"
     print(f"{outcome.output}: {outcome.architecture}; {outcome.layout} layout; {verified}.")
+    if outcome.dropped:
+        print(f"dropped (no transformers counterpart): {dropped_listing(outcome.dropped)}")
     if outcome.url:
         print(f"pushed to {outcome.url}")
     return 0

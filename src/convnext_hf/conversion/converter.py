@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -46,6 +46,8 @@ class Conversion:
     processor: transformers.BaseImageProcessor
     target: str
     resolution: int
+    # Modules of the checkpoint without a transformers counterpart (a detector's neck and heads), with tensor counts.
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 def _labels(checkpoint: Checkpoint, num_labels: int) -> LabelSet:
@@ -174,7 +176,10 @@ def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int |
     processor = image_processor(
         arch, resolution, target, reduce_labels=labels.dataset == "ade20k-150", timm_preprocessing=timm_preprocessing
     )
-    return Conversion(layout, arch, labels, official.renamed, model.eval(), processor, target, resolution)
+    return Conversion(
+        layout, arch, labels, official.renamed, model.eval(), processor, target, resolution,
+        dropped=layout.dropped_modules(tensors),
+    )
 
 
 def save(conversion: Conversion, directory: Path, max_shard_size: str) -> None:

@@ -27,6 +27,7 @@ DATASETS = {  # zoo name -> (Hub dataset id, pretty name)
     "imagenet-1k": ("ILSVRC/imagenet-1k", "ImageNet-1k"),
     "imagenet-22k": ("timm/imagenet-22k-wds", "ImageNet-22k"),
     "ade20k": ("zhoubolei/scene_parse_150", "ADE20K"),
+    "coco": ("detection-datasets/coco", "COCO 2017"),
     "imagenet-1k-fcmae": ("ILSVRC/imagenet-1k", "ImageNet-1k (FCMAE self-supervised pre-training)"),
     "imagenet-22k-fcmae": ("timm/imagenet-22k-wds", "ImageNet-1k (FCMAE), then ImageNet-22k"),
     "lvd-1689m": (None, "LVD-1689M (DINOv3 self-supervised distillation, not public)"),
@@ -186,6 +187,10 @@ def _details(conversion: Conversion, entry: ZooEntry | None, resolution: int) ->
             rows.append(("parameters reported by the authors", f"{entry.params_m} M"))
         if entry.gflops is not None:
             rows.append(("GFLOPs reported by the authors", f"{entry.gflops}"))
+        if entry.detector:
+            rows = [(name.replace("by the authors", "by the authors (the whole detector)"), value)
+                    if name.endswith("by the authors") else (name, value) for name, value in rows]
+            rows.append(("detector trained with this backbone", entry.detector))
         rows += [
             ("pre-training data", DATASETS[entry.pretrain_dataset][1] if entry.pretrain_dataset else "—"),
             ("fine-tuning data", DATASETS[entry.finetune_dataset][1] if entry.finetune_dataset else "—"),
@@ -202,6 +207,10 @@ def _results(entry: ZooEntry) -> str:
     if entry.reported_miou is not None:
         return (f"ADE20K validation mIoU: **{entry.reported_miou}** single-scale, "
                 f"**{entry.reported_miou_ms_flip}** multi-scale with flip.")
+    if entry.reported_box_ap is not None:
+        return (f"COCO val2017, the whole {entry.detector} (3× schedule): box AP **{entry.reported_box_ap}**, mask AP "
+                f"**{entry.reported_mask_ap}**. This repository holds its backbone only (the neck and heads have no "
+                "transformers counterpart and were dropped), so these numbers need a detection head on top of it.")
     if entry.task_note:
         return f"A feature extractor ({entry.task_note}); its authors report no classification accuracy for it."
     return "This checkpoint is pre-trained only (ImageNet-22k); its authors report no validation accuracy for it."
@@ -215,9 +224,19 @@ def _verification(conversion: Conversion, provenance: Provenance) -> str:
         "",
         f"    {provenance.command}",
         "",
-        "The architecture was read from the weights themselves, and every tensor of the checkpoint mapped one-to-one "
-        "onto a parameter of this model (the converter refuses otherwise). Weights are stored as float32 safetensors.",
+        "The architecture was read from the weights themselves, and every tensor of the checkpoint"
+        + (" outside the modules listed below" if conversion.dropped else "")
+        + " mapped one-to-one onto a parameter of this model (the converter refuses otherwise). Weights are stored as "
+        "float32 safetensors.",
     ]
+    if conversion.dropped:
+        lines += [
+            "",
+            "Dropped by name, because no transformers model runs them (the detector's neck and heads): only the "
+            "backbone and its per-stage output LayerNorms were converted.",
+            "",
+            *(f"- `{module}` ({count} tensors)" for module, count in conversion.dropped.items()),
+        ]
     if provenance.diffs:
         batch, height, width = VERIFY_INPUT_SHAPE
         shape = f"{batch}×{conversion.arch.num_channels}×{height}×{width}"
@@ -254,7 +273,10 @@ def build_model_card(
     sections = [
         f"# {title}",
         f"ConvNeXt, from {paper}, converted from {origin} to "
-        "Hugging Face transformers" + (", with an UperNet head for semantic segmentation." if segmentation else "."),
+        "Hugging Face transformers"
+        + (", with an UperNet head for semantic segmentation." if segmentation else "")
+        + (": the backbone of its detector, without the detection heads." if conversion.dropped else "")
+        + ("" if segmentation or conversion.dropped else "."),
         "## Model details",
         _details(conversion, entry, resolution),
         "## Results reported by the authors",

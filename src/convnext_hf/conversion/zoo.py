@@ -18,12 +18,17 @@ from ..configuration_convnext import HIERARCHICAL_VARIANTS, V2_VARIANTS
 from ..errors import UserInputError
 from .architecture import Architecture
 
-LICENSES = {"facebookresearch/ConvNeXt": "mit", "open-mmlab/mmsegmentation": "apache-2.0"}
+LICENSES = {
+    "facebookresearch/ConvNeXt": "mit",
+    "open-mmlab/mmsegmentation": "apache-2.0",
+    "open-mmlab/mmdetection": "apache-2.0",
+}
 # Hub license ids of the licenses the registry names; a license the Hub does not list is "other" with its name.
 HUB_LICENSES = {"CC-BY-NC-4.0": "cc-by-nc-4.0"}
 REPOSITORIES = {
     "facebookresearch/ConvNeXt": "https://github.com/facebookresearch/ConvNeXt",
     "open-mmlab/mmsegmentation": "https://github.com/open-mmlab/mmsegmentation/tree/main/configs/convnext",
+    "open-mmlab/mmdetection": "https://github.com/open-mmlab/mmdetection/tree/main/configs/convnext",
     "facebookresearch/ConvNeXt-V2": "https://github.com/facebookresearch/ConvNeXt-V2",
     "facebookresearch/dinov3": "https://github.com/facebookresearch/dinov3",
 }
@@ -57,10 +62,14 @@ class ZooEntry:
     task_note: str | None = None
     hub_id: str | None = None
     download: str | None = None
+    # COCO detection releases: the detector the backbone was trained in, and its reported val2017 box / mask AP.
+    detector: str | None = None
+    reported_box_ap: float | None = None
+    reported_mask_ap: float | None = None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ZooEntry:
-        """Read one registry record (hierarchical, isotropic or UperNet)."""
+        """Read one registry record (hierarchical, isotropic, UperNet or COCO detector)."""
         isotropic = "hidden_size" in raw
         if isotropic:
             hidden_sizes, depths = (raw["hidden_size"],), (raw["depth"],)
@@ -93,6 +102,9 @@ class ZooEntry:
             task_note=raw.get("task_note"),
             hub_id=raw.get("hub_id"),
             download=raw.get("download"),
+            detector=raw.get("detector"),
+            reported_box_ap=raw.get("reported_box_ap"),
+            reported_mask_ap=raw.get("reported_mask_ap"),
         )
 
     @property
