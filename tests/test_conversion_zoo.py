@@ -228,7 +228,9 @@ def test_convert_all_downloads_checks_converts_and_summarizes(local_release, tmp
     stdout = capsys.readouterr().out
     rows = {line.split(" | ")[0].strip("| "): line for line in stdout.splitlines() if line.startswith("| ")}
     for name, layout in (("mini", "official"), ("iso_mini", "official-isotropic"), ("upernet_mini", "upernet-mmseg")):
-        assert f"| {name} | ok | {layout} | 0.0e+00 |" in rows[name]
+        assert f"| {name} | ok | {layout} | " in rows[name]
+        # The UperNet (over the built-in backbone since it is portable) reproduces the reference up to float rounding.
+        assert float(rows[name].split(" | ")[3]) <= (1e-6 if name == "upernet_mini" else 0.0)
         assert (out / name / "README.md").is_file() and (out / name / "model.safetensors").is_file()
     assert "FAILED: upernet_mini_20220227_124553-deadbeef.pth has SHA-256" in rows["upernet_corrupt"]
     assert "3 converted, 1 failed, 0 skipped (gated downloads)." in stdout
