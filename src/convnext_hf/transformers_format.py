@@ -85,9 +85,9 @@ def to_transformers_config(config: ConvNextConfig) -> transformers.ConvNextConfi
         drop_path_rate=config.drop_path_rate,
         image_size=config.image_size,
         out_features=list(config.out_features),
-        id2label=dict(config.id2label),
-        label2id=config.label2id,
         problem_type=config.problem_type,
+        # A head's backbone config may have no labels (the head has them).
+        **({"id2label": dict(config.id2label), "label2id": config.label2id} if config.id2label else {}),
     )
     if config.use_grn:
         return transformers.ConvNextV2Config(**common)
