@@ -10,11 +10,12 @@ import torch
 import transformers
 
 from ..errors import UserInputError
+from ..portable import portable_head
 from .architecture import Architecture, detect_architecture
 from .checkpoint_io import Checkpoint
 from .labels import LabelSet, labels_for
 from .layouts import Layout, detect_layout
-from .naming import BACKBONE, official_to_transformers
+from .naming import BACKBONE, SEGMENTATION, official_to_transformers
 from .rename import rename
 from .targets import (
     AUTO_CLASSES,
@@ -183,7 +184,10 @@ def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int |
 
 
 def save(conversion: Conversion, directory: Path, max_shard_size: str) -> None:
-    """Write weights (safetensors, sharded above `max_shard_size`), config and image processor config."""
+    """Write weights (safetensors, sharded above `max_shard_size`), config and image processor config; an UperNet
+    whose backbone the built-in ConvNext expresses is saved over that backbone, so plain transformers loads it."""
+    if conversion.arch.task == SEGMENTATION:
+        portable_head(conversion.model)
     conversion.model.save_pretrained(directory, max_shard_size=max_shard_size, safe_serialization=True)
     conversion.processor.save_pretrained(directory)
 

@@ -11,6 +11,7 @@ from .. import __version__
 from ..card_table import facts_table
 from ..complexity import count_macs, parameter_count
 from ..configuration_convnext import ConvNextConfig
+from ..portable import needs_convnext_hf_sentence
 from .converter import Conversion
 from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
 from .targets import AUTO_CLASSES, CONVNEXT_HF
@@ -98,7 +99,7 @@ def card_data(conversion: Conversion, entry: ZooEntry | None, model_name: str, l
     tags = ["vision", "convnext", "image-classification" if task == CLASSIFICATION else PIPELINE_TAGS[task]]
     if task == SEGMENTATION:
         tags += ["upernet", "semantic-segmentation"]
-    elif conversion.target == CONVNEXT_HF:
+    if _needs_package(conversion):
         tags.append("custom_code")
     names = (entry.pretrain_dataset, entry.finetune_dataset) if entry else ()
     datasets = [DATASETS[name][0] for name in names if name and DATASETS[name][0]]
@@ -115,11 +116,18 @@ def card_data(conversion: Conversion, entry: ZooEntry | None, model_name: str, l
     )
 
 
+def _needs_package(conversion: Conversion) -> bool:
+    """Whether loading the saved model needs convnext_hf code: ours, or an UperNet that kept our backbone."""
+    if conversion.arch.task == SEGMENTATION:
+        return needs_convnext_hf_sentence(conversion.model.config) is not None
+    return conversion.target == CONVNEXT_HF
+
+
 def usage(conversion: Conversion, model_id: str) -> str:
     """Code that loads this repository through the Auto classes and a pipeline."""
     task = conversion.arch.task
     auto_class = AUTO_CLASSES[task].__name__
-    registered = conversion.target == CONVNEXT_HF
+    registered = _needs_package(conversion)
     lines = ["```python", "from PIL import Image"]
     lines.append(f"from transformers import AutoImageProcessor, {auto_class}, pipeline")
     if registered:
@@ -160,12 +168,7 @@ def usage(conversion: Conversion, model_id: str) -> str:
             lines.append(f'pipe = pipeline("{PIPELINE_TAGS[task]}", model=model_id, trust_remote_code=True)')
         lines.append("```")
     elif registered:
-        lines += [
-            "",
-            "transformers' UperNet builds its backbone from `backbone_config` through `AutoBackbone`, which knows the "
-            "`convnext_hf` backbone once the package is imported; convert with `--target transformers` for a "
-            "repository that plain transformers loads.",
-        ]
+        lines += ["", needs_convnext_hf_sentence(conversion.model.config)]
     return "\n".join(lines)
 
 
