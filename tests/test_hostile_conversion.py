@@ -316,7 +316,26 @@ CASES: list[tuple[str, Callable[[Path], object], tuple[str, ...], tuple[str, ...
     ("weights-file-missing", lambda d: two_safetensors(d / "ema"), ("--weights_file", "nope.safetensors"),
      ("nope.safetensors",)),
     ("checkpoint-not-a-regular-file", lambda d: Path("/dev/null"), (), ("/dev/null",)),
+    # Next of the same kinds.
+    ("float64-beyond-float32",
+     lambda d: with_tensor(d / "big.pth", "head.weight", lambda t: set_first(t.double(), 1e300)), ("--no-verify",),
+     ("non-finite", "head.weight")),
+    ("id2label-null-name",
+     lambda d: transformers_folder(d / "hf", lambda c: c["id2label"].update({"3": None})), (), ("id2label", "None")),
+    ("builtin-no-layer-scale-vs-gamma",
+     lambda d: transformers_folder(d / "hf", lambda c: c.update(layer_scale_init_value=0.0)), (),
+     ("layer_scale_init_value", "layer scale")),
+    ("output-is-the-checkpoint-folder", lambda d: ["--checkpoint", timm_folder(d / "timm"), "--output_dir", d / "timm",
+                                                   "--overwrite"], (), ("holds the checkpoint",)),
+    ("safetensors-declares-4gib",
+     lambda d: write(d / "huge.safetensors", safetensors_declaring(2**30)), (), ("huge.safetensors",)),
 ]
+
+
+def safetensors_declaring(elements: int) -> bytes:
+    """A safetensors file whose header declares `elements` float32 values and which holds 8 bytes of data."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [elements], "data_offsets": [0, 4 * elements]}}).encode()
+    return len(header).to_bytes(8, "little") + header + bytes(8)
 
 
 def extra_norm_pre(state: dict[str, torch.Tensor]) -> None:

@@ -52,11 +52,15 @@ def check_tensors(tensors: Mapping[str, torch.Tensor]) -> None:
             "ConvNeXt checkpoint holds float weights; this file is damaged or holds something else (quantized "
             "weights: convert the float checkpoint)."
         )
-    non_finite = [name for name, value in tensors.items() if value.is_floating_point() and not value.isfinite().all()]
+    # Checked in float32, the precision the model is saved in: float64 values beyond its range become Inf.
+    non_finite = [
+        name for name, value in tensors.items() if value.is_floating_point() and not value.float().isfinite().all()
+    ]
     if non_finite:
         listing = ", ".join(non_finite[:5]) + (f" and {len(non_finite) - 5} more" if len(non_finite) > 5 else "")
         raise UserInputError(
-            f"Refusing to convert: {len(non_finite)} weights hold non-finite values (NaN or Inf): {listing}. The "
+            f"Refusing to convert: {len(non_finite)} weights hold non-finite values (NaN or Inf, or beyond float32's "
+            f"range): {listing}. The "
             "checkpoint is damaged (or training diverged); convert an intact checkpoint."
         )
 
@@ -201,8 +205,13 @@ def id2label(config: Mapping[str, Any] | None, arch: Architecture) -> dict[int, 
         return None
     if not isinstance(stored, Mapping):
         raise UserInputError(f"config.json's id2label must map class numbers to names, got {type(stored).__name__}.")
+    if not all(isinstance(name, str) and name for name in stored.values()):
+        bad = next(name for name in stored.values() if not isinstance(name, str) or not name)
+        raise UserInputError(
+            f"config.json's id2label holds the class name {bad!r}; class names must be non-empty text."
+        )
     try:
-        labels = {int(index): str(name) for index, name in stored.items()}
+        labels = {int(index): name for index, name in stored.items()}
     except ValueError:
         bad = next(index for index in stored if not str(index).lstrip("-").isdigit())
         raise UserInputError(f"config.json's id2label has the key {bad!r}; its keys must be class numbers.") from None

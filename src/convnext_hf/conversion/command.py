@@ -106,6 +106,13 @@ def check_options(args: argparse.Namespace) -> None:
         )
     if args.output_dir is not None:
         _check_writable(args.output_dir)
+        source = Path(args.checkpoint).absolute() if args.checkpoint and "://" not in args.checkpoint else None
+        output = args.output_dir.absolute()
+        if source is not None and (source == output or output in source.parents):
+            raise UserInputError(
+                f"--output_dir {args.output_dir} holds the checkpoint {args.checkpoint}; writing there would replace "
+                "the source. Choose another output folder."
+            )
 
 
 def _check_writable(output: Path) -> None:
