@@ -252,6 +252,13 @@ def _verification(conversion: Conversion, provenance: Provenance) -> str:
         ]
     else:
         lines += ["", "This conversion was **not** verified against the reference forward pass (`--no-verify`)."]
+    if conversion.assumed:
+        lines += [
+            "",
+            "Taken from the checkpoint's config.json, which the weights cannot confirm: "
+            f"{', '.join(conversion.assumed)}. The verification ran under these settings: it checks the mapping, "
+            "not the settings themselves.",
+        ]
     return "\n".join(lines)
 
 

@@ -155,8 +155,25 @@ def default_zoo_path() -> Path:
 
 def load_zoo(path: str | Path | None = None) -> dict[str, ZooEntry]:
     """All entries of the registry at `path` (default: the package's), by name, in file order."""
-    raw = json.loads(Path(path or default_zoo_path()).read_text())
-    return {record["name"]: ZooEntry.from_dict(record) for record in raw["checkpoints"]}
+    path = Path(path or default_zoo_path())
+    if not path.is_file():
+        raise UserInputError(f"The zoo file {path} does not exist; pass a checkpoint registry JSON to --zoo.")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserInputError(f"The zoo file {path} is not valid JSON ({error}); pass a checkpoint registry.") from None
+    records = raw.get("checkpoints") if isinstance(raw, dict) else None
+    if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
+        raise UserInputError(
+            f"The zoo file {path} has no `checkpoints` list of records; see the shipped one (convnext_hf/conversion/"
+            "data/zoo.json) for the format."
+        )
+    try:
+        return {record["name"]: ZooEntry.from_dict(record) for record in records}
+    except (KeyError, TypeError, ValueError) as error:
+        raise UserInputError(
+            f"The zoo file {path} has a record without a valid {error}; see the shipped one for the format."
+        ) from None
 
 
 def select(zoo: dict[str, ZooEntry], names: str) -> list[ZooEntry]:
