@@ -31,9 +31,10 @@ from .atomic import atomic_directory
 from .cli import CommandParser
 from .errors import UserInputError
 from .metrics.multilabel import average_precision, multilabel_scores, sigmoid
-from .train.arguments import MULTI_LABEL, DataArguments
-from .train.data import load_image_data
-from .train.model import MULTI_LABEL_PROBLEM
+from .tasks import MULTI_LABEL_CLASSIFICATION
+from .tasks.classification.data import load_image_data
+from .tasks.classification.model import MULTI_LABEL_PROBLEM
+from .train.arguments import DataArguments
 from .train.report import CONFUSION_MATRIX_NAME, METRICS_NAME, confusion_matrix, plot_confusion_matrix, write_json
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ def _load(args: argparse.Namespace, multi_label: bool) -> Any:
         max_eval_samples=args.max_eval_samples,
         on_bad_image=args.on_bad_image,
     )
-    data = load_image_data(data_args, seed=0, cache_dir=args.cache_dir, task=MULTI_LABEL if multi_label else None)
+    task = MULTI_LABEL_CLASSIFICATION if multi_label else None
+    data = load_image_data(data_args, seed=0, cache_dir=args.cache_dir, task=task)
     # A Hub dataset's validation split is the one to score; a folder or file is loaded as the only split.
     images = data.validation if data.validation is not None else data.train
     if data.validation is None and args.max_eval_samples is not None:

@@ -1,4 +1,4 @@
-"""Labelled images for training: loading, label maps, the up-front image check, the split, and the batch pipeline.
+"""Labelled images for classification: loading, label maps, the up-front image check, the split, the batch pipeline.
 
 Every source becomes a `datasets.Dataset` with an `image` column (decoded to PIL on access) and a `label` ClassLabel
 column shared by the training and validation splits. Problems that would otherwise stop a run halfway (an unreadable
@@ -7,38 +7,25 @@ image, a single class, no images) are found here, before training starts.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import datasets
 import torch
 from PIL import Image
 
-from ..errors import UserInputError
-from ..image_processing_convnext import ConvNextHFImageProcessor
-from .arguments import MULTI_LABEL, DataArguments
+from ...errors import UserInputError
+from ...image_processing_convnext import ConvNextHFImageProcessor
+from ...train.arguments import DataArguments
+from ...train.data import FILE_BUILDERS, IMAGE_COLUMNS, ImageData, find_bad_images
+from .. import IMAGE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION
 
 logger = logging.getLogger(__name__)
 
-IMAGE_COLUMNS = ("image", "img", "image_path", "path", "file")
 LABEL_COLUMNS = ("label", "labels", "class", "category")
-FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
-
-
-@dataclass
-class ImageData:
-    """The training and validation splits, their class names, and a description of the source for the model card."""
-
-    train: datasets.Dataset
-    validation: datasets.Dataset | None
-    label_names: list[str]
-    source: str
-    multi_label: bool = False
 
 
 def _check_sources(args: DataArguments) -> str:
@@ -239,32 +226,6 @@ def _encode_multi_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDi
     return datasets.DatasetDict(encoded), names
 
 
-def _image_problem(image: dict) -> str:
-    """Why an undecoded image entry cannot be used ("" when it decodes)."""
-    try:
-        source = io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]
-        with Image.open(source) as opened:
-            opened.load()
-    except Exception as error:  # noqa: BLE001 - any decoding failure makes the image unusable
-        return f"{type(error).__name__}: {error}"
-    return ""
-
-
-def find_bad_images(dataset: datasets.Dataset, num_proc: int | None = None) -> list[tuple[int, str, str]]:
-    """Decode every image once; return (row, path or '<row N>', reason) for each that fails."""
-    raw = dataset.cast_column("image", datasets.Image(decode=False))
-    problems = raw.map(
-        lambda batch: {"problem": [_image_problem(image) for image in batch["image"]]},
-        batched=True,
-        num_proc=num_proc,
-        remove_columns=raw.column_names,
-        desc="Checking images",
-    )["problem"]
-    bad = [row for row, problem in enumerate(problems) if problem]
-    images = raw.select(bad)["image"] if bad else []
-    return [(row, image.get("path") or f"<row {row}>", problems[row]) for row, image in zip(bad, images, strict=True)]
-
-
 def _drop_bad_images(dataset: datasets.Dataset, split: str, policy: str, num_proc: int | None) -> datasets.Dataset:
     bad = find_bad_images(dataset, num_proc)
     if not bad:
@@ -337,7 +298,7 @@ def load_image_data(
     loader = {"folder": _load_folders, "file": _load_files, "hub": _load_hub}[kind]
     source = {"folder": args.train_dir, "file": args.train_file, "hub": args.dataset_name}[kind]
     data = _standardize_columns(loader(args, cache_dir), args)
-    multi_label = task == MULTI_LABEL or _holds_lists(data["train"])
+    multi_label = task == MULTI_LABEL_CLASSIFICATION or _holds_lists(data["train"])
     data, label_names = _encode_multi_labels(data) if multi_label else _encode_labels(data)
     data = datasets.DatasetDict(
         {split: _drop_bad_images(dataset, split, args.on_bad_image, num_proc) for split, dataset in data.items()}
@@ -350,7 +311,9 @@ def load_image_data(
         train = train.shuffle(seed=seed).select(range(min(args.max_train_samples, len(train))))
     if validation is not None and args.max_eval_samples is not None:
         validation = validation.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(validation))))
-    return ImageData(train, validation, label_names, source, multi_label)
+    return ImageData(
+        train, validation, label_names, source, MULTI_LABEL_CLASSIFICATION if multi_label else IMAGE_CLASSIFICATION
+    )
 
 
 def with_transforms(
@@ -372,9 +335,7 @@ def with_transforms(
         return {"pixel_values": list(pixel_values), "labels": batch["label"]}
 
     validation = data.validation.with_transform(eval_batch) if data.validation is not None else None
-    return ImageData(
-        data.train.with_transform(train_batch), validation, data.label_names, data.source, data.multi_label
-    )
+    return data.with_splits(data.train.with_transform(train_batch), validation)
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:

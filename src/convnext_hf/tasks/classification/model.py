@@ -1,52 +1,28 @@
-"""The model and image processor a run starts from: a pretrained ConvNeXt (head replaced when needed) or a new one."""
+"""The classifier and processor a run starts from: a pretrained ConvNeXt (head replaced when needed) or a new one."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
 
 from torch import nn
 
-from ..configuration_convnext import ConvNextConfig
-from ..conversion.labels import label_maps
-from ..errors import UserInputError
-from ..image_processing_convnext import ConvNextHFImageProcessor
-from ..modeling_convnext import ConvNextForImageClassification
-from .arguments import ModelArguments
+from ...configuration_convnext import ConvNextConfig
+from ...errors import UserInputError
+from ...image_processing_convnext import ConvNextHFImageProcessor
+from ...modeling_convnext import ConvNextForImageClassification
+from ...train.arguments import ModelArguments
+from ...train.model import config_label_maps, config_overrides
+from .. import MULTI_LABEL_CLASSIFICATION, TASKS
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_SIZE = 224
 # transformers names the classes of a config built without labels LABEL_0, LABEL_1, ...
 _PLACEHOLDER_LABEL = re.compile(r"LABEL_\d+")
-# The stage a backbone parameter belongs to: its block's stage, or the stage whose output a norm normalizes.
-_STAGE_PARAMETER = re.compile(r"^encoder\.stages\.(\d+)\.|^hidden_states_norms\.stage(\d+)\.")
-MULTI_LABEL_PROBLEM = "multi_label_classification"
-
-
-def config_label_maps(label_names: list[str]) -> dict[str, Any]:
-    """num_labels, id2label and label2id of a config for these class names."""
-    return {"num_labels": len(label_names), **label_maps(label_names)}
-
-
-def config_overrides(args: ModelArguments) -> dict[str, Any]:
-    """Configuration values from --config_overrides and the dedicated flags (flags win)."""
-    overrides: dict[str, Any] = {}
-    if args.config_overrides:
-        try:
-            overrides = json.loads(args.config_overrides)
-        except json.JSONDecodeError as error:
-            raise UserInputError(
-                f"--config_overrides must be a JSON object, e.g. '{{\"drop_path_rate\": 0.1}}': {error}"
-            ) from None
-        if not isinstance(overrides, dict):
-            raise UserInputError(f"--config_overrides must be a JSON object, got {args.config_overrides!r}.")
-    for name in ("drop_path_rate", "head_init_scale", "image_size"):
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    return overrides
+# transformers' problem type that makes its pipeline score each label with a sigmoid.
+MULTI_LABEL_PROBLEM = TASKS[MULTI_LABEL_CLASSIFICATION].problem_type
 
 
 def _labels_disagree(config: ConvNextConfig, label_names: list[str]) -> bool:
@@ -113,29 +89,3 @@ def build_processor(args: ModelArguments, model: ConvNextForImageClassification)
         )
     processor_kwargs.setdefault("size", {"shortest_edge": model.config.image_size or DEFAULT_IMAGE_SIZE})
     return ConvNextHFImageProcessor(**processor_kwargs)
-
-
-def freeze_backbone(model: nn.Module, unfreeze_last_stages: int = 0) -> list[str]:
-    """Stop training the ConvNeXt trunk but its last `unfreeze_last_stages` stages (and the norms after them).
-
-    Works for the classifier (trunk `convnext`) and for UperNet (trunk `backbone`); returns the frozen names.
-    """
-    trunk = model.backbone if hasattr(model, "backbone") else model.convnext
-    num_stages = trunk.config.num_stages
-    if not 0 <= unfreeze_last_stages <= num_stages:
-        raise UserInputError(
-            f"--unfreeze_last_stages {unfreeze_last_stages} is not between 0 and the model's {num_stages} stages."
-        )
-    first_trained = num_stages - unfreeze_last_stages
-    frozen = []
-    for name, parameter in trunk.named_parameters():
-        match = _STAGE_PARAMETER.match(name)
-        if match is not None:
-            stage = int(match.group(1)) if match.group(1) is not None else int(match.group(2)) - 1
-        else:
-            # The stem comes before every stage; the classifier's final norm comes after the last one.
-            stage = -1 if name.startswith("embeddings.") else num_stages - 1
-        if stage < first_trained:
-            parameter.requires_grad_(False)
-            frozen.append(name)
-    return frozen
