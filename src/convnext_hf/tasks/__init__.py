@@ -50,7 +50,8 @@ IMAGE_FEATURE_EXTRACTION = "image-feature-extraction"
 
 @dataclass(frozen=True)
 class ExportForm:
-    """One kind of saved folder export handles: its architecture suffix, Auto class, name and graph outputs.
+    """One kind of saved folder export handles: its architecture suffix, Auto class, name and graph outputs, and
+    whether int8 export can compare its top-1 accuracy with float32's (`--validation_dir`).
 
     A tuple output (a backbone's feature maps) becomes one graph output per `config.out_features` stage.
     """
@@ -59,6 +60,7 @@ class ExportForm:
     auto_class: str
     kind: str
     fields: tuple[str, ...]
+    scores_top1: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ TASKS: dict[str, Task] = {
             architectures=("ForImageClassification",),
             exports=(
                 ExportForm("ForImageClassification", "AutoModelForImageClassification", IMAGE_CLASSIFICATION,
-                           ("logits",)),
+                           ("logits",), scores_top1=True),
             ),  # fmt: skip
             demo="MNIST digits",
             aliases=("classification",),

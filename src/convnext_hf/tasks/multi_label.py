@@ -7,15 +7,19 @@ with a sigmoid, and it is scored by mAP and F1@0.5.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 from transformers import EvalPrediction
 from transformers.trainer_utils import PredictionOutput
 
+from ..evaluation import load_model, predict, write_outputs
 from ..metrics.multilabel import average_precision, multilabel_scores, sigmoid
 from ..train.arguments import RunArguments
 from ..train.card import TaskCard
@@ -32,6 +36,7 @@ from .classification.hooks import (
     mixed_batch,
 )
 from .classification.model import build_model as build_classifier
+from .classification.scoring import label_ids, load_labelled_images
 
 __all__ = [
     "CARD",
@@ -42,6 +47,7 @@ __all__ = [
     "collate",
     "compute_loss",
     "compute_metrics",
+    "evaluate",
     "final_evaluation",
     "load_data",
     "report_fields",
@@ -97,3 +103,26 @@ CARD = TaskCard(
     per_label="AP",
     per_label_column="label",
 )
+
+
+def evaluate(args: argparse.Namespace, config: transformers.PretrainedConfig) -> dict[str, Any]:
+    """Score the multi-label folder on the labelled images: mAP, F1@0.5 and per-label AP; write metrics.json and
+    predictions.csv."""
+    model, processor = load_model(args, transformers.AutoModelForImageClassification)
+    images, data_names = load_labelled_images(args, MULTI_LABEL_CLASSIFICATION)
+    ids, matching = label_ids(data_names, config)
+    logits, paths, report = predict(args, model, processor, images)
+    report["label_matching"] = matching
+    model_names = [str(config.id2label[index]) for index in range(config.num_labels)]
+    targets = np.zeros_like(logits)
+    targets[:, ids] = np.asarray(images["label"])
+    probabilities = sigmoid(logits)
+    report.update(multilabel_scores(probabilities, targets))
+    report["per_label_ap"] = dict(zip(model_names, average_precision(probabilities, targets).tolist(), strict=True))
+    rows = [
+        (path, " ".join(n for n, t in zip(model_names, target, strict=True) if t), " ".join(
+            n for n, p in zip(model_names, probability, strict=True) if p >= 0.5))
+        for path, target, probability in zip(paths, targets, probabilities, strict=True)
+    ]  # fmt: skip
+    write_outputs(args, report, ["image", "labels", "predicted"], rows, None, [])
+    return report

@@ -37,10 +37,12 @@ from .data import (
     segmentation_labels,
     with_segmentation_transforms,
 )
+from .demo import DEMO_DEFAULTS, run_demo
 from .model import build_segmentation_model, build_segmentation_processor
 
 __all__ = [
     "CARD",
+    "DEMO_DEFAULTS",
     "attach_transforms",
     "augmentation_hyperparameters",
     "build_model",
@@ -53,6 +55,7 @@ __all__ = [
     "load_data",
     "preprocess_logits",
     "report_fields",
+    "run_demo",
     "write_plots",
 ]
 
