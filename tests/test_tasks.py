@@ -103,3 +103,15 @@ def test_importing_the_registry_loads_no_task_code():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
+
+
+def test_train_refuses_a_task_it_does_not_train(tmp_path, capsys):
+    from convnext_hf.cli import main as cli_main
+
+    argv = ["train", "--task", "image-feature-extraction", "--variant", "atto", "--train_dir", str(tmp_path),
+            "--output_dir", str(tmp_path / "out"), "--report_to", "none"]  # fmt: skip
+    assert cli_main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "convnext-hf train: error: --task image-feature-extraction is not trained here; train takes "
+        "image-classification, multi-label-classification, semantic-segmentation."
+    )

@@ -13,7 +13,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..complexity import parameter_count
 from ..errors import OutputExistsError, UserInputError
-from ..tasks import Task, get_task
+from ..tasks import TASKS, Task, get_task
 from .arguments import REFERENCE_BATCH_SIZE, RunArguments, parse_args
 from .card import CardFacts
 from .data import ImageData
@@ -239,7 +239,11 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
     _apply_base_learning_rate(args)
     if args.recipe.unfreeze_last_stages and not args.recipe.freeze_backbone:
         raise UserInputError("--unfreeze_last_stages goes with --freeze_backbone: it names what stays trainable.")
-    raw_data = _load_data(args, get_task(args.model.task))
+    requested = get_task(args.model.task)
+    if not requested.trainable:
+        trainable = [name for name, task in TASKS.items() if task.trainable]
+        raise UserInputError(f"--task {requested.name} is not trained here; train takes {', '.join(trainable)}.")
+    raw_data = _load_data(args, requested)
     # The data may say more than the flag: a classification label column holding lists is multi-label.
     task = get_task(raw_data.task)
     model, processor = _model_and_processor(args, task, raw_data)
