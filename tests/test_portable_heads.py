@@ -11,8 +11,9 @@ import pytest
 import torch
 import transformers
 from safetensors.torch import load_file, save_file
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from convnext_hf import ConvNextBackbone, ConvNextConfig, portable_head
+from convnext_hf import ConvNextBackbone, ConvNextConfig, heads_convnext, portable_head
 from convnext_hf.backbone_weights import find_backbone
 from convnext_hf.errors import UserInputError
 from convnext_hf.portable import needs_convnext_hf_sentence
@@ -85,7 +86,56 @@ def test_an_inexpressible_backbone_stays_and_the_card_says_why():
         assert type(portable_head(model).backbone) is ConvNextBackbone
         assert model.config.backbone_config.model_type == "convnext_hf"
         sentence = needs_convnext_hf_sentence(model.config)
-        assert reason in sentence and "`import convnext_hf`" in sentence and "KeyError: 'convnext_hf'" in sentence
+        assert reason in sentence and "`trust_remote_code=True`" in sentence and "`import convnext_hf`" in sentence
+        assert "KeyError: 'convnext_hf'" in sentence
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_every_head_with_an_inexpressible_backbone_gets_its_shipped_config_class(head):
+    model = build_head(head, ConvNextConfig(**dict(SIZES, layer_norm_eps=1e-5)))
+    head_class = type(model.config)
+    portable_head(model)
+    shipped = type(model.config)
+    assert shipped is getattr(heads_convnext, head_class.__name__) and shipped.__mro__[1] is head_class
+    assert shipped.__name__ == head_class.__name__ and shipped._auto_class == "AutoConfig"
+    assert head_class._auto_class is None  # transformers' own class is untouched
+
+
+@pytest.mark.parametrize("head", ["upernet", "rt_detr"])
+def test_an_inexpressible_head_saves_its_code_and_reloads_with_the_same_outputs(head, tmp_path):
+    model = trained_like(build_head(head, ConvNextConfig(**dict(SIZES, stem_type="overlap_tiered"))))
+    with torch.no_grad():
+        expected = model(PIXELS)
+    portable_head(model).save_pretrained(tmp_path)
+    assert sorted(path.name for path in tmp_path.glob("*.py")) == [
+        "configuration_convnext.py", "heads_convnext.py", "inference_convnext.py", "modeling_convnext.py",
+    ]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"] == {"AutoConfig": f"heads_convnext.{type(model.config).__name__}"}
+    assert config["model_type"] == head and config["backbone_config"]["model_type"] == "convnext_hf"
+    auto_class = transformers.AutoModelForSemanticSegmentation if head == "upernet" else (
+        transformers.AutoModelForObjectDetection
+    )
+    for trust_remote_code in (False, True):
+        reloaded = auto_class.from_pretrained(tmp_path, trust_remote_code=trust_remote_code).eval()
+        assert type(reloaded) is type(model)
+        # Where convnext_hf is imported, the remote code leaves its registration alone: the backbone is ours.
+        assert type(find_backbone(reloaded)[1]) is ConvNextBackbone
+        assert CONFIG_MAPPING["convnext_hf"] is ConvNextConfig
+        with torch.no_grad():
+            actual = reloaded(PIXELS)
+        for name in ("logits", "pred_boxes"):
+            if name in expected:
+                torch.testing.assert_close(actual[name], expected[name], atol=1e-5, rtol=0)
+
+
+def test_an_expressible_head_drops_shipped_code_it_was_loaded_with(tmp_path):
+    model = build_head("upernet", ConvNextConfig(**V1))
+    model.config.__class__ = heads_convnext.UperNetConfig
+    model.config.auto_map = {"AutoConfig": "heads_convnext.UperNetConfig"}
+    portable_head(model).save_pretrained(tmp_path)
+    assert type(model.config) is transformers.UperNetConfig and not list(tmp_path.glob("*.py"))
+    assert "auto_map" not in json.loads((tmp_path / "config.json").read_text())
 
 
 def test_a_bare_backbone_is_not_a_head():

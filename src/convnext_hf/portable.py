@@ -63,6 +63,8 @@ def _ship_code(config: transformers.PreTrainedConfig, ship: bool) -> None:
     if not ship and auto_map.get("AutoConfig", "").startswith("heads_convnext."):
         # Loaded from a folder that shipped the code: the built-in backbone needs none.
         del auto_map["AutoConfig"]
+        if not auto_map:
+            del config.auto_map
 
 
 def portable_head(model: transformers.PreTrainedModel) -> transformers.PreTrainedModel:
