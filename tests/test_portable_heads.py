@@ -7,9 +7,11 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 import transformers
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -17,6 +19,7 @@ from convnext_hf import ConvNextBackbone, ConvNextConfig, heads_convnext, portab
 from convnext_hf.backbone_weights import find_backbone
 from convnext_hf.errors import UserInputError
 from convnext_hf.portable import needs_convnext_hf_sentence
+from helpers import _DETR as DETR_SIZES
 from helpers import FIXTURES, HEADS, build_head, conversion_cache, golden_expected
 
 SIZES = {"hidden_sizes": [8, 16, 24, 32], "depths": [1, 2, 1, 1]}
@@ -208,3 +211,116 @@ def test_converted_upernet_and_rt_detr_load_with_plain_transformers(tmp_path_fac
     torch.testing.assert_close(remote["upernet_logits"], golden["logits_0"], atol=1e-5, rtol=0)
     torch.testing.assert_close(remote["detector_logits"], detected.logits, atol=1e-5, rtol=0)
     torch.testing.assert_close(remote["detector_boxes"], detected.pred_boxes, atol=1e-5, rtol=0)
+
+
+# Loads heads that kept our backbone where convnext_hf cannot be imported: refused without trust_remote_code, then
+# with it through the Auto classes and the pipelines; writes their outputs and prints what the refusals and the
+# pipelines said.
+REMOTE_CODE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["convnext_hf"] = None  # as on a machine where the package is not installed
+    import numpy as np
+    import torch
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForObjectDetection, AutoModelForSemanticSegmentation, pipeline
+
+    upernet_folder, rt_detr_folder, detr_folder, image_path, inputs_path, out_path = sys.argv[1:]
+    pixels = load_file(inputs_path)["pixels"]
+    heads = (
+        ("upernet", upernet_folder, AutoModelForSemanticSegmentation, "backbone"),
+        ("rt_detr", rt_detr_folder, AutoModelForObjectDetection, "model.backbone.model"),
+        ("detr", detr_folder, AutoModelForObjectDetection, "model.backbone.model"),
+    )
+    outputs, refusals, backbones = {}, {}, []
+    # All refusals first: the remote code, once run, registers the convnext_hf backbone for the whole process.
+    for name, folder, auto_class, _ in heads:
+        try:
+            auto_class.from_pretrained(folder)
+        except Exception as error:
+            refusals[name] = f"{type(error).__name__}: {error}"
+    for name, folder, auto_class, backbone in heads:
+        model = auto_class.from_pretrained(folder, trust_remote_code=True).eval()
+        backbones.append(type(model.get_submodule(backbone)).__module__)
+        with torch.no_grad():
+            result = model(pixels)
+        outputs[name + "_logits"] = result.logits.contiguous()
+        if name != "upernet":
+            outputs[name + "_boxes"] = result.pred_boxes.contiguous()
+    image = Image.open(image_path)
+    segments = pipeline("image-segmentation", model=upernet_folder, trust_remote_code=True)(image)
+    outputs["upernet_masks"] = torch.from_numpy(np.stack([np.array(segment["mask"]) for segment in segments]))
+    detections = pipeline("object-detection", model=rt_detr_folder, trust_remote_code=True, threshold=0.0)(image)
+    save_file(outputs, out_path)
+    print(json.dumps({
+        "refusals": refusals, "backbones": backbones, "labels": [segment["label"] for segment in segments],
+        "detections": detections,
+    }))
+    """
+)
+
+
+@pytest.mark.slow
+def test_heads_that_keep_our_backbone_load_with_trust_remote_code_without_convnext_hf(tmp_path):
+    """Subprocess without convnext_hf: UperNet (other eps), RT-DETR (tiered stem) and DETR (isotropic) saved through
+    portable_head load with trust_remote_code=True, through the Auto classes and the pipelines, with the outputs of
+    this process; without it, the error names convnext_hf."""
+    isotropic = ConvNextConfig(hidden_sizes=[32], depths=[2], isotropic=True, patch_size=16)
+    heads = {
+        "upernet": build_head("upernet", ConvNextConfig(**dict(SIZES, layer_norm_eps=1e-5))),
+        "rt_detr": build_head("rt_detr", ConvNextConfig(**dict(SIZES, stem_type="overlap_tiered"))),
+        "detr": transformers.DetrForObjectDetection(
+            transformers.DetrConfig(use_timm_backbone=False, backbone_config=isotropic, **DETR_SIZES)
+        ).eval(),
+    }
+    processors = {
+        "upernet": transformers.SegformerImageProcessorPil(size={"height": 64, "width": 64}),
+        "rt_detr": transformers.RTDetrImageProcessorPil(size={"height": 64, "width": 64}),
+    }
+    expected, folders = {}, {}
+    for name, model in heads.items():
+        trained_like(model)
+        with torch.no_grad():
+            result = model(PIXELS)
+        expected[name + "_logits"] = result.logits
+        if name != "upernet":
+            expected[name + "_boxes"] = result.pred_boxes
+        folders[name] = tmp_path / name
+        portable_head(model).save_pretrained(folders[name])
+        assert type(find_backbone(model)[1]) is ConvNextBackbone
+        if name in processors:
+            processors[name].save_pretrained(folders[name])
+    image_path = tmp_path / "image.png"
+    Image.fromarray(torch.randint(0, 256, (64, 64, 3), generator=torch.Generator().manual_seed(3)).byte().numpy()).save(
+        image_path
+    )
+    segments = transformers.pipeline("image-segmentation", model=str(folders["upernet"]))(str(image_path))
+    detections = transformers.pipeline("object-detection", model=str(folders["rt_detr"]), threshold=0.0)(
+        str(image_path)
+    )
+    save_file({"pixels": PIXELS}, tmp_path / "inputs.safetensors")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", PYTHONNOUSERSITE="1")
+    out_path = tmp_path / "outputs.safetensors"
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_CODE_SCRIPT, *(str(folders[name]) for name in heads), str(image_path),
+         str(tmp_path / "inputs.safetensors"), str(out_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["refusals"] == dict.fromkeys(heads, "KeyError: 'convnext_hf'")
+    assert all(
+        module.startswith("transformers_modules.") and module.endswith(".modeling_convnext")
+        for module in report["backbones"]
+    ) and len(report["backbones"]) == 3
+    remote = load_file(out_path)
+    for name, tensor in expected.items():
+        torch.testing.assert_close(remote[name], tensor, atol=1e-5, rtol=0)
+    assert report["labels"] == [segment["label"] for segment in segments]
+    assert torch.equal(remote["upernet_masks"], torch.from_numpy(np.stack([np.array(s["mask"]) for s in segments])))
+    assert [d["label"] for d in report["detections"]] == [d["label"] for d in detections] and len(detections) == 5
+    for got, want in zip(report["detections"], detections, strict=True):
+        assert abs(got["score"] - want["score"]) <= 1e-5
+        assert all(abs(got["box"][key] - want["box"][key]) <= 1 for key in want["box"])
