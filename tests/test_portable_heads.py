@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,9 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from convnext_hf import ConvNextBackbone, ConvNextConfig, heads_convnext, portable_head
 from convnext_hf.backbone_weights import find_backbone
+from convnext_hf.conversion.model_card import usage
+from convnext_hf.conversion.naming import SEGMENTATION
+from convnext_hf.conversion.targets import CONVNEXT_HF
 from convnext_hf.errors import UserInputError
 from convnext_hf.portable import needs_convnext_hf_sentence
 from helpers import _DETR as DETR_SIZES
@@ -130,6 +134,18 @@ def test_an_inexpressible_head_saves_its_code_and_reloads_with_the_same_outputs(
         for name in ("logits", "pred_boxes"):
             if name in expected:
                 torch.testing.assert_close(actual[name], expected[name], atol=1e-5, rtol=0)
+
+
+def test_the_converted_upernet_card_shows_remote_code_loading_only_for_a_backbone_the_builtin_cannot_express():
+    cards = {}
+    for eps in (1e-6, 1e-5):
+        model = portable_head(build_head("upernet", ConvNextConfig(**dict(SIZES, layer_norm_eps=eps))))
+        conversion = SimpleNamespace(arch=SimpleNamespace(task=SEGMENTATION), model=model, target=CONVNEXT_HF)
+        cards[eps] = usage(conversion, "me/upernet")
+    assert "trust_remote_code" not in cards[1e-6] and "import convnext_hf" not in cards[1e-6]
+    assert 'pipe = pipeline("image-segmentation", model=model_id, trust_remote_code=True)' in cards[1e-5]
+    assert "model = AutoModelForSemanticSegmentation.from_pretrained(model_id, trust_remote_code=True)" in cards[1e-5]
+    assert cards[1e-5].endswith(needs_convnext_hf_sentence(model.config)) and "LayerNorm eps 1e-05" in cards[1e-5]
 
 
 def test_an_expressible_head_drops_shipped_code_it_was_loaded_with(tmp_path):

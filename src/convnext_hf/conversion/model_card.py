@@ -155,7 +155,7 @@ def usage(conversion: Conversion, model_id: str) -> str:
         lines += ["pooled = model(**inputs).pooler_output",
                   'print(pipeline("image-feature-extraction", model=model_id)(image))']
     lines.append("```")
-    if registered and task != SEGMENTATION:
+    if registered:
         lines += [
             "",
             "Without the `convnext_hf` package, the modeling code stored in this repository runs as remote code:",
@@ -167,7 +167,7 @@ def usage(conversion: Conversion, model_id: str) -> str:
         if task != BACKBONE:
             lines.append(f'pipe = pipeline("{PIPELINE_TAGS[task]}", model=model_id, trust_remote_code=True)')
         lines.append("```")
-    elif registered:
+    if registered and task == SEGMENTATION:
         lines += ["", needs_convnext_hf_sentence(conversion.model.config)]
     return "\n".join(lines)
 
