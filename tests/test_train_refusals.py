@@ -152,8 +152,8 @@ def headless_folders(tmp_path_factory):
 @pytest.mark.parametrize(
     ("folder", "evidence"),
     [
-        ("features", "its config.json names ConvNextModel"),
-        ("backbone", "its config.json names ConvNextBackbone"),
+        ("features", "its config.json names ConvNextModel (image-feature-extraction)"),
+        ("backbone", "its config.json names ConvNextBackbone (image-feature-extraction)"),
         ("unnamed", "its weights have no classification head (classifier.bias, classifier.weight)"),
     ],
 )
