@@ -389,7 +389,7 @@ def test_corrupt_images_are_refused_with_their_paths(folder_with_corrupt_image, 
     with pytest.raises(ValueError) as error:
         run(parse_args(argv))
     message = str(error.value)
-    assert "2 unreadable image(s) in the train data" in message
+    assert "2 unreadable image(s) in the training data" in message
     assert str(folder_with_corrupt_image / "red" / "broken.jpg") in message
     assert str(folder_with_corrupt_image / "green" / "truncated.png") in message
     assert "--on_bad_image skip" in message

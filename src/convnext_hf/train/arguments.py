@@ -245,9 +245,12 @@ class RunArguments:
     recipe: RecipeArguments
     output: OutputArguments
     training: TrainingArguments
+    # Whether --task was on the command line: naming the single-label task keeps labels that look combined.
+    task_given: bool = False
 
 
 def parse_args(argv: Sequence[str]) -> RunArguments:
     """Parse a `convnext-hf train` command line."""
     argv = list(argv)
-    return RunArguments(*build_parser(argv).parse_args_into_dataclasses(args=argv))
+    task_given = any(token == "--task" or token.startswith("--task=") for token in argv)
+    return RunArguments(*build_parser(argv).parse_args_into_dataclasses(args=argv), task_given=task_given)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -59,6 +59,8 @@ class CardFacts:
     loading_note: str | None = None
     # With an EMA: which weights were saved, and the scores that chose them.
     saved_weights: str | None = None
+    # What the checks of the data left out or found (ImageData.notes).
+    data_notes: list[str] = field(default_factory=list)
 
 
 def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
@@ -110,6 +112,7 @@ Architecture: {facts.architecture}.
 
 {len(facts.label_names)} classes: {", ".join(f"`{name}`" for name in shown)}.
 {facts.num_train} training images, {facts.num_validation} validation images, at {facts.image_size}×{facts.image_size}.
+{"".join(f"{chr(10)}- {note}" for note in facts.data_notes)}
 
 ## Results on the validation images
 

@@ -315,6 +315,7 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
         task=task.name,
         per_label=final.per_label,
         saved_weights=saved_weights.sentence() if saved_weights is not None else None,
+        data_notes=raw_data.notes,
     )
     prepare_for_saving = getattr(task.hooks, "prepare_for_saving", None)
     if prepare_for_saving is not None:

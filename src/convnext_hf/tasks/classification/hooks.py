@@ -54,7 +54,9 @@ preprocess_logits = None
 
 def load_data(args: RunArguments) -> ImageData:
     """The labelled images; a label column holding lists makes them multi-label (`ImageData.task` says so)."""
-    return load_image_data(args.data, seed=args.training.seed, cache_dir=args.model.cache_dir)
+    return load_image_data(
+        args.data, seed=args.training.seed, cache_dir=args.model.cache_dir, single_label_given=args.task_given
+    )
 
 
 def build_model(args: RunArguments, data: ImageData) -> nn.Module:
