@@ -196,7 +196,7 @@ def test_bad_pairs_are_refused_before_training(scenes, cache_dir, tmp_path):
     argv = seg_args(scenes, tmp_path / "b", cache_dir, *base, "--id2label", ID2LABEL, "--train_mask_dir", str(missing))
     with pytest.raises(UserInputError, match="1 train image\\(s\\) have no mask"):
         run(parse_args(argv))
-    with pytest.raises(UserInputError, match="holds class id"):
+    with pytest.raises(UserInputError, match="train masks hold class ids beyond the 2 classes of --id2label"):
         run(parse_args(seg_args(scenes, tmp_path / "c", cache_dir, *base, "--id2label", '["a", "b"]')))
     argv = seg_args(scenes, tmp_path / "c", cache_dir, *base, "--id2label", ID2LABEL, "--rand_augment", "rand-m9")
     with pytest.raises(UserInputError, match="--rand_augment: classification augmentations"):

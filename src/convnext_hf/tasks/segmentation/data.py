@@ -5,10 +5,12 @@ Masks are single-channel PNGs of class ids; 255 marks pixels that do not count, 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,13 +23,24 @@ from PIL import Image
 from ...errors import UserInputError
 from ...train.arguments import DataArguments, ModelArguments
 from ...train.augment import to_pixel_values
-from ...train.data import FILE_BUILDERS, IMAGE_COLUMNS, ImageData, find_bad_images
+from ...train.data import (
+    FILE_BUILDERS,
+    IMAGE_COLUMNS,
+    ImageData,
+    drop_validation_copies,
+    find_bad_images,
+    image_digests,
+    image_paths,
+    repeated_images,
+)
 from .. import SEMANTIC_SEGMENTATION
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
 MASK_COLUMNS = ("mask", "label", "annotation", "segmentation_map")
+# Single-channel modes whose pixel values are the class ids: 8-bit, palette indices, 16- and 32-bit integers.
+MASK_MODES = ("L", "P", "I", "I;16")
 
 
 # --- labels and data -------------------------------------------------------------------------------------------
@@ -51,6 +64,11 @@ def parse_id2label(value: str) -> dict[int, str]:
         raise UserInputError(f"--id2label must name every class id 0..n-1 once, got {value!r}.")
     if len(mapping) < 2:
         raise UserInputError(f"--id2label names {len(mapping)} class; segmentation needs at least two.")
+    if len(mapping) > IGNORE_INDEX:
+        raise UserInputError(
+            f"--id2label names {len(mapping)} classes, but mask id {IGNORE_INDEX} marks pixels to ignore, so masks "
+            f"can name at most {IGNORE_INDEX} classes (ids 0..{IGNORE_INDEX - 1}); merge classes or drop rare ones."
+        )
     return {int(key): str(name) for key, name in mapping.items()}
 
 
@@ -170,10 +188,17 @@ def load_segmentation_data(
         .cast_column("mask", datasets.Image())
         for split, dataset in splits.items()
     }
-    for dataset in splits.values():
-        # Every mask is read once now, so that a wrong class id stops the run before training rather than in it.
-        for mask in dataset.select_columns(["mask"]):
-            mask_array(mask["mask"], len(label_names))
+    notes: list[str] = []
+    for split, dataset in splits.items():
+        # Every mask is read once now, so that a wrong mask stops the run before training rather than in it.
+        _check_masks(dataset, split, len(label_names))
+        splits[split] = _remove_repeated_pairs(dataset, split, notes)
+    if "validation" in splits:
+        train_paths, validation_paths = image_paths(splits["train"]), image_paths(splits["validation"])
+        splits["validation"] = drop_validation_copies(
+            train_paths, image_digests(splits["train"]), splits["validation"], validation_paths,
+            image_digests(splits["validation"]), notes,
+        )  # fmt: skip
     train, validation = splits["train"], splits.get("validation")
     if validation is None and args.train_val_split > 0:
         held_out = train.train_test_split(test_size=args.train_val_split, seed=seed)
@@ -182,12 +207,67 @@ def load_segmentation_data(
         train = train.shuffle(seed=seed).select(range(min(args.max_train_samples, len(train))))
     if validation is not None and args.max_eval_samples is not None:
         validation = validation.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(validation))))
-    return ImageData(train, validation, label_names, source, SEMANTIC_SEGMENTATION)
+    return ImageData(train, validation, label_names, source, SEMANTIC_SEGMENTATION, notes)
+
+
+def _remove_repeated_pairs(dataset: datasets.Dataset, split: str, notes: list[str]) -> datasets.Dataset:
+    """One row per image (repeats with the same mask noted); an image listed with different masks is refused."""
+    masks = image_digests(dataset, "mask")
+    kept = repeated_images(split, masks, image_digests(dataset), image_paths(dataset), notes, "remove the others")
+    return dataset.select(kept) if len(kept) < len(dataset) else dataset
+
+
+def _listing(paths: Sequence[str], limit: int = 3) -> str:
+    return ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _check_masks(dataset: datasets.Dataset, split: str, num_labels: int) -> None:
+    """Refuse, with counts and paths, masks of another size than their image (they would be stretched over it) and
+    masks holding ids beyond the classes (read as the ids they are, 16-bit ones included; 255 is ignored)."""
+    images, masks = image_paths(dataset), image_paths(dataset, "mask")
+    raw = dataset.cast_column("image", datasets.Image(decode=False)).cast_column("mask", datasets.Image())
+    mismatched, unknown, wrong_mode = [], Counter(), []
+    examples: dict[int, list[str]] = {}
+    for row, pair in enumerate(raw):
+        mask, image = pair["mask"], pair["image"]
+        # The header gives the size; the image itself is decoded by the check of unreadable files.
+        with Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]) as opened:
+            image_size = opened.size
+        if mask.size != image_size:
+            mismatched.append(f"{masks[row]} ({mask.width}×{mask.height}) for {images[row]} "
+                              f"({image_size[0]}×{image_size[1]})")  # fmt: skip
+        if mask.mode not in MASK_MODES:
+            wrong_mode.append(f"{masks[row]} ({mask.mode})")
+            continue
+        for class_id in np.setdiff1d(np.unique(np.asarray(mask, dtype=np.int64)), [*range(num_labels), IGNORE_INDEX]):
+            unknown[int(class_id)] += 1
+            examples.setdefault(int(class_id), []).append(masks[row])
+    if wrong_mode:
+        raise UserInputError(
+            f"{len(wrong_mode)} {split} mask(s) are not single-channel images of class ids: {_listing(wrong_mode)}. "
+            f"Masks must be one-channel PNGs (8- or 16-bit) whose pixels are class ids (0..{num_labels - 1}, "
+            f"{IGNORE_INDEX} ignored)."
+        )
+    if mismatched:
+        raise UserInputError(
+            f"{len(mismatched)} {split} mask(s) differ in size from their image: {_listing(mismatched)}. A mask must "
+            "label its image pixel for pixel; resize the masks (nearest neighbour) or pair them with their images."
+        )
+    if unknown:
+        found = "; ".join(
+            f"id {class_id} in {count} mask(s) (e.g. {_listing(examples[class_id], 2)})"
+            for class_id, count in sorted(unknown.items())
+        )
+        raise UserInputError(
+            f"{split} masks hold class ids beyond the {num_labels} classes of --id2label (0..{num_labels - 1}; "
+            f"{IGNORE_INDEX} marks ignored pixels): {found}. Name those classes in --id2label, or set their pixels "
+            f"to {IGNORE_INDEX}."
+        )
 
 
 def mask_array(mask: Image.Image, num_labels: int) -> np.ndarray:
     """A mask image as an (H, W) array of class ids, refused when it is not one channel of ids below `num_labels`."""
-    if mask.mode not in ("L", "P", "I", "I;16"):
+    if mask.mode not in MASK_MODES:
         raise UserInputError(
             f"Mask {getattr(mask, 'filename', '')} is a {mask.mode} image; masks must be single-channel PNGs whose "
             f"pixels are class ids (0..{num_labels - 1}, {IGNORE_INDEX} ignored)."
