@@ -138,6 +138,12 @@ def _folder_copy_in_validation(tmp: Path) -> list[str]:
     return ["--train_dir", str(train), "--validation_dir", str(validation)]
 
 
+def _folder_validation_all_copies(tmp: Path) -> list[str]:
+    train = folder(tmp / "train", {"cat": 2, "dog": 2})
+    shutil.copytree(train, tmp / "val")
+    return ["--train_dir", str(train), "--validation_dir", str(tmp / "val")]
+
+
 def _folder_empty_training_class(tmp: Path) -> list[str]:
     return ["--train_dir", str(folder(tmp / "train", {"cat": 3, "dog": 3, "bird": 0}))]
 
@@ -207,6 +213,11 @@ CASES = {
             "- 1 validation image(s) identical to training images were left out of validation: " in _card(out)
             and "val/dog/copy.png" in _card(out) and "6 training images, 4 validation images" in _card(out)
         ) or pytest.fail(_card(out)),
+    ),
+    "validation made of training copies": Case(
+        _folder_validation_all_copies,
+        refused=("All 4 validation images are identical to training images", "val/cat/0.png",
+                 "give validation images that are not in the training data"),  # fmt: skip
     ),
     "empty training class folder": Case(
         _folder_empty_training_class,

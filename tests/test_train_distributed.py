@@ -51,11 +51,13 @@ with open(os.path.join(sys.argv[1], "seen-rank" + os.environ["RANK"] + ".json"),
 """
 
 
-def write_grey_images(directory, numbers):
+def write_grey_images(directory, numbers, side=12):
+    """Flat grey images, GREY_STEP × their number; validation ones get another `side`, so that no validation image is
+    a copy of a training one (the run would leave those out)."""
     for number in numbers:
         label = directory / ("even" if number % 2 == 0 else "odd")
         label.mkdir(parents=True, exist_ok=True)
-        grey = np.full((12, 12, 3), GREY_STEP * number, dtype=np.uint8)
+        grey = np.full((side, side, 3), GREY_STEP * number, dtype=np.uint8)
         Image.fromarray(grey).save(label / f"{number:02d}.png")
 
 
@@ -71,7 +73,7 @@ def _environment():
 @pytest.mark.slow
 def test_two_process_data_parallel_run_on_cpu(tmp_path):
     write_grey_images(tmp_path / "train", range(NUM_TRAIN))
-    write_grey_images(tmp_path / "val", range(4))
+    write_grey_images(tmp_path / "val", range(4), side=14)
     (tmp_path / "driver.py").write_text(DRIVER)
     output_dir = tmp_path / "out"
     command = [
@@ -155,7 +157,7 @@ def test_accelerate_launch_splits_the_data_between_two_cpu_processes(tmp_path):
     so two CPU processes come from its torchrun launcher (`--multi_gpu`) with no GPU visible and the Trainer's
     `--use_cpu`; every setting is a flag, so no accelerate config file is read or needed."""
     write_grey_images(tmp_path / "train", range(NUM_TRAIN))
-    write_grey_images(tmp_path / "val", range(19))
+    write_grey_images(tmp_path / "val", range(19), side=14)
     output_dir = tmp_path / "out"
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

@@ -158,6 +158,12 @@ def drop_validation_copies(
     copies = [row for row, digest in enumerate(validation_digests) if digest in seen]
     if not copies:
         return validation
+    if len(copies) == len(validation):
+        raise UserInputError(
+            f"All {len(copies)} validation images are identical to training images (e.g. "
+            f"{_listing([validation_paths[row] for row in copies], 3)}), so validation would score what the model "
+            "was trained on; give validation images that are not in the training data."
+        )
     note = (
         f"{len(copies)} validation image(s) identical to training images were left out of validation: "
         f"{_listing([validation_paths[row] for row in copies])}."
