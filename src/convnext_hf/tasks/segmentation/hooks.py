@@ -3,7 +3,7 @@
 
 Training follows the official recipe (random rescale, pad and crop, flip, all applied to image and mask alike) and
 the model's own per-pixel loss; evaluation scores mean IoU and pixel accuracy, and the run draws its predictions over
-validation images.
+validation images. `convnext-hf evaluate` scores a saved folder on image/mask pairs (`scoring`).
 """
 
 from __future__ import annotations
