@@ -147,6 +147,18 @@ def test_segmentation_from_a_variant_gives_a_pipeline_ready_folder(variant_run, 
     assert masks.shape[1:] == (32, 32) and (masks.sum(axis=0) == 1).all(), "every pixel in exactly one segment"
 
 
+def test_evaluate_scores_a_trained_folder_as_its_final_evaluation(variant_run, scenes, tmp_path):
+    # The scenes are at the processor's size, so the Trainer's evaluation and the pipeline's see the same pixels.
+    output_dir, metrics = variant_run
+    (_, _), (val_images, val_masks) = scenes
+    assert cli_main(["evaluate", "--model", str(output_dir), "--validation_dir", val_images, "--validation_mask_dir",
+                     val_masks, "--output_dir", str(tmp_path / "scores")]) == 0  # fmt: skip
+    report = json.loads((tmp_path / "scores" / "metrics.json").read_text())
+    assert report["mean_iou"] == pytest.approx(metrics["eval_mean_iou"], abs=1e-6)
+    assert report["pixel_accuracy"] == pytest.approx(metrics["eval_pixel_accuracy"], abs=1e-6)
+    assert list(report["per_class_iou"]) == list(SEGMENTATION_LABELS)
+
+
 def trunk_keys(classifier_dir: Path) -> dict[str, torch.Tensor]:
     """The trunk tensors of a saved classifier, by their name in a backbone (`convnext.` and its final norm dropped)."""
     classifier = load_file(classifier_dir / "model.safetensors")
