@@ -277,6 +277,7 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
         results=final.metrics,
         task=task.name,
         per_label=final.per_label,
+        backbone_weights=_backbone_weights(model),
     )
     prepare_for_saving = getattr(task.hooks, "prepare_for_saving", None)
     if prepare_for_saving is not None:
@@ -288,6 +289,12 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
     if training.push_to_hub:
         trainer.push_to_hub()
     return metrics
+
+
+def _backbone_weights(model: Any) -> str | None:
+    """What `load_backbone_weights` copied into the model's backbone, in one paragraph (None when it did not run)."""
+    report = getattr(model, "backbone_weights_report", None)
+    return str(report).replace("\n", " ") if report is not None else None
 
 
 def _write_report(
