@@ -149,7 +149,7 @@ def test_metrics_json_and_confusion_matrix_agree(full_recipe_run):
     assert report["label_names"] == list(CLASSES)
     per_class = [report["per_class_accuracy"][name] for name in CLASSES]
     assert per_class == pytest.approx(list(np.diag(counts) / 3))
-    assert metrics["eval_top5_accuracy"] == 1.0, "three classes: the true one is always in the top five"
+    assert "eval_top5_accuracy" not in metrics, "three classes: top-5 would be 1.0 whatever the model does"
 
 
 def test_model_card_states_origin_data_hyperparameters_results_and_usage(full_recipe_run):

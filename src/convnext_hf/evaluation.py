@@ -2,8 +2,9 @@
 
 Images are read and converted as `pipeline("image-classification")` reads them (`load_image`: EXIF orientation,
 RGB), go through the folder's image processor in batches, and the top-1 class of each is the pipeline's. The result
-is `OUT/metrics.json` (top-1/top-5, per-class accuracy, throughput), `OUT/predictions.csv` (one row per image) and
-`OUT/confusion_matrix.png`, and a short printed table. Multi-label models get mAP, F1@0.5 and per-label AP instead.
+is `OUT/metrics.json` (top-1, top-5 when there are more than five classes, per-class accuracy, throughput),
+`OUT/predictions.csv` (one row per image) and `OUT/confusion_matrix.png`, and a short printed table. Multi-label
+models get mAP, F1@0.5 and per-label AP instead.
 
 Folder class names are matched to the model's labels by name; when they are not its label names but there are as
 many folders as classes (ImageNet's `val/n01440764/...` against a model that names its classes in words), folder i
@@ -30,6 +31,7 @@ from transformers.image_utils import load_image
 from .atomic import atomic_directory
 from .cli import CommandParser
 from .errors import UserInputError
+from .metrics import load_topk_accuracy
 from .metrics.multilabel import average_precision, multilabel_scores, sigmoid
 from .train.arguments import MULTI_LABEL, DataArguments
 from .train.data import load_image_data
@@ -138,14 +140,14 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
         return report
     references = np.asarray(ids)[np.asarray(images["label"])]
     predicted = logits.argmax(axis=1)
-    k = min(5, config.num_labels)
-    ranked = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    # The training run's metric, so both report the same top-k (top-5, only with more than five classes).
+    topk = load_topk_accuracy().compute(predictions=logits, references=references)
     counts = confusion_matrix(predicted, references, config.num_labels)
     present = sorted(set(references.tolist()))
     report.update(
         {
-            "top1_accuracy": float(np.mean(predicted == references)),
-            f"top{k}_accuracy": float(np.mean((ranked == references[:, None]).any(axis=1))),
+            "top1_accuracy": topk.pop("accuracy"),
+            **topk,
             "per_class_accuracy": {
                 model_names[index]: float(counts[index, index] / counts[index].sum()) for index in present
             },
@@ -183,8 +185,7 @@ def _write(
 
 def print_table(report: dict[str, Any]) -> None:
     """A few lines on the scores and the speed."""
-    scores = [key for key in ("top1_accuracy", "top5_accuracy", "top2_accuracy", "top3_accuracy", "top4_accuracy",
-                              "mAP", "f1_micro", "f1_macro") if key in report]  # fmt: skip
+    scores = [key for key in ("top1_accuracy", "top5_accuracy", "mAP", "f1_micro", "f1_macro") if key in report]
     lines = [f"{'images':<22} {report['num_images']}", f"{'labels matched':<22} {report['label_matching']}"]
     lines += [f"{key:<22} {report[key]:.2%}" for key in scores]
     lines += [
