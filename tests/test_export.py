@@ -83,12 +83,12 @@ def test_golden_outputs_at_other_sizes(exported, case, engine):
 def test_folder_layout_for_optimum(exported, converted):
     """model.onnx / openvino_model.xml+bin beside config.json and preprocessor_config.json, and the report."""
     onnx_folder, openvino_folder = exported("mini", "onnx"), exported("mini", "openvino")
-    assert {"model.onnx", "config.json", "preprocessor_config.json", REPORT_FILE} <= {
-        path.name for path in onnx_folder.iterdir()
-    }
-    assert {"openvino_model.xml", "openvino_model.bin", "config.json", "preprocessor_config.json"} <= {
-        path.name for path in openvino_folder.iterdir()
-    }
+    # Exactly the files docs/deployment.md's output tree shows: the graph, the configs, the code, the report.
+    code = {path.name for path in converted["mini"].glob("*.py")}
+    assert len(code) == 4
+    shared = {"config.json", "preprocessor_config.json", REPORT_FILE} | code
+    assert {path.name for path in onnx_folder.iterdir()} == {"model.onnx"} | shared
+    assert {path.name for path in openvino_folder.iterdir()} == {"openvino_model.xml", "openvino_model.bin"} | shared
     assert (onnx_folder / "config.json").read_text() == (converted["mini"] / "config.json").read_text()
     report = json.loads((onnx_folder / REPORT_FILE).read_text())
     assert report["task"] == "image-classification" and report["outputs"] == ["logits"]
