@@ -30,7 +30,7 @@ from ..errors import UserInputError
 from .checkpoint_io import load_checkpoint
 from .claims import check_resolution
 from .converter import convert, reload, save
-from .download import default_cache_dir, fetch, sha256_of
+from .download import CACHE_DIR_HELP, default_cache_dir, fetch, sha256_of
 from .hub import push_folder
 from .model_card import Provenance, build_model_card
 from .targets import CONVNEXT_HF, TARGETS
@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--push_to_hub", metavar="REPO_ID",
                         help="upload to this repository (with several --model names: a namespace)")
     parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
-    parser.add_argument("--cache_dir", type=Path, default=None, help="download cache (default ~/.cache/convnext_hf)")
+    parser.add_argument("--cache_dir", type=Path, default=None, help=CACHE_DIR_HELP)
     parser.add_argument("--zoo", type=Path, help="checkpoint registry JSON (default: the one shipped with convnext_hf)")
     parser.add_argument("--list_models", action="store_true", help="print the zoo and exit")
     args = parser.parse_args(argv)

@@ -126,7 +126,8 @@ def _export_into(staging: Path, options: ExportOptions, exportable: Exportable) 
 def _check_parity(exportable: Exportable, float_model: EngineModel, options: ExportOptions) -> dict:
     """Run the float export against PyTorch; refuse it beyond the tolerance."""
     tolerance = options.tolerance if options.tolerance is not None else parity.TOLERANCES[options.dtype]
-    shapes = parity.parity_shapes(exportable.image_size, options.static_shape)
+    stride = parity.total_stride(exportable.model.config)
+    shapes = parity.parity_shapes(exportable.image_size, options.static_shape, stride)
     results = parity.measure_parity(exportable, float_model, shapes)
     worst = max(max(result["max_relative_difference"].values()) for result in results)
     if not worst <= tolerance:
