@@ -419,7 +419,7 @@ def test_non_empty_output_dir_and_ambiguous_sources_are_refused(folders, cache_d
     train_dir, _ = folders
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "precious.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="--overwrite_output_dir"):
+    with pytest.raises(ValueError, match="pass --overwrite "):
         run(parse_args(tiny_args(train_dir, tmp_path / "out", cache_dir)))
     with pytest.raises(ValueError, match="exactly one training data source"):
         run(parse_args(tiny_args(train_dir, tmp_path / "new", cache_dir, "--dataset_name", "cifar10")))

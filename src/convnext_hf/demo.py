@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .cli import CommandParser
+from .cli import CommandParser, print_box
 from .errors import OutputExistsError, UserInputError
 from .train.shapes import SEGMENTATION_LABELS, write_segmentation_folders
 
@@ -124,7 +124,7 @@ def train_arguments(settings: DemoSettings, train_dir: str, held_out_dir: str, m
         "--seed", str(settings.seed),
         "--report_to", "none",
         "--output_dir", model_dir,
-    ] + (["--overwrite_output_dir"] if settings.overwrite else [])  # fmt: skip
+    ] + (["--overwrite"] if settings.overwrite else [])  # fmt: skip
 
 
 def classify_held_out(model_dir: str, held_out_dir: str, batch_size: int = 250) -> dict[str, float]:
@@ -231,7 +231,7 @@ def segmentation_arguments(
         "--seed", str(settings.seed),
         "--report_to", "none",
         "--output_dir", model_dir,
-    ] + (["--overwrite_output_dir"] if settings.overwrite else [])  # fmt: skip
+    ] + (["--overwrite"] if settings.overwrite else [])  # fmt: skip
 
 
 def segment_held_out(model_dir: str, images_dir: str, masks_dir: str) -> dict[str, float]:
@@ -295,7 +295,7 @@ def run_segmentation_demo(settings: DemoSettings) -> dict[str, float]:
     per_class = ", ".join(
         f"{name} {iou:.0%}" for name, iou in zip(SEGMENTATION_LABELS, results["per_class_iou"], strict=True)
     )
-    _print_box([
+    print_box([
         "ConvNeXt shapes segmentation demo — results",
         f"held-out scenes        : {SCENES_HELD_OUT} ({SCENE_SIDE}×{SCENE_SIDE}, never trained on)",
         f"mean IoU               : {summary['held_out_mean_iou']:.2%}  (pipeline on the saved folder)",
@@ -311,7 +311,7 @@ def run_segmentation_demo(settings: DemoSettings) -> dict[str, float]:
 
 
 def _print_summary(summary: dict[str, float], model_dir: str) -> None:
-    _print_box([
+    print_box([
         "ConvNeXt MNIST demo — results",
         f"held-out digits        : {HELD_OUT_PER_CLASS * 10} (100 per class, never trained on)",
         f"top-1 accuracy         : {summary['held_out_top1_accuracy']:.2%}  (pipeline on the saved folder)",
@@ -322,17 +322,6 @@ def _print_summary(summary: dict[str, float], model_dir: str) -> None:
         f"model folder           : {model_dir}",
         "  (config, weights, processor, remote code, README.md model card, metrics.json, plots)",
     ])  # fmt: skip
-
-
-def _print_box(lines: list[str]) -> None:
-    """Print the lines in a box, the first one as its title."""
-    width = max(len(line) for line in lines)
-    print("\n┌" + "─" * (width + 2) + "┐")
-    for index, line in enumerate(lines):
-        print(f"│ {line.ljust(width)} │")
-        if index == 0:
-            print("├" + "─" * (width + 2) + "┤")
-    print("└" + "─" * (width + 2) + "┘")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:

@@ -7,11 +7,12 @@ image, a single class, no images) are found here, before training starts.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +102,20 @@ def _load_folders(args: DataArguments, cache_dir: str | None) -> datasets.Datase
             )
     # One builder call for both splits, so class ids come from the union of the class folders.
     files = {split: os.path.join(os.path.abspath(directory), "**") for split, directory in splits.items()}
-    return datasets.load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
+    with local_files_quietly():
+        return datasets.load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
+
+
+@contextlib.contextmanager
+def local_files_quietly() -> Iterator[None]:
+    """Hide datasets' progress bars while it indexes local files: it labels them "Downloading data"."""
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
 
 
 def _load_files(args: DataArguments, cache_dir: str | None) -> datasets.DatasetDict:
@@ -114,7 +128,8 @@ def _load_files(args: DataArguments, cache_dir: str | None) -> datasets.DatasetD
     for split, path in splits.items():
         if not os.path.isfile(path):
             raise UserInputError(f"The {split} file {path} does not exist.")
-    data = datasets.load_dataset(FILE_BUILDERS[extensions.pop()], data_files=splits, cache_dir=cache_dir)
+    with local_files_quietly():
+        data = datasets.load_dataset(FILE_BUILDERS[extensions.pop()], data_files=splits, cache_dir=cache_dir)
     image_column = _find_column(data["train"], args.image_column_name, IMAGE_COLUMNS, "image")
 
     # Paths in the file are relative to the file's own folder.
