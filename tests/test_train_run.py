@@ -517,7 +517,7 @@ def test_cli_dispatches_train_and_reports_usage(folders, cache_dir, tmp_path, ca
 
 
 def test_python_dash_m_entry_point_shows_trainer_flags(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["convnext_hf.train", "--help"])
+    monkeypatch.setattr(sys, "argv", ["convnext_hf.train", "--help_all"])
     with pytest.raises(SystemExit) as exit_status:
         runpy.run_module("convnext_hf.train", run_name="__main__")
     assert exit_status.value.code == 0

