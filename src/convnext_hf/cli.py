@@ -20,7 +20,7 @@ from .errors import USER_ERROR_EXIT_STATUS, UserInputError
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("convnext_hf.train.command", "train or fine-tune a ConvNeXt on your images (every Trainer flag works)"),
     "evaluate": (
-        "convnext_hf.evaluation",
+        "convnext_hf.evaluation_command",
         "score a saved or converted classifier on your labelled images (top-1/top-5, per class, speed)",
     ),
     "demo": (
