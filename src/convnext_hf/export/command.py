@@ -66,8 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
     options = parse_args(sys.argv[1:] if argv is None else argv)
+    from transformers.utils import logging as transformers_logging
+
     from .exporter import export
 
+    transformers_logging.disable_progress_bar()  # the weights load in a blink; a bar would only clutter the log
     report = export(options)
     parity = report["parity"]
     print(
