@@ -68,6 +68,15 @@ class OneLineErrors:
             self.error(unrecognized(extras, self.option_strings()))
         return namespace
 
+    def parse_intermixed_args(self, args: Sequence[str] | None = None, namespace: object = None) -> argparse.Namespace:
+        """Parse positionals wherever they stand among the options (`export onnx --model M OUT`), refusing any
+        argument no option takes with a suggestion."""
+        self.given = list(sys.argv[1:] if args is None else args)
+        namespace, extras = self.parse_known_intermixed_args(args, namespace)
+        if extras:
+            self.error(unrecognized(extras, self.option_strings()))
+        return namespace
+
     def option_strings(self) -> list[str]:
         """Every spelling of every option, aliases included."""
         return [option for action in self._actions for option in action.option_strings]

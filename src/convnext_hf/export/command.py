@@ -50,7 +50,7 @@ def parse_args(argv: Sequence[str]) -> ExportOptions:
                         help="held-out images in one subfolder per label: report float32 vs int8 top-1 accuracy")
     parser.add_argument("--tolerance", type=float, help="parity tolerance (default 1e-5 float32, 1e-2 float16)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT_DIR")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     positional = args.__dict__.pop("output_dir_positional")
     if positional is not None and args.output_dir is not None and positional != args.output_dir:
         raise UserInputError(f"Two output folders: {positional} and --output_dir {args.output_dir}; give one.")
