@@ -15,14 +15,16 @@ from transformers import pipeline
 
 from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextHFImageProcessor
 from convnext_hf.cli import main as cli_main
-from convnext_hf.demo import SEGMENTATION_DEFAULTS, DemoSettings, segmentation_arguments
+from convnext_hf.demo import DemoSettings
 from convnext_hf.demo import main as demo_main
 from convnext_hf.errors import UserInputError
 from convnext_hf.metrics import load_mean_iou
 from convnext_hf.metrics.mean_iou import confusion_counts, iou_scores
+from convnext_hf.tasks.segmentation.data import IGNORE_INDEX, PairedTransform
+from convnext_hf.tasks.segmentation.demo import DEMO_DEFAULTS as SEGMENTATION_DEFAULTS
+from convnext_hf.tasks.segmentation.demo import segmentation_arguments
 from convnext_hf.train import parse_args, run
 from convnext_hf.train.optim import layer_id, parameter_groups
-from convnext_hf.train.segmentation import IGNORE_INDEX, PairedTransform
 from convnext_hf.train.shapes import SEGMENTATION_LABELS, write_segmentation_folders
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -129,6 +131,9 @@ def test_segmentation_from_a_variant_gives_a_pipeline_ready_folder(variant_run, 
     assert np.array(report["confusion_matrix"]).sum() == 4 * 32 * 32, "every validation pixel counted once"
     card = ModelCard.load(output_dir / "README.md")
     assert card.data.pipeline_tag == "image-segmentation"
+    # The paper's backbone is the built-in ConvNext's: saved as such, the folder needs nothing from convnext_hf.
+    assert json.loads((output_dir / "config.json").read_text())["backbone_config"]["model_type"] == "convnext"
+    assert "import convnext_hf" not in card.text
     assert "| class | IoU |" in card.text and "mean IoU" in card.text
     overlay = Image.open(output_dir / "prediction_overlay.png")
     assert overlay.width == 3 * overlay.height // 4, "four rows of image, truth, prediction"

@@ -13,6 +13,9 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it, imported on first access.
 _EXPORTS = {
+    "BackboneWeightsReport": ".backbone_weights",
+    "load_backbone_weights": ".backbone_weights",
+    "portable_head": ".portable",
     "VARIANTS": ".configuration_convnext",
     "ConvNextConfig": ".configuration_convnext",
     "ConvNextHFImageProcessor": ".image_processing_convnext",

@@ -42,6 +42,8 @@ class Outcome:
     architecture: str
     max_diff: float | None
     url: str | None
+    dropped: dict[str, int]
+    assumed: tuple[str, ...] = ()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", help="which model: a zoo name, a comma-separated list of them or 'all'; or a "
                         "checkpoint file, transformers or timm folder, or http(s) URL (the same as --checkpoint)")
     parser.add_argument("--checkpoint", help="checkpoint file, transformers folder, or http(s) URL")
+    parser.add_argument("--weights_file", metavar="NAME",
+                        help="in a --checkpoint folder holding several weight files, the one to convert")
     parser.add_argument("--output_dir", "--output", type=Path,
                         help="output folder (with several --model names: their parent)")
     parser.add_argument("--target", choices=TARGETS, default=CONVNEXT_HF,
@@ -85,6 +89,49 @@ def _is_location(model: str) -> bool:
     return model.startswith(("http://", "https://", "file://")) or os.path.exists(model)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse option values that cannot work, before anything is read or written."""
+    from huggingface_hub.serialization._base import parse_size_to_int
+
+    from .claims import check_resolution
+    from .verification import check_tolerance
+
+    check_tolerance(args.tolerance)
+    if args.resolution is not None:
+        check_resolution(args.resolution, "--resolution")
+    try:
+        shard_size = parse_size_to_int(args.max_shard_size)
+    except ValueError:
+        shard_size = 0
+    if shard_size <= 0:
+        raise UserInputError(
+            f"--max_shard_size {args.max_shard_size!r} is not a size; give a positive number with a unit (KB, MB, GB, "
+            "TB), e.g. --max_shard_size 2GB."
+        )
+    if args.output_dir is not None:
+        _check_writable(args.output_dir)
+        source = Path(args.checkpoint).absolute() if args.checkpoint and "://" not in args.checkpoint else None
+        output = args.output_dir.absolute()
+        if source is not None and (source == output or output in source.parents):
+            raise UserInputError(
+                f"--output_dir {args.output_dir} holds the checkpoint {args.checkpoint}; writing there would replace "
+                "the source. Choose another output folder."
+            )
+
+
+def _check_writable(output: Path) -> None:
+    """The output folder can be created: its closest existing ancestor is a folder this process may write to."""
+    ancestor = output.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserInputError(
+            f"Cannot create {output}: {ancestor} is a file, not a folder; choose another --output_dir."
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserInputError(f"Cannot create {output}: {ancestor} is not writable; choose another --output_dir.")
+
+
 def _source(location: str, entry: ZooEntry | None, cache_dir: Path) -> tuple[Path, str | None]:
     """Local path of the checkpoint (downloading URLs) and its SHA-256 (None for folders)."""
     from .download import fetch, sha256_of
@@ -109,7 +156,10 @@ def convert_one(
     resolution = args.resolution if args.resolution is not None else (entry.resolution if entry else None)
     with atomic_directory(output, overwrite=args.overwrite) as staging:
         path, digest = _source(location, entry, args.cache_dir or default_cache_dir())
-        conversion = convert(load_checkpoint(path), target=args.target, resolution=resolution)
+        checkpoint = load_checkpoint(path, args.weights_file)
+        for notice in checkpoint.notices:
+            print(f"convnext-hf convert: note: {notice}", file=sys.stderr)
+        conversion = convert(checkpoint, target=args.target, resolution=resolution)
         if entry:
             entry.check_matches(conversion.arch)
         save(conversion, staging, args.max_shard_size)
@@ -123,7 +173,15 @@ def convert_one(
         card.save(staging / "README.md")
     url = push_folder(output, repo_id, private=args.private) if repo_id else None
     max_diff = max(diffs.values()) if diffs else None
-    return Outcome(output, conversion.layout.name, conversion.arch.describe(), max_diff, url)
+    return Outcome(
+        output, conversion.layout.name, conversion.arch.describe(), max_diff, url,
+        dropped=conversion.dropped, assumed=conversion.assumed,
+    )
+
+
+def dropped_listing(dropped: dict[str, int]) -> str:
+    """The dropped modules in one line: `neck.lateral_convs (8 tensors), ...`."""
+    return ", ".join(f"{module} ({count} tensors)" for module, count in dropped.items())
 
 
 def summary_table(rows: list[tuple[str, ...]]) -> str:
@@ -186,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserInputError(f"--model {args.model} and --checkpoint {args.checkpoint} both name a checkpoint; "
                                  "give one.")
         args.checkpoint, args.model = args.model, None
+    check_options(args)
     entries = select(zoo, args.model) if args.model else []
     if len(entries) > 1 or args.model == "all":
         if args.checkpoint:
@@ -195,7 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     location = args.checkpoint or entry.location
     outcome = convert_one(location, args.output_dir, entry, args, args.push_to_hub, command)
     verified = "not verified" if outcome.max_diff is None else f"verified, max |diff| {outcome.max_diff:.2e}"
+    if outcome.assumed:
+        verified += f"; taken from config.json, not checkable in the weights: {', '.join(outcome.assumed)}"
     print(f"{outcome.output}: {outcome.architecture}; {outcome.layout} layout; {verified}.")
+    if outcome.dropped:
+        print(f"dropped (no transformers counterpart): {dropped_listing(outcome.dropped)}")
     if outcome.url:
         print(f"pushed to {outcome.url}")
     return 0

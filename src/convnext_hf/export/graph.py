@@ -2,7 +2,8 @@
 
 The model is loaded through the transformers Auto class its `config.json` names, so every folder this package writes
 (classifiers, feature extractors, backbones, UperNet segmenters, our format or the built-in one) exports the same way,
-and new variants need nothing here. Its outputs become named graph outputs in a fixed order.
+and new variants need nothing here. Which outputs a folder has is its task's (`convnext_hf.tasks`, the records'
+`exports`); they become named graph outputs in a fixed order.
 """
 
 from __future__ import annotations
@@ -20,15 +21,8 @@ import transformers
 from torch import nn
 
 from ..errors import UserInputError
+from ..tasks import export_form, export_suffixes
 
-# `config.architectures[0]` -> (Auto class, the task optimum calls it, the ModelOutput fields that become outputs).
-# A backbone's feature maps are a tuple: they become one output per `config.out_features` stage.
-TASKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "ForImageClassification": ("AutoModelForImageClassification", "image-classification", ("logits",)),
-    "ForSemanticSegmentation": ("AutoModelForSemanticSegmentation", "semantic-segmentation", ("logits",)),
-    "Backbone": ("AutoBackbone", "backbone", ("feature_maps",)),
-    "Model": ("AutoModel", "feature-extraction", ("last_hidden_state", "pooler_output")),
-}
 INPUT_NAME = "pixel_values"
 # The logger of torch.onnx's operator registry, which warns once per torchvision operator it cannot register.
 TORCH_ONNX_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
@@ -37,7 +31,7 @@ DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 
 @dataclass
 class Exportable:
-    """A loaded model with the task it serves and the names of its graph outputs."""
+    """A loaded model with the task it serves (or "backbone") and the names of its graph outputs."""
 
     model: transformers.PreTrainedModel
     task: str
@@ -45,6 +39,7 @@ class Exportable:
     output_names: tuple[str, ...]
     image_size: int
     num_channels: int
+    scores_top1: bool = False
 
 
 def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Exportable:
@@ -56,20 +51,22 @@ def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.flo
         raise UserInputError(f"{model_dir} has no config.json; pass --model a folder written by save_pretrained.")
     config = transformers.AutoConfig.from_pretrained(str(model_dir))
     architecture = (config.architectures or [""])[0]
-    suffix = next((suffix for suffix in TASKS if architecture.endswith(suffix)), None)
-    if suffix is None:
+    form = export_form(architecture)
+    if form is None:
         raise UserInputError(
             f"{model_dir} holds a {architecture or 'model of unknown architecture'}; export handles "
-            f"{', '.join('*' + suffix for suffix in TASKS)} folders."
+            f"{', '.join('*' + suffix for suffix in export_suffixes())} folders."
         )
-    auto_class, task, fields = TASKS[suffix]
     # The class the Auto mapping names (AutoBackbone.from_pretrained itself would look the folder up on the Hub).
-    model_class = getattr(transformers, auto_class)._model_mapping[type(config)]
+    model_class = getattr(transformers, form.auto_class)._model_mapping[type(config)]
     model = model_class.from_pretrained(str(model_dir), dtype=dtype).eval()
+    fields = form.fields
     output_names = tuple(config.out_features) if fields == ("feature_maps",) else fields
     backbone_config = getattr(config, "backbone_config", None) or config
     image_size = image_size_of(model_dir, backbone_config)
-    return Exportable(model, task, fields, output_names, image_size, backbone_config.num_channels)
+    return Exportable(
+        model, form.kind, fields, output_names, image_size, backbone_config.num_channels, form.scores_top1
+    )
 
 
 def image_size_of(model_dir: str | os.PathLike, config: transformers.PreTrainedConfig) -> int:

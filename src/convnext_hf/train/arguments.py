@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..cli import OneLineErrors
+from ..tasks import IMAGE_CLASSIFICATION, TASKS
 from .recipes import RECIPES, recipe_defaults
 
 if TYPE_CHECKING:
@@ -29,10 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BAD_IMAGE_POLICIES = ("error", "skip")
-CLASSIFICATION = "image-classification"
-MULTI_LABEL = "multi-label-classification"
-SEGMENTATION = "semantic-segmentation"
-TASKS = (CLASSIFICATION, MULTI_LABEL, SEGMENTATION)
 # The paper's learning rates are for a total batch of 4096 images (Goyal et al.'s linear scaling rule).
 REFERENCE_BATCH_SIZE = 4096
 # configuration_convnext.VARIANTS' names, here so that parsing and --help need not import transformers (a test keeps
@@ -49,13 +46,10 @@ class ModelArguments:
     """Which ConvNeXt to train: a pretrained one (`--model_name_or_path`) or a variant from scratch (`--variant`)."""
 
     task: str = field(
-        default=CLASSIFICATION,
+        default=IMAGE_CLASSIFICATION,
         metadata={
-            "help": f"{CLASSIFICATION}: one class per image (a label column holding lists switches to "
-            f"{MULTI_LABEL} by itself); {MULTI_LABEL}: several labels per image, a list or a comma- or "
-            f"space-separated string, trained with a binary cross-entropy per label; {SEGMENTATION}: an UperNet on "
-            "image/mask pairs.",
-            "choices": TASKS,
+            # Checked by the registry, which also takes the older spellings.
+            "help": "; ".join(f"{task.name}: {task.summary}" for task in TASKS.values() if task.trainable) + "."
         },
     )
     model_name_or_path: str | None = field(

@@ -6,11 +6,6 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from .arguments import MULTI_LABEL, SEGMENTATION
-
-# The pipeline each task's saved folder loads in.
-PIPELINES = {SEGMENTATION: "image-segmentation"}
-
 
 @dataclass
 class RunSummary:
@@ -18,6 +13,7 @@ class RunSummary:
 
     output_dir: str
     task: str
+    pipeline_tag: str
     num_labels: int
     metrics: dict[str, float]
     # Which weights are in the folder: the live weights of the last step, or the EMA (and why).
@@ -27,7 +23,12 @@ class RunSummary:
     checkpoints: list[str] = field(default_factory=list)
     best_checkpoint: str | None = None
     best_metric: tuple[str, float] | None = None
+    # The arguments of `convnext-hf evaluate` that name the validation data; empty when evaluate does not score
+    # the task.
     evaluate_source: list[str] = field(default_factory=list)
+    # Whether the folder loads as remote code (its own copy of the model code), and whether it needs this package.
+    remote_code: bool = True
+    needs_package: bool = False
 
 
 def _metric_text(name: str, value: float) -> str:
@@ -41,32 +42,25 @@ def next_commands(summary: RunSummary) -> list[str]:
     """Commands that use the saved folder: score it, export it, load it in a pipeline."""
     folder = shlex.quote(summary.output_dir)
     commands = []
-    if summary.task != SEGMENTATION and summary.evaluate_source:
+    if summary.evaluate_source:
         source = shlex.join(summary.evaluate_source)
         commands.append(f"convnext-hf evaluate --model {folder} {source} --output_dir {folder}-evaluation")
     commands.append(f"convnext-hf export onnx --model {folder} --output_dir {folder}-onnx")
-    if summary.task == SEGMENTATION:
-        # The UperNet config is transformers' own; its ConvNeXt backbone class comes from this package.
-        commands.append(
-            f'python -c "import convnext_hf; from transformers import pipeline; '
-            f"print(pipeline('image-segmentation', model={summary.output_dir!r})('image.png'))\""
-        )
-    else:
-        commands.append(
-            f'python -c "from transformers import pipeline; '
-            f"print(pipeline('image-classification', model={summary.output_dir!r}, trust_remote_code=True)"
-            f"('image.png'))\""
-        )
+    imports = "import convnext_hf; " if summary.needs_package else ""
+    trust = ", trust_remote_code=True" if summary.remote_code else ""
+    commands.append(
+        f'python -c "{imports}from transformers import pipeline; '
+        f"print(pipeline('{summary.pipeline_tag}', model={summary.output_dir!r}{trust})('image.png'))\""
+    )
     return commands
 
 
 def summary_lines(summary: RunSummary) -> list[str]:
     """The lines of the results box, its title first."""
-    kind = "multi-label classification" if summary.task == MULTI_LABEL else summary.task
     lines = [
         "ConvNeXt training — results",
         f"model folder     : {summary.output_dir}",
-        f"task             : {kind}, {summary.num_labels} labels",
+        f"task             : {summary.task}, {summary.num_labels} labels",
     ]
     scores = {name: value for name, value in summary.metrics.items() if name.startswith("eval_")}
     shown = [
