@@ -30,9 +30,6 @@ SEGMENTATION_CONFIG = {
     "hidden_size": 64,
     "auxiliary_channels": 32,
 }
-# The segmentation scenario's own defaults (docs/training.md measures them); the flags given win.
-# Random shape colours need more scenes and a lower rate: lr 2e-3 on 150 scenes gives mIoU 0.36.
-DEMO_DEFAULTS = {"epochs": 30, "learning_rate": 1e-3, "batch_size": 16, "train_images": 500}
 
 
 def segmentation_arguments(

@@ -38,12 +38,11 @@ from .data import (
     segmentation_labels,
     with_segmentation_transforms,
 )
-from .demo import DEMO_DEFAULTS, run_demo
+from .demo import run_demo
 from .model import build_segmentation_model, build_segmentation_processor
 
 __all__ = [
     "CARD",
-    "DEMO_DEFAULTS",
     "attach_transforms",
     "augmentation_hyperparameters",
     "build_model",
