@@ -2,8 +2,9 @@
 
 The folder's task (`convnext_hf.tasks`, from its architecture and problem type) brings the scorer: a classifier gets
 top-1/top-5, per-class accuracy and the confusion matrix (`OUT/confusion_matrix.png`), a multi-label classifier mAP,
-F1@0.5 and per-label AP. Every scorer writes `OUT/metrics.json` (scores and throughput) and `OUT/predictions.csv` (one
-row per image), and a short table is printed.
+F1@0.5 and per-label AP, a semantic-segmentation folder mean IoU, per-class IoU and pixel accuracy on image/mask
+pairs (`OUT/prediction_overlay.png`). Every scorer writes `OUT/metrics.json` (scores and throughput) and
+`OUT/predictions.csv` (one row per image), and a short table is printed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import argparse
 import csv
 import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -22,12 +25,14 @@ from transformers.image_utils import load_image
 
 from .atomic import atomic_directory
 from .errors import UserInputError
-from .tasks import TASKS, task_of_config
+from .tasks import SEMANTIC_SEGMENTATION, TASKS, task_of_config
 from .train.report import CONFUSION_MATRIX_NAME, METRICS_NAME, plot_confusion_matrix, write_json
 
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_NAME = "predictions.csv"
+# Flags that only one task's data has, refused by name for the others.
+TASK_FLAGS = {"validation_mask_dir": SEMANTIC_SEGMENTATION, "mask_column_name": SEMANTIC_SEGMENTATION}
 
 
 def load_model(args: argparse.Namespace, auto_class: type) -> tuple[transformers.PreTrainedModel, Any]:
@@ -72,6 +77,12 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     if task is None or task.name not in scorers:
         kind = f"{task.name} ({config.model_type})" if task is not None else config.model_type
         raise UserInputError(f"`convnext-hf evaluate` scores {', '.join(scorers)} folders; {args.model} is {kind}.")
+    foreign = [f"--{flag}" for flag, owner in TASK_FLAGS.items() if owner != task.name and getattr(args, flag)]
+    if foreign:
+        raise UserInputError(
+            f"{', '.join(foreign)}: flags of {TASK_FLAGS[foreign[0][2:]]} data, but {args.model} is a {task.name} "
+            "folder; drop them."
+        )
     return task.hooks.evaluate(args, config)
 
 
@@ -82,12 +93,16 @@ def write_outputs(
     rows: list[tuple],
     counts: np.ndarray | None,
     names: list[str],
+    plots: Callable[[Path], None] | None = None,
 ) -> None:
-    """Write the output folder in one move: metrics.json, predictions.csv and (with counts) the confusion matrix."""
+    """Write the output folder in one move: metrics.json, predictions.csv, (with counts) the confusion matrix and
+    what `plots` draws into the folder."""
     with atomic_directory(args.output_dir, overwrite=args.overwrite) as staging:
         if counts is not None:
             report["confusion_matrix"] = {"classes": names, "counts": counts.tolist()}
             plot_confusion_matrix(counts, names, str(staging / CONFUSION_MATRIX_NAME))
+        if plots is not None:
+            plots(staging)
         write_json(str(staging / METRICS_NAME), report)
         with open(staging / PREDICTIONS_NAME, "w", newline="", encoding="utf-8") as file:
             writer = csv.writer(file)
@@ -98,7 +113,8 @@ def write_outputs(
 def print_table(report: dict[str, Any]) -> None:
     """A few lines on the scores and the speed."""
     scores = [key for key in ("top1_accuracy", "top5_accuracy", "top2_accuracy", "top3_accuracy", "top4_accuracy",
-                              "mAP", "f1_micro", "f1_macro") if key in report]  # fmt: skip
+                              "mAP", "f1_micro", "f1_macro", "mean_iou", "pixel_accuracy")
+              if key in report]  # fmt: skip
     lines = [f"{'images':<22} {report['num_images']}"]
     if "label_matching" in report:
         lines.append(f"{'labels matched':<22} {report['label_matching']}")

@@ -16,16 +16,18 @@ def build_parser() -> CommandParser:
     """The command line of `convnext-hf evaluate`."""
     parser = CommandParser(
         prog="convnext-hf evaluate",
-        description="Score a saved or converted classifier folder on labelled images, with its own processor "
-        "(top-1/top-5, per-class accuracy, speed; mAP and F1 for multi-label models).",
+        description="Score a saved or converted folder on labelled images, with its own processor: top-1/top-5, "
+        "per-class accuracy and speed; mAP and F1 for multi-label models; mean IoU for segmentation.",
     )
     parser.add_argument("--model", "--model_name_or_path", required=True, help="Saved or converted folder, or Hub id.")
     parser.add_argument("--validation_dir", help="Image folder: one subfolder per class (e.g. ImageNet's val/).")
+    parser.add_argument("--validation_mask_dir", help="Segmentation: PNG masks of class ids with the images' stems.")
     parser.add_argument("--validation_file", help="CSV or JSON (lines) file of image paths and labels.")
     parser.add_argument("--dataset_name", help="A Hub dataset (its validation split; needs network).")
     parser.add_argument("--dataset_config_name")
     parser.add_argument("--image_column_name")
     parser.add_argument("--label_column_name")
+    parser.add_argument("--mask_column_name", help="Segmentation: the --validation_file column of mask paths.")
     parser.add_argument("--output_dir", required=True, help="Folder for metrics.json, predictions.csv and plots.")
     parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty --output_dir.")
     parser.add_argument("--batch_size", type=int, default=64, help="Images per forward pass (default 64).")

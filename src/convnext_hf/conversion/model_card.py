@@ -150,7 +150,7 @@ def usage(conversion: Conversion, model_id: str) -> str:
         lines += ["pooled = model(**inputs).pooler_output",
                   'print(pipeline("image-feature-extraction", model=model_id)(image))']
     lines.append("```")
-    if registered and task != SEGMENTATION:
+    if registered:
         lines += [
             "",
             "Without the `convnext_hf` package, the modeling code stored in this repository runs as remote code:",
@@ -162,7 +162,7 @@ def usage(conversion: Conversion, model_id: str) -> str:
         if task != BACKBONE:
             lines.append(f'pipe = pipeline("{served_task(task).pipeline_tag}", model=model_id, trust_remote_code=True)')
         lines.append("```")
-    elif registered:
+    if registered and task == SEGMENTATION:
         lines += ["", needs_convnext_hf_sentence(conversion.model.config)]
     return "\n".join(lines)
 

@@ -52,6 +52,8 @@ class CardFacts:
     per_label: dict[str, float] | None = None
     # For a head whose backbone plain transformers cannot build: why loading it needs convnext_hf.
     loading_note: str | None = None
+    # For a head started from a ConvNeXt folder: what `load_backbone_weights` copied into its backbone.
+    backbone_weights: str | None = None
 
 
 def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
@@ -91,13 +93,14 @@ def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
     results = {name: f"{facts.results[key]:.2%}" for key, _, name in spec.results if key in facts.results}
     if "eval_loss" in facts.results:
         results["loss"] = f"{facts.results['eval_loss']:.4f}"
+    weights = f"\n\nBackbone weights: {facts.backbone_weights}" if facts.backbone_weights else ""
     body = f"""
 # {facts.model_name}
 
 {spec.what} ("A ConvNet for the 2020s", Liu et al., CVPR 2022), {origin} on {facts.dataset}, with
 convnext-hf {__version__} and transformers' `Trainer`.
 
-Architecture: {facts.architecture}.
+Architecture: {facts.architecture}.{weights}
 
 ## Data
 

@@ -284,6 +284,7 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
         results=final.metrics,
         task=task.name,
         per_label=final.per_label,
+        backbone_weights=_backbone_weights(model),
     )
     prepare_for_saving = getattr(task.hooks, "prepare_for_saving", None)
     if prepare_for_saving is not None:
@@ -309,6 +310,8 @@ def _run_summary(
     given = args.data
     if given.validation_dir is not None:
         validation, source = given.validation_dir, ["--validation_dir", given.validation_dir]
+        if given.validation_mask_dir is not None:
+            source += ["--validation_mask_dir", given.validation_mask_dir]
     elif given.validation_file is not None:
         validation, source = given.validation_file, ["--validation_file", given.validation_file]
     else:
@@ -337,6 +340,12 @@ def _run_summary(
         # Classifiers save this package's classes (loaded as remote code); other heads are transformers' own.
         remote_code=task.auto_class == "AutoModelForImageClassification",
     )
+
+
+def _backbone_weights(model: Any) -> str | None:
+    """What `load_backbone_weights` copied into the model's backbone, in one paragraph (None when it did not run)."""
+    report = getattr(model, "backbone_weights_report", None)
+    return str(report).replace("\n", " ") if report is not None else None
 
 
 def _write_report(

@@ -1,8 +1,9 @@
 """The UperNet + ConvNeXt a segmentation run trains.
 
 transformers' `UperNetForSemanticSegmentation` over this package's `ConvNextBackbone` (all four stages, each through
-its own LayerNorm), as the converter builds it. It starts from a variant (all new), from a ConvNeXt classification
-folder (backbone weights kept, heads new) or from a converted UperNet folder (everything kept but the two 1×1
+its own LayerNorm), as the converter builds it. It starts from a variant (all new), from a ConvNeXt classification,
+backbone or converted folder (its trunk copied in by `load_backbone_weights`, heads new; the report rides on the model
+as `backbone_weights_report` for the card) or from a converted UperNet folder (everything kept but the two 1×1
 classifiers when the classes differ).
 """
 
@@ -11,15 +12,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from typing import Any
 
+import huggingface_hub
 import transformers
 
+from ...backbone_weights import load_backbone_weights
 from ...configuration_convnext import ConvNextConfig
 from ...conversion.architecture import PSP_POOL_SCALES, UperNetHead
 from ...conversion.targets import ALL_STAGES
 from ...errors import UserInputError
-from ...modeling_convnext import ConvNextBackbone
 from ...train.arguments import ModelArguments
 from ...train.model import config_label_maps, config_overrides
 from .upernet import segmentation_processor, upernet_head_config
@@ -112,11 +115,13 @@ def build_segmentation_model(
     backbone.update({**backbone_overrides, "num_labels": 2, "id2label": None, "label2id": None})
     backbone.out_indices = ALL_STAGES
     model = _new_upernet(backbone, label_names, head)
-    # The classification folder's trunk (`convnext.*`) loads into the backbone; its per-stage output norms and the
-    # heads are new.
-    pretrained = ConvNextBackbone.from_pretrained(args.model_name_or_path, config=backbone, **hub_kwargs)
-    model.backbone.load_state_dict(pretrained.state_dict())
-    logger.info("Backbone weights from %s; new UperNet heads for %s", args.model_name_or_path, label_names)
+    folder = args.model_name_or_path
+    if not os.path.isdir(folder):
+        folder = huggingface_hub.snapshot_download(folder, allow_patterns=["*.json", "*.safetensors"], **hub_kwargs)
+    # The folder's trunk loads into the backbone, strictly; per-stage output norms it lacks (a classifier has none)
+    # and the heads are new. The report is logged here and stated in the card.
+    model.backbone_weights_report = load_backbone_weights(model, folder)
+    logger.info("New UperNet heads for %s", label_names)
     return model
 
 
