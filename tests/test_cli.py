@@ -201,7 +201,7 @@ def test_results_box_names_folder_metrics_weights_and_next_commands():
     ]
 
 
-def test_a_segmentation_box_has_no_evaluate_line_and_its_pipeline():
+def test_a_box_without_validation_or_evaluate_source_and_a_folder_that_needs_the_package():
     summary = RunSummary("/runs/seg", "semantic-segmentation", "image-segmentation", 3, {}, "the live weights",
                          remote_code=False, needs_package=True)  # fmt: skip
     lines = summary_lines(summary)
