@@ -442,7 +442,7 @@ def test_non_empty_output_dir_and_ambiguous_sources_are_refused(folders, cache_d
     train_dir, _ = folders
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "precious.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="--overwrite_output_dir"):
+    with pytest.raises(ValueError, match="pass --overwrite "):
         run(parse_args(tiny_args(train_dir, tmp_path / "out", cache_dir)))
     with pytest.raises(ValueError, match="exactly one training data source"):
         run(parse_args(tiny_args(train_dir, tmp_path / "new", cache_dir, "--dataset_name", "cifar10")))
@@ -540,7 +540,7 @@ def test_cli_dispatches_train_and_reports_usage(folders, cache_dir, tmp_path, ca
 
 
 def test_python_dash_m_entry_point_shows_trainer_flags(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["convnext_hf.train", "--help"])
+    monkeypatch.setattr(sys, "argv", ["convnext_hf.train", "--help_all"])
     with pytest.raises(SystemExit) as exit_status:
         runpy.run_module("convnext_hf.train", run_name="__main__")
     assert exit_status.value.code == 0

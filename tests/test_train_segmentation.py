@@ -21,8 +21,8 @@ from convnext_hf.demo import main as demo_main
 from convnext_hf.errors import UserInputError
 from convnext_hf.metrics import load_mean_iou
 from convnext_hf.metrics.mean_iou import confusion_counts, iou_scores
+from convnext_hf.tasks import SEMANTIC_SEGMENTATION, get_task
 from convnext_hf.tasks.segmentation.data import IGNORE_INDEX, PairedTransform
-from convnext_hf.tasks.segmentation.demo import DEMO_DEFAULTS as SEGMENTATION_DEFAULTS
 from convnext_hf.tasks.segmentation.demo import segmentation_arguments
 from convnext_hf.train import parse_args, run
 from convnext_hf.train.optim import layer_id, parameter_groups
@@ -234,7 +234,7 @@ def test_shapes_reach_miou_06_on_unseen_scenes(tmp_path):
     """The issue's bar: UperNet on a small ConvNeXt, 30 epochs at 64×64 through `convnext-hf train` with the demo's
     command line, on randomly coloured shapes (form, not colour, tells the classes), scored on scenes it never saw
     (the validation scenes are only used for the final evaluation)."""
-    settings = DemoSettings(**SEGMENTATION_DEFAULTS, seed=0)
+    settings = DemoSettings(**dict(get_task(SEMANTIC_SEGMENTATION).demo_defaults), seed=0)
     train = write_segmentation_folders(str(tmp_path / "train"), settings.train_images, seed=0)
     unseen = write_segmentation_folders(str(tmp_path / "unseen"), 60, seed=1)
     argv = segmentation_arguments(settings, train, unseen, str(tmp_path / "model"))

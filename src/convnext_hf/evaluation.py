@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ import transformers
 from transformers.image_utils import load_image
 
 from .atomic import atomic_directory
-from .cli import CommandParser
 from .errors import UserInputError
 from .tasks import SEMANTIC_SEGMENTATION, TASKS, task_of_config
 from .train.report import CONFUSION_MATRIX_NAME, METRICS_NAME, plot_confusion_matrix, write_json
@@ -125,40 +123,3 @@ def print_table(report: dict[str, Any]) -> None:
         f"{report['model_images_per_second']:.1f} in the model ({report['device']}, batch {report['batch_size']})"
     ]
     print("\n".join(lines))
-
-
-def build_parser() -> CommandParser:
-    """The command line of `convnext-hf evaluate`."""
-    parser = CommandParser(prog="convnext-hf evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", "--model_name_or_path", required=True, help="Saved or converted folder, or Hub id.")
-    parser.add_argument("--validation_dir", help="Image folder: one subfolder per class (e.g. ImageNet's val/).")
-    parser.add_argument("--validation_mask_dir", help="Segmentation: PNG masks of class ids with the images' stems.")
-    parser.add_argument("--validation_file", help="CSV or JSON (lines) file of image paths and labels.")
-    parser.add_argument("--dataset_name", help="A Hub dataset (its validation split; needs network).")
-    parser.add_argument("--dataset_config_name")
-    parser.add_argument("--image_column_name")
-    parser.add_argument("--label_column_name")
-    parser.add_argument("--mask_column_name", help="Segmentation: the --validation_file column of mask paths.")
-    parser.add_argument("--output_dir", required=True, help="Folder for metrics.json, predictions.csv and plots.")
-    parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty --output_dir.")
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--max_eval_samples", type=int, help="Score at most this many images.")
-    parser.add_argument("--on_bad_image", choices=("error", "skip"), default="error")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--cache_dir")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse, score, write and print."""
-    args = build_parser().parse_args(argv)
-    sources = [args.validation_dir, args.validation_file, args.dataset_name]
-    if sum(source is not None for source in sources) != 1:
-        raise UserInputError("Name exactly one of --validation_dir, --validation_file or --dataset_name.")
-    if args.batch_size < 1:
-        raise UserInputError(f"--batch_size must be a positive number of images, got {args.batch_size}.")
-    Path(args.output_dir).parent.mkdir(parents=True, exist_ok=True)
-    report = evaluate_folder(args)
-    print_table(report)
-    print(f"Written: {os.path.join(args.output_dir, METRICS_NAME)}")
-    return report

@@ -74,6 +74,10 @@ def compute_loss(model: nn.Module, inputs: dict[str, torch.Tensor], mixup: Mixup
     return F.binary_cross_entropy_with_logits(logits, targets.float()), outputs
 
 
+# The validation metric that picks the best checkpoint unless --metric_for_best_model names another.
+MAIN_METRIC = "mAP"
+
+
 def compute_metrics(num_labels: int) -> Callable[[EvalPrediction], dict[str, float]]:
     """The Trainer's `compute_metrics`: mAP and F1@0.5."""
     return lambda prediction: multilabel_scores(sigmoid(prediction.predictions), prediction.label_ids)

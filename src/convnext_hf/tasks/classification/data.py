@@ -20,7 +20,7 @@ from PIL import Image
 from ...errors import UserInputError
 from ...image_processing_convnext import ConvNextHFImageProcessor
 from ...train.arguments import DataArguments
-from ...train.data import FILE_BUILDERS, IMAGE_COLUMNS, ImageData, find_bad_images
+from ...train.data import FILE_BUILDERS, IMAGE_COLUMNS, ImageData, find_bad_images, local_files_quietly
 from .. import IMAGE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ def _load_folders(args: DataArguments, cache_dir: str | None) -> datasets.Datase
             )
     # One builder call for both splits, so class ids come from the union of the class folders.
     files = {split: os.path.join(os.path.abspath(directory), "**") for split, directory in splits.items()}
-    return datasets.load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
+    with local_files_quietly():
+        return datasets.load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
 
 
 def _load_files(args: DataArguments, cache_dir: str | None) -> datasets.DatasetDict:
@@ -101,7 +102,8 @@ def _load_files(args: DataArguments, cache_dir: str | None) -> datasets.DatasetD
     for split, path in splits.items():
         if not os.path.isfile(path):
             raise UserInputError(f"The {split} file {path} does not exist.")
-    data = datasets.load_dataset(FILE_BUILDERS[extensions.pop()], data_files=splits, cache_dir=cache_dir)
+    with local_files_quietly():
+        data = datasets.load_dataset(FILE_BUILDERS[extensions.pop()], data_files=splits, cache_dir=cache_dir)
     image_column = _find_column(data["train"], args.image_column_name, IMAGE_COLUMNS, "image")
 
     # Paths in the file are relative to the file's own folder.

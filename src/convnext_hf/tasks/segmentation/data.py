@@ -21,7 +21,7 @@ from PIL import Image
 from ...errors import UserInputError
 from ...train.arguments import DataArguments, ModelArguments
 from ...train.augment import to_pixel_values
-from ...train.data import FILE_BUILDERS, IMAGE_COLUMNS, ImageData, find_bad_images
+from ...train.data import FILE_BUILDERS, IMAGE_COLUMNS, ImageData, find_bad_images, local_files_quietly
 from .. import SEMANTIC_SEGMENTATION
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,8 @@ def pairs_from_file(path: str, args: DataArguments, cache_dir: str | None) -> da
     extension = os.path.splitext(path)[1].lower()
     if extension not in FILE_BUILDERS or not os.path.isfile(path):
         raise UserInputError(f"{path} is not an existing .csv, .json or .jsonl file of image and mask paths.")
-    table = datasets.load_dataset(FILE_BUILDERS[extension], data_files={"rows": path}, cache_dir=cache_dir)["rows"]
+    with local_files_quietly():
+        table = datasets.load_dataset(FILE_BUILDERS[extension], data_files={"rows": path}, cache_dir=cache_dir)["rows"]
     image_column = _column(table, args.image_column_name, IMAGE_COLUMNS, "image")
     mask_column = _column(table, args.mask_column_name, MASK_COLUMNS, "mask")
     base = os.path.dirname(os.path.abspath(path))

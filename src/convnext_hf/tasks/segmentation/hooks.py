@@ -33,14 +33,13 @@ from .data import (
     segmentation_labels,
     with_segmentation_transforms,
 )
-from .demo import DEMO_DEFAULTS, run_demo
+from .demo import run_demo
 from .model import build_segmentation_model, build_segmentation_processor
 from .plots import OVERLAY_NAME, plot_prediction_overlay
 from .scoring import evaluate
 
 __all__ = [
     "CARD",
-    "DEMO_DEFAULTS",
     "attach_transforms",
     "augmentation_hyperparameters",
     "build_model",
@@ -122,6 +121,10 @@ def compute_loss(model: nn.Module, inputs: dict[str, torch.Tensor], mixup: Mixup
     """UperNet's own per-pixel loss (with its auxiliary head), unmixed."""
     outputs = model(pixel_values=inputs["pixel_values"], labels=inputs["labels"])
     return outputs.loss, outputs
+
+
+# The validation metric that picks the best checkpoint unless --metric_for_best_model names another.
+MAIN_METRIC = "mean_iou"
 
 
 def compute_metrics(num_labels: int) -> Callable[[EvalPrediction], dict[str, float]]:

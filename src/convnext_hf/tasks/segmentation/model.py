@@ -9,7 +9,9 @@ classifiers when the classes differ).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 from typing import Any
 
@@ -28,7 +30,8 @@ from .upernet import segmentation_processor, upernet_head_config
 logger = logging.getLogger(__name__)
 
 DEFAULT_CROP_SIZE = 512
-# The head of every official ConvNeXt UperNet: 512 channels, PSPNet pooling, an FCN auxiliary head of 256 on stage 3.
+# The head of every official ConvNeXt UperNet (T to XL): 512 channels, PSPNet pooling, an FCN auxiliary head of 256
+# on stage 3.
 OFFICIAL_HEAD = UperNetHead(
     channels=512,
     pool_scales=PSP_POOL_SCALES,
@@ -36,6 +39,9 @@ OFFICIAL_HEAD = UperNetHead(
     auxiliary_num_convs=1,
     auxiliary_concat_input=False,
 )
+# The first-stage width of ConvNeXt-T, the narrowest backbone the official head was made for; narrower backbones get
+# a head narrowed in proportion (512 channels on a 0.6 M-parameter backbone would be most of a 113 MB model).
+OFFICIAL_HEAD_BASE_WIDTH = 96
 # UperNetConfig settings that --config_overrides may change; every other key goes to the ConvNeXt backbone.
 HEAD_KEYS = (
     "hidden_size",
@@ -55,8 +61,22 @@ def _split_overrides(args: ModelArguments) -> tuple[dict[str, Any], dict[str, An
     return head, {key: value for key, value in overrides.items() if key not in HEAD_KEYS}
 
 
+def head_for(backbone: ConvNextConfig) -> UperNetHead:
+    """The official head for backbones as wide as ConvNeXt-T or wider; for narrower ones, its channels scaled by the
+    first-stage width over 96 (rounded up to a multiple of 8), the auxiliary head at half of that."""
+    width = backbone.hidden_sizes[0]
+    if width >= OFFICIAL_HEAD_BASE_WIDTH:
+        return OFFICIAL_HEAD
+    channels = _multiple_of_8(OFFICIAL_HEAD.channels * width / OFFICIAL_HEAD_BASE_WIDTH)
+    return dataclasses.replace(OFFICIAL_HEAD, channels=channels, auxiliary_channels=_multiple_of_8(channels / 2))
+
+
+def _multiple_of_8(value: float) -> int:
+    return max(8, 8 * math.ceil(value / 8))
+
+
 def _new_upernet(backbone: ConvNextConfig, label_names: list[str], head: dict[str, Any]):
-    config = upernet_head_config(OFFICIAL_HEAD, backbone, dict(enumerate(label_names)))
+    config = upernet_head_config(head_for(backbone), backbone, dict(enumerate(label_names)))
     config.update({**head, **config_label_maps(label_names)})
     return transformers.UperNetForSemanticSegmentation(config)
 
