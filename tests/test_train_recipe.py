@@ -456,6 +456,10 @@ def test_topk_accuracy_metric_loads_by_path_and_counts():
         "accuracy": 0.25,
         "top2_accuracy": 0.75,
     }
+    # Top-5 only with more than five classes: with five or fewer every example is a hit.
+    assert metric.compute(predictions=scores, references=[2, 0, 1, 0]) == {"accuracy": 0.25}
+    six_classes = [[0.6, 0.5, 0.4, 0.3, 0.2, 0.1]] * 2
+    assert metric.compute(predictions=six_classes, references=[4, 5]) == {"accuracy": 0.0, "top5_accuracy": 0.5}
     # Ties go to the lowest class index, as argmax does.
     assert metric.compute(predictions=[[0.0, 0.0, 0.0]], references=[0])["accuracy"] == 1.0
     with pytest.raises(ValueError, match="class indices"):

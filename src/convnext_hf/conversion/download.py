@@ -35,10 +35,15 @@ class ChecksumError(UserInputError):
     """A downloaded or cached file is not the one the release published."""
 
 
+# Downloads go to this folder under $XDG_CACHE_HOME (~/.cache when unset); --help and docs/conversion.md name it.
+CACHE_SUBFOLDER = "convnext_hf/checkpoints"
+CACHE_DIR_HELP = f"download cache (default $XDG_CACHE_HOME/{CACHE_SUBFOLDER}, ~/.cache/{CACHE_SUBFOLDER} when unset)"
+
+
 def default_cache_dir() -> Path:
     """Where downloads go unless --cache_dir says otherwise."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "convnext_hf" / "checkpoints"
+    return Path(root) / CACHE_SUBFOLDER
 
 
 def sha256_of(path: Path) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from ..errors import UserInputError
 from . import parity
 from .engines import ENGINE_FILES, ENGINE_PACKAGES, ONNX_FILE, EngineModel, engine_model, install, require_engine
 from .graph import DYNAMIC_AXES, INPUT_NAME, Exportable, export_onnx, load_exportable
+from .options import DEFAULT_OPSET, REPORT_FILE, ExportOptions
 from .quantize import (
-    DEFAULT_CALIBRATION_IMAGES,
     QUANTIZATION_METHOD,
     image_files,
     labelled_images,
@@ -27,30 +26,8 @@ from .quantize import (
     top1_accuracy,
 )
 
-REPORT_FILE = "export_report.json"
 # Besides the model file: what optimum's ORT/OpenVINO model classes read, and the remote code config.json points to.
 COPIED_FILES = ("config.json", "preprocessor_config.json", "*.py")
-# torch.onnx translates to opset 18 and newer; converting down to older opsets fails on LayerNormalization and Resize.
-DEFAULT_OPSET = 18
-DTYPES = ("float32", "float16")
-
-
-@dataclass
-class ExportOptions:
-    """What `convnext-hf export` was asked for."""
-
-    engine: str
-    model_dir: Path
-    output_dir: Path
-    opset: int = DEFAULT_OPSET
-    dtype: str = "float32"
-    static_shape: tuple[int, int] | None = None
-    quantize: str | None = None
-    calibration_dir: Path | None = None
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
-    validation_dir: Path | None = None
-    tolerance: float | None = None
-    overwrite: bool = False
 
 
 class ParityError(UserInputError):
@@ -126,7 +103,8 @@ def _export_into(staging: Path, options: ExportOptions, exportable: Exportable) 
 def _check_parity(exportable: Exportable, float_model: EngineModel, options: ExportOptions) -> dict:
     """Run the float export against PyTorch; refuse it beyond the tolerance."""
     tolerance = options.tolerance if options.tolerance is not None else parity.TOLERANCES[options.dtype]
-    shapes = parity.parity_shapes(exportable.image_size, options.static_shape)
+    stride = parity.total_stride(exportable.model.config)
+    shapes = parity.parity_shapes(exportable.image_size, options.static_shape, stride)
     results = parity.measure_parity(exportable, float_model, shapes)
     worst = max(max(result["max_relative_difference"].values()) for result in results)
     if not worst <= tolerance:

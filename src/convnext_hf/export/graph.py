@@ -8,8 +8,11 @@ and new variants need nothing here. Which outputs a folder has is its task's (`c
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from ..errors import UserInputError
 from ..tasks import export_form, export_suffixes
 
 INPUT_NAME = "pixel_values"
+# The logger of torch.onnx's operator registry, which warns once per torchvision operator it cannot register.
+TORCH_ONNX_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 
 
@@ -148,22 +153,48 @@ def name_dynamic_axes(path: Path) -> None:
     onnx.save(model_proto, str(path))
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, fragment: str) -> None:
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_torch_export() -> Iterator[None]:
+    """Hide what torch.export and torch.onnx say on every export that concerns neither the model nor the user: a
+    warning per torchvision operator when torchvision is not installed (ConvNeXt uses none), and torch's own
+    deprecation of LeafSpec inside its pytree code."""
+    registration = logging.getLogger(TORCH_ONNX_REGISTRATION_LOGGER)
+    no_torchvision = _DropMessages("torchvision is not installed")
+    registration.addFilter(no_torchvision)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+            yield
+    finally:
+        registration.removeFilter(no_torchvision)
+
+
 def export_onnx(
     exportable: Exportable, example: torch.Tensor, path: Path, opset: int, dynamic: bool = True
 ) -> None:
     """Write the model as an ONNX file at `path` (weights over 2 GB go to a `.data` file beside it)."""
     import onnx
 
-    program = capture(exportable, example, dynamic)
-    onnx_program = torch.onnx.export(
-        program,
-        (example,),
-        input_names=[INPUT_NAME],
-        output_names=list(exportable.output_names),
-        opset_version=opset,
-        dynamo=True,
-        verbose=False,
-    )
+    with quiet_torch_export():
+        program = capture(exportable, example, dynamic)
+        onnx_program = torch.onnx.export(
+            program,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=list(exportable.output_names),
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
     onnx_program.save(path)
     name_dynamic_axes(path)
     onnx.checker.check_model(str(path))

@@ -8,6 +8,7 @@ export's difference is the largest over outputs and inputs. PyTorch runs in floa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,12 +22,26 @@ SEED = 0
 DEFINITION = "max |engine - pytorch| / max |pytorch|, per output and input; the largest; PyTorch in float32"
 
 
-def parity_shapes(image_size: int, static_shape: Sequence[int] | None) -> list[tuple[int, int, int]]:
+def total_stride(config: Any) -> int:
+    """Downsampling from the image to the last feature map: ours, transformers' built-in ConvNext(V2), or UperNet's
+    backbone. Smaller inputs are refused by the model, so no parity input may be smaller."""
+    config = getattr(config, "backbone_config", None) or config
+    if hasattr(config, "total_stride"):
+        return config.total_stride
+    return config.patch_size * 2 ** (config.num_stages - 1)
+
+
+def parity_shapes(image_size: int, static_shape: Sequence[int] | None, stride: int = 1) -> list[tuple[int, int, int]]:
     """(batch, height, width) of the two parity inputs: with dynamic axes the second differs from the traced size
-    in batch, height and width (odd, non-square); a static export has only its size, at two batch sizes."""
+    in batch, height and width (odd, non-square, and above the model's total `stride` so that small models accept
+    it); a static export has only its size, at two batch sizes."""
     if static_shape is not None:
         return [(2, *static_shape), (1, *static_shape)]
-    return [(2, image_size, image_size), (1, image_size * 3 // 4 + 1, image_size * 5 // 8 + 3)]
+    height = max(image_size * 3 // 4 + 1, stride + 1) | 1
+    width = max(image_size * 5 // 8 + 3, stride + 3) | 1
+    if width == height:
+        width += 2
+    return [(2, image_size, image_size), (1, height, width)]
 
 
 def relative_difference(reference: np.ndarray, actual: np.ndarray) -> float:

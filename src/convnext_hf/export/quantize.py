@@ -20,7 +20,6 @@ from .engines import EngineModel
 from .graph import INPUT_NAME
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
-DEFAULT_CALIBRATION_IMAGES = 256
 BATCH_SIZE = 32
 QUANTIZATION_METHOD = "static post-training, QDQ: int8 weights per output channel, uint8 activations (min-max ranges)"
 

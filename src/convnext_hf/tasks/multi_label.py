@@ -79,6 +79,10 @@ def evaluation_loss(logits: np.ndarray, labels: np.ndarray) -> float:
     return F.binary_cross_entropy_with_logits(torch.from_numpy(logits).float(), torch.from_numpy(labels).float()).item()
 
 
+# The validation metric that picks the best checkpoint unless --metric_for_best_model names another.
+MAIN_METRIC = "mAP"
+
+
 def compute_metrics(num_labels: int) -> Callable[[EvalPrediction], dict[str, float]]:
     """The Trainer's `compute_metrics`: mAP and F1@0.5."""
     return lambda prediction: multilabel_scores(sigmoid(prediction.predictions), prediction.label_ids)

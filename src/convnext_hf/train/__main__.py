@@ -1,5 +1,8 @@
 """`python -m convnext_hf.train ...`, the same as `convnext-hf train ...`."""
 
+import sys
+
 from . import main
 
-main()
+status = main()
+sys.exit(status if isinstance(status, int) else 0)

@@ -32,11 +32,6 @@ class TaskCard:
     head: Callable[[Any], str] = lambda model: ""
 
 
-def primary_metric(task: str) -> str:
-    """The evaluation metric that ranks models of the task (the card's first result): top-1, mAP or mean IoU."""
-    return get_task(task).hooks.CARD.results[0][0]
-
-
 @dataclass
 class CardFacts:
     """Everything the card states, gathered by the run."""
@@ -61,6 +56,8 @@ class CardFacts:
     saved_weights: str | None = None
     # What the checks of the data left out or found (ImageData.notes).
     data_notes: list[str] = field(default_factory=list)
+    # For a head started from a ConvNeXt folder: what `load_backbone_weights` copied into its backbone.
+    backbone_weights: str | None = None
 
 
 def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
@@ -100,13 +97,14 @@ def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
     results = {name: f"{facts.results[key]:.2%}" for key, _, name in spec.results if key in facts.results}
     if "eval_loss" in facts.results:
         results["loss"] = f"{facts.results['eval_loss']:.4f}"
+    weights = f"\n\nBackbone weights: {facts.backbone_weights}" if facts.backbone_weights else ""
     body = f"""
 # {facts.model_name}
 
 {spec.what} ("A ConvNet for the 2020s", Liu et al., CVPR 2022), {origin} on {facts.dataset}, with
 convnext-hf {__version__} and transformers' `Trainer`.
 
-Architecture: {facts.architecture}.
+Architecture: {facts.architecture}.{weights}
 
 ## Data
 

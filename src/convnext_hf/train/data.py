@@ -6,11 +6,12 @@ starts, rather than halfway through a run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -53,6 +54,18 @@ def _image_problem(image: dict) -> str:
     except Exception as error:  # noqa: BLE001 - any decoding failure makes the image unusable
         return f"{type(error).__name__}: {error}"
     return ""
+
+
+@contextlib.contextmanager
+def local_files_quietly() -> Iterator[None]:
+    """Hide datasets' progress bars while it indexes local files: it labels them "Downloading data"."""
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
 
 
 def find_bad_images(dataset: datasets.Dataset, num_proc: int | None = None) -> list[tuple[int, str, str]]:

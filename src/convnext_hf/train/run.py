@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from transformers import TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.training_args import ParallelMode
 
+from ..cli import print_box
 from ..complexity import parameter_count
 from ..errors import OutputExistsError, UserInputError
 from ..tasks import TASKS, Task, get_task
@@ -30,6 +31,7 @@ from .report import (
     plot_training_curves,
     write_json,
 )
+from .summary import RunSummary, summary_lines
 from .trainer import ConvNextTrainer, SavedWeights
 
 logger = logging.getLogger(__name__)
@@ -43,11 +45,11 @@ def _check_output_dir(args: RunArguments) -> None:
         os.path.isdir(training.output_dir)
         and os.listdir(training.output_dir)
         and not training.resume_from_checkpoint
-        and not args.output.overwrite_output_dir
+        and not args.output.overwrite
     ):
         raise OutputExistsError(
             training.output_dir,
-            "pass --overwrite_output_dir to train into it anyway or --resume_from_checkpoint to continue its run",
+            "pass --overwrite to train into it anyway or --resume_from_checkpoint to continue its run",
         )
     if args.recipe.model_ema and (training.fsdp or training.deepspeed):
         raise UserInputError(
@@ -225,6 +227,9 @@ def _build_trainer(
     if data.validation is None and training.eval_strategy != "no":
         logger.info("No validation images: evaluation is off.")
         training.eval_strategy = "no"
+    if training.eval_strategy != "no" and training.metric_for_best_model is None:
+        # save_total_limit then keeps the best checkpoint besides the newest.
+        training.metric_for_best_model, training.greater_is_better = task.hooks.MAIN_METRIC, True
     mixup = Mixup(
         num_classes=len(data.label_names),
         mixup_alpha=recipe.mixup_alpha,
@@ -316,6 +321,7 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
         per_label=final.per_label,
         saved_weights=saved_weights.sentence() if saved_weights is not None else None,
         data_notes=raw_data.notes,
+        backbone_weights=_backbone_weights(model),
     )
     prepare_for_saving = getattr(task.hooks, "prepare_for_saving", None)
     if prepare_for_saving is not None:
@@ -326,7 +332,58 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
         _write_report(trainer, args, raw_data, metrics, final, saved_weights)
     if training.push_to_hub:
         trainer.push_to_hub()
+    if trainer.is_world_process_zero():
+        weights = saved_weights.summary() if saved_weights is not None else "the live weights after the last step"
+        summary = _run_summary(args, trainer, data, metrics, weights)
+        summary.needs_package = trainer.card_facts.loading_note is not None
+        print_box(summary_lines(summary))
     return metrics
+
+
+def _run_summary(
+    args: RunArguments, trainer: ConvNextTrainer, data: ImageData, metrics: dict[str, float], saved_weights: str
+) -> RunSummary:
+    """What the results box shows: the folder, the final metrics, the weights saved, the checkpoints kept."""
+    output_dir = args.training.output_dir
+    given = args.data
+    if given.validation_dir is not None:
+        validation, source = given.validation_dir, ["--validation_dir", given.validation_dir]
+        if given.validation_mask_dir is not None:
+            source += ["--validation_mask_dir", given.validation_mask_dir]
+    elif given.validation_file is not None:
+        validation, source = given.validation_file, ["--validation_file", given.validation_file]
+    else:
+        validation = f"{given.train_val_split:.0%} of the training data, held out"
+        source = ["--validation_dir", "IMAGES"]
+    state = trainer.state
+    best = os.path.basename(state.best_model_checkpoint) if state.best_model_checkpoint else None
+    metric = args.training.metric_for_best_model
+    task = trainer.task
+    return RunSummary(
+        output_dir=os.path.abspath(output_dir),
+        task=task.name,
+        pipeline_tag=task.pipeline_tag,
+        num_labels=len(data.label_names),
+        metrics=metrics,
+        saved_weights=saved_weights,
+        validation=validation if data.validation is not None else None,
+        validation_images=len(data.validation) if data.validation is not None else 0,
+        checkpoints=sorted(
+            (name for name in os.listdir(output_dir) if name.startswith(PREFIX_CHECKPOINT_DIR)),
+            key=lambda name: int(name.rsplit("-", 1)[-1]) if name.rsplit("-", 1)[-1].isdigit() else -1,
+        ),
+        best_checkpoint=best,
+        best_metric=(metric, state.best_metric) if best and metric and state.best_metric is not None else None,
+        evaluate_source=source if getattr(task.hooks, "evaluate", None) is not None else [],
+        # Classifiers save this package's classes (loaded as remote code); other heads are transformers' own.
+        remote_code=task.auto_class == "AutoModelForImageClassification",
+    )
+
+
+def _backbone_weights(model: Any) -> str | None:
+    """What `load_backbone_weights` copied into the model's backbone, in one paragraph (None when it did not run)."""
+    report = getattr(model, "backbone_weights_report", None)
+    return str(report).replace("\n", " ") if report is not None else None
 
 
 def _write_report(
@@ -361,4 +418,11 @@ def _write_report(
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """`convnext-hf train` / `python -m convnext_hf.train`: parse the command line and run."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if not sys.stderr.isatty():
+        # Redrawn bars (datasets' checks, transformers' shard writing) would fill a log file with terminal codes.
+        import datasets
+        from transformers.utils import logging as transformers_logging
+
+        datasets.disable_progress_bars()
+        transformers_logging.disable_progress_bar()
     return run(parse_args(sys.argv[1:] if argv is None else argv))

@@ -14,7 +14,7 @@ from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput, PredictionOutput
 
 from ..tasks import IMAGE_CLASSIFICATION, get_task
-from .card import CardFacts, build_model_card, primary_metric
+from .card import CardFacts, build_model_card
 from .ema import ModelEma
 from .mixup import Mixup
 from .optim import parameter_groups
@@ -43,6 +43,16 @@ class SavedWeights:
         return (
             f"Saved the {self.saved} weights: {self.metric} {self.scores[self.saved]:.4f} against "
             f"{self.scores[other]:.4f} for the {other} weights ({horizon})."
+        )
+
+    def summary(self) -> str:
+        """The choice in a few words, for the results box."""
+        if self.metric is None:
+            return f"the EMA of the weights (decay {self.decay}; not compared: no validation images)"
+        other = "live" if self.saved == "EMA" else "EMA"
+        return (
+            f"the {self.saved} weights: {self.metric} {self.scores[self.saved]:.4f} against "
+            f"{self.scores[other]:.4f} for the {other} (EMA decay {self.decay})"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -151,8 +161,9 @@ class ConvNextTrainer(Trainer):
 
     def settle_weights(self) -> tuple[SavedWeights | None, PredictionOutput | None]:
         """Put the weights to save into the model: with an EMA, the EMA or the live weights, whichever validates
-        better (the EMA on a tie, and without validation images). Returns the choice and the chosen weights'
-        predictions on the validation images; the EMA is done with afterwards."""
+        better on the metric that picks the best checkpoint (the EMA on a tie, and without validation images).
+        Returns the choice and the chosen weights' predictions on the validation images; the EMA is done with
+        afterwards."""
         if self.ema is None:
             return None, None
         ema, self.ema = self.ema, None
@@ -160,12 +171,15 @@ class ConvNextTrainer(Trainer):
         if self.eval_dataset is None:
             ema.copy_to(self.model)
             return SavedWeights("EMA", None, {}, ema.decay, steps), None
-        metric = primary_metric(self.task.name)
+        # The metric that picks the best checkpoint picks the weights too (the task's main one by default).
+        name = self.args.metric_for_best_model or self.task.hooks.MAIN_METRIC
+        metric = name if name.startswith("eval_") else f"eval_{name}"
+        higher = self.args.greater_is_better if self.args.metric_for_best_model else True
         live = self.predict(self.eval_dataset, metric_key_prefix="eval")
         with ema.applied_to(self.model):
             averaged = self.predict(self.eval_dataset, metric_key_prefix="eval")
         scores = {"live": live.metrics[metric], "EMA": averaged.metrics[metric]}
-        if scores["EMA"] >= scores["live"]:
+        if (scores["EMA"] >= scores["live"]) if higher else (scores["EMA"] <= scores["live"]):
             ema.copy_to(self.model)
             return SavedWeights("EMA", metric, scores, ema.decay, steps), averaged
         return SavedWeights("live", metric, scores, ema.decay, steps), live

@@ -31,6 +31,7 @@ from ...train.data import (
     find_bad_images,
     image_digests,
     image_paths,
+    local_files_quietly,
     repeated_images,
 )
 from .. import IMAGE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION
@@ -123,7 +124,8 @@ def _load_folders(
             )
     # One builder call for both splits, so class ids come from the union of the class folders.
     files = {split: os.path.join(os.path.abspath(directory), "**") for split, directory in splits.items()}
-    return datasets.load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
+    with local_files_quietly():
+        return datasets.load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
 
 
 def _csv_as_text(splits: dict[str, str]) -> dict[str, Any]:
@@ -160,7 +162,8 @@ def _load_files(
             raise UserInputError(f"The {words[split]} file {path} does not exist.")
     builder = FILE_BUILDERS[extensions.pop()]
     options = _csv_as_text(splits) if builder == "csv" else {}
-    data = datasets.load_dataset(builder, data_files=splits, cache_dir=cache_dir, **options)
+    with local_files_quietly():
+        data = datasets.load_dataset(builder, data_files=splits, cache_dir=cache_dir, **options)
     image_column = _find_column(data["train"], args.image_column_name, IMAGE_COLUMNS, "image")
 
     # Paths in the file are relative to the file's own folder.

@@ -26,14 +26,13 @@ from ...train.data import ImageData
 from ...train.mixup import Mixup, soft_target_cross_entropy
 from ...train.report import FinalEvaluation, confusion_matrix
 from .data import collate, load_image_data, with_transforms
-from .demo import DEMO_DEFAULTS, run_demo
+from .demo import run_demo
 from .model import build_model as build_classifier
 from .model import build_processor as build_classifier_processor
 from .scoring import evaluate
 
 __all__ = [
     "CARD",
-    "DEMO_DEFAULTS",
     "attach_transforms",
     "augmentation_hyperparameters",
     "build_model",
@@ -129,6 +128,10 @@ def compute_loss(model: nn.Module, inputs: dict[str, torch.Tensor], mixup: Mixup
 def evaluation_loss(logits: np.ndarray, labels: np.ndarray) -> float:
     """The cross-entropy averaged over the validation images, from their gathered logits."""
     return F.cross_entropy(torch.from_numpy(logits).float(), torch.from_numpy(labels).long()).item()
+
+
+# The validation metric that picks the best checkpoint unless --metric_for_best_model names another.
+MAIN_METRIC = "accuracy"
 
 
 def compute_metrics(num_labels: int) -> Callable[[EvalPrediction], dict[str, float]]:

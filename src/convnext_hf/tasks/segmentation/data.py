@@ -31,6 +31,7 @@ from ...train.data import (
     find_bad_images,
     image_digests,
     image_paths,
+    local_files_quietly,
     repeated_images,
 )
 from .. import SEMANTIC_SEGMENTATION
@@ -98,7 +99,8 @@ def _image_files(directory: str) -> dict[str, str]:
     return files
 
 
-def _pairs_from_folders(image_dir: str, mask_dir: str | None, split: str) -> datasets.Dataset:
+def pairs_from_folders(image_dir: str, mask_dir: str | None, split: str) -> datasets.Dataset:
+    """Image and mask paths paired by file stem; every image needs a mask (`split` names the flags in errors)."""
     flag = "--train_mask_dir" if split == "train" else "--validation_mask_dir"
     if mask_dir is None:
         raise UserInputError(f"Segmentation needs the {split} masks: pass {flag} (PNG masks with the images' stems).")
@@ -118,11 +120,13 @@ def _pairs_from_folders(image_dir: str, mask_dir: str | None, split: str) -> dat
     return datasets.Dataset.from_dict({"image": [images[s] for s in stems], "mask": [masks[s] for s in stems]})
 
 
-def _pairs_from_file(path: str, args: DataArguments, cache_dir: str | None) -> datasets.Dataset:
+def pairs_from_file(path: str, args: DataArguments, cache_dir: str | None) -> datasets.Dataset:
+    """Image and mask paths from a CSV/JSON file's columns, relative to the file's folder."""
     extension = os.path.splitext(path)[1].lower()
     if extension not in FILE_BUILDERS or not os.path.isfile(path):
         raise UserInputError(f"{path} is not an existing .csv, .json or .jsonl file of image and mask paths.")
-    table = datasets.load_dataset(FILE_BUILDERS[extension], data_files={"rows": path}, cache_dir=cache_dir)["rows"]
+    with local_files_quietly():
+        table = datasets.load_dataset(FILE_BUILDERS[extension], data_files={"rows": path}, cache_dir=cache_dir)["rows"]
     image_column = _column(table, args.image_column_name, IMAGE_COLUMNS, "image")
     mask_column = _column(table, args.mask_column_name, MASK_COLUMNS, "mask")
     base = os.path.dirname(os.path.abspath(path))
@@ -145,7 +149,8 @@ def _column(table: datasets.Dataset, requested: str | None, candidates: Sequence
     return found
 
 
-def _drop_bad_pairs(dataset: datasets.Dataset, split: str, policy: str) -> datasets.Dataset:
+def drop_bad_pairs(dataset: datasets.Dataset, split: str, policy: str) -> datasets.Dataset:
+    """The pairs whose image and mask both read; unreadable ones refused by path, or skipped with a warning."""
     bad = {}
     for column in ("image", "mask"):
         # find_bad_images reads an `image` column of undecoded files.
@@ -158,7 +163,7 @@ def _drop_bad_pairs(dataset: datasets.Dataset, split: str, policy: str) -> datas
     if policy == "error":
         raise UserInputError(
             f"{len(bad)} unreadable image(s) or mask(s) in the {split} data:\n{listing}\n"
-            "Remove or replace them, or pass --on_bad_image skip to train without them."
+            "Remove or replace them, or pass --on_bad_image skip to go on without them."
         )
     logger.warning("Skipping %d unreadable pair(s) in the %s data:\n%s", len(bad), split, listing)
     return dataset.select([row for row in range(len(dataset)) if row not in bad])
@@ -174,17 +179,17 @@ def load_segmentation_data(
             "columns (Hub datasets are not supported for segmentation)."
         )
     if args.train_dir is not None:
-        splits = {"train": _pairs_from_folders(args.train_dir, args.train_mask_dir, "train")}
+        splits = {"train": pairs_from_folders(args.train_dir, args.train_mask_dir, "train")}
         if args.validation_dir is not None:
-            splits["validation"] = _pairs_from_folders(args.validation_dir, args.validation_mask_dir, "validation")
+            splits["validation"] = pairs_from_folders(args.validation_dir, args.validation_mask_dir, "validation")
         source = args.train_dir
     else:
-        splits = {"train": _pairs_from_file(args.train_file, args, cache_dir)}
+        splits = {"train": pairs_from_file(args.train_file, args, cache_dir)}
         if args.validation_file is not None:
-            splits["validation"] = _pairs_from_file(args.validation_file, args, cache_dir)
+            splits["validation"] = pairs_from_file(args.validation_file, args, cache_dir)
         source = args.train_file
     splits = {
-        split: _drop_bad_pairs(dataset, split, args.on_bad_image).cast_column("image", datasets.Image())
+        split: drop_bad_pairs(dataset, split, args.on_bad_image).cast_column("image", datasets.Image())
         .cast_column("mask", datasets.Image())
         for split, dataset in splits.items()
     }
@@ -265,14 +270,19 @@ def _check_masks(dataset: datasets.Dataset, split: str, num_labels: int) -> None
         )
 
 
-def mask_array(mask: Image.Image, num_labels: int) -> np.ndarray:
-    """A mask image as an (H, W) array of class ids, refused when it is not one channel of ids below `num_labels`."""
+def mask_ids(mask: Image.Image, num_labels: int) -> np.ndarray:
+    """A mask image as an (H, W) array of its pixel values, refused when it is not one channel of ids."""
     if mask.mode not in MASK_MODES:
         raise UserInputError(
             f"Mask {getattr(mask, 'filename', '')} is a {mask.mode} image; masks must be single-channel PNGs whose "
             f"pixels are class ids (0..{num_labels - 1}, {IGNORE_INDEX} ignored)."
         )
-    ids = np.asarray(mask, dtype=np.int64)
+    return np.asarray(mask, dtype=np.int64)
+
+
+def mask_array(mask: Image.Image, num_labels: int) -> np.ndarray:
+    """A mask image as an (H, W) array of class ids, refused when it is not one channel of ids below `num_labels`."""
+    ids = mask_ids(mask, num_labels)
     unknown = np.setdiff1d(np.unique(ids), [*range(num_labels), IGNORE_INDEX])
     if unknown.size:
         raise UserInputError(

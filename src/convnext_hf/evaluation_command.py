@@ -1,0 +1,59 @@
+"""`convnext-hf evaluate`'s command line. Light to import, so that `--help` loads neither torch nor transformers; the
+scoring is `evaluation.evaluate_folder`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .cli import CommandParser
+from .errors import UserInputError
+
+
+def build_parser() -> CommandParser:
+    """The command line of `convnext-hf evaluate`."""
+    parser = CommandParser(
+        prog="convnext-hf evaluate",
+        description="Score a saved or converted folder on labelled images, with its own processor: top-1/top-5, "
+        "per-class accuracy and speed; mAP and F1 for multi-label models; mean IoU for segmentation.",
+    )
+    parser.add_argument("--model", "--model_name_or_path", required=True, help="Saved or converted folder, or Hub id.")
+    parser.add_argument("--validation_dir", help="Image folder: one subfolder per class (e.g. ImageNet's val/).")
+    parser.add_argument("--validation_mask_dir", help="Segmentation: PNG masks of class ids with the images' stems.")
+    parser.add_argument("--validation_file", help="CSV or JSON (lines) file of image paths and labels.")
+    parser.add_argument("--dataset_name", help="A Hub dataset (its validation split; needs network).")
+    parser.add_argument("--dataset_config_name")
+    parser.add_argument("--image_column_name")
+    parser.add_argument("--label_column_name")
+    parser.add_argument("--mask_column_name", help="Segmentation: the --validation_file column of mask paths.")
+    parser.add_argument("--output_dir", required=True, help="Folder for metrics.json, predictions.csv and plots.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty --output_dir.")
+    parser.add_argument("--batch_size", type=int, default=64, help="Images per forward pass (default 64).")
+    parser.add_argument("--max_eval_samples", type=int, help="Score at most this many images.")
+    parser.add_argument("--on_bad_image", choices=("error", "skip"), default="error")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda when available, else cpu).")
+    parser.add_argument("--cache_dir")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse, score, write and print."""
+    args = build_parser().parse_args(argv)
+    sources = [args.validation_dir, args.validation_file, args.dataset_name]
+    if sum(source is not None for source in sources) != 1:
+        raise UserInputError("Name exactly one of --validation_dir, --validation_file or --dataset_name.")
+    if args.batch_size < 1:
+        raise UserInputError(f"--batch_size must be a positive number of images, got {args.batch_size}.")
+    import torch
+
+    from .evaluation import evaluate_folder, print_table
+    from .train.report import METRICS_NAME
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    Path(args.output_dir).parent.mkdir(parents=True, exist_ok=True)
+    report = evaluate_folder(args)
+    print_table(report)
+    print(f"Written: {os.path.join(args.output_dir, METRICS_NAME)}")
+    return report
