@@ -503,7 +503,9 @@ def load_image_data(
             for split, dataset in data.items()
         }
     )
-    data = _remove_repeats(data, label_names, multi_label, num_proc, words, notes)
+    if not scoring:
+        # Scoring takes the images as given; a training run must not learn one image twice or validate on it.
+        data = _remove_repeats(data, label_names, multi_label, num_proc, words, notes)
     (_check_multi_labels if multi_label else _check_classes)(data, label_names, source, scoring)
     train, validation = data["train"], data.get("validation")
     if validation is None and args.train_val_split > 0:
