@@ -112,12 +112,13 @@ def test_several_processes_without_an_accelerator_default_to_cpu_training(monkey
     assert not launched_on_cpu_only()
 
 
-def _write_images(root, per_class=2):
-    """Two classes of flat grey images."""
+def _write_images(root, per_class=2, first_value=0):
+    """Two classes of flat grey images, each of its own grey level."""
     for index, name in enumerate(("a", "b")):
         (root / name).mkdir(parents=True, exist_ok=True)
         for number in range(per_class):
-            Image.fromarray(np.full((8, 8, 3), 60 * index + number, dtype=np.uint8)).save(root / name / f"{number}.png")
+            grey = np.full((8, 8, 3), 60 * index + number + first_value, dtype=np.uint8)
+            Image.fromarray(grey).save(root / name / f"{number}.png")
 
 
 def test_dropping_the_only_batch_is_refused(tmp_path):
@@ -129,6 +130,28 @@ def test_dropping_the_only_batch_is_refused(tmp_path):
     assert "--dataloader_drop_last drops every batch: 4 training image(s) do not fill one batch of 8" in str(
         error.value
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [(["--batch_eval_metrics"], "--batch_eval_metrics"), (["--eval_do_concat_batches", "false"],
+                                                           "--eval_do_concat_batches false")],
+)
+def test_evaluation_modes_that_would_score_part_of_the_images_are_refused(tmp_path, flags, named):
+    with pytest.raises(UserInputError, match=f"^{named}: the metrics .* are computed over all the validation"):
+        run(parse_args(_argv(tmp_path, *flags)))
+
+
+def test_dropping_the_last_training_batch_still_scores_every_validation_image(tmp_path):
+    """--dataloader_drop_last is the Trainer's flag for every dataloader; evaluation keeps its short last batch."""
+    _write_images(tmp_path / "never-read", per_class=4)
+    _write_images(tmp_path / "val", per_class=3, first_value=7)
+    argv = _argv(tmp_path, "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
+                 "--dataloader_drop_last", "--max_steps", "1", "--validation_dir", str(tmp_path / "val"),
+                 "--image_size", "32", "--plots", "false", "--cache_dir", str(tmp_path / "cache"))  # fmt: skip
+    run(parse_args(argv))
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert np.array(report["confusion_matrix"]).sum(axis=1).tolist() == [3, 3]
 
 
 @pytest.fixture(scope="module")

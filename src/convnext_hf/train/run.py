@@ -78,6 +78,16 @@ def _check_training_length(training: Any) -> None:
         )
 
 
+def _check_evaluation(training: Any) -> None:
+    """Refuse the Trainer's evaluation modes under which the metrics would not cover the validation images at once."""
+    if training.batch_eval_metrics or not training.eval_do_concat_batches:
+        flag = "--batch_eval_metrics" if training.batch_eval_metrics else "--eval_do_concat_batches false"
+        raise UserInputError(
+            f"{flag}: the metrics (top-k, mAP, mean IoU) are computed over all the validation predictions together, "
+            "which this mode does not hand them; drop the flag."
+        )
+
+
 def _check_batches(training: Any, num_train: int) -> None:
     """Refuse dropping the last incomplete batch when it is the only one: no training step would run."""
     total = training.per_device_train_batch_size * training.world_size
@@ -274,6 +284,7 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
     _check_output_dir(args)
     _check_launch(training)
     _check_training_length(training)
+    _check_evaluation(training)
     checkpoint = _resume_checkpoint(training.resume_from_checkpoint, training.output_dir)
     set_seed(training.seed)
     _apply_base_learning_rate(args)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +144,25 @@ class ConvNextTrainer(Trainer):
             with self.ema.applied_to(self.model):
                 metrics.update(super().evaluate(eval_dataset, ignore_keys, f"{metric_key_prefix}_ema"))
         return metrics
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        """The Trainer's, but never dropping the last incomplete batch: --dataloader_drop_last is for training."""
+        with self._last_batch_kept():
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset: Any) -> Any:
+        """The Trainer's, but never dropping the last incomplete batch (the final evaluation goes through here)."""
+        with self._last_batch_kept():
+            return super().get_test_dataloader(test_dataset)
+
+    @contextmanager
+    def _last_batch_kept(self) -> Iterator[None]:
+        drop_last = self.args.dataloader_drop_last
+        self.args.dataloader_drop_last = False
+        try:
+            yield
+        finally:
+            self.args.dataloader_drop_last = drop_last
 
     def evaluation_loop(
         self,
