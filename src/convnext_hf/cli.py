@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import USER_ERROR_EXIT_STATUS, UserInputError
 
@@ -52,6 +52,17 @@ def usage() -> str:
     )
 
 
+def run_command(name: str, command_main: Callable[[list[str]], object], argv: Sequence[str]) -> int:
+    """Run `command_main(argv)` as every entry point does: a `UserInputError` becomes one line on stderr and exit
+    status 2; a result that is not an int (a report, metrics, None) means success."""
+    try:
+        status = command_main(list(argv))
+    except UserInputError as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        return USER_ERROR_EXIT_STATUS
+    return status if isinstance(status, int) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to a subcommand; return the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -62,13 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"convnext-hf: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return USER_ERROR_EXIT_STATUS
-    command_main = importlib.import_module(COMMANDS[command][0]).main
-    try:
-        status = command_main(rest)
-    except UserInputError as error:
-        print(f"convnext-hf {command}: error: {error}", file=sys.stderr)
-        return USER_ERROR_EXIT_STATUS
-    return status if isinstance(status, int) else 0
+    return run_command(f"convnext-hf {command}", importlib.import_module(COMMANDS[command][0]).main, rest)
 
 
 if __name__ == "__main__":
