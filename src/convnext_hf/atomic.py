@@ -189,6 +189,27 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
             os.close(lock)
 
 
+def _resolved(output_dir: str | os.PathLike) -> Path:
+    """The output path, a symlink to a folder replaced by the folder it points to (the link stays)."""
+    output = Path(output_dir)
+    return Path(os.path.realpath(output)) if output.is_symlink() and output.is_dir() else output
+
+
+def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse, before any work and creating nothing, an output `atomic_directory` would refuse at its start: a file,
+    a path under a file, a folder that cannot be written, or a non-empty folder without `overwrite`."""
+    output = _resolved(output_dir)
+    if output.exists() and not output.is_dir():
+        raise UserInputError(f"{output} is a file; choose a folder path for the output.")
+    existing = next(parent for parent in output.absolute().parents if parent.exists())
+    if not existing.is_dir():
+        raise UserInputError(f"cannot write {output}: {existing} is a file; choose a folder you can write to.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserInputError(f"cannot write {output}: {existing} is not writable; choose a folder you can write to.")
+    if not overwrite and output.is_dir() and any(output.iterdir()):
+        raise OutputExistsError(output)
+
+
 @contextmanager
 def atomic_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a staging folder beside `output_dir` that takes its place only if the block completes.
@@ -198,11 +219,8 @@ def atomic_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> 
     if nothing in it changed during the run. On any error the staging folder is removed and `output_dir` is left as
     it was.
     """
-    output = Path(output_dir)
-    if output.is_symlink() and output.is_dir():
-        output = Path(os.path.realpath(output))
-    if output.exists() and not output.is_dir():
-        raise UserInputError(f"{output} is a file; choose a folder path for the output.")
+    output = _resolved(output_dir)
+    check_output_dir(output, overwrite=True)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:

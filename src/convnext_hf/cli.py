@@ -7,6 +7,7 @@ traceback. Any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 from collections.abc import Callable, Sequence
@@ -33,14 +34,47 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def unknown_flags_message(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> str:
+    """Name the arguments `parser` does not know, with the closest flag it does know for each misspelt one."""
+    # Compared in the underscore spelling, which every flag has.
+    known = {"--" + option[2:].replace("-", "_") for action in parser._actions for option in action.option_strings
+             if option.startswith("--")}  # fmt: skip
+    parts = []
+    for argument in unknown:
+        flag = argument.split("=", 1)[0]
+        if not flag.startswith("-"):
+            continue
+        close = difflib.get_close_matches("--" + flag.lstrip("-").replace("-", "_"), sorted(known), 1)
+        parts.append(f"{flag} (did you mean {close[0]}?)" if close else flag)
+    if not parts:
+        return f"unexpected arguments {' '.join(unknown)}; see --help for what the command takes."
+    return f"unknown flag{'s' if len(parts) > 1 else ''} {', '.join(parts)}; see --help for the flags."
+
+
 class CommandParser(argparse.ArgumentParser):
     """The argument parser of every `convnext-hf` command: flags are declared with underscores (`--output_dir`) and
-    also accepted with dashes (`--output-dir`), so one spelling works across all commands."""
+    also accepted with dashes (`--output-dir`), so one spelling works across all commands; a misspelt flag is named
+    with the closest one."""
 
     def add_argument(self, *names: str, **kwargs: object) -> argparse.Action:
         """Add an argument; each `--flag_with_underscores` also answers to `--flag-with-underscores`."""
         dashed = [name.replace("_", "-") for name in names if name.startswith("--") and "_" in name]
         return super().add_argument(*names, *dashed, **kwargs)
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: object = None) -> argparse.Namespace:
+        """Parse, refusing unknown flags first (before a missing required one) with a suggestion for each misspelt
+        flag (argparse's exit status 2)."""
+        args = list(sys.argv[1:] if args is None else args)
+        unknown = [argument for argument in args if argument.startswith("--") and not self._known(argument)]
+        parsed, extra = self.parse_known_args(args, namespace) if not unknown else (None, unknown)
+        if extra:
+            self.error(unknown_flags_message(self, extra))
+        return parsed
+
+    def _known(self, argument: str) -> bool:
+        """Whether `--flag[=value]` names one of this parser's flags, or abbreviates one (as argparse allows)."""
+        flag = argument.split("=", 1)[0]
+        return argument == "--" or any(option.startswith(flag) for option in self._option_string_actions)
 
 
 def usage() -> str:

@@ -18,7 +18,6 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -27,10 +26,11 @@ import torch
 import transformers
 from transformers.image_utils import load_image
 
-from .atomic import atomic_directory
+from .atomic import atomic_directory, check_output_dir
 from .cli import CommandParser
 from .errors import UserInputError
 from .metrics.multilabel import average_precision, multilabel_scores, sigmoid
+from .model_folder import check_model_folder, loading_model
 from .train.arguments import MULTI_LABEL, DataArguments
 from .train.data import load_image_data
 from .train.model import MULTI_LABEL_PROBLEM
@@ -99,15 +99,18 @@ def _predict(
 
 def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     """Score the model folder on the data; write metrics.json, predictions.csv and the confusion matrix."""
-    config = transformers.AutoConfig.from_pretrained(args.model, cache_dir=args.cache_dir)
+    check_model_folder(args.model)
+    with loading_model(args.model):
+        config = transformers.AutoConfig.from_pretrained(args.model, cache_dir=args.cache_dir)
     if config.model_type == "upernet" or not getattr(config, "id2label", None):
         raise UserInputError(
             f"{args.model} is not an image classifier ({config.model_type}); `convnext-hf evaluate` scores "
             "classification folders."
         )
-    model = transformers.AutoModelForImageClassification.from_pretrained(args.model, cache_dir=args.cache_dir)
+    with loading_model(args.model):
+        model = transformers.AutoModelForImageClassification.from_pretrained(args.model, cache_dir=args.cache_dir)
+        processor = transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
     model = model.to(args.device).eval()
-    processor = transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
     multi_label = config.problem_type == MULTI_LABEL_PROBLEM
     images, data_names = _load(args, multi_label)
     ids, matching = _label_ids(data_names, config)
@@ -222,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise UserInputError("Name exactly one of --validation_dir, --validation_file or --dataset_name.")
     if args.batch_size < 1:
         raise UserInputError(f"--batch_size must be a positive number of images, got {args.batch_size}.")
-    Path(args.output_dir).parent.mkdir(parents=True, exist_ok=True)
+    check_output_dir(args.output_dir, args.overwrite)
     report = evaluate_folder(args)
     print_table(report)
     print(f"Written: {os.path.join(args.output_dir, METRICS_NAME)}")

@@ -7,6 +7,7 @@ and new variants need nothing here. Its outputs become named graph outputs in a 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import transformers
 from torch import nn
 
 from ..errors import UserInputError
+from ..model_folder import check_model_folder, loading_model
 
 # `config.architectures[0]` -> (Auto class, the task optimum calls it, the ModelOutput fields that become outputs).
 # A backbone's feature maps are a tuple: they become one output per `config.out_features` stage.
@@ -27,6 +29,8 @@ TASKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "Model": ("AutoModel", "feature-extraction", ("last_hidden_state", "pooler_output")),
 }
 INPUT_NAME = "pixel_values"
+# torch.onnx translates to opset 18 and newer; converting down to older opsets fails on LayerNormalization and Resize.
+DEFAULT_OPSET = 18
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 
 
@@ -40,16 +44,16 @@ class Exportable:
     output_names: tuple[str, ...]
     image_size: int
     num_channels: int
+    total_stride: int
 
 
 def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Exportable:
     """Load the model a saved folder holds, in eval mode and `dtype`, with its output names."""
     import convnext_hf  # noqa: F401  (registers our model type with the Auto classes)
 
-    config_path = Path(model_dir) / "config.json"
-    if not config_path.is_file():
-        raise UserInputError(f"{model_dir} has no config.json; pass --model a folder written by save_pretrained.")
-    config = transformers.AutoConfig.from_pretrained(str(model_dir))
+    check_model_folder(model_dir, hub_ids=False)
+    with loading_model(model_dir):
+        config = transformers.AutoConfig.from_pretrained(str(model_dir))
     architecture = (config.architectures or [""])[0]
     suffix = next((suffix for suffix in TASKS if architecture.endswith(suffix)), None)
     if suffix is None:
@@ -60,11 +64,16 @@ def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.flo
     auto_class, task, fields = TASKS[suffix]
     # The class the Auto mapping names (AutoBackbone.from_pretrained itself would look the folder up on the Hub).
     model_class = getattr(transformers, auto_class)._model_mapping[type(config)]
-    model = model_class.from_pretrained(str(model_dir), dtype=dtype).eval()
     output_names = tuple(config.out_features) if fields == ("feature_maps",) else fields
     backbone_config = getattr(config, "backbone_config", None) or config
-    image_size = image_size_of(model_dir, backbone_config)
-    return Exportable(model, task, fields, output_names, image_size, backbone_config.num_channels)
+    with loading_model(model_dir):
+        model = model_class.from_pretrained(str(model_dir), dtype=dtype).eval()
+        image_size = image_size_of(model_dir, backbone_config)
+    # The built-in ConvNext config has no total_stride: its stem is a patchify conv and each later stage halves.
+    total_stride = getattr(backbone_config, "total_stride", None) or (
+        backbone_config.patch_size * 2 ** (len(backbone_config.depths) - 1)
+    )
+    return Exportable(model, task, fields, output_names, image_size, backbone_config.num_channels, total_stride)
 
 
 def image_size_of(model_dir: str | os.PathLike, config: transformers.PreTrainedConfig) -> int:
@@ -158,18 +167,34 @@ def export_onnx(
     import onnx
 
     program = capture(exportable, example, dynamic)
-    onnx_program = torch.onnx.export(
-        program,
-        (example,),
-        input_names=[INPUT_NAME],
-        output_names=list(exportable.output_names),
-        opset_version=opset,
-        dynamo=True,
-        verbose=False,
-    )
+    # Where onnx cannot convert an op to `opset`, its version converter logs a traceback and leaves the op as it
+    # is; the checker below names the op instead, in one line.
+    converter_log = logging.getLogger("onnxscript.version_converter")
+    level = converter_log.level
+    converter_log.setLevel(logging.ERROR)
+    try:
+        onnx_program = torch.onnx.export(
+            program,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=list(exportable.output_names),
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+    finally:
+        converter_log.setLevel(level)
     onnx_program.save(path)
     name_dynamic_axes(path)
-    onnx.checker.check_model(str(path))
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as error:
+        if opset == DEFAULT_OPSET:
+            raise
+        # torch.onnx writes opset 18 and converts up; where onnx has no converter for an op it leaves the op as is.
+        reason = (str(error).strip().splitlines() or ["invalid graph"])[0]
+        raise UserInputError(f"torch.onnx could not write a valid opset {opset} graph ({reason}); choose another "
+                             f"--opset (the default is {DEFAULT_OPSET}).") from error  # fmt: skip
     written = next(opset.version for opset in onnx.load(str(path), load_external_data=False).opset_import
                    if opset.domain in ("", "ai.onnx"))
     if written != opset:

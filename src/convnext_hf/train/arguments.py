@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.integrations import is_tensorboard_available
 
+from ..cli import unknown_flags_message
 from ..configuration_convnext import VARIANTS
+from ..errors import UserInputError
 from .recipes import RECIPES, recipe_defaults
 
 BAD_IMAGE_POLICIES = ("error", "skip")
@@ -217,13 +220,26 @@ TRAINER_DEFAULTS = {
 }
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A parser whose errors are a `UserInputError`, printed as one line: the usage of every Trainer flag that
+    argparse prints first would bury the message."""
+
+    def error(self, message: str) -> NoReturn:
+        """Refuse the command line with argparse's message."""
+        raise UserInputError(f"{message}; see --help for the flags.")
+
+
+class TrainParser(_OneLineErrors, HfArgumentParser):
+    """`HfArgumentParser` with one-line errors."""
+
+
 def build_parser(argv: Sequence[str]) -> HfArgumentParser:
     """An HfArgumentParser over all the argument dataclasses, with the defaults of the `--recipe` named in `argv`."""
-    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser = _OneLineErrors(add_help=False)
     pre_parser.add_argument("--recipe", default=None, choices=list(RECIPES))
     pre_parser.add_argument("--variant", default=None)
     known, _ = pre_parser.parse_known_args(argv)
-    parser = HfArgumentParser(ALL_ARGUMENTS)
+    parser = TrainParser(ALL_ARGUMENTS)
     parser.set_defaults(**TRAINER_DEFAULTS)
     if known.recipe is not None:
         parser.set_defaults(**recipe_defaults(known.recipe, known.variant))
@@ -244,4 +260,13 @@ class RunArguments:
 def parse_args(argv: Sequence[str]) -> RunArguments:
     """Parse a `convnext-hf train` command line."""
     argv = list(argv)
-    return RunArguments(*build_parser(argv).parse_args_into_dataclasses(args=argv))
+    parser = build_parser(argv)
+    try:
+        *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except UserInputError:
+        raise
+    except ValueError as error:  # TrainingArguments' own checks of the flags it was given
+        raise UserInputError(str(error)) from error
+    if unknown:
+        raise UserInputError(unknown_flags_message(parser, unknown))
+    return RunArguments(*parsed)
