@@ -11,6 +11,7 @@ import difflib
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from .errors import USER_ERROR_EXIT_STATUS, UserInputError
 
@@ -47,11 +48,20 @@ def unknown_flags_message(parser: argparse.ArgumentParser, unknown: Sequence[str
         close = difflib.get_close_matches("--" + flag.lstrip("-").replace("-", "_"), sorted(known), 1)
         parts.append(f"{flag} (did you mean {close[0]}?)" if close else flag)
     if not parts:
-        return f"unexpected arguments {' '.join(unknown)}; see --help for what the command takes."
-    return f"unknown flag{'s' if len(parts) > 1 else ''} {', '.join(parts)}; see --help for the flags."
+        return f"unexpected arguments {' '.join(unknown)}"
+    return f"unknown flag{'s' if len(parts) > 1 else ''} {', '.join(parts)}"
 
 
-class CommandParser(argparse.ArgumentParser):
+class OneLineErrors(argparse.ArgumentParser):
+    """A parser whose errors are a `UserInputError`, printed as one line by `run_command` (argparse would print the
+    usage first, which for `train`'s hundreds of Trainer flags buries the message)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Refuse the command line with argparse's message."""
+        raise UserInputError(f"{message}; see --help for the flags.")
+
+
+class CommandParser(OneLineErrors):
     """The argument parser of every `convnext-hf` command: flags are declared with underscores (`--output_dir`) and
     also accepted with dashes (`--output-dir`), so one spelling works across all commands; a misspelt flag is named
     with the closest one."""
@@ -63,7 +73,7 @@ class CommandParser(argparse.ArgumentParser):
 
     def parse_args(self, args: Sequence[str] | None = None, namespace: object = None) -> argparse.Namespace:
         """Parse, refusing unknown flags first (before a missing required one) with a suggestion for each misspelt
-        flag (argparse's exit status 2)."""
+        flag."""
         args = list(sys.argv[1:] if args is None else args)
         unknown = [argument for argument in args if argument.startswith("--") and not self._known(argument)]
         parsed, extra = self.parse_known_args(args, namespace) if not unknown else (None, unknown)

@@ -8,16 +8,14 @@ command line win over it.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn
 
 import torch
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.integrations import is_tensorboard_available
 
-from ..cli import unknown_flags_message
+from ..cli import OneLineErrors, unknown_flags_message
 from ..configuration_convnext import VARIANTS
 from ..errors import UserInputError
 from .recipes import RECIPES, recipe_defaults
@@ -220,22 +218,13 @@ TRAINER_DEFAULTS = {
 }
 
 
-class _OneLineErrors(argparse.ArgumentParser):
-    """A parser whose errors are a `UserInputError`, printed as one line: the usage of every Trainer flag that
-    argparse prints first would bury the message."""
-
-    def error(self, message: str) -> NoReturn:
-        """Refuse the command line with argparse's message."""
-        raise UserInputError(f"{message}; see --help for the flags.")
-
-
-class TrainParser(_OneLineErrors, HfArgumentParser):
+class TrainParser(OneLineErrors, HfArgumentParser):
     """`HfArgumentParser` with one-line errors."""
 
 
 def build_parser(argv: Sequence[str]) -> HfArgumentParser:
     """An HfArgumentParser over all the argument dataclasses, with the defaults of the `--recipe` named in `argv`."""
-    pre_parser = _OneLineErrors(add_help=False)
+    pre_parser = OneLineErrors(add_help=False)
     pre_parser.add_argument("--recipe", default=None, choices=list(RECIPES))
     pre_parser.add_argument("--variant", default=None)
     known, _ = pre_parser.parse_known_args(argv)
@@ -268,5 +257,5 @@ def parse_args(argv: Sequence[str]) -> RunArguments:
     except ValueError as error:  # TrainingArguments' own checks of the flags it was given
         raise UserInputError(str(error)) from error
     if unknown:
-        raise UserInputError(unknown_flags_message(parser, unknown))
+        parser.error(unknown_flags_message(parser, unknown))
     return RunArguments(*parsed)
