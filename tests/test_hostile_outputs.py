@@ -217,7 +217,11 @@ def test_old_output_is_kept_when_its_place_was_taken(tmp_path, caplog):
         atomic.recover(out)
     assert "move back what you need" in caplog.text
     assert tree(out) == {"model.txt": "someone else's"}
-    assert tree(tmp_path / f".out.old-{DEAD_TOKEN}") == {"model.txt": "old"}
+    # Moved to a visible name, so that no later run takes it for debris.
+    assert entries(tmp_path) == ["out", f"out.previous-{DEAD_TOKEN}"]
+    assert tree(tmp_path / f"out.previous-{DEAD_TOKEN}") == {"model.txt": "old"}
+    atomic.recover(out)
+    assert entries(tmp_path) == ["out", f"out.previous-{DEAD_TOKEN}"]
 
 
 def test_debris_of_a_live_writer_is_left_alone(tmp_path):

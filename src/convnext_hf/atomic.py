@@ -75,6 +75,25 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _create_locked(output: Path, directory: bool) -> tuple[Path, int | None]:
+    """Create a new staging file or folder for `output` and lock it, so that a later run can tell it from the debris
+    of a dead writer. A concurrent `recover` may take the lock first and delete the new path: then start over."""
+    while True:
+        staging = _debris_name(output, PARTIAL, _new_token())
+        if directory:
+            staging.mkdir()
+        else:
+            os.close(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        lock = _lock(staging, blocking=True)
+        if lock is None and fcntl is None:
+            return staging, None
+        if lock is not None:
+            with suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(lock), os.stat(staging)):
+                    return staging, lock
+            os.close(lock)
+
+
 def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
@@ -122,13 +141,8 @@ def _recover_old(output: Path, old: Path, token: str) -> None:
         return
     if _is_empty_dir(output):
         output.rmdir()
-    try:
-        os.rename(old, output)
-    except OSError:
-        logger.warning("%s holds the previous %s, set aside by an interrupted --overwrite run; %s is occupied, so it "
-                       "was left there: move back what you need, then delete it.", old, output, output)  # fmt: skip
-        return
-    logger.warning("Restored %s from %s, where an interrupted --overwrite run had set it aside.", output, old)
+    if _restore(old, output, token):
+        logger.warning("Restored %s from %s, where an interrupted --overwrite run had set it aside.", output, old)
 
 
 def _listing(folder: Path) -> dict[str, tuple[int, int, int]]:
@@ -172,10 +186,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     a file; on any error the temporary file is removed."""
     path = Path(path)
     recover(path)
-    staging = _debris_name(path, PARTIAL, _new_token())
-    # Created and locked here so that a later run can tell it from the debris of a dead writer.
-    os.close(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    lock = _lock(staging, blocking=True)
+    staging, lock = _create_locked(path, directory=False)
     try:
         with _exception_on_sigterm():
             try:
@@ -231,13 +242,11 @@ def atomic_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> 
         if not overwrite:
             raise OutputExistsError(output)
         before = _listing(output)
-    token = _new_token()
-    staging = _debris_name(output, PARTIAL, token)
     try:
-        staging.mkdir()
+        staging, lock = _create_locked(output, directory=True)
     except OSError as error:
         raise _unwritable(output, error) from error
-    lock = _lock(staging, blocking=True)
+    token = staging.name.split(f".{PARTIAL}-", 1)[1]
     try:
         with _exception_on_sigterm():
             try:
@@ -278,19 +287,25 @@ def _move_into_place(staging: Path, output: Path, before: dict | None, token: st
                 )
             _rename_no_replace(staging, output)
         except BaseException:
-            _restore(old, output)
+            _restore(old, output, token)
             raise
     finally:
         os.close(old_lock)
     _remove(old)
 
 
-def _restore(old: Path, output: Path) -> None:
-    """Move the set-aside old output back; if something took its place meanwhile, say where it stays."""
+def _restore(old: Path, output: Path, token: str) -> bool:
+    """Move the set-aside old output back. If something took its place meanwhile, move it to the visible
+    `NAME.previous-TOKEN` instead (never cleaned up automatically) and say so; False then."""
     try:
         os.rename(old, output)
+        return True
     except OSError:
-        logger.warning("%s was taken while this run replaced it; its previous content is kept in %s.", output, old)
+        kept = output.with_name(f"{output.name}.previous-{token}")
+        os.rename(old, kept)
+        logger.warning("%s was taken by another run or program while %s was being replaced; its previous content "
+                       "is kept in %s: move back what you need, then delete it.", output, output, kept)  # fmt: skip
+        return False
 
 
 def _rename_no_replace(source: Path, output: Path) -> None:
