@@ -25,6 +25,7 @@ from transformers.image_utils import load_image
 
 from .atomic import atomic_directory
 from .errors import UserInputError
+from .model_folder import check_model_folder, loading_model
 from .tasks import SEMANTIC_SEGMENTATION, TASKS, task_of_config
 from .train.report import CONFUSION_MATRIX_NAME, METRICS_NAME, plot_confusion_matrix, write_json
 
@@ -37,8 +38,9 @@ TASK_FLAGS = {"validation_mask_dir": SEMANTIC_SEGMENTATION, "mask_column_name": 
 
 def load_model(args: argparse.Namespace, auto_class: type) -> tuple[transformers.PreTrainedModel, Any]:
     """The folder's model, through `auto_class`, on the device and in eval mode, and its image processor."""
-    model = auto_class.from_pretrained(args.model, cache_dir=args.cache_dir).to(args.device).eval()
-    return model, transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
+    with loading_model(args.model):
+        model = auto_class.from_pretrained(args.model, cache_dir=args.cache_dir).to(args.device).eval()
+        return model, transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
 
 
 def predict(
@@ -71,7 +73,9 @@ def predict(
 
 def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     """Score the model folder on the data with its task's scorer; the scorer writes the output folder."""
-    config = transformers.AutoConfig.from_pretrained(args.model, cache_dir=args.cache_dir)
+    check_model_folder(args.model)
+    with loading_model(args.model):
+        config = transformers.AutoConfig.from_pretrained(args.model, cache_dir=args.cache_dir)
     task = task_of_config(config)
     scorers = [name for name, record in TASKS.items() if record.module and hasattr(record.hooks, "evaluate")]
     if task is None or task.name not in scorers:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from .cli import CommandParser
@@ -48,11 +47,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise UserInputError(f"--batch_size must be a positive number of images, got {args.batch_size}.")
     import torch
 
+    from .atomic import check_output_dir
     from .evaluation import evaluate_folder, print_table
     from .train.report import METRICS_NAME
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    Path(args.output_dir).parent.mkdir(parents=True, exist_ok=True)
+    check_output_dir(args.output_dir, args.overwrite)
     report = evaluate_folder(args)
     print_table(report)
     print(f"Written: {os.path.join(args.output_dir, METRICS_NAME)}")
