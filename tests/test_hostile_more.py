@@ -153,3 +153,68 @@ def test_a_folder_named_like_an_image_and_text_named_png_are_refused_by_name(tmp
     Image.new("RGB", (40, 30), "white").save(tmp_path / "é ☃ space.png")
     assert torch.allclose(processor(str(tmp_path / "é ☃ space.png"), return_tensors="pt").pixel_values,
                           _white_rgb(processor))  # fmt: skip
+
+
+# --- outputs that would replace or mix with an input ----------------------------------------------------------------
+
+
+def _tiny_model(folder):
+    torch.manual_seed(0)
+    config = ConvNextConfig(**SMALL, num_labels=2, id2label={0: "cat", 1: "dog"})
+    ConvNextForImageClassification(config).save_pretrained(folder)
+    ConvNextHFImageProcessor(size={"shortest_edge": 64}).save_pretrained(folder)
+    return folder
+
+
+def _images(folder):
+    for name in ("cat", "dog"):
+        (folder / name).mkdir(parents=True)
+        Image.new("RGB", (40, 40), name == "cat" and "white" or "black").save(folder / name / "0.png")
+    return folder
+
+
+# name -> (argv builder over (model, images, tmp_path), the flag the message names, fragment)
+OVERLAPS = {
+    "evaluate into the validation folder": (
+        lambda m, v, t: ["evaluate", "--model", m, "--validation_dir", v, "--output_dir", v, "--overwrite"],
+        "--validation_dir", "would replace it"),
+    "evaluate into the model folder": (
+        lambda m, v, t: ["evaluate", "--model", m, "--validation_dir", v, "--output_dir", m, "--overwrite"],
+        "--model", "would replace it"),
+    "evaluate into a link to the model folder": (
+        lambda m, v, t: ["evaluate", "--model", m, "--validation_dir", v, "--output_dir", t / "link", "--overwrite"],
+        "--model", "would replace it"),
+    "evaluate inside the validation folder": (
+        lambda m, v, t: ["evaluate", "--model", m, "--validation_dir", v, "--output_dir", v / "scores"],
+        "--validation_dir", "lies inside"),
+    "export into the model folder": (
+        lambda m, v, t: ["export", "onnx", "--model", m, "--output_dir", m, "--overwrite"], "--model", "replace it"),
+    "export inside the model folder": (
+        lambda m, v, t: ["export", "onnx", "--model", m, "--output_dir", m / "onnx"], "--model", "lies inside"),
+    "train into its train_dir": (
+        lambda m, v, t: ["train", "--train_dir", v, "--variant", "atto", "--output_dir", v, "--overwrite"],
+        "--train_dir", "would replace it"),
+    "train inside its train_dir": (
+        lambda m, v, t: ["train", "--train_dir", v, "--variant", "atto", "--output_dir", v / "run"],
+        "--train_dir", "lies inside"),
+    "evaluate --max_eval_samples -1": (
+        lambda m, v, t: ["evaluate", "--model", m, "--validation_dir", v, "--output_dir", t / "o",
+                         "--max_eval_samples", "-1"], "--max_eval_samples", "positive"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", OVERLAPS)
+def test_outputs_never_replace_or_mix_with_inputs(tmp_path, capsys, case):
+    from convnext_hf.cli import main as cli_main
+
+    build, flag, fragment = OVERLAPS[case]
+    model, images = _tiny_model(tmp_path / "model"), _images(tmp_path / "images")
+    (tmp_path / "link").symlink_to(model, target_is_directory=True)
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    status = cli_main([str(arg) for arg in build(model, images, tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err, err
+    message = err.strip().splitlines()[-1]
+    assert flag in message and fragment in message, message
+    after = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert after == before

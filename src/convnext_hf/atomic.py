@@ -221,6 +221,27 @@ def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> 
         raise OutputExistsError(output)
 
 
+def check_apart(output_dir: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse an output folder that is one of the inputs (flag -> path), or holds one, or lies inside one: replacing
+    it would delete the input (with --overwrite), and outputs inside a data folder would be read as data next time.
+    Paths are compared resolved, so a link is seen for what it points to."""
+    output = Path(os.path.realpath(output_dir))
+    for flag, given in inputs.items():
+        if not given or not os.path.exists(given):
+            continue
+        source = Path(os.path.realpath(given))
+        if output == source or output in source.parents:
+            raise UserInputError(
+                f"--output_dir {output_dir} holds {flag} {given}; writing there would replace it. Choose another "
+                "output folder."
+            )
+        if source in output.parents:
+            raise UserInputError(
+                f"--output_dir {output_dir} lies inside {flag} {given}; the results would mix with that input (and be "
+                "read as part of it next time). Choose a folder outside it."
+            )
+
+
 @contextmanager
 def atomic_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a staging folder beside `output_dir` that takes its place only if the block completes.

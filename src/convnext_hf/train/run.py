@@ -16,6 +16,7 @@ from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_N
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.utils import SAFE_WEIGHTS_NAME
 
+from ..atomic import check_apart
 from ..cli import print_box
 from ..complexity import parameter_count
 from ..errors import OutputExistsError, UserInputError
@@ -47,6 +48,10 @@ def _check_output_dir(args: RunArguments) -> None:
         raise UserInputError("--output_dir is required: the folder that receives the trained model.")
     if os.path.exists(training.output_dir) and not os.path.isdir(training.output_dir):
         raise UserInputError(f"--output_dir {training.output_dir} is a file; choose a folder path for the output.")
+    data = args.data
+    check_apart(training.output_dir, {"--train_dir": data.train_dir, "--validation_dir": data.validation_dir,
+                                      "--train_mask_dir": data.train_mask_dir,
+                                      "--validation_mask_dir": data.validation_mask_dir})  # fmt: skip
     if (
         os.path.isdir(training.output_dir)
         and os.listdir(training.output_dir)
