@@ -10,7 +10,7 @@ import argparse
 import difflib
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from .errors import USER_ERROR_EXIT_STATUS, UserInputError
@@ -82,8 +82,9 @@ class OneLineErrors:
         return [option for action in self._actions for option in action.option_strings]
 
     def error(self, message: str) -> NoReturn:
-        """Print `prog: error: message` (one line, no usage block) and exit with status 2. A misspelt flag is the
-        error named even when argparse stops earlier (at a required option the misspelling was meant to give)."""
+        """Refuse the command line with one `UserInputError` (every entry point prints it as one line, no usage block,
+        exit status 2). A misspelt flag is the error named even when argparse stops earlier (at a required option the
+        misspelling was meant to give)."""
         known = self.option_strings()
         unknown = [
             argument for argument in getattr(self, "given", [])
@@ -91,7 +92,7 @@ class OneLineErrors:
         ]  # fmt: skip
         if unknown:
             message = unrecognized(unknown, known)
-        self.exit(USER_ERROR_EXIT_STATUS, f"{self.prog}: error: {message} (--help lists the options)\n")
+        raise UserInputError(f"{message} (--help lists the options)")
 
 
 class CommandParser(OneLineErrors, argparse.ArgumentParser):
@@ -124,6 +125,17 @@ def usage() -> str:
     )
 
 
+def run_command(name: str, command_main: Callable[[list[str]], object], argv: Sequence[str]) -> int:
+    """Run `command_main(argv)` as every entry point does: a `UserInputError` becomes one line on stderr and exit
+    status 2; a result that is not an int (a report, metrics, None) means success."""
+    try:
+        status = command_main(list(argv))
+    except UserInputError as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        return USER_ERROR_EXIT_STATUS
+    return status if isinstance(status, int) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to a subcommand; return the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -134,13 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"convnext-hf: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return USER_ERROR_EXIT_STATUS
-    command_main = importlib.import_module(COMMANDS[command][0]).main
-    try:
-        status = command_main(rest)
-    except UserInputError as error:
-        print(f"convnext-hf {command}: error: {error}", file=sys.stderr)
-        return USER_ERROR_EXIT_STATUS
-    return status if isinstance(status, int) else 0
+    return run_command(f"convnext-hf {command}", importlib.import_module(COMMANDS[command][0]).main, rest)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from transformers.image_utils import load_image
 
 from .atomic import atomic_directory
 from .errors import UserInputError
+from .model_folder import check_model_folder, loading_model
 from .tasks import IMAGE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION, SEMANTIC_SEGMENTATION, TASKS, task_of_config
 from .train.report import CONFUSION_MATRIX_NAME, METRICS_NAME, plot_confusion_matrix, write_json
 
@@ -38,12 +39,13 @@ TASK_FLAGS = {"validation_mask_dir": SEMANTIC_SEGMENTATION, "mask_column_name": 
 def load_model(args: argparse.Namespace, auto_class: type) -> tuple[transformers.PreTrainedModel, Any]:
     """The folder's model, through `auto_class`, on the device and in eval mode, and its image processor; refused
     when its weights have no classifier (one would be made up at random)."""
-    model, loading = auto_class.from_pretrained(args.model, cache_dir=args.cache_dir, output_loading_info=True)
-    missing = sorted(loading["missing_keys"])
-    if missing and all(key.startswith("classifier.") for key in missing):
-        raise _not_a_classifier(args.model, f"its weights have no classification head ({', '.join(missing)})")
-    model = model.to(args.device).eval()
-    return model, transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
+    with loading_model(args.model):
+        model, loading = auto_class.from_pretrained(args.model, cache_dir=args.cache_dir, output_loading_info=True)
+        missing = sorted(loading["missing_keys"])
+        if missing and all(key.startswith("classifier.") for key in missing):
+            raise _not_a_classifier(args.model, f"its weights have no classification head ({', '.join(missing)})")
+        model = model.to(args.device).eval()
+        return model, transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
 
 
 def predict(
@@ -76,7 +78,9 @@ def predict(
 
 def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     """Score the model folder on the data with its task's scorer; the scorer writes the output folder."""
-    config = transformers.AutoConfig.from_pretrained(args.model, cache_dir=args.cache_dir)
+    check_model_folder(args.model)
+    with loading_model(args.model):
+        config = transformers.AutoConfig.from_pretrained(args.model, cache_dir=args.cache_dir)
     task = task_of_config(config)
     scorers = [name for name, record in TASKS.items() if record.module and hasattr(record.hooks, "evaluate")]
     if task is None and not config.architectures and config.model_type != "upernet":

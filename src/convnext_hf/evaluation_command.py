@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from .cli import CommandParser
@@ -46,13 +45,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise UserInputError("Name exactly one of --validation_dir, --validation_file or --dataset_name.")
     if args.batch_size < 1:
         raise UserInputError(f"--batch_size must be a positive number of images, got {args.batch_size}.")
+    if args.max_eval_samples is not None and args.max_eval_samples < 1:
+        raise UserInputError(f"--max_eval_samples must be a positive number of images, got {args.max_eval_samples}.")
     import torch
 
+    from .atomic import check_apart, check_output_dir
     from .evaluation import evaluate_folder, print_table
     from .train.report import METRICS_NAME
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    Path(args.output_dir).parent.mkdir(parents=True, exist_ok=True)
+    check_output_dir(args.output_dir, args.overwrite)
+    check_apart(args.output_dir, {"--model": args.model, "--validation_dir": args.validation_dir,
+                                  "--validation_mask_dir": args.validation_mask_dir,
+                                  "--validation_file": args.validation_file})  # fmt: skip
     report = evaluate_folder(args)
     print_table(report)
     print(f"Written: {os.path.join(args.output_dir, METRICS_NAME)}")

@@ -215,6 +215,12 @@ def id2label(config: Mapping[str, Any] | None, arch: Architecture) -> dict[int, 
     except ValueError:
         bad = next(index for index in stored if not str(index).lstrip("-").isdigit())
         raise UserInputError(f"config.json's id2label has the key {bad!r}; its keys must be class numbers.") from None
+    if len(labels) == arch.num_labels and sorted(labels) != list(range(arch.num_labels)):
+        missing = sorted(set(range(arch.num_labels)) - set(labels))
+        raise UserInputError(
+            f"config.json's id2label numbers its {len(labels)} classes {sorted(labels)}, not 0..{arch.num_labels - 1} "
+            f"(missing {missing}); number the classes in the order of the head's outputs."
+        )
     if sorted(labels) != list(range(arch.num_labels)):
         raise UserInputError(
             f"Refusing to convert: config.json's id2label names {len(labels)} classes, but the weights' head has "

@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", help="checkpoint file, transformers folder, or http(s) URL")
     parser.add_argument("--weights_file", metavar="NAME",
                         help="in a --checkpoint folder holding several weight files, the one to convert")
-    parser.add_argument("--output_dir", "--output", type=Path,
+    parser.add_argument("--output_dir", "--output", type=folder_path,
                         help="output folder (with several --model names: their parent)")
     parser.add_argument("--target", choices=TARGETS, default=CONVNEXT_HF,
                         help="convnext_hf (default; isotropic models too) or transformers' built-in ConvNext format")
@@ -81,6 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not args.checkpoint and not args.model:
             parser.error("pass --checkpoint PATH_OR_URL, or --model NAME to convert an official checkpoint.")
     return args
+
+
+def folder_path(value: str) -> Path:
+    """A folder given on the command line; an empty value (an unset shell variable) is refused, not taken for `.`."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("is empty; pass the folder to write the converted model to")
+    return Path(value)
 
 
 def _is_location(model: str) -> bool:
@@ -109,8 +116,9 @@ def check_options(args: argparse.Namespace) -> None:
         )
     if args.output_dir is not None:
         _check_writable(args.output_dir)
-        source = Path(args.checkpoint).absolute() if args.checkpoint and "://" not in args.checkpoint else None
-        output = args.output_dir.absolute()
+        # Resolved, so that a link to the checkpoint's folder is seen for what it is.
+        source = Path(args.checkpoint).resolve() if args.checkpoint and "://" not in args.checkpoint else None
+        output = args.output_dir.resolve()
         if source is not None and (source == output or output in source.parents):
             raise UserInputError(
                 f"--output_dir {args.output_dir} holds the checkpoint {args.checkpoint}; writing there would replace "

@@ -100,7 +100,10 @@ def _download(url: str, destination: Path) -> None:
 
 def fetch(url: str, cache_dir: Path, sha256: str | None = None) -> tuple[Path, str]:
     """Local path and SHA-256 of the file at `url`, downloaded once into `cache_dir` and verified on every use."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserInputError(f"--cache_dir {cache_dir} is a file (or lies under one); pass a folder.") from None
     path = cache_dir / Path(urlparse(url).path).name
     if not path.is_file():
         _download(url, path)

@@ -68,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(sys.argv[1:] if argv is None else argv)
     from transformers.utils import logging as transformers_logging
 
+    from ..atomic import check_apart
+
+    check_apart(options.output_dir, {"--model": options.model_dir, "--calibration_dir": options.calibration_dir,
+                                     "--validation_dir": options.validation_dir})  # fmt: skip
+
     from .exporter import export
 
     transformers_logging.disable_progress_bar()  # the weights load in a blink; a bar would only clutter the log

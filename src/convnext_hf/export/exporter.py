@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from ..atomic import atomic_directory
+from ..atomic import atomic_directory, check_output_dir
 from ..errors import UserInputError
 from . import parity
 from .engines import ENGINE_FILES, ENGINE_PACKAGES, ONNX_FILE, EngineModel, engine_model, install, require_engine
@@ -44,10 +44,34 @@ def check_options(options: ExportOptions) -> None:
         raise UserInputError("--validation_dir compares float32 and int8 accuracy; use it with --quantize int8.")
     if options.opset < DEFAULT_OPSET:
         raise UserInputError(f"--opset {options.opset} is too old: the exporter writes opset {DEFAULT_OPSET} or newer.")
+    newest = newest_opset()
+    if options.opset > newest:
+        raise UserInputError(f"--opset {options.opset} is newer than the installed onnx knows (up to {newest}); "
+                             f"choose an opset from {DEFAULT_OPSET} to {newest}.")  # fmt: skip
     if options.calibration_images < 1:
         raise UserInputError(f"--calibration_images must be at least 1, got {options.calibration_images}.")
     if options.static_shape is not None and min(options.static_shape) < 1:
         raise UserInputError(f"--static_shape takes a positive height and width, got {options.static_shape}.")
+    if options.tolerance is not None and not 0 <= options.tolerance < float("inf"):
+        raise UserInputError(f"--tolerance is a relative difference, a number >= 0; got {options.tolerance}.")
+    check_output_dir(options.output_dir, options.overwrite)
+
+
+def newest_opset() -> int:
+    """The newest ONNX opset the installed onnx package defines."""
+    import onnx
+
+    return onnx.defs.onnx_opset_version()
+
+
+def check_static_shape(options: ExportOptions, exportable: Exportable) -> None:
+    """Refuse a --static_shape smaller than the model's total stride: its last stage would have no pixels."""
+    if options.static_shape is not None and min(options.static_shape) < exportable.total_stride:
+        raise UserInputError(
+            f"--static_shape {options.static_shape[0]} {options.static_shape[1]} is smaller than the model's total "
+            f"stride {exportable.total_stride} (its last stage would be empty); give a height and width of at least "
+            f"{exportable.total_stride}."
+        )
 
 
 def export(options: ExportOptions) -> dict:
@@ -55,6 +79,7 @@ def export(options: ExportOptions) -> dict:
     check_options(options)
     require_engine(options.engine)
     exportable = load_exportable(options.model_dir)
+    check_static_shape(options, exportable)
     if options.validation_dir is not None and not exportable.scores_top1:
         raise UserInputError(f"--validation_dir scores classifiers (top-1); {options.model_dir} is a {exportable.task} "
                              "model: leave it out.")
@@ -103,9 +128,8 @@ def _export_into(staging: Path, options: ExportOptions, exportable: Exportable) 
 def _check_parity(exportable: Exportable, float_model: EngineModel, options: ExportOptions) -> dict:
     """Run the float export against PyTorch; refuse it beyond the tolerance."""
     tolerance = options.tolerance if options.tolerance is not None else parity.TOLERANCES[options.dtype]
-    stride = parity.total_stride(exportable.model.config)
-    shapes = parity.parity_shapes(exportable.image_size, options.static_shape, stride)
-    results = parity.measure_parity(exportable, float_model, shapes)
+    shapes = parity.parity_shapes(exportable.image_size, options.static_shape, exportable.total_stride)
+    results = parity.measure_parity(exportable, float_model, shapes, exportable.num_channels)
     worst = max(max(result["max_relative_difference"].values()) for result in results)
     if not worst <= tolerance:
         raise ParityError(

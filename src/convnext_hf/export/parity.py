@@ -8,7 +8,6 @@ export's difference is the largest over outputs and inputs. PyTorch runs in floa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,15 +19,6 @@ from .graph import Exportable, OutputTuple
 TOLERANCES = {"float32": 1e-5, "float16": 1e-2}
 SEED = 0
 DEFINITION = "max |engine - pytorch| / max |pytorch|, per output and input; the largest; PyTorch in float32"
-
-
-def total_stride(config: Any) -> int:
-    """Downsampling from the image to the last feature map: ours, transformers' built-in ConvNext(V2), or UperNet's
-    backbone. Smaller inputs are refused by the model, so no parity input may be smaller."""
-    config = getattr(config, "backbone_config", None) or config
-    if hasattr(config, "total_stride"):
-        return config.total_stride
-    return config.patch_size * 2 ** (config.num_stages - 1)
 
 
 def parity_shapes(image_size: int, static_shape: Sequence[int] | None, stride: int = 1) -> list[tuple[int, int, int]]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..cli import OneLineErrors
+from ..errors import UserInputError
 from ..tasks import IMAGE_CLASSIFICATION, TASKS
 from .recipes import RECIPES, recipe_defaults
 
@@ -329,6 +330,10 @@ def launched_on_cpu_only() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
 
 
+class PreParser(OneLineErrors, argparse.ArgumentParser):
+    """Reads `--recipe` and `--variant` ahead of the full parser, whose defaults they set; one-line errors."""
+
+
 def build_parser(argv: Sequence[str]) -> HfArgumentParser:
     """An HfArgumentParser over all the argument dataclasses, with the defaults of the `--recipe` named in `argv`."""
     from transformers import HfArgumentParser, TrainingArguments
@@ -336,7 +341,7 @@ def build_parser(argv: Sequence[str]) -> HfArgumentParser:
     class TrainArgumentParser(OneLineErrors, HfArgumentParser):
         """HfArgumentParser with one-line errors and suggestions for misspelt flags."""
 
-    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser = PreParser(add_help=False)
     pre_parser.add_argument("--recipe", default=None, choices=list(RECIPES))
     pre_parser.add_argument("--variant", default=None)
     known, _ = pre_parser.parse_known_args(argv)
@@ -368,7 +373,10 @@ def parse_args(argv: Sequence[str]) -> RunArguments:
     parser = build_parser(argv)
     parser.parse_args(argv)  # refuses unknown flags by name, with a suggestion
     task_given = any(argument.split("=", 1)[0] == "--task" for argument in argv)
-    args = RunArguments(*parser.parse_args_into_dataclasses(args=argv), task_given=task_given)
+    try:
+        args = RunArguments(*parser.parse_args_into_dataclasses(args=argv), task_given=task_given)
+    except ValueError as error:  # TrainingArguments' own checks of the flags it was given
+        raise UserInputError(str(error)) from error
     if not any(argument.split("=", 1)[0] in ("--output_dir", "--output-dir") for argument in argv):
         logger.info(
             "No --output_dir: the model goes to %s (transformers' default folder).",

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
+from safetensors import safe_open
 from transformers import TrainerCallback, set_seed
+from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.training_args import ParallelMode
+from transformers.utils import SAFE_WEIGHTS_NAME
 
+from ..atomic import check_apart
 from ..cli import print_box
 from ..complexity import parameter_count
 from ..errors import OutputExistsError, UserInputError
@@ -19,7 +25,7 @@ from ..tasks import TASKS, Task, get_task
 from .arguments import REFERENCE_BATCH_SIZE, RunArguments, parse_args
 from .card import CardFacts
 from .data import ImageData
-from .ema import EmaCallback, ModelEma
+from .ema import EMA_WEIGHTS_NAME, EmaCallback, ModelEma
 from .mixup import Mixup
 from .model import config_overrides, freeze_backbone
 from .report import (
@@ -41,6 +47,12 @@ def _check_output_dir(args: RunArguments) -> None:
     training = args.training
     if training.output_dir is None:
         raise UserInputError("--output_dir is required: the folder that receives the trained model.")
+    if os.path.exists(training.output_dir) and not os.path.isdir(training.output_dir):
+        raise UserInputError(f"--output_dir {training.output_dir} is a file; choose a folder path for the output.")
+    data = args.data
+    check_apart(training.output_dir, {"--train_dir": data.train_dir, "--validation_dir": data.validation_dir,
+                                      "--train_mask_dir": data.train_mask_dir,
+                                      "--validation_mask_dir": data.validation_mask_dir})  # fmt: skip
     if (
         os.path.isdir(training.output_dir)
         and os.listdir(training.output_dir)
@@ -110,6 +122,37 @@ def _resume_checkpoint(training_resume: str | bool | None, output_dir: str) -> s
     if not os.path.isdir(training_resume):
         raise UserInputError(f"--resume_from_checkpoint {training_resume} is not a checkpoint folder.")
     return str(training_resume)
+
+
+def _check_checkpoint(checkpoint: str | None, model_ema: bool) -> None:
+    """Refuse a checkpoint the Trainer could not resume from (missing or unreadable state, weights or EMA file)
+    before any work, naming the file; reads headers only (safetensors) or the zip directory (torch.save files)."""
+    if checkpoint is None:
+        return
+    state = os.path.join(checkpoint, TRAINER_STATE_NAME)
+    try:
+        with open(state, encoding="utf-8") as file:
+            if not isinstance(json.load(file), dict):
+                raise ValueError("not a JSON object")
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"--resume_from_checkpoint: {state} is missing or unreadable ({error}); resume from "
+                             "another checkpoint-* folder.") from error  # fmt: skip
+    weights = [os.path.join(checkpoint, name) for name in (SAFE_WEIGHTS_NAME, EMA_WEIGHTS_NAME)]
+    if model_ema and not os.path.isfile(weights[1]):
+        raise UserInputError(f"--resume_from_checkpoint: {checkpoint} has no {EMA_WEIGHTS_NAME}, it was saved without "
+                             "--model_ema; resume without --model_ema, or start a new run.")  # fmt: skip
+    for path in weights:
+        try:
+            if os.path.isfile(path):
+                safe_open(path, "pt").keys()
+        except Exception as error:  # safetensors raises its own error types for every kind of damage
+            raise UserInputError(f"--resume_from_checkpoint: {path} is not a readable safetensors file ({error}); "
+                                 "resume from another checkpoint-* folder.") from error  # fmt: skip
+    for name in (OPTIMIZER_NAME, SCHEDULER_NAME, "rng_state.pth"):
+        path = os.path.join(checkpoint, name)
+        if os.path.isfile(path) and not zipfile.is_zipfile(path):
+            raise UserInputError(f"--resume_from_checkpoint: {path} is damaged (not a torch.save archive); resume "
+                                 "from another checkpoint-* folder.")  # fmt: skip
 
 
 def _total_batch(training: Any) -> int:
@@ -286,6 +329,7 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
     _check_training_length(training)
     _check_evaluation(training)
     checkpoint = _resume_checkpoint(training.resume_from_checkpoint, training.output_dir)
+    _check_checkpoint(checkpoint, args.recipe.model_ema)
     set_seed(training.seed)
     _apply_base_learning_rate(args)
     if args.recipe.unfreeze_last_stages and not args.recipe.freeze_backbone:
