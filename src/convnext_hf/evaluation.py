@@ -25,7 +25,7 @@ from transformers.image_utils import load_image
 
 from .atomic import atomic_directory
 from .errors import UserInputError
-from .model_folder import check_model_folder, loading_model
+from .model_folder import check_model_folder, load_model_folder, loading_model
 from .tasks import SEMANTIC_SEGMENTATION, TASKS, task_of_config
 from .train.report import CONFUSION_MATRIX_NAME, METRICS_NAME, plot_confusion_matrix, write_json
 
@@ -38,8 +38,8 @@ TASK_FLAGS = {"validation_mask_dir": SEMANTIC_SEGMENTATION, "mask_column_name": 
 
 def load_model(args: argparse.Namespace, auto_class: type) -> tuple[transformers.PreTrainedModel, Any]:
     """The folder's model, through `auto_class`, on the device and in eval mode, and its image processor."""
+    model = load_model_folder(auto_class, args.model, cache_dir=args.cache_dir).to(args.device).eval()
     with loading_model(args.model):
-        model = auto_class.from_pretrained(args.model, cache_dir=args.cache_dir).to(args.device).eval()
         return model, transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
 
 
