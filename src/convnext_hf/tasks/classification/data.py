@@ -17,6 +17,7 @@ import datasets
 import torch
 from PIL import Image
 
+from ...data_folder import check_data_folder
 from ...errors import UserInputError
 from ...image_processing_convnext import ConvNextHFImageProcessor
 from ...train.arguments import DataArguments
@@ -26,6 +27,18 @@ from .. import IMAGE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION
 logger = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("label", "labels", "class", "category")
+CLASS_FOLDERS = "a folder with one subfolder per class"
+
+
+def _flag(split: str, kind: str, evaluating: bool) -> str:
+    """The flag that named a split's folder (`kind` "dir") or file ("file"): evaluate's --validation_dir or
+    --validation_file is loaded as the only split, "train"."""
+    return f"--{'validation' if evaluating or split == 'validation' else 'train'}_{kind}"
+
+
+def _data_name(split: str, evaluating: bool) -> str:
+    """How messages name a split's data: evaluate has only the data it scores."""
+    return "the" if evaluating else f"the {'training' if split == 'train' else split}"
 
 
 def _check_sources(args: DataArguments) -> str:
@@ -62,26 +75,23 @@ def _class_folders(directory: str) -> dict[str, int]:
     return counts
 
 
-def _load_folders(args: DataArguments, cache_dir: str | None) -> datasets.DatasetDict:
+def _load_folders(args: DataArguments, cache_dir: str | None, evaluating: bool) -> datasets.DatasetDict:
     splits = {"train": args.train_dir}
     if args.validation_dir is not None:
         splits["validation"] = args.validation_dir
     for split, directory in splits.items():
-        if not os.path.isdir(directory):
-            raise UserInputError(
-                f"The {split} image folder {directory} does not exist; pass a folder of class subfolders."
-            )
+        check_data_folder(directory, _flag(split, "dir", evaluating), CLASS_FOLDERS)
         classes = _class_folders(directory)
         if not classes:
             raise UserInputError(
-                f"No images found in {directory}: arrange the {split} images as {directory}/<class_name>/<image>."
+                f"No images found in {directory}: arrange the images as {directory}/<class_name>/<image>."
             )
         if "." in classes:
             raise UserInputError(
                 f"{classes['.']} image(s) lie directly in {directory}, outside any class subfolder; move each image "
                 f"into the subfolder of its class: {directory}/<class_name>/<image>."
             )
-        if split == "train" and len(classes) == 1:
+        if split == "train" and len(classes) == 1 and not evaluating:
             raise UserInputError(
                 f"{directory} holds one class ({next(iter(classes))!r}); a classifier needs at least two. "
                 f"Put each class's images in its own subfolder: {directory}/<class_name>/<image>."
@@ -92,16 +102,19 @@ def _load_folders(args: DataArguments, cache_dir: str | None) -> datasets.Datase
         return datasets.load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
 
 
-def _load_files(args: DataArguments, cache_dir: str | None) -> datasets.DatasetDict:
+def _load_files(args: DataArguments, cache_dir: str | None, evaluating: bool) -> datasets.DatasetDict:
     splits = {"train": args.train_file}
     if args.validation_file is not None:
         splits["validation"] = args.validation_file
     extensions = {os.path.splitext(path)[1].lower() for path in splits.values()}
     if len(extensions) != 1 or not extensions <= FILE_BUILDERS.keys():
-        raise UserInputError(f"--train_file/--validation_file must both be .csv or both .json/.jsonl, got {splits}.")
+        given = ", ".join(f"{_flag(split, 'file', evaluating)} {path}" for split, path in splits.items())
+        raise UserInputError(f"{given}: the data files must be .csv, or .json/.jsonl (all of one kind).")
     for split, path in splits.items():
         if not os.path.isfile(path):
-            raise UserInputError(f"The {split} file {path} does not exist.")
+            kind = "is a folder" if os.path.isdir(path) else "does not exist"
+            raise UserInputError(f"{_flag(split, 'file', evaluating)} {path} {kind}; pass a CSV or JSON (lines) file "
+                                 "of image paths and labels.")  # fmt: skip
     with local_files_quietly():
         data = datasets.load_dataset(FILE_BUILDERS[extensions.pop()], data_files=splits, cache_dir=cache_dir)
     image_column = _find_column(data["train"], args.image_column_name, IMAGE_COLUMNS, "image")
@@ -117,7 +130,7 @@ def _load_files(args: DataArguments, cache_dir: str | None) -> datasets.DatasetD
     return data.cast_column(image_column, datasets.Image())
 
 
-def _load_hub(args: DataArguments, cache_dir: str | None) -> datasets.DatasetDict:
+def _load_hub(args: DataArguments, cache_dir: str | None, evaluating: bool) -> datasets.DatasetDict:
     data = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=cache_dir)
     if "train" not in data:
         raise UserInputError(f"{args.dataset_name} has no 'train' split (it has {list(data)}).")
@@ -228,24 +241,26 @@ def _encode_multi_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDi
     return datasets.DatasetDict(encoded), names
 
 
-def _drop_bad_images(dataset: datasets.Dataset, split: str, policy: str, num_proc: int | None) -> datasets.Dataset:
+def _drop_bad_images(dataset: datasets.Dataset, data_name: str, policy: str, num_proc: int | None) -> datasets.Dataset:
     bad = find_bad_images(dataset, num_proc)
     if not bad:
         return dataset
     listing = "\n".join(f"  {path}: {reason}" for _, path, reason in bad)
     if policy == "error":
         raise UserInputError(
-            f"{len(bad)} unreadable image(s) in the {split} data:\n{listing}\n"
-            "Remove or replace them, or pass --on_bad_image skip to train without them."
+            f"{len(bad)} unreadable image(s) in {data_name} data:\n{listing}\n"
+            "Remove or replace them, or pass --on_bad_image skip to go on without them."
         )
-    logger.warning("Skipping %d unreadable image(s) in the %s data:\n%s", len(bad), split, listing)
+    logger.warning("Skipping %d unreadable image(s) in %s data:\n%s", len(bad), data_name, listing)
     bad_rows = {row for row, _, _ in bad}
     return dataset.select([row for row in range(len(dataset)) if row not in bad_rows])
 
 
-def _check_multi_labels(data: datasets.DatasetDict, label_names: list[str], source: str) -> None:
+def _check_multi_labels(data: datasets.DatasetDict, label_names: list[str], source: str, evaluating: bool) -> None:
     if len(data["train"]) == 0:
-        raise UserInputError(f"The training data from {source} has no usable images.")
+        raise UserInputError(f"The data from {source} has no usable images.")
+    if evaluating:
+        return  # the scorer matches the labels to the model's, which need not all occur
     counts = torch.tensor(list(data["train"]["label"])).sum(dim=0)
     unseen = [name for name, count in zip(label_names, counts.tolist(), strict=True) if count == 0]
     if len(label_names) < 2 or unseen:
@@ -255,9 +270,11 @@ def _check_multi_labels(data: datasets.DatasetDict, label_names: list[str], sour
         )
 
 
-def _check_classes(data: datasets.DatasetDict, label_names: list[str], source: str) -> None:
+def _check_classes(data: datasets.DatasetDict, label_names: list[str], source: str, evaluating: bool) -> None:
     if len(data["train"]) == 0:
-        raise UserInputError(f"The training data from {source} has no usable images.")
+        raise UserInputError(f"The data from {source} has no usable images.")
+    if evaluating:
+        return  # scoring needs no second class, and the classes of a folder or file are the ones it holds
     if len(label_names) < 2:
         raise UserInputError(
             f"The data from {source} has {len(label_names)} class(es) {label_names}; a classifier needs at least "
@@ -290,22 +307,31 @@ def _split(dataset: datasets.Dataset, fraction: float, num_classes: int, seed: i
 
 
 def load_image_data(
-    args: DataArguments, seed: int, cache_dir: str | None = None, num_proc: int | None = None, task: str | None = None
+    args: DataArguments,
+    seed: int,
+    cache_dir: str | None = None,
+    num_proc: int | None = None,
+    task: str | None = None,
+    evaluating: bool = False,
 ) -> ImageData:
-    """Load, check and split the labelled images the arguments name.
+    """Load, check and split the labelled images the arguments name (`evaluating`: evaluate's data, given as the
+    training split, whose messages name evaluate's flags and ask nothing only training needs).
 
     Labels become multi-hot rows for the multi-label task, or when the label column holds lists.
     """
     kind = _check_sources(args)
     loader = {"folder": _load_folders, "file": _load_files, "hub": _load_hub}[kind]
     source = {"folder": args.train_dir, "file": args.train_file, "hub": args.dataset_name}[kind]
-    data = _standardize_columns(loader(args, cache_dir), args)
+    data = _standardize_columns(loader(args, cache_dir, evaluating), args)
     multi_label = task == MULTI_LABEL_CLASSIFICATION or _holds_lists(data["train"])
     data, label_names = _encode_multi_labels(data) if multi_label else _encode_labels(data)
     data = datasets.DatasetDict(
-        {split: _drop_bad_images(dataset, split, args.on_bad_image, num_proc) for split, dataset in data.items()}
+        {
+            split: _drop_bad_images(dataset, _data_name(split, evaluating), args.on_bad_image, num_proc)
+            for split, dataset in data.items()
+        }
     )
-    (_check_multi_labels if multi_label else _check_classes)(data, label_names, source)
+    (_check_multi_labels if multi_label else _check_classes)(data, label_names, source, evaluating)
     train, validation = data["train"], data.get("validation")
     if validation is None and args.train_val_split > 0:
         train, validation = _split(train, args.train_val_split, len(label_names), seed)

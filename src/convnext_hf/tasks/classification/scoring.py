@@ -58,7 +58,7 @@ def load_labelled_images(args: argparse.Namespace, task: str | None = None) -> t
         max_eval_samples=args.max_eval_samples,
         on_bad_image=args.on_bad_image,
     )
-    data = load_image_data(data_args, seed=0, cache_dir=args.cache_dir, task=task)
+    data = load_image_data(data_args, seed=0, cache_dir=args.cache_dir, task=task, evaluating=True)
     # A Hub dataset's validation split is the one to score; a folder or file is loaded as the only split.
     images = data.validation if data.validation is not None else data.train
     if data.validation is None and args.max_eval_samples is not None:
