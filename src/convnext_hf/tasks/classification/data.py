@@ -38,7 +38,7 @@ def _flag(split: str, kind: str, evaluating: bool) -> str:
 
 def _data_name(split: str, evaluating: bool) -> str:
     """How messages name a split's data: evaluate has only the data it scores."""
-    return "the" if evaluating else f"the {'training' if split == 'train' else split}"
+    return "the" if evaluating else f"the {split}"
 
 
 def _check_sources(args: DataArguments) -> str:
