@@ -20,6 +20,7 @@ import torch
 import transformers
 from PIL import Image
 
+from ...data_folder import check_data_folder
 from ...errors import UserInputError
 from ...train.arguments import DataArguments, ModelArguments
 from ...train.augment import to_pixel_values
@@ -104,9 +105,8 @@ def pairs_from_folders(image_dir: str, mask_dir: str | None, split: str) -> data
     flag = "--train_mask_dir" if split == "train" else "--validation_mask_dir"
     if mask_dir is None:
         raise UserInputError(f"Segmentation needs the {split} masks: pass {flag} (PNG masks with the images' stems).")
-    for directory in (image_dir, mask_dir):
-        if not os.path.isdir(directory):
-            raise UserInputError(f"The {split} folder {directory} does not exist.")
+    check_data_folder(image_dir, f"--{split}_dir", "a folder of images")
+    check_data_folder(mask_dir, flag, "a folder of PNG masks with the images' stems")
     images, masks = _image_files(image_dir), _image_files(mask_dir)
     if not images:
         raise UserInputError(f"No images found in {image_dir}.")
