@@ -140,7 +140,8 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
     def _validate_head_fields(self, num_labels: Any) -> None:
         """Refuse a num_labels that is not a count (transformers would make -1 an empty head) and a problem_type no
         loss exists for. A num_labels beside another id2label is transformers' way to re-head a saved model."""
-        if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 0):
+        counts = isinstance(num_labels, int) and not isinstance(num_labels, bool) and num_labels >= 0
+        if num_labels is not None and not counts:
             raise ValueError(f"num_labels must be an integer >= 0 (0: no classifier), got {num_labels!r}.")
         if self.problem_type not in (None, *PROBLEM_TYPES):
             raise ValueError(f"problem_type must be one of {PROBLEM_TYPES} or None, got {self.problem_type!r}.")
