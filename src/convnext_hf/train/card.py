@@ -12,7 +12,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .. import __version__
 from ..card_table import facts_table
-from .arguments import CLASSIFICATION, MULTI_LABEL, SEGMENTATION
+from .arguments import CLASSIFICATION, DETECTION, MULTI_LABEL, SEGMENTATION
 
 # Per task: the pipeline, what the model is, the results in the card (metric key, metric type, name, as a percentage),
 # the per-label score's name and the pictures the run writes.
@@ -20,11 +20,13 @@ _PIPELINE = {
     CLASSIFICATION: "image-classification",
     MULTI_LABEL: "image-classification",
     SEGMENTATION: "image-segmentation",
+    DETECTION: "object-detection",
 }
 _WHAT = {
     CLASSIFICATION: "A ConvNeXt image classifier",
     MULTI_LABEL: "A ConvNeXt multi-label image classifier (one sigmoid per label)",
     SEGMENTATION: "A semantic-segmentation model (UperNet on a ConvNeXt backbone)",
+    DETECTION: "An object detector (a transformers DETR-family detector on a ConvNeXt backbone)",
 }
 _RESULTS = {
     CLASSIFICATION: (
@@ -43,14 +45,22 @@ _RESULTS = {
         ("eval_pixel_accuracy", "accuracy", "pixel accuracy"),
         ("eval_ema_mean_iou", None, "mean IoU of the EMA weights"),
     ),
+    DETECTION: (
+        ("eval_map", "mAP", "COCO mAP@[.5:.95]"),
+        ("eval_map_50", "mAP@0.5", "AP50"),
+        ("eval_map_75", "mAP@0.75", "AP75"),
+        ("eval_mar_100", "mAR@100", "AR@100"),
+    ),
 }
-_PER_LABEL = {MULTI_LABEL: "AP", SEGMENTATION: "IoU"}
+_PER_LABEL = {MULTI_LABEL: "AP", SEGMENTATION: "IoU", DETECTION: "AP"}
 _PICTURES = {
     CLASSIFICATION: "The confusion matrix and the training curves are in `confusion_matrix.png` and "
     "`training_curves.png`",
     MULTI_LABEL: "The training curves are in `training_curves.png`",
     SEGMENTATION: "Predictions over validation images are in `prediction_overlay.png` (image, truth, prediction), the "
     "pixel confusion matrix and the training curves in `confusion_matrix.png` and `training_curves.png`",
+    DETECTION: "Predictions over validation images are in `predictions.png` (true boxes white), the training curves in "
+    "`training_curves.png`; the metrics count the detections above the pipeline's default score threshold (0.5)",
 }
 
 
@@ -75,6 +85,15 @@ class CardFacts:
 
 
 def _usage(repo_or_path: str, task: str) -> str:
+    if task == DETECTION:
+        return (
+            "```python\n"
+            "import convnext_hf  # registers the ConvNeXt backbone with transformers\n"
+            "from transformers import pipeline\n\n"
+            f'detector = pipeline("object-detection", model="{repo_or_path}")\n'
+            'print(detector("photo.jpg"))  # [{"score", "label", "box": {"xmin", "ymin", "xmax", "ymax"}}, ...]\n'
+            "```"
+        )
     if task == SEGMENTATION:
         # UperNet is transformers' own class; only its backbone is ours, and AutoBackbone finds it once registered.
         return (
@@ -117,7 +136,9 @@ def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
         model_name=facts.model_name,
         library_name="transformers",
         pipeline_tag=pipeline_tag,
-        tags=["convnext", pipeline_tag, "vision", "convnext-hf"] + (["upernet"] if facts.task == SEGMENTATION else []),
+        tags=["convnext", pipeline_tag, "vision", "convnext-hf"]
+        + (["upernet"] if facts.task == SEGMENTATION else [])
+        + ([facts.hyperparameters.get("detector", "")] if facts.task == DETECTION else []),
         # The Hub takes a repository id here; a local folder is named in the text only.
         base_model=facts.base_model if facts.base_model and not os.path.isdir(facts.base_model) else None,
         datasets=[facts.hub_dataset] if facts.hub_dataset else None,
@@ -173,7 +194,8 @@ def _per_label_table(facts: CardFacts) -> str:
         return ""
     score = _PER_LABEL[facts.task]
     rows = {
-        name: "—" if value != value else f"{value:.2%}"  # NaN: the label never occurs in validation
+        # NaN or None: the label never occurs in validation.
+        name: "—" if value is None or value != value else f"{value:.2%}"
         for name, value in facts.per_label.items()
     }
     return "\n" + facts_table(rows, header=("label" if facts.task == MULTI_LABEL else "class", score)) + "\n"

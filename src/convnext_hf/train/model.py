@@ -13,7 +13,7 @@ from ..configuration_convnext import ConvNextConfig
 from ..conversion.labels import label_maps
 from ..errors import UserInputError
 from ..image_processing_convnext import ConvNextHFImageProcessor
-from ..modeling_convnext import ConvNextForImageClassification
+from ..modeling_convnext import ConvNextBackbone, ConvNextForImageClassification
 from .arguments import ModelArguments
 
 logger = logging.getLogger(__name__)
@@ -118,9 +118,12 @@ def build_processor(args: ModelArguments, model: ConvNextForImageClassification)
 def freeze_backbone(model: nn.Module, unfreeze_last_stages: int = 0) -> list[str]:
     """Stop training the ConvNeXt trunk but its last `unfreeze_last_stages` stages (and the norms after them).
 
-    Works for the classifier (trunk `convnext`) and for UperNet (trunk `backbone`); returns the frozen names.
+    Works for the classifier (trunk `convnext`), UperNet (trunk `backbone`) and detectors (the ConvNextBackbone
+    inside); returns the frozen names.
     """
-    trunk = model.backbone if hasattr(model, "backbone") else model.convnext
+    trunk = getattr(model, "backbone", None) or getattr(model, "convnext", None)
+    if trunk is None:
+        trunk = next(module for module in model.modules() if isinstance(module, ConvNextBackbone))
     num_stages = trunk.config.num_stages
     if not 0 <= unfreeze_last_stages <= num_stages:
         raise UserInputError(

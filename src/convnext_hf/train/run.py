@@ -20,7 +20,17 @@ from ..errors import OutputExistsError, UserInputError
 from ..metrics import load_topk_accuracy
 from ..metrics.mean_iou import confusion_counts, iou_scores
 from ..metrics.multilabel import average_precision, multilabel_scores, sigmoid
-from .arguments import CLASSIFICATION, MULTI_LABEL, REFERENCE_BATCH_SIZE, SEGMENTATION, RunArguments, parse_args
+from ..tasks.detection import training as detection
+from ..tasks.detection.model import DETECTORS
+from .arguments import (
+    CLASSIFICATION,
+    DETECTION,
+    MULTI_LABEL,
+    REFERENCE_BATCH_SIZE,
+    SEGMENTATION,
+    RunArguments,
+    parse_args,
+)
 from .augment import RandAugment, RandomResizedCrop, TrainTransform
 from .card import CardFacts
 from .data import ImageData, collate, load_image_data, with_transforms
@@ -157,7 +167,10 @@ def _hyperparameters(args: RunArguments, image_size: int, drop_path_rate: float)
         "epochs": training.num_train_epochs if training.max_steps <= 0 else f"{training.max_steps} steps",
         "image size": image_size,
         **(
-            {"random rescale and crop": f"×{recipe.scale_range[0]:g}–{recipe.scale_range[1]:g}, {image_size}² crop"}
+            detection.hyperparameters(args)
+            if args.model.task == DETECTION
+            else {"random rescale and crop": f"×{recipe.scale_range[0]:g}–{recipe.scale_range[1]:g}, {image_size}² "
+                  "crop"}
             if args.model.task == SEGMENTATION
             else {
                 "random-resized crop": f"scale ({recipe.rrc_scale_min}, 1), "
@@ -189,6 +202,8 @@ def _image_size(processor: Any) -> int:
 
 def _architecture(model: Any) -> str:
     """One line on the network's shape and size."""
+    if getattr(model.config, "model_type", None) in DETECTORS:
+        return detection.describe(model)
     config = _backbone_config(model)
     kind = "isotropic" if config.isotropic else f"{config.num_stages}-stage"
     parameters = parameter_count(model)
@@ -208,10 +223,14 @@ class FinalEvaluation:
     per_label: dict[str, float] | None = None
 
 
-def _final_evaluation(trainer: ConvNextTrainer, data: ImageData) -> FinalEvaluation:
+def _final_evaluation(trainer: ConvNextTrainer, data: ImageData, raw_data: ImageData) -> FinalEvaluation:
     """Metrics, confusion counts and per-label scores of the final weights on the validation split."""
     if data.validation is None:
         return FinalEvaluation({})
+    if trainer.task == DETECTION:
+        # Scored as pipeline("object-detection") scores the saved folder, image by image at its own size.
+        metrics, per_class = detection.final_evaluation(trainer.model, trainer.processing_class, raw_data)
+        return FinalEvaluation(metrics, per_label=per_class)
     prediction = trainer.predict(data.validation, metric_key_prefix="eval")
     metrics, names = dict(prediction.metrics), data.label_names
     if trainer.task == MULTI_LABEL:
@@ -227,7 +246,9 @@ def _final_evaluation(trainer: ConvNextTrainer, data: ImageData) -> FinalEvaluat
 
 def _model_and_processor(args: RunArguments, data: ImageData) -> tuple[Any, Any]:
     """The model for these labels and its processor, refused when the processor's images cannot feed it."""
-    if args.model.task == SEGMENTATION:
+    if args.model.task == DETECTION:
+        model, processor = detection.model_and_processor(args, data)
+    elif args.model.task == SEGMENTATION:
         model = build_segmentation_model(args.model, data.label_names)
         processor = build_segmentation_processor(args.model)
     else:
@@ -275,6 +296,7 @@ def _build_trainer(
     processor: Any,
     callbacks: Sequence[TrainerCallback],
     task: str,
+    raw_data: ImageData,
 ) -> ConvNextTrainer:
     recipe, training = args.recipe, args.training
     if data.validation is None and training.eval_strategy != "no":
@@ -294,21 +316,28 @@ def _build_trainer(
         "--rand_augment": recipe.rand_augment is not None,
         "--random_erasing": recipe.random_erasing > 0,
     }
-    if task == SEGMENTATION and any(classification_only.values()):
+    if task in (SEGMENTATION, DETECTION) and any(classification_only.values()):
         given = [flag for flag, used in classification_only.items() if used]
+        moved, own = ("masks", "--scale_range, the crop and --hflip") if task == SEGMENTATION else (
+            "boxes", "--scale_range, --hflip and --photometric")
         raise UserInputError(
-            f"{', '.join(given)}: classification augmentations, which would not move the masks with the images; "
-            "drop them for segmentation (its augmentation is --scale_range, the crop and --hflip)."
+            f"{', '.join(given)}: classification augmentations, which would not move the {moved} with the images; "
+            f"drop them for {task} (its augmentation is {own})."
         )
+    task_inputs = {
+        "data_collator": collate_segmentation if task == SEGMENTATION else collate,
+        "compute_metrics": _metric_function(task, len(data.label_names)) if task != DETECTION else None,
+    }
+    if task == DETECTION:
+        task_inputs = detection.trainer_inputs(args, raw_data, processor)
     ema = ModelEma(model, recipe.model_ema_decay) if recipe.model_ema else None
     return ConvNextTrainer(
         model=model,
         args=training,
         train_dataset=data.train,
         eval_dataset=data.validation,
-        data_collator=collate_segmentation if task == SEGMENTATION else collate,
         processing_class=processor,
-        compute_metrics=_metric_function(task, len(data.label_names)),
+        **task_inputs,
         preprocess_logits_for_metrics=_best_class_per_pixel if task == SEGMENTATION else None,
         callbacks=([EmaCallback(ema)] if ema is not None else []) + list(callbacks),
         mixup=mixup,
@@ -323,6 +352,8 @@ def _load_data(args: RunArguments) -> ImageData:
     """The labelled images (or image/mask pairs) of the run, with their label names."""
     training = args.training
     with training.main_process_first(desc="loading and checking the images"):
+        if args.model.task == DETECTION:
+            return detection.load_data(args)
         if args.model.task == SEGMENTATION:
             label_names = segmentation_labels(args.model, args.data)
             return load_segmentation_data(args.data, label_names, seed=training.seed, cache_dir=args.model.cache_dir)
@@ -330,6 +361,8 @@ def _load_data(args: RunArguments) -> ImageData:
 
 
 def _attach_transforms(args: RunArguments, data: ImageData, processor: Any) -> ImageData:
+    if args.model.task == DETECTION:
+        return detection.attach_transforms(args, data, processor)
     if args.model.task != SEGMENTATION:
         return with_transforms(data, _train_transform(args, processor), processor)
     recipe = args.recipe
@@ -360,14 +393,14 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
         raise UserInputError("--unfreeze_last_stages goes with --freeze_backbone: it names what stays trainable.")
     raw_data = _load_data(args)
     task = args.model.task
-    if task != SEGMENTATION:
+    if task not in (SEGMENTATION, DETECTION):
         task = MULTI_LABEL if raw_data.multi_label else CLASSIFICATION
     model, processor = _model_and_processor(args, raw_data)
     if args.recipe.freeze_backbone:
         frozen = freeze_backbone(model, args.recipe.unfreeze_last_stages)
         logger.info("Frozen: %d backbone parameter tensors (%s)", len(frozen), _trained_part(args))
     data = _attach_transforms(args, raw_data, processor)
-    trainer = _build_trainer(args, data, model, processor, callbacks, task)
+    trainer = _build_trainer(args, data, model, processor, callbacks, task, raw_data)
     if trainer.ema is not None and checkpoint is not None:
         trainer.ema.load(checkpoint)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -375,7 +408,7 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
         # The averaged weights are the result: evaluate, save and push them.
         trainer.ema.copy_to(model)
         trainer.ema = None
-    final = _final_evaluation(trainer, data)
+    final = _final_evaluation(trainer, data, raw_data)
     metrics = {**train_result.metrics, **final.metrics}
     image_size = _image_size(processor)
     trainer.card_facts = CardFacts(
@@ -417,11 +450,14 @@ def _write_report(
             name: float(counts[index, index] / max(counts[index].sum(), 1)) for index, name in enumerate(names)
         }
     if final.per_label is not None:
-        report["per_label_ap" if trainer.task == MULTI_LABEL else "per_class_iou"] = final.per_label
+        key = {MULTI_LABEL: "per_label_ap", DETECTION: "per_class_ap"}.get(trainer.task, "per_class_iou")
+        report[key] = final.per_label
     write_json(os.path.join(output_dir, METRICS_NAME), report)
     if args.output.plots:
         if counts is not None:
             plot_confusion_matrix(counts, names, os.path.join(output_dir, CONFUSION_MATRIX_NAME))
+        if trainer.task == DETECTION:
+            detection.write_pictures(trainer.model, trainer.processing_class, raw_data.validation, names, output_dir)
         if trainer.task == SEGMENTATION and raw_data.validation is not None:
             plot_prediction_overlay(
                 trainer.model, trainer.processing_class, raw_data.validation, os.path.join(output_dir, OVERLAY_NAME)

@@ -10,7 +10,9 @@ task where colour alone gives the class away. A scene gives its image, its mask 
 from __future__ import annotations
 
 import csv
+import json
 import os
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -21,6 +23,9 @@ SEGMENTATION_LABELS = (BACKGROUND, *SHAPES)
 # Shapes span this fraction of the image side, so that a 64-pixel scene shows shapes of 16 to 26 pixels.
 _SHAPE_SIDE = (0.25, 0.4)
 _MAX_SHAPES = 3
+# Detection scenes: up to four shapes of 15 % to 45 % of the image side.
+DETECTION_MAX_SHAPES = 4
+DETECTION_SHAPE_SIDE = (0.15, 0.45)
 _NOISE = 12
 _HUES = {"circle": (210, 60, 60), "square": (60, 190, 60), "triangle": (60, 90, 220)}
 _TINT = 35
@@ -48,6 +53,58 @@ def _background(rng: np.random.Generator) -> tuple[int, ...]:
     return tuple(int(value) for value in np.clip(colour, 0, 255))
 
 
+def _textured_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A (size, size, 3) background of a random colour with a linear gradient across it and soft blotches."""
+    base = rng.integers(30, 226, size=3).astype(np.float32)
+    other = np.clip(base + rng.integers(-70, 71, size=3), 0, 255)
+    angle = rng.uniform(0, 2 * np.pi)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
+    ramp = np.clip((np.cos(angle) * (xs - 0.5) + np.sin(angle) * (ys - 0.5)) + 0.5, 0, 1)[..., None]
+    # Blotches at an eighth of the image side: texture that no shape edge can be mistaken for.
+    coarse = rng.normal(0, 18, size=(8, 8, 3)).astype(np.float32)
+    blotches = np.asarray(
+        Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC),
+        dtype=np.float32,
+    ) - 128
+    return base * (1 - ramp) + other * ramp + blotches
+
+
+def _place_shapes(
+    rng: np.random.Generator,
+    size: int,
+    draw: Callable[[str, tuple[int, int, int, int], int], None],
+    max_shapes: int,
+    side_range: tuple[float, float],
+) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """Draw one to `max_shapes` non-overlapping shapes through `draw(shape, box, class_id)`; return them in order."""
+    placed: list[tuple[str, tuple[int, int, int, int]]] = []
+    for _ in range(int(rng.integers(1, max_shapes + 1))):
+        side = int(size * rng.uniform(*side_range))
+        for _attempt in range(20):
+            left, top = (int(value) for value in rng.integers(0, size - side, size=2))
+            box = (left, top, left + side, top + side)
+            if all(box[2] <= other[0] or other[2] <= box[0] or box[3] <= other[1] or other[3] <= box[1]
+                   for _, other in placed):  # fmt: skip
+                break
+        else:
+            continue
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        draw(shape, box, SEGMENTATION_LABELS.index(shape))
+        placed.append((shape, box))
+    return placed
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], fill: object) -> None:
+    """A shape filling `box` (left, top, right, bottom; right and bottom exclusive)."""
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=fill)
+    else:
+        apex = ((box[0] + box[2]) / 2, box[1])
+        draw.polygon([apex, (box[0], box[3] - 1), (box[2] - 1, box[3] - 1)], fill=fill)
+
+
 def draw_scene(
     rng: np.random.Generator, size: int, hue_coded: bool = False
 ) -> tuple[Image.Image, np.ndarray, list[str]]:
@@ -56,33 +113,49 @@ def draw_scene(
     image = Image.new("RGB", (size, size), background)
     mask = Image.new("L", (size, size), 0)
     draw_image, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask)
-    boxes: list[tuple[int, int, int, int]] = []
-    shown: list[str] = []
-    for _ in range(int(rng.integers(1, _MAX_SHAPES + 1))):
-        side = int(size * rng.uniform(*_SHAPE_SIDE))
-        for _attempt in range(20):
-            left, top = (int(value) for value in rng.integers(0, size - side, size=2))
-            box = (left, top, left + side, top + side)
-            if all(box[2] <= other[0] or other[2] <= box[0] or box[3] <= other[1] or other[3] <= box[1]
-                   for other in boxes):  # fmt: skip
-                break
-        else:
-            continue
-        boxes.append(box)
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        colour = _shape_colour(rng, shape, background, hue_coded)
-        class_id = SEGMENTATION_LABELS.index(shape)
-        for draw, fill in ((draw_image, colour), (draw_mask, class_id)):
-            if shape == "circle":
-                draw.ellipse(box, fill=fill)
-            elif shape == "square":
-                draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=fill)
-            else:
-                apex = ((box[0] + box[2]) / 2, box[1])
-                draw.polygon([apex, (box[0], box[3] - 1), (box[2] - 1, box[3] - 1)], fill=fill)
-        shown.append(shape)
+
+    def draw(shape: str, box: tuple[int, int, int, int], class_id: int) -> None:
+        _draw_shape(draw_image, shape, box, _shape_colour(rng, shape, background, hue_coded))
+        _draw_shape(draw_mask, shape, box, class_id)
+
+    shown = [shape for shape, _ in _place_shapes(rng, size, draw, _MAX_SHAPES, _SHAPE_SIDE)]
     pixels = np.asarray(image, dtype=np.int16) + rng.integers(-_NOISE, _NOISE + 1, size=(size, size, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), np.asarray(mask), sorted(set(shown))
+
+
+def draw_detection_scene(
+    rng: np.random.Generator,
+    size: int,
+    max_shapes: int = DETECTION_MAX_SHAPES,
+    side_range: tuple[float, float] = DETECTION_SHAPE_SIDE,
+) -> tuple[Image.Image, list[tuple[str, list[int]]]]:
+    """One detection scene: random-colour shapes of varied sizes on a textured, graded background.
+
+    Returns the RGB image and, per shape, its name and tight box `[x, y, width, height]` in pixels (COCO's layout),
+    measured on the drawn pixels.
+    """
+    background = _textured_background(rng, size)
+    mask = Image.new("L", (size, size), 0)
+    draw_mask = ImageDraw.Draw(mask)
+    colours: list[tuple[int, ...]] = []
+
+    def draw(shape: str, box: tuple[int, int, int, int], class_id: int) -> None:
+        # Instance ids (1, 2, ...) rather than class ids: each shape's pixels give its own box and colour.
+        _draw_shape(draw_mask, shape, box, len(colours) + 1)
+        centre = background[(box[1] + box[3]) // 2, (box[0] + box[2]) // 2]
+        colours.append(_shape_colour(rng, shape, tuple(int(value) for value in centre), hue_coded=False))
+
+    placed = _place_shapes(rng, size, draw, max_shapes, side_range)
+    instances = np.asarray(mask)
+    pixels = background.copy()
+    objects = []
+    for index, ((shape, _), colour) in enumerate(zip(placed, colours, strict=True), start=1):
+        rows, columns = np.nonzero(instances == index)
+        pixels[rows, columns] = colour
+        left, top = int(columns.min()), int(rows.min())
+        objects.append((shape, [left, top, int(columns.max()) + 1 - left, int(rows.max()) + 1 - top]))
+    pixels += rng.integers(-_NOISE, _NOISE + 1, size=(size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), objects
 
 
 def write_multilabel_csv(root: str, count: int, seed: int, size: int = 64, hue_coded: bool = False) -> str:
@@ -116,3 +189,27 @@ def write_segmentation_folders(
         image.save(os.path.join(folders[0], f"{index:05d}.png"))
         Image.fromarray(mask).save(os.path.join(folders[1], f"{index:05d}.png"))
     return folders
+
+
+def write_detection_folder(root: str, count: int, seed: int, size: int = 96) -> tuple[str, str]:
+    """Write `count` detection scenes as `root/images/<n>.png` and their boxes as `root/annotations.json` (COCO
+    format, `file_name` relative to the images folder); return the images folder and the annotation file."""
+    rng = np.random.default_rng(seed)
+    images_dir = os.path.join(root, "images")
+    os.makedirs(images_dir, exist_ok=True)
+    images, annotations = [], []
+    for index in range(count):
+        image, objects = draw_detection_scene(rng, size)
+        name = f"{index:05d}.png"
+        image.save(os.path.join(images_dir, name))
+        images.append({"id": index, "file_name": name, "width": size, "height": size})
+        for shape, box in objects:
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": index, "category_id": SHAPES.index(shape) + 1,
+                "bbox": box, "area": box[2] * box[3], "iscrowd": 0,
+            })  # fmt: skip
+    categories = [{"id": index + 1, "name": shape} for index, shape in enumerate(SHAPES)]
+    path = os.path.join(root, "annotations.json")
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, file)
+    return images_dir, path

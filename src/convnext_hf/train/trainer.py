@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
 
-from .arguments import MULTI_LABEL, SEGMENTATION
+from ..tasks.detection.training import loss_and_outputs
+from .arguments import DETECTION, MULTI_LABEL, SEGMENTATION
 from .card import CardFacts, build_model_card
 from .ema import ModelEma
 from .mixup import Mixup, soft_target_cross_entropy
@@ -24,7 +25,8 @@ class ConvNextTrainer(Trainer):
 
     - Loss: training batches are mixed (Mixup/CutMix) and scored against label-smoothed soft targets; evaluation uses
       plain cross-entropy against the true labels. Multi-label models score every label with a binary cross-entropy
-      instead; segmentation models (UperNet) use their own per-pixel loss, unmixed.
+      instead; segmentation models (UperNet) use their own per-pixel loss, unmixed, and detectors their own
+      matching loss, keeping only logits and boxes for evaluation.
     - Optimizer: the Trainer's optimizer class and flags (`--optim`, betas, eps) over the recipe's parameter groups
       (no weight decay on norms, biases and layer scale; layer-wise learning-rate decay).
     - Evaluation: with an EMA, every evaluation also scores the averaged weights, as `eval_ema_*` metrics.
@@ -62,6 +64,9 @@ class ConvNextTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """Soft-target cross-entropy on mixed batches while training, cross-entropy while evaluating."""
+        if self.task == DETECTION:
+            loss, kept = loss_and_outputs(model, inputs)
+            return (loss, kept) if return_outputs else loss
         labels = inputs["labels"]
         pixel_values = inputs["pixel_values"]
         if self.task == SEGMENTATION:
