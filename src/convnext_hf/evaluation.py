@@ -5,6 +5,9 @@ RGB), go through the folder's image processor in batches, and the top-1 class of
 is `OUT/metrics.json` (top-1/top-5, per-class accuracy, throughput), `OUT/predictions.csv` (one row per image) and
 `OUT/confusion_matrix.png`, and a short printed table. Multi-label models get mAP, F1@0.5 and per-label AP instead.
 
+A detector folder (`--validation_dir IMAGES --validation_annotations F.json`, COCO format) gets the COCO box table
+instead, from the detections `pipeline("object-detection")` makes (see `convnext_hf.tasks.detection.evaluate`).
+
 Folder class names are matched to the model's labels by name; when they are not its label names but there are as
 many folders as classes (ImageNet's `val/n01440764/...` against a model that names its classes in words), folder i
 in sorted order is class i, the convention that every ImageNet evaluation script follows.
@@ -31,6 +34,7 @@ from .atomic import atomic_directory
 from .cli import CommandParser
 from .errors import UserInputError
 from .metrics.multilabel import average_precision, multilabel_scores, sigmoid
+from .tasks.detection import evaluate as detection
 from .train.arguments import MULTI_LABEL, DataArguments
 from .train.data import load_image_data
 from .train.model import MULTI_LABEL_PROBLEM
@@ -100,6 +104,12 @@ def _predict(
 def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     """Score the model folder on the data; write metrics.json, predictions.csv and the confusion matrix."""
     config = transformers.AutoConfig.from_pretrained(args.model, cache_dir=args.cache_dir)
+    if detection.is_detector(config):
+        return detection.evaluate_detector(args, config)
+    if args.validation_annotations is not None:
+        raise UserInputError(
+            f"--validation_annotations is for detectors; {args.model} is a {config.model_type} model."
+        )
     if config.model_type == "upernet" or not getattr(config, "id2label", None):
         raise UserInputError(
             f"{args.model} is not an image classifier ({config.model_type}); `convnext-hf evaluate` scores "
@@ -200,6 +210,15 @@ def build_parser() -> CommandParser:
     parser.add_argument("--model", "--model_name_or_path", required=True, help="Saved or converted folder, or Hub id.")
     parser.add_argument("--validation_dir", help="Image folder: one subfolder per class (e.g. ImageNet's val/).")
     parser.add_argument("--validation_file", help="CSV or JSON (lines) file of image paths and labels.")
+    parser.add_argument(
+        "--validation_annotations", help="Detectors: COCO annotation file of --validation_dir's images."
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=detection.PIPELINE_THRESHOLD,
+        help=f"Detectors: score threshold of the detections (default {detection.PIPELINE_THRESHOLD}, the pipeline's).",
+    )
     parser.add_argument("--dataset_name", help="A Hub dataset (its validation split; needs network).")
     parser.add_argument("--dataset_config_name")
     parser.add_argument("--image_column_name")
@@ -224,6 +243,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise UserInputError(f"--batch_size must be a positive number of images, got {args.batch_size}.")
     Path(args.output_dir).parent.mkdir(parents=True, exist_ok=True)
     report = evaluate_folder(args)
-    print_table(report)
+    (detection.print_table if "map" in report else print_table)(report)
     print(f"Written: {os.path.join(args.output_dir, METRICS_NAME)}")
     return report

@@ -3,7 +3,7 @@ image processor.
 
 A new detector is sized to its backbone: transformers' defaults (d_model 256, 6 decoder layers, 300 queries) are
 for backbones whose last stage is 768 channels wide or more; smaller ConvNeXts get d_model = half their last width
-(a multiple of 32, at least 64), 3 decoder layers and 100 queries, which train in minutes on a CPU where the full
+(rounded down to a power of two, at least 64: the deformable attention's preferred head widths), 3 decoder layers and 100 queries, which train in minutes on a CPU where the full
 head would dwarf the backbone. `--config_overrides` changes any of them (keys of the detector's configuration go to
 the detector, the rest to the ConvNeXt).
 
@@ -15,6 +15,7 @@ kept but the class heads when the classes differ).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,7 @@ def detector_size(backbone: ConvNextConfig, detector: Detector) -> dict[str, Any
         sized: dict[str, Any] = {}
         d_model = 256
     else:
-        d_model = max(64, width // 2 // 32 * 32)
+        d_model = max(64, 2 ** int(math.log2(width // 2)))
         heads = 8 if d_model % 8 == 0 and d_model >= 256 else 4
         sized = {
             "d_model": d_model,
