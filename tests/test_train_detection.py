@@ -262,16 +262,23 @@ def test_trained_detector_loads_in_the_pipeline_and_evaluate_agrees(tmp_path):
     assert set(report["per_class_ap"]) == set(SHAPES)
     assert "object-detection" in (model_dir / "README.md").read_text()
     # An untrained detector scores nothing above the pipeline's 0.5: compare at threshold 0, where it finds plenty.
+    # Its scores are near-ties that batching may reorder, so images go one at a time, as the pipeline takes them.
     out = tmp_path / "evaluation"
     evaluated = evaluate_main(["--model", str(model_dir), "--validation_dir", held_out[0], "--validation_annotations",
-                               held_out[1], "--output_dir", str(out), "--threshold", "0"])  # fmt: skip
+                               held_out[1], "--output_dir", str(out), "--threshold", "0",
+                               "--batch_size", "1"])  # fmt: skip
     detector = pipeline("object-detection", model=str(model_dir), device="cpu")
     scenes, names = load_coco(held_out[0], held_out[1], "held-out")
     detections = pipeline_detections(detector, scenes["image"], scenes["image_id"],
                                      {n: i for i, n in enumerate(names)}, threshold=0.0)  # fmt: skip
     from_pipeline = coco_metrics(coco_ground_truth(scenes, names), detections)
-    assert evaluated["num_images"] == 6 and evaluated["mar_100"] > 0
+    assert evaluated["num_images"] == 6
     for key in ("map", "map_50", "map_75", "mar_100"):
         assert evaluated[key] == pytest.approx(from_pipeline[key], abs=1e-6), key
+    # Three steps do not localize anything yet, so the scores say little: the detections themselves must agree.
     written = json.loads((out / "predictions.json").read_text())
-    assert len(written) == len(detections)
+
+    def rows(found):
+        return sorted((d["image_id"], d["category_id"], *d["bbox"], round(d["score"], 4)) for d in found)
+
+    assert len(detections) == 6 * 10 and rows(written) == rows(detections)
