@@ -3,9 +3,9 @@ image processor.
 
 A new detector is sized to its backbone: transformers' defaults (d_model 256, 6 decoder layers, 300 queries) are
 for backbones whose last stage is 768 channels wide or more; smaller ConvNeXts get d_model = half their last width
-(rounded down to a power of two, at least 64: the deformable attention's preferred head widths), 3 decoder layers and 100 queries, which train in minutes on a CPU where the full
-head would dwarf the backbone. `--config_overrides` changes any of them (keys of the detector's configuration go to
-the detector, the rest to the ConvNeXt).
+rounded down to a power of two (at least 64; the deformable attention prefers such head widths), 3 decoder layers
+and 100 queries, which train in minutes on a CPU where the full head would dwarf the backbone. `--config_overrides`
+changes any of them (keys of the detector's configuration go to the detector, the rest to the ConvNeXt).
 
 It starts from a variant (all new), from a ConvNeXt folder (classification, backbone or converted COCO backbone:
 the backbone weights are copied in and the loaded and new parts are logged), or from a detector folder (everything
