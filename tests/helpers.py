@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import transformers
 from safetensors.torch import load_file
 
 from convnext_hf.cli import main as cli_main
@@ -40,3 +41,132 @@ def conversion_cache(tmp_path_factory, source: Path) -> Callable[..., Path]:
         return folders[file_name, target]
 
     return get
+
+
+# transformers heads that take a ConvNeXt backbone, tiny enough to build in milliseconds: name -> (builder, stages).
+# A builder takes the backbone config (ours or the built-in's); RT-DETR and its descendants read the last three stages.
+_ATTENTION = dict(encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32)
+_DETR = dict(d_model=32, encoder_layers=1, decoder_layers=2, num_queries=5, num_labels=3, **_ATTENTION)
+_RT_DETR = dict(
+    d_model=32, encoder_hidden_dim=32, encoder_ffn_dim=32, decoder_ffn_dim=32, decoder_layers=2, num_queries=5,
+    num_labels=3, decoder_in_channels=[32, 32, 32],
+)
+_MASKED = dict(encoder_layers=1, decoder_layers=2, num_attention_heads=2, num_queries=5, num_labels=3)
+ALL_STAGES = [1, 2, 3, 4]
+LAST_THREE = [2, 3, 4]
+
+
+def _rt_detr(config_class, model_class):
+    def build(backbone):
+        channels = [backbone.hidden_sizes[i - 1] for i in LAST_THREE]
+        return model_class(config_class(backbone_config=backbone, encoder_in_channels=channels, **_RT_DETR))
+
+    return build, LAST_THREE
+
+
+HEADS = {
+    "upernet": (
+        lambda b: transformers.UperNetForSemanticSegmentation(
+            transformers.UperNetConfig(backbone_config=b, hidden_size=16, auxiliary_channels=8, num_labels=3)
+        ),
+        ALL_STAGES,
+    ),
+    "detr": (
+        lambda b: transformers.DetrForObjectDetection(
+            transformers.DetrConfig(use_timm_backbone=False, backbone_config=b, **_DETR)
+        ),
+        ALL_STAGES,
+    ),
+    "conditional_detr": (
+        lambda b: transformers.ConditionalDetrForObjectDetection(
+            transformers.ConditionalDetrConfig(use_timm_backbone=False, backbone_config=b, **_DETR)
+        ),
+        ALL_STAGES,
+    ),
+    "dab_detr": (
+        lambda b: transformers.DabDetrForObjectDetection(
+            transformers.DabDetrConfig(
+                use_timm_backbone=False, backbone_config=b, hidden_size=32, encoder_layers=1, decoder_layers=2,
+                num_queries=5, num_labels=3, **_ATTENTION,
+            )
+        ),
+        ALL_STAGES,
+    ),
+    "deformable_detr": (
+        lambda b: transformers.DeformableDetrForObjectDetection(
+            transformers.DeformableDetrConfig(
+                use_timm_backbone=False, backbone_config=b, encoder_n_points=2, decoder_n_points=2, **_DETR
+            )
+        ),
+        ALL_STAGES,
+    ),
+    "rt_detr": _rt_detr(transformers.RTDetrConfig, transformers.RTDetrForObjectDetection),
+    "rt_detr_v2": _rt_detr(transformers.RTDetrV2Config, transformers.RTDetrV2ForObjectDetection),
+    "d_fine": _rt_detr(transformers.DFineConfig, transformers.DFineForObjectDetection),
+    "deimv2": _rt_detr(transformers.Deimv2Config, transformers.Deimv2ForObjectDetection),
+    "grounding_dino": (
+        lambda b: transformers.GroundingDinoForObjectDetection(
+            transformers.GroundingDinoConfig(
+                backbone_config=b, encoder_n_points=2, decoder_n_points=2, max_text_len=8,
+                text_config=dict(
+                    model_type="bert", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32, vocab_size=64,
+                ),
+                **{key: value for key, value in _DETR.items() if key != "num_labels"},
+            )
+        ),
+        ALL_STAGES,
+    ),
+    "mask2former": (
+        lambda b: transformers.Mask2FormerForUniversalSegmentation(
+            transformers.Mask2FormerConfig(
+                backbone_config=b, feature_size=32, mask_feature_size=32, hidden_dim=32, encoder_feedforward_dim=32,
+                dim_feedforward=32, **_MASKED,
+            )
+        ),
+        ALL_STAGES,
+    ),
+    "maskformer": (
+        lambda b: transformers.MaskFormerForInstanceSegmentation(
+            transformers.MaskFormerConfig(
+                backbone_config=b, fpn_feature_size=32, mask_feature_size=32, num_queries=5, num_labels=3,
+                decoder_config=dict(model_type="detr", d_model=32, encoder_layers=1, decoder_layers=1, **_ATTENTION),
+            )
+        ),
+        ALL_STAGES,
+    ),
+    "oneformer": (
+        lambda b: transformers.OneFormerForUniversalSegmentation(
+            transformers.OneFormerConfig(
+                backbone_config=b, hidden_dim=32, conv_dim=32, mask_dim=32, encoder_feedforward_dim=32,
+                dim_feedforward=32, text_encoder_num_layers=1, text_encoder_width=32, text_encoder_context_length=8,
+                text_encoder_vocab_size=64, text_encoder_proj_layers=1, task_seq_len=8, max_seq_len=8, **_MASKED,
+            )
+        ),
+        ALL_STAGES,
+    ),
+}
+
+# Where each head keeps its backbone (transformers 5.24).
+BACKBONE_PATHS = {
+    "upernet": "backbone",
+    "detr": "model.backbone.model",
+    "conditional_detr": "model.backbone.model",
+    "dab_detr": "model.backbone.conv_encoder.model",
+    "deformable_detr": "model.backbone.model",
+    "rt_detr": "model.backbone.model",
+    "rt_detr_v2": "model.backbone.model",
+    "d_fine": "model.backbone.model",
+    "deimv2": "model.conv_encoder.model",
+    "grounding_dino": "model.backbone.conv_encoder.model",
+    "mask2former": "model.pixel_level_module.encoder",
+    "maskformer": "model.pixel_level_module.encoder",
+    "oneformer": "model.pixel_level_module.encoder",
+}
+
+
+def build_head(name: str, backbone_config: transformers.PreTrainedConfig) -> transformers.PreTrainedModel:
+    """The tiny `name` head over a backbone of `backbone_config` (its out_indices set as that head needs)."""
+    build, out_indices = HEADS[name]
+    backbone_config.out_indices = out_indices
+    return build(backbone_config).eval()

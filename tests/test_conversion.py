@@ -117,7 +117,8 @@ def test_architecture_is_read_from_the_weights(converted):
         [32], [3], True, 16, 0.0)
     upernet = json.loads((converted("upernet-mini.mmseg.pth") / "config.json").read_text())
     head = json.loads((FIXTURES / "upernet-mini.head.json").read_text())
-    assert upernet["model_type"] == "upernet" and upernet["backbone_config"]["model_type"] == "convnext_hf"
+    # The official UperNet's backbone is the built-in ConvNext's: stored as such, plain transformers loads it.
+    assert upernet["model_type"] == "upernet" and upernet["backbone_config"]["model_type"] == "convnext"
     sizes = ("hidden_size", "auxiliary_channels", "pool_scales")
     assert [upernet[key] for key in sizes] == [head["channels"], head["auxiliary_channels"], head["pool_scales"]]
     assert len(upernet["id2label"]) == head["num_labels"]

@@ -136,10 +136,10 @@ def test_the_usage_snippet_of_the_card_runs(tmp_path, capsys, file_name):
 
 def test_zoo_lists_every_official_checkpoint_consistently():
     zoo = load_zoo()
-    assert len(zoo) == 36 + 26 + 4  # ConvNeXt, ConvNeXt V2 (FCMAE, 1k, 22k), DINOv3
+    assert len(zoo) == 36 + 10 + 26 + 4  # ConvNeXt, its COCO detectors, ConvNeXt V2 (FCMAE, 1k, 22k), DINOv3
     formats = {entry.format for entry in zoo.values()}
-    assert formats == {"official", "official-isotropic", "official-ade20k-upernet", "mmseg-upernet", "official-v2",
-                       "official-v2-fcmae", "dinov3"}
+    assert formats == {"official", "official-isotropic", "official-ade20k-upernet", "mmseg-upernet", "official-coco",
+                       "mmdet-coco", "official-v2", "official-v2-fcmae", "dinov3"}
     assert all(entry.url.startswith(("https://dl.fbaipublicfiles.com/convnext/", "https://download.openmmlab.com/"))
                for entry in zoo.values() if entry.source != "facebookresearch/dinov3")
     assert sum(entry.num_labels == 21841 for entry in zoo.values()) == 5
@@ -228,7 +228,8 @@ def test_convert_all_downloads_checks_converts_and_summarizes(local_release, tmp
     stdout = capsys.readouterr().out
     rows = {line.split(" | ")[0].strip("| "): line for line in stdout.splitlines() if line.startswith("| ")}
     for name, layout in (("mini", "official"), ("iso_mini", "official-isotropic"), ("upernet_mini", "upernet-mmseg")):
-        assert f"| {name} | ok | {layout} | 0.0e+00 |" in rows[name]
+        cells = [cell.strip() for cell in rows[name].strip("| ").split(" | ")]
+        assert cells[1:3] == ["ok", layout] and float(cells[3]) <= 1e-5, rows[name]
         assert (out / name / "README.md").is_file() and (out / name / "model.safetensors").is_file()
     assert "FAILED: upernet_mini_20220227_124553-deadbeef.pth has SHA-256" in rows["upernet_corrupt"]
     assert "3 converted, 1 failed, 0 skipped (gated downloads)." in stdout

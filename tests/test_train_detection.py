@@ -11,14 +11,14 @@ import torch
 from PIL import Image
 from transformers import pipeline
 
-from convnext_hf import ConvNextConfig
+from convnext_hf import ConvNextConfig, ConvNextForImageClassification
 from convnext_hf.errors import UserInputError
 from convnext_hf.evaluation import main as evaluate_main
 from convnext_hf.tasks.detection.augment import BoxAugment, crop_boxes, hflip_boxes, zoom
 from convnext_hf.tasks.detection.batches import collate_detection, with_detection_transforms
 from convnext_hf.tasks.detection.data import coco_ground_truth, load_coco, load_detection_data
 from convnext_hf.tasks.detection.metrics import coco_metrics
-from convnext_hf.tasks.detection.model import build_detection_processor, new_detector
+from convnext_hf.tasks.detection.model import build_detection_processor, build_detector, new_detector
 from convnext_hf.tasks.detection.scoring import pipeline_detections
 from convnext_hf.train import main as train_main
 from convnext_hf.train import parse_args
@@ -204,6 +204,21 @@ def test_detectors_take_the_convnext_backbone_and_train_a_step(name):
     outputs.loss.backward()
     stem = next(p for n, p in model.named_parameters() if "embeddings.patch_embeddings.weight" in n)
     assert stem.grad is not None and stem.grad.abs().sum() > 0
+
+
+def test_detector_from_a_classification_folder_gets_its_backbone_weights(tmp_path):
+    config = ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], num_labels=5)
+    classifier = ConvNextForImageClassification(config)
+    classifier.save_pretrained(tmp_path / "classifier")
+    args = parse_args(["--task", "object-detection", "--model_name_or_path", str(tmp_path / "classifier"),
+                       "--config_overrides", '{"num_queries": 10}', "--output_dir", "x"])  # fmt: skip
+    model = build_detector(args.model, ["a", "b"])
+    backbone = model.model.backbone.model
+    trunk = classifier.convnext.state_dict()
+    for name, tensor in backbone.state_dict().items():
+        if not name.startswith("hidden_states_norms"):
+            torch.testing.assert_close(tensor, trunk[name], rtol=0, atol=0)
+    assert model.config.num_queries == 10 and model.config.id2label == {0: "a", 1: "b"}
 
 
 def test_batches_feed_the_processor_with_augmented_boxes(tmp_path):

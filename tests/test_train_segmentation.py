@@ -129,6 +129,9 @@ def test_segmentation_from_a_variant_gives_a_pipeline_ready_folder(variant_run, 
     assert np.array(report["confusion_matrix"]).sum() == 4 * 32 * 32, "every validation pixel counted once"
     card = ModelCard.load(output_dir / "README.md")
     assert card.data.pipeline_tag == "image-segmentation"
+    # The paper's backbone is the built-in ConvNext's: saved as such, the folder needs nothing from convnext_hf.
+    assert json.loads((output_dir / "config.json").read_text())["backbone_config"]["model_type"] == "convnext"
+    assert "import convnext_hf" not in card.text
     assert "| class | IoU |" in card.text and "mean IoU" in card.text
     overlay = Image.open(output_dir / "prediction_overlay.png")
     assert overlay.width == 3 * overlay.height // 4, "four rows of image, truth, prediction"

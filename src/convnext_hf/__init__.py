@@ -9,6 +9,7 @@ from transformers import (
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
 from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
 
+from .backbone_weights import BackboneWeightsReport, load_backbone_weights
 from .configuration_convnext import VARIANTS, ConvNextConfig
 from .image_processing_convnext import ConvNextHFImageProcessor, ConvNextImageProcessor
 from .modeling_convnext import (
@@ -17,6 +18,7 @@ from .modeling_convnext import (
     ConvNextModel,
     ConvNextPreTrainedModel,
 )
+from .portable import portable_head
 
 AutoConfig.register(ConvNextConfig.model_type, ConvNextConfig, exist_ok=True)
 AutoModel.register(ConvNextConfig, ConvNextModel, exist_ok=True)
@@ -40,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VARIANTS",
+    "BackboneWeightsReport",
     "ConvNextBackbone",
     "ConvNextConfig",
     "ConvNextForImageClassification",
@@ -47,4 +50,6 @@ __all__ = [
     "ConvNextImageProcessor",
     "ConvNextModel",
     "ConvNextPreTrainedModel",
+    "load_backbone_weights",
+    "portable_head",
 ]

@@ -47,8 +47,8 @@ def transformers_parameter_name(name: str, use_grn: bool) -> str:
     return NATIVE_V2_PREFIX + name.removeprefix("convnext.") if use_grn and name.startswith("convnext.") else name
 
 
-def to_transformers_config(config: ConvNextConfig) -> transformers.ConvNextConfig | transformers.ConvNextV2Config:
-    """Translate our configuration to the built-in's, refusing what the built-in cannot express."""
+def inexpressible_reasons(config: ConvNextConfig) -> list[str]:
+    """Why transformers' built-in ConvNext / ConvNextV2 cannot express `config` (empty when it can)."""
     reasons = []
     if config.isotropic:
         reasons.append("it is isotropic (the built-in always normalizes the stem and downsamples between stages)")
@@ -62,6 +62,12 @@ def to_transformers_config(config: ConvNextConfig) -> transformers.ConvNextConfi
         reasons.append("it has an MLP head (head_hidden_size; the built-in has a linear classifier)")
     if config.use_grn and config.layer_scale_init_value > 0:
         reasons.append("it has both GRN and layer scale (the built-in ConvNextV2 has no layer scale)")
+    return reasons
+
+
+def to_transformers_config(config: ConvNextConfig) -> transformers.ConvNextConfig | transformers.ConvNextV2Config:
+    """Translate our configuration to the built-in's, refusing what the built-in cannot express."""
+    reasons = inexpressible_reasons(config)
     if reasons:
         raise UserInputError(
             f"transformers' built-in ConvNext cannot express this model: {'; '.join(reasons)}. "
@@ -79,9 +85,9 @@ def to_transformers_config(config: ConvNextConfig) -> transformers.ConvNextConfi
         drop_path_rate=config.drop_path_rate,
         image_size=config.image_size,
         out_features=list(config.out_features),
-        id2label=dict(config.id2label),
-        label2id=config.label2id,
         problem_type=config.problem_type,
+        # A head's backbone config may have no labels (the head has them).
+        **({"id2label": dict(config.id2label), "label2id": config.label2id} if config.id2label else {}),
     )
     if config.use_grn:
         return transformers.ConvNextV2Config(**common)

@@ -7,26 +7,30 @@ an unpickler that can build numpy arrays and nothing else; safetensors and trans
 from __future__ import annotations
 
 import json
+import math
 import pickle
+import re
+import struct
+import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..errors import UserInputError
 
-# The only callables a pickle may name: what numpy needs to rebuild an array, a dtype or a scalar.
-NUMPY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy.core.multiarray", "scalar"): np._core.multiarray.scalar,
-    ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
+# What a broken or foreign file makes torch.load raise besides UnpicklingError (which may also mean "asks for code").
+UNREADABLE_ERRORS = (
+    RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError, OverflowError, MemoryError,
+    struct.error, zipfile.BadZipFile,
+)
+
+# The weight files a checkpoint folder may hold (transformers' `model.safetensors` / `pytorch_model.bin`, shards).
+FOLDER_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 # Where training frameworks nest the weights inside a checkpoint, most specific first.
 CONTAINER_KEYS = ("state_dict", "model", "module")
@@ -46,6 +50,92 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor]
     config: dict[str, Any] | None = None
     files: list[Path] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+
+
+class PendingArray:
+    """What the allowed `_reconstruct` returns instead of an array: the array is built from the pickle's `BUILD`
+    state only once its declared size is checked against the bytes the file holds, so a small file cannot make numpy
+    allocate gigabytes."""
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise pickle.UnpicklingError(f"an array state of {type(state).__name__} instead of numpy's 5-tuple")
+        _, shape, dtype, fortran_order, data = state
+        self.array = _array_from_bytes(data, dtype, shape, "F" if fortran_order else "C")
+
+
+def _array_from_bytes(data: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+    """An array of `shape` and `dtype` over `data`, refused unless the bytes are exactly what the shape declares."""
+    if isinstance(data, bytearray | memoryview | pickle.PickleBuffer):
+        data = bytes(data)
+    if not isinstance(data, bytes) or not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise pickle.UnpicklingError("an array whose data is not raw bytes of a plain numeric dtype")
+    if not isinstance(shape, tuple) or not all(isinstance(size, int) and size >= 0 for size in shape):
+        raise pickle.UnpicklingError(f"an array with shape {shape!r}")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != len(data):
+        raise DeclaredSizeError(
+            f"an array declares shape {shape} of {dtype} ({declared} bytes) but holds {len(data)} bytes"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order).copy()
+
+
+class DeclaredSizeError(pickle.UnpicklingError):
+    """An array whose declared size is not the size of its data."""
+
+
+class ArrayClass:
+    """Stands for `numpy.ndarray` in a pickle, where it is only `_reconstruct`'s first argument: calling the real class
+    would allocate whatever shape the file declares."""
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> PendingArray:
+    """numpy's `_reconstruct(ndarray, (0,), b"b")`, without allocating whatever shape the file declares."""
+    if subtype is not ArrayClass:
+        raise pickle.UnpicklingError(f"an array of type {subtype!r}")
+    return PendingArray()
+
+
+def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+    """numpy's pickle protocol 5 constructor, size-checked."""
+    return _array_from_bytes(buffer, dtype, tuple(shape) if isinstance(shape, list) else shape, order)
+
+
+def _scalar(dtype: Any, data: Any) -> np.generic:
+    """numpy's `scalar(dtype, bytes)`, size-checked."""
+    return _array_from_bytes(data, dtype, (), "C")[()]
+
+
+def _latin1_bytes(text: Any, encoding: str = "latin1") -> bytes:
+    """`_codecs.encode(text, "latin1")`: how pickle protocol 2 stores bytes (numpy's raw array data included)."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("an _codecs.encode call other than protocol 2's bytes")
+    return text.encode("latin1")
+
+
+# The only callables a pickle may name: numpy's array, dtype and scalar constructors (size-checked versions), and the
+# latin-1 encoding protocol 2 stores bytes with.
+NUMPY_GLOBALS = {
+    **{(module, "_reconstruct"): _reconstruct for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(module, "scalar"): _scalar for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(module, "_frombuffer"): _frombuffer for module in ("numpy.core.numeric", "numpy._core.numeric")},
+    ("numpy", "ndarray"): ArrayClass,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+}
+
+# The same size-checked callables for torch.load(weights_only=True), for PyTorch files that hold numpy arrays.
+TORCH_NUMPY_GLOBALS = [
+    *((function, f"{module}.{name}") for (module, name), function in NUMPY_GLOBALS.items() if module != "_codecs"),
+    PendingArray,
+    *{type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"},  # torch builds a dtype only of an allowed class
+]
+
+# A module and attribute name as a pickle that really asks for code spells them.
+PYTHON_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
@@ -54,6 +144,8 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in NUMPY_GLOBALS:
             return NUMPY_GLOBALS[(module, name)]
+        if not (PYTHON_NAME.fullmatch(module) and PYTHON_NAME.fullmatch(name)):
+            raise pickle.UnpicklingError(f"a malformed global name {module!r}.{name!r}")
         raise UnsafeCheckpointError(
             f"Refusing to unpickle: the file asks for `{module}.{name}`, which could run code. A PaddlePaddle "
             "`.pdparams` file holds only numpy arrays; re-export it from Paddle with `paddle.save(model.state_dict())` "
@@ -61,89 +153,220 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         )
 
     def persistent_load(self, pid: Any) -> Any:
-        raise UnsafeCheckpointError("Refusing to unpickle: the file uses persistent ids, which .pdparams never do.")
+        raise pickle.UnpicklingError("persistent ids, which PyTorch's pickles use and .pdparams files never do")
 
 
 def _from_numpy(name: str, value: Any, path: Path) -> torch.Tensor:
-    if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiub":
+    if isinstance(value, PendingArray):
+        if value.array is None:
+            raise UserInputError(f"{path} is corrupt: entry {name!r} declares an array but holds no data for it.")
+        value = value.array
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiubc":
         raise UserInputError(
             f"{path}: entry {name!r} is {type(value).__name__}, not a numeric array; this is not a parameter file."
         )
-    return torch.from_numpy(np.array(value, copy=True))
+    return torch.from_numpy(value)
 
 
 def _load_pdparams(path: Path) -> dict[str, torch.Tensor]:
     with open(path, "rb") as handle:
         try:
-            content = NumpyOnlyUnpickler(handle).load()
+            # latin1: numpy's raw array data in a Python 2 pickle is a str of bytes.
+            content = NumpyOnlyUnpickler(handle, encoding="latin1").load()
         except UnsafeCheckpointError as error:
             raise UnsafeCheckpointError(f"{path}: {error}") from None
-        except (pickle.UnpicklingError, EOFError) as error:
-            raise UserInputError(f"{path} is not a readable .pdparams pickle ({error}).") from None
+        except DeclaredSizeError as error:
+            raise UserInputError(
+                f"{path} is corrupt: {error}; nothing that large was read. Obtain the file again."
+            ) from None
+        except (pickle.UnpicklingError, *UNREADABLE_ERRORS) as error:
+            raise UserInputError(
+                f"{path} is unreadable or corrupt: not a complete .pdparams pickle of numpy arrays "
+                f"({type(error).__name__}: {error}). Obtain the file again, or pass the right file."
+            ) from None
     if not isinstance(content, dict):
         raise UserInputError(f"{path} holds a {type(content).__name__}, not a dict of parameters.")
     content.pop(PADDLE_NAME_TABLE, None)
     return {name: _from_numpy(name, value, path) for name, value in content.items()}
 
 
-def _load_torch(path: Path) -> dict[str, torch.Tensor]:
+def _load_torch(path: Path) -> Checkpoint:
     try:
-        with torch.serialization.safe_globals(list(NUMPY_GLOBALS.values())):
+        with torch.serialization.safe_globals(TORCH_NUMPY_GLOBALS):
             content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         lines = [line.strip() for line in str(error).splitlines()]
-        reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), "a non-tensor object")
+        asks_for = next((line for line in lines if "GLOBAL" in line), None)
+        if asks_for is None:
+            reason = next((line for line in lines if "Unsupported" in line or "load key" in line), lines[0])
+            raise UserInputError(
+                f"{path} is unreadable or corrupt: not a PyTorch checkpoint torch.load can read ({reason}). Obtain the "
+                "file again, or pass the right file."
+            ) from None
         raise UnsafeCheckpointError(
-            f"Refusing to load {path}: torch.load(weights_only=True) rejected it ({reason}); such a pickle could run "
+            f"Refusing to load {path}: torch.load(weights_only=True) rejected it ({asks_for}); such a pickle could run "
             "code. Only plain state dicts of tensors are converted; if the file should be an official checkpoint, "
             "download it again (its checksum will be verified)."
         ) from None
-    except RuntimeError as error:
-        raise UserInputError(f"{path} is not a PyTorch checkpoint torch.load can read ({error}).") from None
+    except UNREADABLE_ERRORS as error:
+        detail = str(error).splitlines()[0] if str(error) else "no detail"
+        raise UserInputError(
+            f"{path} is unreadable or corrupt: not a PyTorch checkpoint torch.load can read "
+            f"({type(error).__name__}: {detail}). Obtain the file again, or pass the right file."
+        ) from None
     return _unwrap(content, path)
 
 
-def _unwrap(content: Any, path: Path) -> dict[str, torch.Tensor]:
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except SafetensorError as error:
+        raise UserInputError(
+            f"{path} is not a readable safetensors file ({error}); it is truncated, corrupt or of another format. "
+            "Obtain the file again, or pass the right file."
+        ) from None
+
+
+def _merge(
+    sources: list[tuple[str, dict[str, torch.Tensor]]], remedy: str
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """One state dict from several named parts. A name held twice with identical values is kept once (with a notice);
+    with different values the checkpoint is refused: which one is the model cannot be guessed."""
+    merged: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    repeated: dict[tuple[str, str], int] = {}
+    for source, tensors in sources:
+        for name, value in tensors.items():
+            if name in merged:
+                earlier = merged[name]
+                same = earlier.dtype == value.dtype and earlier.shape == value.shape and torch.equal(earlier, value)
+                if not same:
+                    raise UserInputError(
+                        f"{name!r} is held twice with different values ({origin[name]} and {source}); which one is "
+                        f"the model cannot be told from the file. {remedy}"
+                    )
+                repeated[origin[name], source] = repeated.get((origin[name], source), 0) + 1
+                continue
+            merged[name] = value
+            origin[name] = source
+    notices = [
+        f"{count} tensors are held twice, identical, as {first} and {second}; each was kept once."
+        for (first, second), count in repeated.items()
+    ]
+    return merged, notices
+
+
+def _unwrap(content: Any, path: Path) -> Checkpoint:
     """Find the state dict inside a training checkpoint (`{"model": ...}`, `{"meta", "state_dict"}`, ...)."""
     while isinstance(content, dict) and not all(isinstance(value, torch.Tensor) for value in content.values()):
         container = next((key for key in CONTAINER_KEYS if isinstance(content.get(key), dict)), None)
         if container is None:
             raise UserInputError(
-                f"{path} holds a dict with keys {sorted(content)[:8]} but no state dict under any of "
+                f"{path} holds a dict with keys {sorted(map(str, content))[:8]} but no state dict under any of "
                 f"{CONTAINER_KEYS}; pass the file that holds the model's parameters."
             )
         content = content[container]
     if not isinstance(content, dict) or not content:
         raise UserInputError(f"{path} holds no parameters (found {type(content).__name__}).")
-    return {key.removeprefix("module."): value for key, value in content.items()}
+    # DataParallel / DistributedDataParallel save every name under `module.`; a file holding both spellings holds two
+    # models or one model twice.
+    plain = {key: value for key, value in content.items() if not key.startswith("module.")}
+    wrapped = {key.removeprefix("module."): value for key, value in content.items() if key.startswith("module.")}
+    tensors, notices = _merge(
+        [("plain names", plain), ("`module.`-prefixed names", wrapped)],
+        f"Save one copy of the state dict to convert ({path}).",
+    )
+    return Checkpoint(tensors, files=[path], notices=[f"{path}: {notice}" for notice in notices])
 
 
-def _load_folder(path: Path) -> Checkpoint:
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in `path`, or one clear error saying why the file is not one."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserInputError(f"{path} is not valid JSON ({error}); {what} must be a JSON object.") from None
+    if not isinstance(content, dict):
+        raise UserInputError(f"{path} holds a JSON {type(content).__name__}; {what} must be a JSON object.")
+    return content
+
+
+def _shard_names(index_file: Path) -> list[str]:
+    """The shard files an index names, each checked to be a plain relative path inside the folder."""
+    weight_map = read_json(index_file, "a checkpoint index").get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(value, str) for value in weight_map.values()):
+        raise UserInputError(
+            f"{index_file} has no `weight_map` object of parameter name -> shard file name; pass an intact index."
+        )
+    shards = sorted(set(weight_map.values()))
+    for shard in shards:
+        parts = PurePosixPath(shard.replace("\\", "/")).parts
+        if not shard or PurePosixPath(shard).is_absolute() or Path(shard).is_absolute() or ".." in parts:
+            raise UserInputError(
+                f"{index_file} names the shard {shard!r}, which is not inside the checkpoint folder; shard paths must "
+                "be file names relative to the folder. Refusing to read it."
+            )
+    return shards
+
+
+def _load_folder(path: Path, weights_file: str | None = None) -> Checkpoint:
     config_file = path / "config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    config = read_json(config_file, "a checkpoint's config.json") if config_file.is_file() else None
     index_file = path / "model.safetensors.index.json"
-    if index_file.is_file():
-        shards = sorted(set(json.loads(index_file.read_text())["weight_map"].values()))
-        files = [path / shard for shard in shards]
+    if weights_file is not None:
+        if Path(weights_file).name != weights_file or not (path / weights_file).is_file():
+            present = sorted(p.name for p in path.iterdir() if p.suffix in FOLDER_WEIGHT_SUFFIXES)
+            raise UserInputError(
+                f"--weights_file {weights_file!r} is not a file in {path} (weight files there: {present}); pass the "
+                "name of one of them."
+            )
+        files = [path / weights_file]
+    elif index_file.is_file():
+        files = [path / shard for shard in _shard_names(index_file)]
+        missing = [file.name for file in files if not file.is_file()]
+        if missing:
+            raise UserInputError(f"{index_file} names shards that are not in {path}: {missing}; pass the whole folder.")
     else:
-        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+        files = sorted(p for p in path.iterdir() if p.suffix in FOLDER_WEIGHT_SUFFIXES and p.is_file())
     if not files:
         raise UserInputError(f"{path} is a folder without weights; expected model.safetensors (transformers' layout).")
-    tensors: dict[str, torch.Tensor] = {}
-    for file in files:
-        tensors.update(load_file(file) if file.suffix == ".safetensors" else _load_torch(file))
-    return Checkpoint(tensors, config, files)
+    loaded = [_load_file(file) for file in files]
+    parts = [(file.name, checkpoint.tensors) for file, checkpoint in zip(files, loaded, strict=True)]
+    notices = [notice for checkpoint in loaded for notice in checkpoint.notices]
+    if len(files) > 1 and not index_file.is_file() and weights_file is None:
+        # Several files without an index: e.g. a model and its EMA copy, or safetensors beside a .bin. Merging them
+        # would let one silently win, so they are converted only when they hold the very same tensors.
+        names = [name for name, _ in parts]
+        remedy = f"Choose the file to convert with --weights_file NAME (one of {names})."
+        if len({frozenset(tensors) for _, tensors in parts}) != 1:
+            raise UserInputError(f"{path} holds several weight files with different parameters ({names}). {remedy}")
+        tensors, _ = _merge(parts, f"{path} holds several weight files that differ ({names}). {remedy}")
+        notice = f"{path}: the weight files {names} hold identical tensors; converted {names[0]}."
+        return Checkpoint(tensors, config, files[:1], [*notices, notice])
+    tensors, merged = _merge(parts, f"Pass an intact checkpoint folder ({path}).")
+    return Checkpoint(tensors, config, files, [*notices, *(f"{path}: {notice}" for notice in merged)])
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read the parameters stored at `path` (a file in any supported format, or a transformers folder)."""
+def _load_file(path: Path) -> Checkpoint:
+    """One weight file of any supported format."""
+    if path.suffix == ".safetensors":
+        return Checkpoint(_load_safetensors(path), files=[path])
+    if path.suffix == ".pdparams":
+        return Checkpoint(_load_pdparams(path), files=[path])
+    return _load_torch(path)
+
+
+def load_checkpoint(path: str | Path, weights_file: str | None = None) -> Checkpoint:
+    """Read the parameters stored at `path` (a file in any supported format, or a transformers folder; `weights_file`
+    names the one to read in a folder that holds several)."""
     path = Path(path)
     if not path.exists():
         raise UserInputError(f"Checkpoint {path} does not exist; pass an existing file, folder or an http(s) URL.")
+    if weights_file is not None and not path.is_dir():
+        raise UserInputError(f"--weights_file chooses a file inside a checkpoint folder; {path} is not a folder.")
     if path.is_dir():
-        return _load_folder(path)
-    if path.suffix == ".safetensors":
-        return Checkpoint(load_file(path), files=[path])
-    if path.suffix == ".pdparams":
-        return Checkpoint(_load_pdparams(path), files=[path])
-    return Checkpoint(_load_torch(path), files=[path])
+        return _load_folder(path, weights_file)
+    if not path.is_file():
+        raise UserInputError(f"Checkpoint {path} is not a regular file; pass a checkpoint file or folder.")
+    if path.stat().st_size == 0:
+        raise UserInputError(f"Checkpoint {path} is empty (0 bytes); the download or copy did not complete.")
+    return _load_file(path)

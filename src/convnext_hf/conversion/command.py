@@ -13,12 +13,14 @@ processor config, README.md model card) appears only once complete and verified.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub.serialization._base import parse_size_to_int
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
@@ -26,12 +28,13 @@ from ..atomic import atomic_directory
 from ..cli import CommandParser
 from ..errors import UserInputError
 from .checkpoint_io import load_checkpoint
+from .claims import check_resolution
 from .converter import convert, reload, save
 from .download import default_cache_dir, fetch, sha256_of
 from .hub import push_folder
 from .model_card import Provenance, build_model_card
 from .targets import CONVNEXT_HF, TARGETS
-from .verification import DEFAULT_TOLERANCE, verify
+from .verification import DEFAULT_TOLERANCE, check_tolerance, verify
 from .zoo import ZooEntry, load_zoo, select
 from .zoo_table import render_zoo_table
 
@@ -48,6 +51,8 @@ class Outcome:
     architecture: str
     max_diff: float | None
     url: str | None
+    dropped: dict[str, int]
+    assumed: tuple[str, ...] = ()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="convnext-hf convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--checkpoint", help="checkpoint file, transformers folder, or http(s) URL")
+    parser.add_argument("--weights_file", metavar="NAME",
+                        help="in a --checkpoint folder holding several weight files, the one to convert")
     parser.add_argument("--model", help="zoo name(s): one name, a comma-separated list, or 'all'")
     parser.add_argument("--output_dir", "--output", type=Path,
                         help="output folder (with several --model names: their parent)")
@@ -84,6 +91,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse option values that cannot work, before anything is read or written."""
+    check_tolerance(args.tolerance)
+    if args.resolution is not None:
+        check_resolution(args.resolution, "--resolution")
+    try:
+        shard_size = parse_size_to_int(args.max_shard_size)
+    except ValueError:
+        shard_size = 0
+    if shard_size <= 0:
+        raise UserInputError(
+            f"--max_shard_size {args.max_shard_size!r} is not a size; give a positive number with a unit (KB, MB, GB, "
+            "TB), e.g. --max_shard_size 2GB."
+        )
+    if args.output_dir is not None:
+        _check_writable(args.output_dir)
+        source = Path(args.checkpoint).absolute() if args.checkpoint and "://" not in args.checkpoint else None
+        output = args.output_dir.absolute()
+        if source is not None and (source == output or output in source.parents):
+            raise UserInputError(
+                f"--output_dir {args.output_dir} holds the checkpoint {args.checkpoint}; writing there would replace "
+                "the source. Choose another output folder."
+            )
+
+
+def _check_writable(output: Path) -> None:
+    """The output folder can be created: its closest existing ancestor is a folder this process may write to."""
+    ancestor = output.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserInputError(
+            f"Cannot create {output}: {ancestor} is a file, not a folder; choose another --output_dir."
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserInputError(f"Cannot create {output}: {ancestor} is not writable; choose another --output_dir.")
+
+
 def _source(location: str, entry: ZooEntry | None, cache_dir: Path) -> tuple[Path, str | None]:
     """Local path of the checkpoint (downloading URLs) and its SHA-256 (None for folders)."""
     if location.startswith(("http://", "https://", "file://")):
@@ -99,7 +144,10 @@ def convert_one(
     resolution = args.resolution if args.resolution is not None else (entry.resolution if entry else None)
     with atomic_directory(output, overwrite=args.overwrite) as staging:
         path, digest = _source(location, entry, args.cache_dir or default_cache_dir())
-        conversion = convert(load_checkpoint(path), target=args.target, resolution=resolution)
+        checkpoint = load_checkpoint(path, args.weights_file)
+        for notice in checkpoint.notices:
+            print(f"convnext-hf convert: note: {notice}", file=sys.stderr)
+        conversion = convert(checkpoint, target=args.target, resolution=resolution)
         if entry:
             entry.check_matches(conversion.arch)
         save(conversion, staging, args.max_shard_size)
@@ -113,7 +161,15 @@ def convert_one(
         card.save(staging / "README.md")
     url = push_folder(output, repo_id, private=args.private) if repo_id else None
     max_diff = max(diffs.values()) if diffs else None
-    return Outcome(output, conversion.layout.name, conversion.arch.describe(), max_diff, url)
+    return Outcome(
+        output, conversion.layout.name, conversion.arch.describe(), max_diff, url,
+        dropped=conversion.dropped, assumed=conversion.assumed,
+    )
+
+
+def dropped_listing(dropped: dict[str, int]) -> str:
+    """The dropped modules in one line: `neck.lateral_convs (8 tensors), ...`."""
+    return ", ".join(f"{module} ({count} tensors)" for module, count in dropped.items())
 
 
 def summary_table(rows: list[tuple[str, ...]]) -> str:
@@ -156,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     """`convnext-hf convert`: returns the exit status; bad input raises UserInputError (the CLI prints it)."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    check_options(args)
     transformers_logging.disable_progress_bar()  # one bar per checkpoint (ours) is enough
     command = shlex.join(["convnext-hf", "convert", *argv])
     zoo = load_zoo(args.zoo)
@@ -171,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     location = args.checkpoint or entry.location
     outcome = convert_one(location, args.output_dir, entry, args, args.push_to_hub, command)
     verified = "not verified" if outcome.max_diff is None else f"verified, max |diff| {outcome.max_diff:.2e}"
+    if outcome.assumed:
+        verified += f"; taken from config.json, not checkable in the weights: {', '.join(outcome.assumed)}"
     print(f"{outcome.output}: {outcome.architecture}; {outcome.layout} layout; {verified}.")
+    if outcome.dropped:
+        print(f"dropped (no transformers counterpart): {dropped_listing(outcome.dropped)}")
     if outcome.url:
         print(f"pushed to {outcome.url}")
     return 0

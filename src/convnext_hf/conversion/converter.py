@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import transformers
 
 from ..errors import UserInputError
+from ..portable import portable_head
 from .architecture import Architecture, detect_architecture
 from .checkpoint_io import Checkpoint
+from .claims import check_resolution, check_tensors, id2label, timm_claims, timm_preprocessing, transformers_claims
 from .labels import LabelSet, labels_for
 from .layouts import Layout, detect_layout
-from .naming import BACKBONE, official_to_transformers
+from .naming import BACKBONE, SEGMENTATION, official_to_transformers
 from .rename import rename
 from .targets import (
     AUTO_CLASSES,
@@ -46,14 +48,17 @@ class Conversion:
     processor: transformers.BaseImageProcessor
     target: str
     resolution: int
+    # Modules of the checkpoint without a transformers counterpart (a detector's neck and heads), with tensor counts.
+    dropped: dict[str, int] = field(default_factory=dict)
+    # What the conversion took from the checkpoint's config because the weights cannot tell (e.g.
+    # "head_norm_first=True"): the verification checks the mapping under these claims, not the claims themselves.
+    assumed: tuple[str, ...] = ()
 
 
-def _labels(checkpoint: Checkpoint, num_labels: int) -> LabelSet:
+def _labels(checkpoint: Checkpoint, arch: Architecture) -> LabelSet:
     """Class names stored with the checkpoint (transformers folders), else the official ones for this head size."""
-    stored = (checkpoint.config or {}).get("id2label") or {}
-    if len(stored) == num_labels and num_labels:
-        return LabelSet("checkpoint config", {int(index): name for index, name in stored.items()})
-    return labels_for(num_labels)
+    stored = id2label(checkpoint.config, arch)
+    return LabelSet("checkpoint config", stored) if stored else labels_for(arch.num_labels)
 
 
 def _check_mapping(
@@ -113,6 +118,8 @@ def _timm_model_args(config: dict | None) -> dict | None:
     if not config or "architecture" not in config:
         return None
     model_args = config.get("model_args") or {}
+    if not isinstance(model_args, dict):
+        raise UserInputError(f"config.json's model_args must be an object of timm arguments, got {model_args!r}.")
     refused = [
         f"{name}={value!r}"
         for name, value in model_args.items()
@@ -149,36 +156,48 @@ def _refuse_biasless_norms(official: dict[str, torch.Tensor]) -> None:
 def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int | None = None) -> Conversion:
     """Build the target model holding exactly the checkpoint's weights (as float32). The evaluation `resolution`
     defaults to a timm folder's `pretrained_cfg.input_size`, else 224."""
-    timm_args = _timm_model_args(checkpoint.config)
-    timm_preprocessing = (checkpoint.config.get("pretrained_cfg") or {}) if timm_args is not None else None
-    if resolution is None:
-        resolution = (timm_preprocessing or {}).get("input_size", [DEFAULT_RESOLUTION])[-1]
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-        raise UserInputError(
-            f"resolution must be a positive number of pixels, got {resolution!r}; e.g. --resolution 224."
-        )
+    if resolution is not None:
+        check_resolution(resolution, "--resolution")
+    config = checkpoint.config
+    timm_args = _timm_model_args(config)
+    check_tensors(checkpoint.tensors)
     tensors = {key: value.float() if value.is_floating_point() else value for key, value in checkpoint.tensors.items()}
     layout = detect_layout(tensors)
     official = layout.to_official(tensors)
-    if (checkpoint.config or {}).get("head_norm_first"):
-        # A convnext_hf folder of a `*_hnf` model: the weights alone cannot tell where its final LayerNorm sits.
-        official.renamed.update({f"norm_pre.{p}": official.renamed.pop(f"norm.{p}") for p in ("weight", "bias")})
     _refuse_biasless_norms(official.renamed)
-    arch = detect_architecture(official.renamed, layer_norm_eps=(timm_args or {}).get("norm_eps") or 1e-6)
-    labels = _labels(checkpoint, arch.num_labels)
+    arch = detect_architecture(official.renamed)
+    preprocessing, assumed = None, ()
+    if timm_args is not None:
+        arch = timm_claims(config, timm_args, arch)
+        preprocessing = timm_preprocessing(config, arch.num_channels)
+    elif config is not None:
+        arch, assumed = transformers_claims(config, arch, weights_place_final_norm=layout.name != "transformers")
+        if arch.head_norm_first and "norm.weight" in official.renamed:
+            # A convnext_hf folder of a `*_hnf` model: its final LayerNorm has the name it has after pooling.
+            official.renamed.update({f"norm_pre.{p}": official.renamed.pop(f"norm.{p}") for p in ("weight", "bias")})
+    if resolution is None:
+        resolution = (preprocessing or {}).get("input_size", [DEFAULT_RESOLUTION])[-1]
+        check_resolution(resolution, "the timm config's pretrained_cfg.input_size")
+    labels = _labels(checkpoint, arch)
     model = empty_model(arch, model_config(arch, labels.id2label, resolution, target), target)
     mapped = rename(official.renamed, official_to_transformers(arch.task, arch.isotropic))
     weights = target_parameter_names(mapped.renamed, arch, target)
     _check_mapping(model, weights, official.unmatched + mapped.unmatched)
     model.load_state_dict(weights, strict=True, assign=True)
     processor = image_processor(
-        arch, resolution, target, reduce_labels=labels.dataset == "ade20k-150", timm_preprocessing=timm_preprocessing
+        arch, resolution, target, reduce_labels=labels.dataset == "ade20k-150", timm_preprocessing=preprocessing
     )
-    return Conversion(layout, arch, labels, official.renamed, model.eval(), processor, target, resolution)
+    return Conversion(
+        layout, arch, labels, official.renamed, model.eval(), processor, target, resolution,
+        dropped=layout.dropped_modules(tensors), assumed=assumed,
+    )
 
 
 def save(conversion: Conversion, directory: Path, max_shard_size: str) -> None:
-    """Write weights (safetensors, sharded above `max_shard_size`), config and image processor config."""
+    """Write weights (safetensors, sharded above `max_shard_size`), config and image processor config; an UperNet
+    whose backbone the built-in ConvNext expresses is saved over that backbone, so plain transformers loads it."""
+    if conversion.arch.task == SEGMENTATION:
+        portable_head(conversion.model)
     conversion.model.save_pretrained(directory, max_shard_size=max_shard_size, safe_serialization=True)
     conversion.processor.save_pretrained(directory)
 

@@ -70,6 +70,9 @@ MMCLS_BACKBONE_RULES: list[Rule] = [
     ("stages.{i}.{j}.pointwise_conv1.{p}", "stages.{i}.{j}.pwconv1.{p}"),
     ("stages.{i}.{j}.pointwise_conv2.{p}", "stages.{i}.{j}.pwconv2.{p}"),
     ("stages.{i}.{j}.gamma", "stages.{i}.{j}.gamma"),
+    # mmpretrain's ConvNeXt V2 (`use_grn`), GRN stored as (4C,).
+    ("stages.{i}.{j}.grn.gamma", "stages.{i}.{j}.grn.gamma"),
+    ("stages.{i}.{j}.grn.beta", "stages.{i}.{j}.grn.beta"),
 ]
 
 # mmcls' classifier normalizes the last stage after global pooling (`gap_before_final_norm`), exactly where the official
@@ -85,6 +88,16 @@ MMSEG_RULES: list[Rule] = [
     ("backbone.norm{i}.{p}", "backbone.norm{i}.{p}"),
     ("decode_head.{path}", "decode_head.{path}"),
     ("auxiliary_head.{path}", "auxiliary_head.{path}"),
+]
+
+# What an mmdetection detector (Mask R-CNN, Cascade Mask R-CNN) holds besides its backbone: the FPN neck, the RPN head
+# and the RoI box and mask heads. No transformers model runs them, so a detection checkpoint converts to its backbone
+# and these are dropped by name (and listed); any other key is still refused.
+DETECTION_HEADS = ("neck.", "rpn_head.", "roi_head.")
+
+MMDET_RULES: list[Rule] = [
+    *prefixed(MMCLS_BACKBONE_RULES, "backbone.", "backbone."),
+    ("backbone.norm{i}.{p}", "backbone.norm{i}.{p}"),
 ]
 
 # Where transformers keeps the ConvNeXt trunk: classifier (ConvNext, ConvNextV2), bare model or backbone, UperNet.
@@ -109,6 +122,15 @@ def _fixed(rules: list[Rule]) -> Callable[[Tensors], list[Rule]]:
 def _mmcls_classifier(tensors: Tensors) -> bool:
     """mmcls block names, and only the last stage's norm (dense-prediction backbones have one per stage)."""
     return "backbone.stages.0.0.depthwise_conv.weight" in tensors and "backbone.norm0.weight" not in tensors
+
+
+def _detector(tensors: Tensors) -> bool:
+    return any(key.startswith(DETECTION_HEADS) for key in tensors)
+
+
+def _mmcls_dense(tensors: Tensors) -> bool:
+    """mmcls block names with one output norm per stage: an mmsegmentation or mmdetection backbone."""
+    return "backbone.stages.0.0.depthwise_conv.weight" in tensors and "backbone.norm0.weight" in tensors
 
 
 def _paddle_orientation(tensors: Tensors) -> bool:
@@ -214,11 +236,23 @@ class Layout:
     rules: Callable[[Tensors], list[Rule]]
     paddle_linears: bool = False
     extract: Callable[[Tensors], Tensors] | None = None
+    dropped: tuple[str, ...] = ()
+
+    def dropped_modules(self, tensors: Tensors) -> dict[str, int]:
+        """The modules this layout drops (e.g. `roi_head.bbox_head`), with their number of tensors, in file order."""
+        modules: dict[str, int] = {}
+        for key in tensors:
+            if key.startswith(self.dropped):
+                module = ".".join(key.split(".")[:2])
+                modules[module] = modules.get(module, 0) + 1
+        return modules
 
     def to_official(self, tensors: Tensors) -> RenameResult:
         """The weights under official names and shapes, and the keys this layout does not know."""
         if self.extract is not None:
             tensors = self.extract(tensors)
+        if self.dropped:
+            tensors = {key: value for key, value in tensors.items() if not key.startswith(self.dropped)}
         result = rename(tensors, self.rules(tensors))
         if self.paddle_linears:
             for key, value in result.renamed.items():
@@ -285,14 +319,30 @@ LAYOUTS: tuple[Layout, ...] = (
     Layout(
         "upernet-official",
         "official ADE20K release: UperNet, backbone in official names with per-stage `backbone.norm0..3`",
-        _torch_dense,
+        lambda tensors: _torch_dense(tensors) and not _detector(tensors),
         _fixed(IDENTITY),
     ),
     Layout(
         "upernet-mmseg",
         "mmsegmentation: UperNet, backbone in mmcls names with per-stage `backbone.norm0..3`",
-        _has("backbone.stages.0.0.depthwise_conv.weight", "backbone.norm0.weight"),
+        lambda tensors: _mmcls_dense(tensors) and not _detector(tensors),
         _fixed(MMSEG_RULES),
+    ),
+    Layout(
+        "coco-official",
+        "official COCO release (Mask R-CNN, Cascade Mask R-CNN; mmdet 2.11): backbone in official names with "
+        "per-stage `backbone.norm0..3`; `neck`, `rpn_head`, `roi_head` dropped",
+        lambda tensors: _torch_dense(tensors) and _detector(tensors),
+        _fixed(IDENTITY),
+        dropped=DETECTION_HEADS,
+    ),
+    Layout(
+        "coco-mmdet",
+        "mmdetection (Mask R-CNN, Cascade Mask R-CNN): backbone in mmcls names with per-stage `backbone.norm0..3`; "
+        "`neck`, `rpn_head`, `roi_head` dropped",
+        lambda tensors: _mmcls_dense(tensors) and _detector(tensors),
+        _fixed(MMDET_RULES),
+        dropped=DETECTION_HEADS,
     ),
     Layout(
         "transformers",

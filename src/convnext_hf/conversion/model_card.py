@@ -11,6 +11,7 @@ from .. import __version__
 from ..card_table import facts_table
 from ..complexity import count_macs, parameter_count
 from ..configuration_convnext import ConvNextConfig
+from ..portable import needs_convnext_hf_sentence
 from .converter import Conversion
 from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
 from .targets import AUTO_CLASSES, CONVNEXT_HF
@@ -27,6 +28,7 @@ DATASETS = {  # zoo name -> (Hub dataset id, pretty name)
     "imagenet-1k": ("ILSVRC/imagenet-1k", "ImageNet-1k"),
     "imagenet-22k": ("timm/imagenet-22k-wds", "ImageNet-22k"),
     "ade20k": ("zhoubolei/scene_parse_150", "ADE20K"),
+    "coco": ("detection-datasets/coco", "COCO 2017"),
     "imagenet-1k-fcmae": ("ILSVRC/imagenet-1k", "ImageNet-1k (FCMAE self-supervised pre-training)"),
     "imagenet-22k-fcmae": ("timm/imagenet-22k-wds", "ImageNet-1k (FCMAE), then ImageNet-22k"),
     "lvd-1689m": (None, "LVD-1689M (DINOv3 self-supervised distillation, not public)"),
@@ -97,7 +99,7 @@ def card_data(conversion: Conversion, entry: ZooEntry | None, model_name: str, l
     tags = ["vision", "convnext", "image-classification" if task == CLASSIFICATION else PIPELINE_TAGS[task]]
     if task == SEGMENTATION:
         tags += ["upernet", "semantic-segmentation"]
-    elif conversion.target == CONVNEXT_HF:
+    if _needs_package(conversion):
         tags.append("custom_code")
     names = (entry.pretrain_dataset, entry.finetune_dataset) if entry else ()
     datasets = [DATASETS[name][0] for name in names if name and DATASETS[name][0]]
@@ -114,11 +116,18 @@ def card_data(conversion: Conversion, entry: ZooEntry | None, model_name: str, l
     )
 
 
+def _needs_package(conversion: Conversion) -> bool:
+    """Whether loading the saved model needs convnext_hf code: ours, or an UperNet that kept our backbone."""
+    if conversion.arch.task == SEGMENTATION:
+        return needs_convnext_hf_sentence(conversion.model.config) is not None
+    return conversion.target == CONVNEXT_HF
+
+
 def usage(conversion: Conversion, model_id: str) -> str:
     """Code that loads this repository through the Auto classes and a pipeline."""
     task = conversion.arch.task
     auto_class = AUTO_CLASSES[task].__name__
-    registered = conversion.target == CONVNEXT_HF
+    registered = _needs_package(conversion)
     lines = ["```python", "from PIL import Image"]
     lines.append(f"from transformers import AutoImageProcessor, {auto_class}, pipeline")
     if registered:
@@ -159,12 +168,7 @@ def usage(conversion: Conversion, model_id: str) -> str:
             lines.append(f'pipe = pipeline("{PIPELINE_TAGS[task]}", model=model_id, trust_remote_code=True)')
         lines.append("```")
     elif registered:
-        lines += [
-            "",
-            "transformers' UperNet builds its backbone from `backbone_config` through `AutoBackbone`, which knows the "
-            "`convnext_hf` backbone once the package is imported; convert with `--target transformers` for a "
-            "repository that plain transformers loads.",
-        ]
+        lines += ["", needs_convnext_hf_sentence(conversion.model.config)]
     return "\n".join(lines)
 
 
@@ -186,6 +190,10 @@ def _details(conversion: Conversion, entry: ZooEntry | None, resolution: int) ->
             rows.append(("parameters reported by the authors", f"{entry.params_m} M"))
         if entry.gflops is not None:
             rows.append(("GFLOPs reported by the authors", f"{entry.gflops}"))
+        if entry.detector:
+            rows = [(name.replace("by the authors", "by the authors (the whole detector)"), value)
+                    if name.endswith("by the authors") else (name, value) for name, value in rows]
+            rows.append(("detector trained with this backbone", entry.detector))
         rows += [
             ("pre-training data", DATASETS[entry.pretrain_dataset][1] if entry.pretrain_dataset else "—"),
             ("fine-tuning data", DATASETS[entry.finetune_dataset][1] if entry.finetune_dataset else "—"),
@@ -202,6 +210,10 @@ def _results(entry: ZooEntry) -> str:
     if entry.reported_miou is not None:
         return (f"ADE20K validation mIoU: **{entry.reported_miou}** single-scale, "
                 f"**{entry.reported_miou_ms_flip}** multi-scale with flip.")
+    if entry.reported_box_ap is not None:
+        return (f"COCO val2017, the whole {entry.detector} (3× schedule): box AP **{entry.reported_box_ap}**, mask AP "
+                f"**{entry.reported_mask_ap}**. This repository holds its backbone only (the neck and heads have no "
+                "transformers counterpart and were dropped), so these numbers need a detection head on top of it.")
     if entry.task_note:
         return f"A feature extractor ({entry.task_note}); its authors report no classification accuracy for it."
     return "This checkpoint is pre-trained only (ImageNet-22k); its authors report no validation accuracy for it."
@@ -215,9 +227,19 @@ def _verification(conversion: Conversion, provenance: Provenance) -> str:
         "",
         f"    {provenance.command}",
         "",
-        "The architecture was read from the weights themselves, and every tensor of the checkpoint mapped one-to-one "
-        "onto a parameter of this model (the converter refuses otherwise). Weights are stored as float32 safetensors.",
+        "The architecture was read from the weights themselves, and every tensor of the checkpoint"
+        + (" outside the modules listed below" if conversion.dropped else "")
+        + " mapped one-to-one onto a parameter of this model (the converter refuses otherwise). Weights are stored as "
+        "float32 safetensors.",
     ]
+    if conversion.dropped:
+        lines += [
+            "",
+            "Dropped by name, because no transformers model runs them (the detector's neck and heads): only the "
+            "backbone and its per-stage output LayerNorms were converted.",
+            "",
+            *(f"- `{module}` ({count} tensors)" for module, count in conversion.dropped.items()),
+        ]
     if provenance.diffs:
         batch, height, width = VERIFY_INPUT_SHAPE
         shape = f"{batch}×{conversion.arch.num_channels}×{height}×{width}"
@@ -230,6 +252,13 @@ def _verification(conversion: Conversion, provenance: Provenance) -> str:
         ]
     else:
         lines += ["", "This conversion was **not** verified against the reference forward pass (`--no-verify`)."]
+    if conversion.assumed:
+        lines += [
+            "",
+            "Taken from the checkpoint's config.json, which the weights cannot confirm: "
+            f"{', '.join(conversion.assumed)}. The verification ran under these settings: it checks the mapping, "
+            "not the settings themselves.",
+        ]
     return "\n".join(lines)
 
 
@@ -254,7 +283,10 @@ def build_model_card(
     sections = [
         f"# {title}",
         f"ConvNeXt, from {paper}, converted from {origin} to "
-        "Hugging Face transformers" + (", with an UperNet head for semantic segmentation." if segmentation else "."),
+        "Hugging Face transformers"
+        + (", with an UperNet head for semantic segmentation." if segmentation else "")
+        + (": the backbone of its detector, without the detection heads." if conversion.dropped else "")
+        + ("" if segmentation or conversion.dropped else "."),
         "## Model details",
         _details(conversion, entry, resolution),
         "## Results reported by the authors",

@@ -103,11 +103,11 @@ def classification(weights: Weights, x: torch.Tensor, eps: float = EPS) -> dict[
     return outputs
 
 
-def dense_features(weights: Weights, x: torch.Tensor) -> list[torch.Tensor]:
+def dense_features(weights: Weights, x: torch.Tensor, eps: float = EPS) -> list[torch.Tensor]:
     """Backbone feature maps of a dense-prediction checkpoint: each stage through its own `backbone.norm{k}`."""
     backbone = {key.removeprefix("backbone."): value for key, value in weights.items() if key.startswith("backbone.")}
-    stages = stage_outputs(backbone, x)
-    return [_layer_norm_channels_first(stage, backbone, f"norm{k}") for k, stage in enumerate(stages)]
+    stages = stage_outputs(backbone, x, eps)
+    return [_layer_norm_channels_first(stage, backbone, f"norm{k}", eps) for k, stage in enumerate(stages)]
 
 
 def _conv_module(x: torch.Tensor, weights: Weights, name: str) -> torch.Tensor:
@@ -123,9 +123,11 @@ def _resize(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def upernet(weights: Weights, x: torch.Tensor, pool_scales: tuple[int, ...]) -> dict[str, torch.Tensor]:
+def upernet(
+    weights: Weights, x: torch.Tensor, pool_scales: tuple[int, ...], eps: float = EPS
+) -> dict[str, torch.Tensor]:
     """mmsegmentation's UPerHead on the ConvNeXt features, logits upsampled to the input size."""
-    features = dense_features(weights, x)
+    features = dense_features(weights, x, eps)
     top = features[-1]
     pooled = [
         _conv_module(F.adaptive_avg_pool2d(top, scale), weights, f"decode_head.psp_modules.{i}.1")

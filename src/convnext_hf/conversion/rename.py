@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from ..errors import UserInputError
+
 Value = TypeVar("Value")
 
 PLACEHOLDERS = {
@@ -54,12 +56,25 @@ def rename(entries: Mapping[str, Value], rules: Iterable[Rule]) -> RenameResult:
             if match:
                 new_key = target.format(**match.groupdict())
                 if new_key in renamed:
-                    raise ValueError(f"Two parameters map to {new_key!r}; the checkpoint mixes two layouts.")
+                    first = next(other for other in entries if other != key and _renames_to(other, compiled, new_key))
+                    raise UserInputError(
+                        f"Refusing to convert: {first!r} and {key!r} are both {new_key!r} in the model; the checkpoint "
+                        "holds one parameter twice or mixes two layouts. Pass one model's weights."
+                    )
                 renamed[new_key] = value
                 break
         else:
             unmatched.append(key)
     return RenameResult(renamed, unmatched)
+
+
+def _renames_to(key: str, compiled: list[tuple[re.Pattern[str], str]], new_key: str) -> bool:
+    """Whether the first rule matching `key` gives `new_key`."""
+    for pattern, target in compiled:
+        match = pattern.fullmatch(key)
+        if match:
+            return target.format(**match.groupdict()) == new_key
+    return False
 
 
 def invert(rules: Iterable[Rule]) -> list[Rule]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -33,9 +34,10 @@ def reference_outputs(arch: Architecture, official: Mapping[str, torch.Tensor], 
     """The official forward's outputs, keyed like `model_outputs`."""
     weights = {key: value.float() for key, value in official.items()}
     if arch.task == SEGMENTATION:
-        return reference.upernet(weights, pixels, arch.upernet.pool_scales)
+        return reference.upernet(weights, pixels, arch.upernet.pool_scales, arch.layer_norm_eps)
     if arch.task == BACKBONE:
-        return {f"feature{k}": feature for k, feature in enumerate(reference.dense_features(weights, pixels), start=1)}
+        features = reference.dense_features(weights, pixels, arch.layer_norm_eps)
+        return {f"feature{k}": feature for k, feature in enumerate(features, start=1)}
     return reference.classification(weights, pixels, arch.layer_norm_eps)
 
 
@@ -59,6 +61,14 @@ def model_outputs(arch: Architecture, model: transformers.PreTrainedModel, pixel
     return outputs
 
 
+def check_tolerance(tolerance: float) -> None:
+    """A verification tolerance is a positive, finite number."""
+    if not 0 < tolerance < math.inf:
+        raise UserInputError(
+            f"--tolerance must be positive and finite, got {tolerance}; e.g. --tolerance 1e-4 (the default)."
+        )
+
+
 def verify(
     arch: Architecture,
     model: transformers.PreTrainedModel,
@@ -66,11 +76,17 @@ def verify(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> dict[str, float]:
     """Max |difference| per output between `model` and the reference; raises when any exceeds `tolerance`."""
-    if not tolerance > 0:
-        raise UserInputError(f"The verification tolerance must be positive, got {tolerance}; e.g. --tolerance 1e-4.")
+    check_tolerance(tolerance)
     pixels = fixed_input(arch.num_channels)
     expected = reference_outputs(arch, official, pixels)
     actual = model_outputs(arch, model, pixels)
+    overflowing = sorted(name for name, value in expected.items() if not value.isfinite().all())
+    if overflowing:
+        raise VerificationError(
+            f"The reference forward of the source weights gives non-finite outputs ({', '.join(overflowing)}) on a "
+            "normal input: the weights are finite but too large for float32 arithmetic. The checkpoint is damaged; "
+            "nothing was written."
+        )
     diffs = {name: (actual[name].float() - expected[name]).abs().max().item() for name in actual}
     failed = {name: diff for name, diff in diffs.items() if not diff <= tolerance}
     if failed:

@@ -18,12 +18,17 @@ from ..configuration_convnext import HIERARCHICAL_VARIANTS, V2_VARIANTS
 from ..errors import UserInputError
 from .architecture import Architecture
 
-LICENSES = {"facebookresearch/ConvNeXt": "mit", "open-mmlab/mmsegmentation": "apache-2.0"}
+LICENSES = {
+    "facebookresearch/ConvNeXt": "mit",
+    "open-mmlab/mmsegmentation": "apache-2.0",
+    "open-mmlab/mmdetection": "apache-2.0",
+}
 # Hub license ids of the licenses the registry names; a license the Hub does not list is "other" with its name.
 HUB_LICENSES = {"CC-BY-NC-4.0": "cc-by-nc-4.0"}
 REPOSITORIES = {
     "facebookresearch/ConvNeXt": "https://github.com/facebookresearch/ConvNeXt",
     "open-mmlab/mmsegmentation": "https://github.com/open-mmlab/mmsegmentation/tree/main/configs/convnext",
+    "open-mmlab/mmdetection": "https://github.com/open-mmlab/mmdetection/tree/main/configs/convnext",
     "facebookresearch/ConvNeXt-V2": "https://github.com/facebookresearch/ConvNeXt-V2",
     "facebookresearch/dinov3": "https://github.com/facebookresearch/dinov3",
 }
@@ -57,10 +62,14 @@ class ZooEntry:
     task_note: str | None = None
     hub_id: str | None = None
     download: str | None = None
+    # COCO detection releases: the detector the backbone was trained in, and its reported val2017 box / mask AP.
+    detector: str | None = None
+    reported_box_ap: float | None = None
+    reported_mask_ap: float | None = None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ZooEntry:
-        """Read one registry record (hierarchical, isotropic or UperNet)."""
+        """Read one registry record (hierarchical, isotropic, UperNet or COCO detector)."""
         isotropic = "hidden_size" in raw
         if isotropic:
             hidden_sizes, depths = (raw["hidden_size"],), (raw["depth"],)
@@ -93,6 +102,9 @@ class ZooEntry:
             task_note=raw.get("task_note"),
             hub_id=raw.get("hub_id"),
             download=raw.get("download"),
+            detector=raw.get("detector"),
+            reported_box_ap=raw.get("reported_box_ap"),
+            reported_mask_ap=raw.get("reported_mask_ap"),
         )
 
     @property
@@ -143,8 +155,25 @@ def default_zoo_path() -> Path:
 
 def load_zoo(path: str | Path | None = None) -> dict[str, ZooEntry]:
     """All entries of the registry at `path` (default: the package's), by name, in file order."""
-    raw = json.loads(Path(path or default_zoo_path()).read_text())
-    return {record["name"]: ZooEntry.from_dict(record) for record in raw["checkpoints"]}
+    path = Path(path or default_zoo_path())
+    if not path.is_file():
+        raise UserInputError(f"The zoo file {path} does not exist; pass a checkpoint registry JSON to --zoo.")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserInputError(f"The zoo file {path} is not valid JSON ({error}); pass a checkpoint registry.") from None
+    records = raw.get("checkpoints") if isinstance(raw, dict) else None
+    if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
+        raise UserInputError(
+            f"The zoo file {path} has no `checkpoints` list of records; see the shipped one (convnext_hf/conversion/"
+            "data/zoo.json) for the format."
+        )
+    try:
+        return {record["name"]: ZooEntry.from_dict(record) for record in records}
+    except (KeyError, TypeError, ValueError) as error:
+        raise UserInputError(
+            f"The zoo file {path} has a record without a valid {error}; see the shipped one for the format."
+        ) from None
 
 
 def select(zoo: dict[str, ZooEntry], names: str) -> list[ZooEntry]:

@@ -8,6 +8,7 @@ DATA = {
     "imagenet-1k": "1k",
     "imagenet-22k": "22k",
     "ade20k": "ADE20K",
+    "coco": "COCO",
     "imagenet-1k-fcmae": "1k FCMAE",
     "imagenet-22k-fcmae": "1k FCMAE → 22k",
     "lvd-1689m": "LVD-1689M (DINOv3)",
@@ -24,6 +25,8 @@ def _reported(entry: ZooEntry) -> str:
         return f"{entry.reported_top1} top-1"
     if entry.reported_miou is not None:
         return f"{entry.reported_miou} / {entry.reported_miou_ms_flip} mIoU"
+    if entry.reported_box_ap is not None:
+        return f"{entry.reported_box_ap} box / {entry.reported_mask_ap} mask AP"
     return "—"
 
 

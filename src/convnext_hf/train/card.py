@@ -82,27 +82,32 @@ class CardFacts:
     results: dict[str, float]
     task: str = CLASSIFICATION
     per_label: dict[str, float] | None = None
+    # For a head whose backbone plain transformers cannot build: why loading it needs convnext_hf.
+    loading_note: str | None = None
 
 
-def _usage(repo_or_path: str, task: str) -> str:
+def _usage(repo_or_path: str, task: str, loading_note: str | None = None) -> str:
     if task == DETECTION:
+        # The detector is transformers' own class; its backbone is the built-in ConvNext unless the note says otherwise.
+        registration = "import convnext_hf  # registers the ConvNeXt backbone\n" if loading_note else ""
         return (
             "```python\n"
-            "import convnext_hf  # registers the ConvNeXt backbone with transformers\n"
+            f"{registration}"
             "from transformers import pipeline\n\n"
             f'detector = pipeline("object-detection", model="{repo_or_path}")\n'
             'print(detector("photo.jpg"))  # [{"score", "label", "box": {"xmin", "ymin", "xmax", "ymax"}}, ...]\n'
             "```"
         )
     if task == SEGMENTATION:
-        # UperNet is transformers' own class; only its backbone is ours, and AutoBackbone finds it once registered.
+        # UperNet is transformers' own class; its backbone is the built-in ConvNext unless the note says otherwise.
+        registration = "import convnext_hf  # registers the ConvNeXt backbone\n" if loading_note else ""
         return (
             "```python\n"
-            "import convnext_hf  # registers the ConvNeXt backbone with transformers\n"
+            f"{registration}"
             "from transformers import pipeline\n\n"
             f'segmenter = pipeline("image-segmentation", model="{repo_or_path}")\n'
             'print(segmenter("photo.jpg"))  # one mask per class present\n'
-            "```"
+            "```" + (f"\n\n{loading_note}" if loading_note else "")
         )
     scores = " (a sigmoid score per label)" if task == MULTI_LABEL else ""
     return (
@@ -179,7 +184,7 @@ Architecture: {facts.architecture}.
 
 ## Usage
 
-{_usage(repo_or_path, facts.task)}
+{_usage(repo_or_path, facts.task, facts.loading_note)}
 
 ## Framework versions
 

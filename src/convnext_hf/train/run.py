@@ -20,6 +20,7 @@ from ..errors import OutputExistsError, UserInputError
 from ..metrics import load_topk_accuracy
 from ..metrics.mean_iou import confusion_counts, iou_scores
 from ..metrics.multilabel import average_precision, multilabel_scores, sigmoid
+from ..portable import needs_convnext_hf_sentence, portable_head
 from ..tasks.detection import training as detection
 from ..tasks.detection.model import DETECTORS
 from .arguments import (
@@ -427,6 +428,10 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
         task=task,
         per_label=final.per_label,
     )
+    if task in (SEGMENTATION, DETECTION):
+        # Saved over the built-in backbone where it expresses ours, so that plain transformers loads the folder.
+        portable_head(model)
+        trainer.card_facts.loading_note = needs_convnext_hf_sentence(model.config)
     trainer.save_model()
     trainer.save_state()
     if trainer.is_world_process_zero():

@@ -335,6 +335,8 @@ def build_segmentation_model(
     config = transformers.AutoConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
     if config.model_type == "upernet":
         known = [config.id2label[index] for index in range(config.num_labels)]
+        # Portable folders store the built-in backbone config (portable_head); training runs on ours, same weights.
+        config.backbone_config = ConvNextConfig.from_dict(config.backbone_config.to_dict())
         config.backbone_config.update(backbone_overrides)
         config.update({**head, **config_label_maps(label_names)})
         model = transformers.UperNetForSemanticSegmentation.from_pretrained(

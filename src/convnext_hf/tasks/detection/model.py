@@ -22,9 +22,9 @@ from typing import Any
 import transformers
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ...backbone_weights import load_backbone_weights
 from ...configuration_convnext import ConvNextConfig
 from ...errors import UserInputError
-from ...modeling_convnext import ConvNextBackbone
 from ...train.arguments import ModelArguments
 from ...train.model import config_label_maps, config_overrides
 
@@ -139,7 +139,8 @@ def build_detector(args: ModelArguments, label_names: list[str]) -> transformers
     config = None if args.variant else transformers.AutoConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
     if config is not None and _detector_name(config) is not None:
         return _fine_tune_detector(args, config, label_names, hub_kwargs)
-    if config is not None and not isinstance(config, ConvNextConfig):
+    # Ours, or transformers' built-in ConvNeXt (V1/V2), which ConvNextConfig.from_pretrained reads too.
+    if config is not None and config.model_type not in (ConvNextConfig.model_type, "convnext", "convnextv2"):
         raise UserInputError(
             f"{args.model_name_or_path} is a {config.model_type} model; object detection starts from a ConvNeXt "
             f"folder or a detector folder ({', '.join(DETECTORS)})."
@@ -155,32 +156,14 @@ def build_detector(args: ModelArguments, label_names: list[str]) -> transformers
     backbone = ConvNextConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
     backbone.update({**backbone_overrides, "num_labels": 2, "id2label": None, "label2id": None})
     model = new_detector(args.detector, backbone, label_names, head)
-    _load_backbone(model, args.model_name_or_path, hub_kwargs)
+    _load_backbone(model, args.model_name_or_path)
     return model
 
 
-def find_backbone(model: transformers.PreTrainedModel) -> ConvNextBackbone:
-    """The ConvNextBackbone inside a detector."""
-    found = [module for module in model.modules() if isinstance(module, ConvNextBackbone)]
-    if len(found) != 1:
-        raise UserInputError(f"{type(model).__name__} holds {len(found)} ConvNeXt backbones; expected one.")
-    return found[0]
-
-
-def _load_backbone(model: transformers.PreTrainedModel, source: str, hub_kwargs: dict[str, Any]) -> None:
+def _load_backbone(model: transformers.PreTrainedModel, source: str) -> None:
     """Copy a ConvNeXt folder's trunk (and output norms, when it has them) into the detector's backbone; log it."""
-    backbone = find_backbone(model)
-    pretrained, info = ConvNextBackbone.from_pretrained(
-        source, config=backbone.config, output_loading_info=True, **hub_kwargs
-    )
-    backbone.load_state_dict(pretrained.state_dict())
-    new = sorted(info["missing_keys"])
-    logger.info(
-        "Backbone weights from %s: %d tensors loaded%s; the detector heads are new.",
-        source,
-        len(pretrained.state_dict()) - len(new),
-        f", new: {new}" if new else "",
-    )
+    report = load_backbone_weights(model, source)
+    logger.info("The detector heads are new; backbone: %s", report)
 
 
 def _fine_tune_detector(

@@ -1,0 +1,261 @@
+"""What the files beside the weights claim, checked against what the weights say.
+
+The architecture is read from the weights (architecture.py). A config.json may add what the weights cannot tell (the
+LayerNorm eps; in a transformers folder, whether the final LayerNorm comes before pooling: its weights have one name
+either way) and the image processor's settings. Anything it says that the weights can check must agree with them, or
+the conversion is refused naming both; what they cannot check is carried over only from a config whose checkable
+fields all agree, and reported as taken from the config, never as verified.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..errors import UserInputError
+from .architecture import Architecture
+from .naming import CLASSIFICATION, FEATURE_EXTRACTION
+
+# The evaluation resolutions of released ConvNeXts reach 512; beyond this bound a resolution is a mistake (and the
+# processor would make images of gigabytes).
+MAX_RESOLUTION = 4096
+
+# Integer tensors a checkpoint may hold: BatchNorm's step counter (mmseg UperNet heads).
+INTEGER_BUFFER_SUFFIXES = (".num_batches_tracked",)
+
+# model_type of the transformers configs whose fields are ours or the built-ins'.
+CONVNEXT_HF_MODEL_TYPE = "convnext_hf"
+BUILTIN_MODEL_TYPES = ("convnext", "convnextv2")
+
+# The LayerNorm eps of the official code, and the default of every layout without a config.
+DEFAULT_EPS = 1e-6
+
+# The activation every supported ConvNeXt uses (and the reference forward computes).
+GELU = "gelu"
+
+
+def check_tensors(tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse by name weights that are not real floating-point numbers, or not finite."""
+    wrong_type = [
+        f"{name} ({str(value.dtype).removeprefix('torch.')})"
+        for name, value in tensors.items()
+        if not value.is_floating_point() and not name.endswith(INTEGER_BUFFER_SUFFIXES)
+    ]
+    if wrong_type:
+        listing = ", ".join(wrong_type[:5]) + (f" and {len(wrong_type) - 5} more" if len(wrong_type) > 5 else "")
+        raise UserInputError(
+            f"Refusing to convert: {len(wrong_type)} weights are not real floating-point tensors: {listing}. A "
+            "ConvNeXt checkpoint holds float weights; this file is damaged or holds something else (quantized "
+            "weights: convert the float checkpoint)."
+        )
+    # Checked in float32, the precision the model is saved in: float64 values beyond its range become Inf.
+    non_finite = [
+        name for name, value in tensors.items() if value.is_floating_point() and not value.float().isfinite().all()
+    ]
+    if non_finite:
+        listing = ", ".join(non_finite[:5]) + (f" and {len(non_finite) - 5} more" if len(non_finite) > 5 else "")
+        raise UserInputError(
+            f"Refusing to convert: {len(non_finite)} weights hold non-finite values (NaN or Inf, or beyond float32's "
+            f"range): {listing}. The "
+            "checkpoint is damaged (or training diverged); convert an intact checkpoint."
+        )
+
+
+def positive_number(value: Any, what: str) -> float:
+    """`value` as a positive, finite float, or an error naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise UserInputError(f"{what} must be a positive number, got {value!r}.")
+    return float(value)
+
+
+def check_resolution(resolution: Any, source: str) -> int:
+    """A resolution in pixels: a positive integer no larger than MAX_RESOLUTION."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise UserInputError(
+            f"resolution must be a positive number of pixels, got {resolution!r} ({source}); e.g. --resolution 224."
+        )
+    if resolution > MAX_RESOLUTION:
+        raise UserInputError(
+            f"resolution {resolution} ({source}) is beyond {MAX_RESOLUTION} pixels, far above any released ConvNeXt's "
+            "(224 to 512); pass the resolution the checkpoint was evaluated at, e.g. --resolution 224."
+        )
+    return resolution
+
+
+# One claim of a config: its name, the value claimed, whether the weights agree, what the weights have.
+Claim = tuple[str, Any, bool, Any]
+
+
+def _same(name: str, claimed: Any, actual: Any) -> Claim:
+    """A claim the weights hold the value of (lists and tuples compare alike)."""
+    claimed_value = list(claimed) if isinstance(claimed, list | tuple) else claimed
+    actual_value = list(actual) if isinstance(actual, list | tuple) else actual
+    return name, claimed, claimed_value == actual_value, actual
+
+
+def _refuse_contradictions(claims: list[Claim], where: str) -> None:
+    """Refuse when any claim disagrees with the weights, naming each claim and what the weights have."""
+    wrong = [f"{name}={claimed!r} but the weights have {actual}" for name, claimed, agrees, actual in claims
+             if not agrees]
+    if wrong:
+        raise UserInputError(
+            f"Refusing to convert: {where} contradicts the weights: {'; '.join(wrong)}. The config does not describe "
+            "these weights; pass them with their own config (or alone)."
+        )
+
+
+def _layer_scale(name: str, claimed: Any, arch: Architecture) -> Claim:
+    shown = "layer scale (`gamma`)" if arch.layer_scale else "no layer scale"
+    return name, claimed, bool(claimed) == arch.layer_scale, shown
+
+
+def timm_claims(config: Mapping[str, Any], model_args: Mapping[str, Any], arch: Architecture) -> Architecture:
+    """A timm Hub folder's config.json checked against the weights; returns `arch` with its LayerNorm eps."""
+    final_norm = "the final LayerNorm as `norm_pre` (before pooling)" if arch.head_norm_first else (
+        "the final LayerNorm as `head.norm` (after pooling)")
+    claims = [
+        _same(name, model_args[name], actual)
+        for name, actual in (("dims", arch.hidden_sizes), ("depths", arch.depths), ("in_chans", arch.num_channels),
+                             ("head_hidden_size", arch.head_hidden_size))
+        if name in model_args
+    ]
+    if "use_grn" in model_args:
+        claims.append((*_same("use_grn", bool(model_args["use_grn"]), arch.use_grn)[:3], "GRN" if arch.use_grn
+                       else "no GRN"))
+    if model_args.get("ls_init_value") is not None:
+        claims.append(_layer_scale("ls_init_value", model_args["ls_init_value"], arch))
+    for where in (model_args, config):
+        if "head_norm_first" in where:
+            claimed = where["head_norm_first"]
+            claims.append(("head_norm_first", claimed, claimed is arch.head_norm_first, final_norm))
+        if "num_classes" in where:
+            claims.append(_same("num_classes", where["num_classes"], arch.num_labels))
+    _refuse_contradictions(claims, "its timm config.json")
+    if model_args.get("norm_eps") is None:
+        return arch
+    eps = positive_number(model_args["norm_eps"], "model_args.norm_eps (timm config.json, the LayerNorm eps)")
+    return dataclasses.replace(arch, layer_norm_eps=eps)
+
+
+def transformers_claims(
+    config: Mapping[str, Any], arch: Architecture, weights_place_final_norm: bool = False
+) -> tuple[Architecture, tuple[str, ...]]:
+    """A transformers config.json checked against the weights. Returns `arch` with what only the config can say
+    (convnext_hf: layer_norm_eps, and head_norm_first unless `weights_place_final_norm`: in the transformers layout
+    the final LayerNorm has one name either way) and those claims, to be reported as taken from the config."""
+    convnext = config.get("backbone_config") if config.get("model_type") == "upernet" else config
+    if not isinstance(convnext, Mapping):
+        raise UserInputError(f"config.json's backbone_config is {type(convnext).__name__}, not a ConvNeXt config.")
+    model_type = convnext.get("model_type")
+    if model_type not in (CONVNEXT_HF_MODEL_TYPE, *BUILTIN_MODEL_TYPES):
+        return arch, ()
+    hidden_act = convnext.get("hidden_act", GELU)
+    if hidden_act != GELU:
+        raise UserInputError(
+            f"Refusing to convert: config.json says hidden_act={hidden_act!r}; the converter (and its verification) "
+            "supports ConvNeXt's GELU only."
+        )
+    claims = [
+        _same(name, convnext[name], actual)
+        for name, actual in (("hidden_sizes", arch.hidden_sizes), ("depths", arch.depths),
+                             ("num_channels", arch.num_channels), ("patch_size", arch.patch_size))
+        if name in convnext
+    ]
+    if "layer_scale_init_value" in convnext and model_type != "convnextv2":
+        claims.append(_layer_scale("layer_scale_init_value", convnext["layer_scale_init_value"], arch))
+    if model_type != CONVNEXT_HF_MODEL_TYPE:
+        if convnext.get("head_norm_first"):
+            raise UserInputError(
+                f"Refusing to convert: config.json says head_norm_first=true, but its model_type {model_type!r} "
+                "(transformers' built-in) has no such option: it always normalizes after pooling. The config does not "
+                "describe these weights; pass their own config."
+            )
+        _refuse_contradictions(claims, "its config.json")
+        return arch, ()
+    claims += [
+        _same(name, convnext[name], actual)
+        for name, actual in (("use_grn", arch.use_grn), ("isotropic", arch.isotropic), ("stem_type", arch.stem_type),
+                             ("head_hidden_size", arch.head_hidden_size))
+        if name in convnext
+    ]
+    head_norm_first = convnext.get("head_norm_first", False)
+    if not isinstance(head_norm_first, bool):
+        raise UserInputError(f"config.json's head_norm_first must be true or false, got {head_norm_first!r}.")
+    if weights_place_final_norm:
+        final_norm = f"the final LayerNorm {'before' if arch.head_norm_first else 'after'} pooling"
+        claims.append(("head_norm_first", head_norm_first, head_norm_first is arch.head_norm_first, final_norm))
+    _refuse_contradictions(claims, "its config.json")
+    eps = positive_number(convnext.get("layer_norm_eps", arch.layer_norm_eps), "config.json's layer_norm_eps")
+    assumed = []
+    if head_norm_first and arch.task in (CLASSIFICATION, FEATURE_EXTRACTION) and not weights_place_final_norm:
+        assumed.append("head_norm_first=True")
+    if eps != DEFAULT_EPS:
+        assumed.append(f"layer_norm_eps={eps:g}")
+    return dataclasses.replace(arch, head_norm_first=head_norm_first, layer_norm_eps=eps), tuple(assumed)
+
+
+def id2label(config: Mapping[str, Any] | None, arch: Architecture) -> dict[int, str] | None:
+    """A transformers config's class names, checked to number exactly the head's classes (None: it has none)."""
+    stored = (config or {}).get("id2label")
+    if "model_type" not in (config or {}) or not stored or not arch.num_labels:
+        return None
+    if not isinstance(stored, Mapping):
+        raise UserInputError(f"config.json's id2label must map class numbers to names, got {type(stored).__name__}.")
+    if not all(isinstance(name, str) and name for name in stored.values()):
+        bad = next(name for name in stored.values() if not isinstance(name, str) or not name)
+        raise UserInputError(
+            f"config.json's id2label holds the class name {bad!r}; class names must be non-empty text."
+        )
+    try:
+        labels = {int(index): name for index, name in stored.items()}
+    except ValueError:
+        bad = next(index for index in stored if not str(index).lstrip("-").isdigit())
+        raise UserInputError(f"config.json's id2label has the key {bad!r}; its keys must be class numbers.") from None
+    if sorted(labels) != list(range(arch.num_labels)):
+        raise UserInputError(
+            f"Refusing to convert: config.json's id2label names {len(labels)} classes, but the weights' head has "
+            f"{arch.num_labels}; the config belongs to another model. Pass the weights with their own config."
+        )
+    return labels
+
+
+def timm_preprocessing(config: Mapping[str, Any], num_channels: int) -> dict[str, Any]:
+    """A timm config's `pretrained_cfg`, checked before it becomes an image processor."""
+    cfg = config.get("pretrained_cfg") or {}
+    if not isinstance(cfg, Mapping):
+        raise UserInputError(f"config.json's pretrained_cfg must be an object, got {type(cfg).__name__}.")
+    checked = dict(cfg)
+    for name in ("mean", "std"):
+        if name not in cfg:
+            continue
+        values = cfg[name]
+        if not isinstance(values, list | tuple) or len(values) != num_channels:
+            raise UserInputError(
+                f"config.json's pretrained_cfg.{name} is {values!r}; it needs one number per input channel "
+                f"({num_channels})."
+            )
+        if name == "std":
+            checked[name] = [positive_number(value, "every pretrained_cfg.std value (config.json)") for value in values]
+        elif any(isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) for v in values):
+            raise UserInputError(f"config.json's pretrained_cfg.mean must hold finite numbers, got {values!r}.")
+    if "input_size" in cfg:
+        size = cfg["input_size"]
+        if not isinstance(size, list | tuple) or len(size) != 3:
+            raise UserInputError(
+                f"config.json's pretrained_cfg.input_size is {size!r}; timm writes [channels, height, width]."
+            )
+        check_resolution(size[-1], "config.json's pretrained_cfg.input_size")
+    if "crop_pct" in cfg:
+        crop_pct = positive_number(cfg["crop_pct"], "config.json's pretrained_cfg.crop_pct")
+        if crop_pct > 1:
+            raise UserInputError(f"config.json's pretrained_cfg.crop_pct must be in (0, 1], got {crop_pct}.")
+    if "interpolation" in cfg and not isinstance(cfg["interpolation"], str):
+        raise UserInputError(
+            "config.json's pretrained_cfg.interpolation must be a name such as 'bicubic', got "
+            f"{cfg['interpolation']!r}."
+        )
+    return checked
