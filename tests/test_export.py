@@ -126,7 +126,7 @@ def test_onnx_axes_are_named(exported):
     ]
 
 
-@pytest.mark.parametrize("kind", ["backbone", "feature-extraction"])
+@pytest.mark.parametrize("kind", ["backbone", "image-feature-extraction"])
 def test_backbone_and_feature_extractor(tmp_path, kind, tiny_config_kwargs):
     """A backbone exports every feature map as a named output; the trunk its last map and pooled vector."""
     torch.manual_seed(0)

@@ -240,8 +240,8 @@ def test_tiered_stem_width_follows_timm():
 def test_fine_tuning_from_an_fcmae_folder_with_the_v2_recipe(converted, tmp_path):
     from PIL import Image
 
+    from convnext_hf.tasks.classification.model import build_model
     from convnext_hf.train import parse_args, run
-    from convnext_hf.train.model import build_model
 
     fcmae = converted("v2-mini.fcmae.pt")
     for index, (name, color) in enumerate({"red": (200, 0, 0), "blue": (0, 0, 200)}.items()):

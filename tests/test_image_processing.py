@@ -459,7 +459,8 @@ def test_rgb_conversion_is_the_default_and_can_be_turned_off_per_call(processor)
 def test_training_reads_images_as_evaluation_does(processor):
     import datasets
 
-    from convnext_hf.train.data import ImageData, with_transforms
+    from convnext_hf.tasks.classification.data import with_transforms
+    from convnext_hf.train.data import ImageData
 
     transparent_red = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
     sixteen_bit = Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16))

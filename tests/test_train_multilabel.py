@@ -13,8 +13,8 @@ from transformers import pipeline
 from convnext_hf.cli import main as cli_main
 from convnext_hf.metrics import load_multilabel
 from convnext_hf.metrics.multilabel import average_precision, f1_scores, multilabel_scores
+from convnext_hf.tasks.classification.data import split_labels
 from convnext_hf.train import parse_args, run
-from convnext_hf.train.data import split_labels
 from convnext_hf.train.mixup import Mixup, smooth_multi_hot
 from convnext_hf.train.shapes import SEGMENTATION_LABELS, SHAPES, draw_scene, write_multilabel_csv
 

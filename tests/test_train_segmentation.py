@@ -15,14 +15,16 @@ from transformers import pipeline
 
 from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextHFImageProcessor
 from convnext_hf.cli import main as cli_main
-from convnext_hf.demo import SEGMENTATION_DEFAULTS, DemoSettings, segmentation_arguments
+from convnext_hf.demo import DemoSettings
 from convnext_hf.demo import main as demo_main
 from convnext_hf.errors import UserInputError
 from convnext_hf.metrics import load_mean_iou
 from convnext_hf.metrics.mean_iou import confusion_counts, iou_scores
+from convnext_hf.tasks.segmentation.data import IGNORE_INDEX, PairedTransform
+from convnext_hf.tasks.segmentation.demo import DEMO_DEFAULTS as SEGMENTATION_DEFAULTS
+from convnext_hf.tasks.segmentation.demo import segmentation_arguments
 from convnext_hf.train import parse_args, run
 from convnext_hf.train.optim import layer_id, parameter_groups
-from convnext_hf.train.segmentation import IGNORE_INDEX, PairedTransform
 from convnext_hf.train.shapes import SEGMENTATION_LABELS, write_segmentation_folders
 
 FIXTURES = Path(__file__).parent / "fixtures"

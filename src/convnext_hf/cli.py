@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "demo": (
         "convnext_hf.demo",
-        "train a small ConvNeXt from scratch, offline, and score it: MNIST digits, or --task segmentation",
+        "train a small ConvNeXt from scratch, offline, and score it: MNIST digits, or --task semantic-segmentation",
     ),
     "convert": (
         "convnext_hf.conversion.command",

@@ -1,16 +1,11 @@
-"""`convnext-hf evaluate`: score a saved or converted classifier folder on labelled images, with its own processor.
+"""`convnext-hf evaluate`: score a saved or converted model folder on the user's data, with its own processor.
 
-Images are read and converted as `pipeline("image-classification")` reads them (`load_image`: EXIF orientation,
-RGB), go through the folder's image processor in batches, and the top-1 class of each is the pipeline's. The result
-is `OUT/metrics.json` (top-1/top-5, per-class accuracy, throughput), `OUT/predictions.csv` (one row per image) and
-`OUT/confusion_matrix.png`, and a short printed table. Multi-label models get mAP, F1@0.5 and per-label AP instead.
-
-A detector folder (`--validation_dir IMAGES --validation_annotations F.json`, COCO format) gets the COCO box table
-instead, from the detections `pipeline("object-detection")` makes (see `convnext_hf.tasks.detection.evaluate`).
-
-Folder class names are matched to the model's labels by name; when they are not its label names but there are as
-many folders as classes (ImageNet's `val/n01440764/...` against a model that names its classes in words), folder i
-in sorted order is class i, the convention that every ImageNet evaluation script follows.
+The folder's task (`convnext_hf.tasks`, from its architecture and problem type) brings the scorer: a classifier gets
+top-1/top-5, per-class accuracy and the confusion matrix (`OUT/confusion_matrix.png`), a multi-label classifier mAP,
+F1@0.5 and per-label AP, an object detector (with `--validation_annotations`, COCO format) the COCO box table and
+per-class AP of the detections `pipeline("object-detection")` makes. Every scorer writes `OUT/metrics.json` (scores
+and throughput) and its predictions (`OUT/predictions.csv`, one row per image; a detector's `predictions.json`), and a
+short table is printed.
 """
 
 from __future__ import annotations
@@ -33,145 +28,60 @@ from transformers.image_utils import load_image
 from .atomic import atomic_directory
 from .cli import CommandParser
 from .errors import UserInputError
-from .metrics.multilabel import average_precision, multilabel_scores, sigmoid
-from .tasks.detection import evaluate as detection
-from .train.arguments import MULTI_LABEL, DataArguments
-from .train.data import load_image_data
-from .train.model import MULTI_LABEL_PROBLEM
-from .train.report import CONFUSION_MATRIX_NAME, METRICS_NAME, confusion_matrix, plot_confusion_matrix, write_json
+from .tasks import TASKS, task_of_config
+from .train.report import CONFUSION_MATRIX_NAME, METRICS_NAME, plot_confusion_matrix, write_json
 
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_NAME = "predictions.csv"
-BY_NAME = "by name"
-BY_POSITION = "by sorted position (folder i is class i)"
 
 
-def _label_ids(data_names: list[str], config: transformers.PretrainedConfig) -> tuple[list[int], str]:
-    """The model's class id of each data class name, and how they were matched."""
-    label2id = {str(name): index for index, name in config.id2label.items()}
-    if all(name in label2id for name in data_names):
-        return [label2id[name] for name in data_names], BY_NAME
-    if len(data_names) == config.num_labels:
-        return list(range(config.num_labels)), BY_POSITION
-    unknown = [name for name in data_names if name not in label2id]
-    raise UserInputError(
-        f"The data's classes {unknown[:5]}{'…' if len(unknown) > 5 else ''} are not among the model's "
-        f"{config.num_labels} labels (e.g. {list(label2id)[:3]}), and there are {len(data_names)} classes, not "
-        f"{config.num_labels}, so they cannot be matched by position either. Name the class folders as the model's "
-        "labels, or keep one folder per model class."
-    )
+def load_model(args: argparse.Namespace, auto_class: type) -> tuple[transformers.PreTrainedModel, Any]:
+    """The folder's model, through `auto_class`, on the device and in eval mode, and its image processor."""
+    model = auto_class.from_pretrained(args.model, cache_dir=args.cache_dir).to(args.device).eval()
+    return model, transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
 
 
-def _load(args: argparse.Namespace, multi_label: bool) -> Any:
-    data_args = DataArguments(
-        train_dir=args.validation_dir,
-        train_file=args.validation_file,
-        dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
-        image_column_name=args.image_column_name,
-        label_column_name=args.label_column_name,
-        train_val_split=0.0,
-        max_eval_samples=args.max_eval_samples,
-        on_bad_image=args.on_bad_image,
-    )
-    data = load_image_data(data_args, seed=0, cache_dir=args.cache_dir, task=MULTI_LABEL if multi_label else None)
-    # A Hub dataset's validation split is the one to score; a folder or file is loaded as the only split.
-    images = data.validation if data.validation is not None else data.train
-    if data.validation is None and args.max_eval_samples is not None:
-        images = images.select(range(min(args.max_eval_samples, len(images))))
-    return images, data.label_names
-
-
-def _predict(
-    model: transformers.PreTrainedModel, processor: Any, images: Any, batch_size: int
-) -> tuple[np.ndarray, list[str], float, float]:
-    """Logits of every image, their paths, total seconds and seconds inside the model."""
+def predict(
+    args: argparse.Namespace, model: transformers.PreTrainedModel, processor: Any, images: datasets.Dataset
+) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    """Logits of every image in batches, their paths, and the report's common entries (data, counts, speed)."""
     files = images.cast_column("image", datasets.Image(decode=False))["image"]
     paths = [file.get("path") or f"<row {row}>" for row, file in enumerate(files)]
     logits, model_seconds = [], 0.0
     started = time.perf_counter()
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size]["image"]
+    for start in range(0, len(images), args.batch_size):
+        batch = images[start : start + args.batch_size]["image"]
         inputs = processor([load_image(image) for image in batch], return_tensors="pt").to(model.device)
         model_started = time.perf_counter()
         with torch.inference_mode():
             logits.append(model(**inputs).logits.float().cpu().numpy())
         model_seconds += time.perf_counter() - model_started
-    return np.concatenate(logits), paths, time.perf_counter() - started, model_seconds
-
-
-def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
-    """Score the model folder on the data; write metrics.json, predictions.csv and the confusion matrix."""
-    config = transformers.AutoConfig.from_pretrained(args.model, cache_dir=args.cache_dir)
-    if detection.is_detector(config):
-        return detection.evaluate_detector(args, config)
-    if args.validation_annotations is not None:
-        raise UserInputError(
-            f"--validation_annotations is for detectors; {args.model} is a {config.model_type} model."
-        )
-    if config.model_type == "upernet" or not getattr(config, "id2label", None):
-        raise UserInputError(
-            f"{args.model} is not an image classifier ({config.model_type}); `convnext-hf evaluate` scores "
-            "classification folders."
-        )
-    model = transformers.AutoModelForImageClassification.from_pretrained(args.model, cache_dir=args.cache_dir)
-    model = model.to(args.device).eval()
-    processor = transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
-    multi_label = config.problem_type == MULTI_LABEL_PROBLEM
-    images, data_names = _load(args, multi_label)
-    ids, matching = _label_ids(data_names, config)
-    logits, paths, seconds, model_seconds = _predict(model, processor, images, args.batch_size)
-    model_names = [str(config.id2label[index]) for index in range(config.num_labels)]
-    report: dict[str, Any] = {
+    seconds = time.perf_counter() - started
+    report = {
         "model": args.model,
         "data": args.validation_dir or args.validation_file or args.dataset_name,
         "num_images": len(paths),
-        "label_matching": matching,
         "throughput_images_per_second": len(paths) / seconds,
         "model_images_per_second": len(paths) / model_seconds,
         "device": str(model.device),
         "batch_size": args.batch_size,
     }
-    if multi_label:
-        targets = np.zeros_like(logits)
-        targets[:, ids] = np.asarray(images["label"])
-        probabilities = sigmoid(logits)
-        report.update(multilabel_scores(probabilities, targets))
-        report["per_label_ap"] = dict(zip(model_names, average_precision(probabilities, targets).tolist(), strict=True))
-        rows = [
-            (path, " ".join(n for n, t in zip(model_names, target, strict=True) if t), " ".join(
-                n for n, p in zip(model_names, probability, strict=True) if p >= 0.5))
-            for path, target, probability in zip(paths, targets, probabilities, strict=True)
-        ]  # fmt: skip
-        _write(args, report, ["image", "labels", "predicted"], rows, None, [])
-        return report
-    references = np.asarray(ids)[np.asarray(images["label"])]
-    predicted = logits.argmax(axis=1)
-    k = min(5, config.num_labels)
-    ranked = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-    counts = confusion_matrix(predicted, references, config.num_labels)
-    present = sorted(set(references.tolist()))
-    report.update(
-        {
-            "top1_accuracy": float(np.mean(predicted == references)),
-            f"top{k}_accuracy": float(np.mean((ranked == references[:, None]).any(axis=1))),
-            "per_class_accuracy": {
-                model_names[index]: float(counts[index, index] / counts[index].sum()) for index in present
-            },
-        }
-    )
-    probabilities = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-    rows = [
-        (path, model_names[reference], model_names[guess], f"{probabilities[row, guess]:.6f}")
-        for row, (path, reference, guess) in enumerate(zip(paths, references, predicted, strict=True))
-    ]
-    _write(args, report, ["image", "label", "predicted", "score"], rows, counts[np.ix_(present, present)],
-           [model_names[index] for index in present])  # fmt: skip
-    return report
+    return np.concatenate(logits), paths, report
 
 
-def _write(
+def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
+    """Score the model folder on the data with its task's scorer; the scorer writes the output folder."""
+    config = transformers.AutoConfig.from_pretrained(args.model, cache_dir=args.cache_dir)
+    task = task_of_config(config)
+    scorers = [name for name, record in TASKS.items() if record.module and hasattr(record.hooks, "evaluate")]
+    if task is None or task.name not in scorers:
+        kind = f"{task.name} ({config.model_type})" if task is not None else config.model_type
+        raise UserInputError(f"`convnext-hf evaluate` scores {', '.join(scorers)} folders; {args.model} is {kind}.")
+    return task.hooks.evaluate(args, config)
+
+
+def write_outputs(
     args: argparse.Namespace,
     report: dict[str, Any],
     header: list[str],
@@ -179,7 +89,7 @@ def _write(
     counts: np.ndarray | None,
     names: list[str],
 ) -> None:
-    """Write the output folder in one move: metrics.json, predictions.csv and (classifiers) the confusion matrix."""
+    """Write the output folder in one move: metrics.json, predictions.csv and (with counts) the confusion matrix."""
     with atomic_directory(args.output_dir, overwrite=args.overwrite) as staging:
         if counts is not None:
             report["confusion_matrix"] = {"classes": names, "counts": counts.tolist()}
@@ -194,8 +104,11 @@ def _write(
 def print_table(report: dict[str, Any]) -> None:
     """A few lines on the scores and the speed."""
     scores = [key for key in ("top1_accuracy", "top5_accuracy", "top2_accuracy", "top3_accuracy", "top4_accuracy",
-                              "mAP", "f1_micro", "f1_macro") if key in report]  # fmt: skip
-    lines = [f"{'images':<22} {report['num_images']}", f"{'labels matched':<22} {report['label_matching']}"]
+                              "mAP", "f1_micro", "f1_macro", "map", "map_50", "map_75", "mar_100")
+              if key in report]  # fmt: skip
+    lines = [f"{'images':<22} {report['num_images']}"]
+    if "label_matching" in report:
+        lines.append(f"{'labels matched':<22} {report['label_matching']}")
     lines += [f"{key:<22} {report[key]:.2%}" for key in scores]
     lines += [
         f"{'throughput':<22} {report['throughput_images_per_second']:.1f} images/s end to end, "
@@ -211,13 +124,12 @@ def build_parser() -> CommandParser:
     parser.add_argument("--validation_dir", help="Image folder: one subfolder per class (e.g. ImageNet's val/).")
     parser.add_argument("--validation_file", help="CSV or JSON (lines) file of image paths and labels.")
     parser.add_argument(
-        "--validation_annotations", help="Detectors: COCO annotation file of --validation_dir's images."
+        "--validation_annotations", help="Detectors: the COCO annotation file of --validation_dir's images."
     )
     parser.add_argument(
         "--threshold",
         type=float,
-        default=detection.PIPELINE_THRESHOLD,
-        help=f"Detectors: score threshold of the detections (default {detection.PIPELINE_THRESHOLD}, the pipeline's).",
+        help="Detectors: score threshold of the detections (default: pipeline('object-detection')'s, 0.5).",
     )
     parser.add_argument("--dataset_name", help="A Hub dataset (its validation split; needs network).")
     parser.add_argument("--dataset_config_name")
@@ -243,6 +155,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise UserInputError(f"--batch_size must be a positive number of images, got {args.batch_size}.")
     Path(args.output_dir).parent.mkdir(parents=True, exist_ok=True)
     report = evaluate_folder(args)
-    (detection.print_table if "map" in report else print_table)(report)
+    print_table(report)
     print(f"Written: {os.path.join(args.output_dir, METRICS_NAME)}")
     return report

@@ -195,7 +195,8 @@ def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int |
 
 def save(conversion: Conversion, directory: Path, max_shard_size: str) -> None:
     """Write weights (safetensors, sharded above `max_shard_size`), config and image processor config; an UperNet
-    whose backbone the built-in ConvNext expresses is saved over that backbone, so plain transformers loads it."""
+    goes through `portable_head`: saved over the built-in backbone where it expresses ours, so plain transformers
+    loads it, and otherwise with the code that loads it with `trust_remote_code=True`."""
     if conversion.arch.task == SEGMENTATION:
         portable_head(conversion.model)
     conversion.model.save_pretrained(directory, max_shard_size=max_shard_size, safe_serialization=True)

@@ -13,17 +13,11 @@ from ..complexity import count_macs, parameter_count
 from ..configuration_convnext import ConvNextConfig
 from ..portable import needs_convnext_hf_sentence
 from .converter import Conversion
-from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
+from .naming import BACKBONE, CLASSIFICATION, SEGMENTATION, served_task
 from .targets import AUTO_CLASSES, CONVNEXT_HF
 from .verification import VERIFY_INPUT_SHAPE
 from .zoo import ZooEntry
 
-PIPELINE_TAGS = {
-    CLASSIFICATION: "image-classification",
-    FEATURE_EXTRACTION: "image-feature-extraction",
-    BACKBONE: "image-feature-extraction",
-    SEGMENTATION: "image-segmentation",
-}
 DATASETS = {  # zoo name -> (Hub dataset id, pretty name)
     "imagenet-1k": ("ILSVRC/imagenet-1k", "ImageNet-1k"),
     "imagenet-22k": ("timm/imagenet-22k-wds", "ImageNet-22k"),
@@ -72,7 +66,7 @@ def _eval_results(entry: ZooEntry) -> list[EvalResult]:
         dataset_id, dataset_name = DATASETS[entry.finetune_dataset or "imagenet-1k"]
         return [
             EvalResult(
-                task_type="image-classification", dataset_type=dataset_id, dataset_name=dataset_name,
+                task_type=served_task(CLASSIFICATION).pipeline_tag, dataset_type=dataset_id, dataset_name=dataset_name,
                 dataset_split="validation", metric_type="accuracy", metric_name="Top-1 accuracy",
                 metric_value=entry.reported_top1, **source,
             )
@@ -85,9 +79,9 @@ def _eval_results(entry: ZooEntry) -> list[EvalResult]:
         if value is not None:
             results.append(
                 EvalResult(
-                    task_type="image-segmentation", dataset_type=DATASETS["ade20k"][0], dataset_name="ADE20K",
-                    dataset_split="validation", metric_type="mean_iou", metric_name=name, metric_config=config,
-                    metric_value=value, **source,
+                    task_type=served_task(SEGMENTATION).pipeline_tag, dataset_type=DATASETS["ade20k"][0],
+                    dataset_name="ADE20K", dataset_split="validation", metric_type="mean_iou", metric_name=name,
+                    metric_config=config, metric_value=value, **source,
                 )
             )
     return results
@@ -96,7 +90,8 @@ def _eval_results(entry: ZooEntry) -> list[EvalResult]:
 def card_data(conversion: Conversion, entry: ZooEntry | None, model_name: str, license: str | None) -> ModelCardData:
     """The YAML metadata: license, library, pipeline tag, tags, datasets and the reported results (model-index)."""
     task = conversion.arch.task
-    tags = ["vision", "convnext", "image-classification" if task == CLASSIFICATION else PIPELINE_TAGS[task]]
+    pipeline_tag = served_task(task).pipeline_tag
+    tags = ["vision", "convnext", pipeline_tag]
     if task == SEGMENTATION:
         tags += ["upernet", "semantic-segmentation"]
     if _needs_package(conversion):
@@ -108,7 +103,7 @@ def card_data(conversion: Conversion, entry: ZooEntry | None, model_name: str, l
         license=license or (entry.license if entry else "unknown"),
         license_name=entry.license_name if entry and not license else None,
         library_name="transformers",
-        pipeline_tag=PIPELINE_TAGS[task],
+        pipeline_tag=pipeline_tag,
         tags=tags,
         datasets=list(dict.fromkeys(datasets)) or None,
         model_name=model_name if eval_results else None,
@@ -155,7 +150,7 @@ def usage(conversion: Conversion, model_id: str) -> str:
         lines += ["pooled = model(**inputs).pooler_output",
                   'print(pipeline("image-feature-extraction", model=model_id)(image))']
     lines.append("```")
-    if registered and task != SEGMENTATION:
+    if registered:
         lines += [
             "",
             "Without the `convnext_hf` package, the modeling code stored in this repository runs as remote code:",
@@ -165,9 +160,9 @@ def usage(conversion: Conversion, model_id: str) -> str:
             "processor = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=True)",
         ]
         if task != BACKBONE:
-            lines.append(f'pipe = pipeline("{PIPELINE_TAGS[task]}", model=model_id, trust_remote_code=True)')
+            lines.append(f'pipe = pipeline("{served_task(task).pipeline_tag}", model=model_id, trust_remote_code=True)')
         lines.append("```")
-    elif registered:
+    if registered and task == SEGMENTATION:
         lines += ["", needs_convnext_hf_sentence(conversion.model.config)]
     return "\n".join(lines)
 

@@ -13,13 +13,16 @@ LayerNorm is `norm_pre` (instead of `norm`); the hidden layer of timm's MLP head
 
 from __future__ import annotations
 
+from ..tasks import IMAGE_CLASSIFICATION, IMAGE_FEATURE_EXTRACTION, SEMANTIC_SEGMENTATION, Task, get_task
 from .rename import Rule, prefixed
 
-CLASSIFICATION = "image-classification"
-FEATURE_EXTRACTION = "image-feature-extraction"
+# What a checkpoint converts to: the model of a task (the registry's names), or a backbone, which is a converter target
+# kind rather than a task: its folder serves image-feature-extraction with one feature map per stage.
+CLASSIFICATION = IMAGE_CLASSIFICATION
+FEATURE_EXTRACTION = IMAGE_FEATURE_EXTRACTION
+SEGMENTATION = SEMANTIC_SEGMENTATION
 BACKBONE = "backbone"
-SEGMENTATION = "semantic-segmentation"
-TASKS = (CLASSIFICATION, FEATURE_EXTRACTION, BACKBONE, SEGMENTATION)
+TARGET_KINDS = (CLASSIFICATION, FEATURE_EXTRACTION, BACKBONE, SEGMENTATION)
 
 BLOCK_RULES: list[Rule] = [
     ("dwconv.{p}", "dwconv.{p}"),
@@ -76,4 +79,9 @@ def official_to_transformers(task: str, isotropic: bool) -> list[Rule]:
         return prefixed([*trunk, *STAGE_NORM_RULES], "backbone.", "")
     if task == SEGMENTATION:
         return [*prefixed([*trunk, *STAGE_NORM_RULES], "backbone.", "backbone."), *UPERNET_HEAD_RULES]
-    raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")
+    raise ValueError(f"Unknown target kind {task!r}; expected one of {TARGET_KINDS}.")
+
+
+def served_task(kind: str) -> Task:
+    """The task whose pipeline a converted folder of this kind serves (a backbone's is image-feature-extraction)."""
+    return get_task(FEATURE_EXTRACTION if kind == BACKBONE else kind)

@@ -16,11 +16,11 @@ from .. import (
 )
 from ..errors import UserInputError
 from ..image_processing_convnext import DEFAULT_CROP_PCT, WARP_RESOLUTION
+from ..tasks.segmentation.upernet import segmentation_processor, upernet_config
 from ..transformers_format import TRANSFORMERS_CLASSES, to_transformers_config, transformers_parameter_name
 from .architecture import Architecture
 from .labels import label_maps
 from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
-from .segmentation import segmentation_processor, upernet_config
 
 CONVNEXT_HF = "convnext_hf"
 TRANSFORMERS = "transformers"

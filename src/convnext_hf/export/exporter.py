@@ -78,7 +78,7 @@ def export(options: ExportOptions) -> dict:
     check_options(options)
     require_engine(options.engine)
     exportable = load_exportable(options.model_dir)
-    if options.validation_dir is not None and exportable.task != "image-classification":
+    if options.validation_dir is not None and not exportable.scores_top1:
         raise UserInputError(f"--validation_dir scores classifiers (top-1); {options.model_dir} is a {exportable.task} "
                              "model: leave it out.")
     with atomic_directory(options.output_dir, overwrite=options.overwrite) as staging:

@@ -2,7 +2,8 @@
 
 The model is loaded through the transformers Auto class its `config.json` names, so every folder this package writes
 (classifiers, feature extractors, backbones, UperNet segmenters, our format or the built-in one) exports the same way,
-and new variants need nothing here. Its outputs become named graph outputs in a fixed order.
+and new variants need nothing here. Which outputs a folder has is its task's (`convnext_hf.tasks`, the records'
+`exports`); they become named graph outputs in a fixed order.
 """
 
 from __future__ import annotations
@@ -17,33 +18,15 @@ import transformers
 from torch import nn
 
 from ..errors import UserInputError
+from ..tasks import export_form, export_refusal, export_suffixes
 
-# `config.architectures[0]` -> (Auto class, the task optimum calls it, the ModelOutput fields that become outputs).
-# A backbone's feature maps are a tuple: they become one output per `config.out_features` stage.
-TASKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "ForImageClassification": ("AutoModelForImageClassification", "image-classification", ("logits",)),
-    "ForSemanticSegmentation": ("AutoModelForSemanticSegmentation", "semantic-segmentation", ("logits",)),
-    "Backbone": ("AutoBackbone", "backbone", ("feature_maps",)),
-    "Model": ("AutoModel", "feature-extraction", ("last_hidden_state", "pooler_output")),
-}
-# Architectures refused by name, with the reason (the parity guarantee cannot hold for them).
-REFUSED: dict[str, str] = {
-    "ForObjectDetection": (
-        "DETR-family detectors (RT-DETR, D-FINE, Deformable/Conditional DETR, DETR) are not exported: torch.export "
-        "specializes their batch and image size (anchors and masks are built from the feature-map sizes), and they "
-        "pick their queries with a top-k over encoder scores, so a float-level difference reorders or swaps whole "
-        "detections and the 1e-5 parity with PyTorch cannot hold (measured on a static 96×96 ONNX export of an "
-        "RT-DETR on ConvNeXt: logits 8.5e-4, boxes 0.87 relative difference). Serve the folder with "
-        'pipeline("object-detection"), or export its backbone alone (a ConvNextBackbone folder).'
-    ),
-}
 INPUT_NAME = "pixel_values"
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 
 
 @dataclass
 class Exportable:
-    """A loaded model with the task it serves and the names of its graph outputs."""
+    """A loaded model with the task it serves (or "backbone") and the names of its graph outputs."""
 
     model: transformers.PreTrainedModel
     task: str
@@ -51,6 +34,7 @@ class Exportable:
     output_names: tuple[str, ...]
     image_size: int
     num_channels: int
+    scores_top1: bool = False
 
 
 def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Exportable:
@@ -62,23 +46,25 @@ def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.flo
         raise UserInputError(f"{model_dir} has no config.json; pass --model a folder written by save_pretrained.")
     config = transformers.AutoConfig.from_pretrained(str(model_dir))
     architecture = (config.architectures or [""])[0]
-    refused = next((reason for suffix, reason in REFUSED.items() if architecture.endswith(suffix)), None)
-    if refused is not None:
-        raise UserInputError(f"{model_dir} holds a {architecture}; {refused}")
-    suffix = next((suffix for suffix in TASKS if architecture.endswith(suffix)), None)
-    if suffix is None:
+    refusal = export_refusal(architecture)
+    if refusal is not None:
+        raise UserInputError(f"{model_dir} holds a {architecture}; {refusal}")
+    form = export_form(architecture)
+    if form is None:
         raise UserInputError(
             f"{model_dir} holds a {architecture or 'model of unknown architecture'}; export handles "
-            f"{', '.join('*' + suffix for suffix in TASKS)} folders."
+            f"{', '.join('*' + suffix for suffix in export_suffixes())} folders."
         )
-    auto_class, task, fields = TASKS[suffix]
     # The class the Auto mapping names (AutoBackbone.from_pretrained itself would look the folder up on the Hub).
-    model_class = getattr(transformers, auto_class)._model_mapping[type(config)]
+    model_class = getattr(transformers, form.auto_class)._model_mapping[type(config)]
     model = model_class.from_pretrained(str(model_dir), dtype=dtype).eval()
+    fields = form.fields
     output_names = tuple(config.out_features) if fields == ("feature_maps",) else fields
     backbone_config = getattr(config, "backbone_config", None) or config
     image_size = image_size_of(model_dir, backbone_config)
-    return Exportable(model, task, fields, output_names, image_size, backbone_config.num_channels)
+    return Exportable(
+        model, form.kind, fields, output_names, image_size, backbone_config.num_channels, form.scores_top1
+    )
 
 
 def image_size_of(model_dir: str | os.PathLike, config: transformers.PreTrainedConfig) -> int:

@@ -17,14 +17,10 @@ from transformers import HfArgumentParser, TrainingArguments
 from transformers.integrations import is_tensorboard_available
 
 from ..configuration_convnext import VARIANTS
+from ..tasks import IMAGE_CLASSIFICATION, TASKS
 from .recipes import RECIPES, recipe_defaults
 
 BAD_IMAGE_POLICIES = ("error", "skip")
-CLASSIFICATION = "image-classification"
-MULTI_LABEL = "multi-label-classification"
-SEGMENTATION = "semantic-segmentation"
-DETECTION = "object-detection"
-TASKS = (CLASSIFICATION, MULTI_LABEL, SEGMENTATION, DETECTION)
 # The paper's learning rates are for a total batch of 4096 images (Goyal et al.'s linear scaling rule).
 REFERENCE_BATCH_SIZE = 4096
 
@@ -34,13 +30,10 @@ class ModelArguments:
     """Which ConvNeXt to train: a pretrained one (`--model_name_or_path`) or a variant from scratch (`--variant`)."""
 
     task: str = field(
-        default=CLASSIFICATION,
+        default=IMAGE_CLASSIFICATION,
         metadata={
-            "help": f"{CLASSIFICATION}: one class per image (a label column holding lists switches to "
-            f"{MULTI_LABEL} by itself); {MULTI_LABEL}: several labels per image, a list or a comma- or "
-            f"space-separated string, trained with a binary cross-entropy per label; {SEGMENTATION}: an UperNet on "
-            f"image/mask pairs; {DETECTION}: a DETR-family detector (--detector) on COCO-format boxes.",
-            "choices": TASKS,
+            # Checked by the registry, which also takes the older spellings.
+            "help": "; ".join(f"{task.name}: {task.summary}" for task in TASKS.values() if task.trainable) + "."
         },
     )
     model_name_or_path: str | None = field(

@@ -1,242 +1,37 @@
-"""Labelled images for training: loading, label maps, the up-front image check, the split, and the batch pipeline.
+"""What every task's data has in common: the splits with their label names, and the up-front check of the images.
 
-Every source becomes a `datasets.Dataset` with an `image` column (decoded to PIL on access) and a `label` ClassLabel
-column shared by the training and validation splits. Problems that would otherwise stop a run halfway (an unreadable
-image, a single class, no images) are found here, before training starts.
+Each task loads its own data (`tasks/<task>`) into an `ImageData`; unreadable images are found here, before training
+starts, rather than halfway through a run.
 """
 
 from __future__ import annotations
 
 import io
-import logging
-import math
-import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 import datasets
-import torch
 from PIL import Image
 
-from ..errors import UserInputError
-from ..image_processing_convnext import ConvNextHFImageProcessor
-from .arguments import MULTI_LABEL, DataArguments
-
-logger = logging.getLogger(__name__)
+from ..tasks import IMAGE_CLASSIFICATION
 
 IMAGE_COLUMNS = ("image", "img", "image_path", "path", "file")
-LABEL_COLUMNS = ("label", "labels", "class", "category")
 FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
 @dataclass
 class ImageData:
-    """The training and validation splits, their class names, and a description of the source for the model card."""
+    """The training and validation splits, their label names, a description of the source for the model card, and
+    the task they were loaded for (a classification label column holding lists makes it multi-label)."""
 
     train: datasets.Dataset
     validation: datasets.Dataset | None
     label_names: list[str]
     source: str
-    multi_label: bool = False
+    task: str = IMAGE_CLASSIFICATION
 
-
-def _check_sources(args: DataArguments) -> str:
-    """Return which kind of source the arguments name ('folder', 'file' or 'hub'), refusing none or several."""
-    given = {
-        "folder": args.train_dir is not None,
-        "file": args.train_file is not None,
-        "hub": args.dataset_name is not None,
-    }
-    if sum(given.values()) != 1:
-        raise UserInputError(
-            "Name exactly one training data source: --train_dir (a folder with one subfolder per class), "
-            "--train_file (a CSV/JSON of image paths and labels) or --dataset_name (a Hub dataset)."
-        )
-    if args.validation_dir is not None and args.train_dir is None:
-        raise UserInputError("--validation_dir goes with --train_dir; for files use --validation_file.")
-    if args.validation_file is not None and args.train_file is None:
-        raise UserInputError("--validation_file goes with --train_file; for folders use --validation_dir.")
-    if not 0.0 <= args.train_val_split < 1.0:
-        raise UserInputError(f"--train_val_split must be in [0, 1), got {args.train_val_split}.")
-    return next(kind for kind, present in given.items() if present)
-
-
-def _class_folders(directory: str) -> dict[str, int]:
-    """Number of image files under each immediate subfolder of `directory` ("." for files directly in it)."""
-    extensions = {ext.lower() for ext in Image.registered_extensions()}
-    counts: dict[str, int] = {}
-    for folder, _, names in os.walk(directory):
-        images = sum(os.path.splitext(name)[1].lower() in extensions for name in names)
-        if images:
-            relative = os.path.relpath(folder, directory)
-            top = relative.split(os.sep)[0]
-            counts[top] = counts.get(top, 0) + images
-    return counts
-
-
-def _load_folders(args: DataArguments, cache_dir: str | None) -> datasets.DatasetDict:
-    splits = {"train": args.train_dir}
-    if args.validation_dir is not None:
-        splits["validation"] = args.validation_dir
-    for split, directory in splits.items():
-        if not os.path.isdir(directory):
-            raise UserInputError(
-                f"The {split} image folder {directory} does not exist; pass a folder of class subfolders."
-            )
-        classes = _class_folders(directory)
-        if not classes:
-            raise UserInputError(
-                f"No images found in {directory}: arrange the {split} images as {directory}/<class_name>/<image>."
-            )
-        if "." in classes:
-            raise UserInputError(
-                f"{classes['.']} image(s) lie directly in {directory}, outside any class subfolder; move each image "
-                f"into the subfolder of its class: {directory}/<class_name>/<image>."
-            )
-        if split == "train" and len(classes) == 1:
-            raise UserInputError(
-                f"{directory} holds one class ({next(iter(classes))!r}); a classifier needs at least two. "
-                f"Put each class's images in its own subfolder: {directory}/<class_name>/<image>."
-            )
-    # One builder call for both splits, so class ids come from the union of the class folders.
-    files = {split: os.path.join(os.path.abspath(directory), "**") for split, directory in splits.items()}
-    return datasets.load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
-
-
-def _load_files(args: DataArguments, cache_dir: str | None) -> datasets.DatasetDict:
-    splits = {"train": args.train_file}
-    if args.validation_file is not None:
-        splits["validation"] = args.validation_file
-    extensions = {os.path.splitext(path)[1].lower() for path in splits.values()}
-    if len(extensions) != 1 or not extensions <= FILE_BUILDERS.keys():
-        raise UserInputError(f"--train_file/--validation_file must both be .csv or both .json/.jsonl, got {splits}.")
-    for split, path in splits.items():
-        if not os.path.isfile(path):
-            raise UserInputError(f"The {split} file {path} does not exist.")
-    data = datasets.load_dataset(FILE_BUILDERS[extensions.pop()], data_files=splits, cache_dir=cache_dir)
-    image_column = _find_column(data["train"], args.image_column_name, IMAGE_COLUMNS, "image")
-
-    # Paths in the file are relative to the file's own folder.
-    def absolute_paths(batch: dict, split: str) -> dict:
-        base = os.path.dirname(os.path.abspath(splits[split]))
-        return {image_column: [os.path.join(base, str(path)) for path in batch[image_column]]}
-
-    data = datasets.DatasetDict(
-        {split: data[split].map(absolute_paths, batched=True, fn_kwargs={"split": split}) for split in data}
-    )
-    return data.cast_column(image_column, datasets.Image())
-
-
-def _load_hub(args: DataArguments, cache_dir: str | None) -> datasets.DatasetDict:
-    data = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=cache_dir)
-    if "train" not in data:
-        raise UserInputError(f"{args.dataset_name} has no 'train' split (it has {list(data)}).")
-    splits = {"train": data["train"]}
-    for name in ("validation", "valid", "val", "test"):
-        if name in data:
-            splits["validation"] = data[name]
-            break
-    return datasets.DatasetDict(splits)
-
-
-def _find_column(dataset: datasets.Dataset, requested: str | None, candidates: tuple[str, ...], what: str) -> str:
-    if requested is not None:
-        if requested not in dataset.column_names:
-            raise UserInputError(f"Column {requested!r} not found; the data has columns {dataset.column_names}.")
-        return requested
-    for name in candidates:
-        if name in dataset.column_names:
-            return name
-    raise UserInputError(
-        f"No {what} column found among {dataset.column_names}; name it with --{what}_column_name."
-        + (" For an image folder, put each class's images in its own subfolder." if what == "label" else "")
-    )
-
-
-def _standardize_columns(data: datasets.DatasetDict, args: DataArguments) -> datasets.DatasetDict:
-    """Rename the image and label columns to `image` and `label`, drop the others, and decode images to PIL."""
-    image_column = _find_column(data["train"], args.image_column_name, IMAGE_COLUMNS, "image")
-    label_column = _find_column(data["train"], args.label_column_name, LABEL_COLUMNS, "label")
-    renamed = {}
-    for split, dataset in data.items():
-        dataset = dataset.select_columns([image_column, label_column])
-        dataset = dataset.rename_columns({image_column: "image", label_column: "label"})
-        if not isinstance(dataset.features["image"], datasets.Image):
-            dataset = dataset.cast_column("image", datasets.Image())
-        renamed[split] = dataset
-    return datasets.DatasetDict(renamed)
-
-
-def _encode_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDict, list[str]]:
-    """Give both splits the same ClassLabel; string or integer labels become classes in sorted order."""
-    feature = data["train"].features["label"]
-    if isinstance(feature, datasets.ClassLabel):
-        for split, dataset in data.items():
-            if dataset.features["label"].names != feature.names:
-                raise UserInputError(
-                    f"The {split} split's classes {dataset.features['label'].names} differ from the training "
-                    f"split's {feature.names}; give both splits the same class names."
-                )
-        return data, list(feature.names)
-    names = sorted({str(value) for dataset in data.values() for value in dataset["label"]})
-    class_label = datasets.ClassLabel(names=names)
-
-    def encode(batch: dict) -> dict:
-        return {"label": [class_label.str2int(str(value)) for value in batch["label"]]}
-
-    encoded = {
-        split: dataset.map(encode, batched=True, features=datasets.Features({**dataset.features, "label": class_label}))
-        for split, dataset in data.items()
-    }
-    return datasets.DatasetDict(encoded), names
-
-
-def _holds_lists(dataset: datasets.Dataset) -> bool:
-    """Whether the label column holds a list of labels per image (JSON lists, Hub sequences)."""
-    return isinstance(dataset.features["label"], (datasets.List, datasets.LargeList, list))
-
-
-def split_labels(value: Any) -> list[str]:
-    """The label names of one multi-label entry: a list, or a string separated by commas (when it has any) or spaces.
-
-    Commas win so that names with spaces ("golden retriever, cat") stay whole.
-    """
-    if isinstance(value, (list, tuple)):
-        return [str(name).strip() for name in value if str(name).strip()]
-    text = "" if value is None else str(value)
-    return [name.strip() for name in text.split("," if "," in text else None) if name.strip()]
-
-
-def _encode_multi_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDict, list[str]]:
-    """Turn each split's label lists into multi-hot float rows over the sorted union of the label names."""
-    feature = data["train"].features["label"]
-    class_names = getattr(getattr(feature, "feature", None), "names", None)
-
-    def names_of(value: Any) -> list[str]:
-        # A Hub sequence of ClassLabel holds ids: name them, so that both splits share one label map.
-        if class_names is not None and isinstance(value, (list, tuple)):
-            return [class_names[index] for index in value]
-        return split_labels(value)
-
-    names = sorted({name for dataset in data.values() for value in dataset["label"] for name in names_of(value)})
-    index = {name: position for position, name in enumerate(names)}
-    multi_hot = datasets.List(datasets.Value("float32"), length=len(names))
-
-    def encode(batch: dict) -> dict:
-        rows = []
-        for value in batch["label"]:
-            row = [0.0] * len(names)
-            for name in names_of(value):
-                row[index[name]] = 1.0
-            rows.append(row)
-        return {"label": rows}
-
-    encoded = {
-        split: dataset.map(encode, batched=True, features=datasets.Features({**dataset.features, "label": multi_hot}))
-        for split, dataset in data.items()
-    }
-    return datasets.DatasetDict(encoded), names
+    def with_splits(self, train: datasets.Dataset, validation: datasets.Dataset | None) -> ImageData:
+        """The same data with other splits (e.g. with their transforms attached)."""
+        return replace(self, train=train, validation=validation)
 
 
 def _image_problem(image: dict) -> str:
@@ -263,124 +58,3 @@ def find_bad_images(dataset: datasets.Dataset, num_proc: int | None = None) -> l
     bad = [row for row, problem in enumerate(problems) if problem]
     images = raw.select(bad)["image"] if bad else []
     return [(row, image.get("path") or f"<row {row}>", problems[row]) for row, image in zip(bad, images, strict=True)]
-
-
-def _drop_bad_images(dataset: datasets.Dataset, split: str, policy: str, num_proc: int | None) -> datasets.Dataset:
-    bad = find_bad_images(dataset, num_proc)
-    if not bad:
-        return dataset
-    listing = "\n".join(f"  {path}: {reason}" for _, path, reason in bad)
-    if policy == "error":
-        raise UserInputError(
-            f"{len(bad)} unreadable image(s) in the {split} data:\n{listing}\n"
-            "Remove or replace them, or pass --on_bad_image skip to train without them."
-        )
-    logger.warning("Skipping %d unreadable image(s) in the %s data:\n%s", len(bad), split, listing)
-    bad_rows = {row for row, _, _ in bad}
-    return dataset.select([row for row in range(len(dataset)) if row not in bad_rows])
-
-
-def _check_multi_labels(data: datasets.DatasetDict, label_names: list[str], source: str) -> None:
-    if len(data["train"]) == 0:
-        raise UserInputError(f"The training data from {source} has no usable images.")
-    counts = torch.tensor(list(data["train"]["label"])).sum(dim=0)
-    unseen = [name for name, count in zip(label_names, counts.tolist(), strict=True) if count == 0]
-    if len(label_names) < 2 or unseen:
-        raise UserInputError(
-            f"The multi-label data from {source} has labels {label_names}, of which {unseen} never occur in the "
-            "training images; a multi-label classifier needs at least two labels, each seen in training."
-        )
-
-
-def _check_classes(data: datasets.DatasetDict, label_names: list[str], source: str) -> None:
-    if len(data["train"]) == 0:
-        raise UserInputError(f"The training data from {source} has no usable images.")
-    if len(label_names) < 2:
-        raise UserInputError(
-            f"The data from {source} has {len(label_names)} class(es) {label_names}; a classifier needs at least "
-            "two. For an image folder, put each class's images in its own subfolder: DIR/<class_name>/<image>."
-        )
-    counts = torch.bincount(torch.tensor(list(data["train"]["label"])), minlength=len(label_names))
-    empty = [label_names[index] for index in torch.nonzero(counts == 0).flatten().tolist()]
-    if empty:
-        raise UserInputError(
-            f"Class(es) {empty} have no training images in {source}; add images or remove the classes."
-        )
-
-
-def _split(dataset: datasets.Dataset, fraction: float, num_classes: int, seed: int) -> tuple[datasets.Dataset, ...]:
-    """Hold out `fraction` for validation, in every class's proportion when each class can give one image."""
-    held_out = math.ceil(fraction * len(dataset))
-    if held_out >= len(dataset):
-        raise UserInputError(
-            f"--train_val_split {fraction} leaves no training images out of {len(dataset)}; lower it or pass "
-            "separate validation data."
-        )
-    if isinstance(dataset.features["label"], datasets.List):
-        # Multi-hot rows cannot be stratified by one class.
-        split = dataset.train_test_split(test_size=held_out, seed=seed)
-        return split["train"], split["test"]
-    counts = torch.bincount(torch.tensor(list(dataset["label"])), minlength=num_classes)
-    stratified = int(counts.min()) >= 2 and num_classes <= held_out <= len(dataset) - num_classes
-    split = dataset.train_test_split(test_size=held_out, seed=seed, stratify_by_column="label" if stratified else None)
-    return split["train"], split["test"]
-
-
-def load_image_data(
-    args: DataArguments, seed: int, cache_dir: str | None = None, num_proc: int | None = None, task: str | None = None
-) -> ImageData:
-    """Load, check and split the labelled images the arguments name.
-
-    Labels become multi-hot rows for the multi-label task, or when the label column holds lists.
-    """
-    kind = _check_sources(args)
-    loader = {"folder": _load_folders, "file": _load_files, "hub": _load_hub}[kind]
-    source = {"folder": args.train_dir, "file": args.train_file, "hub": args.dataset_name}[kind]
-    data = _standardize_columns(loader(args, cache_dir), args)
-    multi_label = task == MULTI_LABEL or _holds_lists(data["train"])
-    data, label_names = _encode_multi_labels(data) if multi_label else _encode_labels(data)
-    data = datasets.DatasetDict(
-        {split: _drop_bad_images(dataset, split, args.on_bad_image, num_proc) for split, dataset in data.items()}
-    )
-    (_check_multi_labels if multi_label else _check_classes)(data, label_names, source)
-    train, validation = data["train"], data.get("validation")
-    if validation is None and args.train_val_split > 0:
-        train, validation = _split(train, args.train_val_split, len(label_names), seed)
-    if args.max_train_samples is not None:
-        train = train.shuffle(seed=seed).select(range(min(args.max_train_samples, len(train))))
-    if validation is not None and args.max_eval_samples is not None:
-        validation = validation.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(validation))))
-    return ImageData(train, validation, label_names, source, multi_label)
-
-
-def with_transforms(
-    data: ImageData,
-    train_transform: Callable[[Image.Image], torch.Tensor],
-    processor: ConvNextHFImageProcessor,
-) -> ImageData:
-    """Attach the on-the-fly transforms: augmentation for training, the image processor for validation; both read
-    the images with the processor's conversion (alpha, 16-bit, palette and grayscale alike)."""
-
-    def train_batch(batch: dict) -> dict:
-        return {
-            "pixel_values": [train_transform(processor.convert_image(image)) for image in batch["image"]],
-            "labels": batch["label"],
-        }
-
-    def eval_batch(batch: dict) -> dict:
-        pixel_values = processor(batch["image"], return_tensors="pt")["pixel_values"]
-        return {"pixel_values": list(pixel_values), "labels": batch["label"]}
-
-    validation = data.validation.with_transform(eval_batch) if data.validation is not None else None
-    return ImageData(
-        data.train.with_transform(train_batch), validation, data.label_names, data.source, data.multi_label
-    )
-
-
-def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack examples into a batch of `pixel_values` and `labels`: class ids, or float multi-hot rows."""
-    labels = [example["labels"] for example in examples]
-    return {
-        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
-        "labels": torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], list) else torch.long),
-    }

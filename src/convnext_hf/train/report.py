@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -131,3 +132,12 @@ def plot_training_curves(log_history: list[dict[str, float]], path: str, final: 
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return True
+
+
+@dataclass
+class FinalEvaluation:
+    """The final weights' validation metrics, confusion counts (images or pixels) and per-label score (AP or IoU)."""
+
+    metrics: dict[str, float]
+    counts: np.ndarray | None = None
+    per_label: dict[str, float] | None = None

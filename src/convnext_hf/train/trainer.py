@@ -7,15 +7,13 @@ import warnings
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
 
-from ..tasks.detection.training import loss_and_outputs
-from .arguments import DETECTION, MULTI_LABEL, SEGMENTATION
+from ..tasks import IMAGE_CLASSIFICATION, get_task
 from .card import CardFacts, build_model_card
 from .ema import ModelEma
-from .mixup import Mixup, soft_target_cross_entropy
+from .mixup import Mixup
 from .optim import parameter_groups
 from .report import write_text
 
@@ -23,10 +21,10 @@ from .report import write_text
 class ConvNextTrainer(Trainer):
     """transformers' Trainer with three changes that the recipe needs.
 
-    - Loss: training batches are mixed (Mixup/CutMix) and scored against label-smoothed soft targets; evaluation uses
-      plain cross-entropy against the true labels. Multi-label models score every label with a binary cross-entropy
-      instead; segmentation models (UperNet) use their own per-pixel loss, unmixed, and detectors their own
-      matching loss, keeping only logits and boxes for evaluation.
+    - Loss: the task's (`compute_loss` of its record's module). Classification mixes training batches (Mixup/CutMix)
+      and scores them against label-smoothed soft targets, evaluation with plain cross-entropy against the true
+      labels; multi-label models score every label with a binary cross-entropy; segmentation models (UperNet) use
+      their own per-pixel loss, unmixed.
     - Optimizer: the Trainer's optimizer class and flags (`--optim`, betas, eps) over the recipe's parameter groups
       (no weight decay on norms, biases and layer scale; layer-wise learning-rate decay).
     - Evaluation: with an EMA, every evaluation also scores the averaged weights, as `eval_ema_*` metrics.
@@ -38,7 +36,7 @@ class ConvNextTrainer(Trainer):
         self,
         *args: Any,
         mixup: Mixup,
-        task: str = "image-classification",
+        task: str = IMAGE_CLASSIFICATION,
         layer_decay: float = 1.0,
         layer_decay_type: str = "group",
         ema: ModelEma | None = None,
@@ -50,7 +48,7 @@ class ConvNextTrainer(Trainer):
             warnings.filterwarnings("ignore", "Label smoothing is not compatible with multi-label", UserWarning)
             super().__init__(*args, **kwargs)
         self.mixup = mixup
-        self.task = task
+        self.task = get_task(task)
         self.layer_decay = layer_decay
         self.layer_decay_type = layer_decay_type
         self.ema = ema
@@ -63,27 +61,8 @@ class ConvNextTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        """Soft-target cross-entropy on mixed batches while training, cross-entropy while evaluating."""
-        if self.task == DETECTION:
-            loss, kept = loss_and_outputs(model, inputs)
-            return (loss, kept) if return_outputs else loss
-        labels = inputs["labels"]
-        pixel_values = inputs["pixel_values"]
-        if self.task == SEGMENTATION:
-            outputs = model(pixel_values=pixel_values, labels=labels)
-            return (outputs.loss, outputs) if return_outputs else outputs.loss
-        if model.training:
-            pixel_values, targets = self.mixup(pixel_values, labels)
-        else:
-            targets = labels
-        outputs = model(pixel_values=pixel_values)
-        logits = outputs.logits.float()
-        if self.task == MULTI_LABEL:
-            loss = F.binary_cross_entropy_with_logits(logits, targets.float())
-        elif model.training:
-            loss = soft_target_cross_entropy(logits, targets)
-        else:
-            loss = F.cross_entropy(logits, labels)
+        """The task's loss: on mixed batches while training, on the true labels while evaluating."""
+        loss, outputs = self.task.hooks.compute_loss(model, inputs, self.mixup)
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:

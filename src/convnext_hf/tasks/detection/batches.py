@@ -47,8 +47,7 @@ def with_detection_transforms(data: ImageData, augment: BoxAugment | None, proce
     validation = None
     if data.validation is not None:
         validation = data.validation.with_transform(lambda batch: encode(batch, False))
-    return ImageData(data.train.with_transform(lambda batch: encode(batch, True)), validation, data.label_names,
-                     data.source)  # fmt: skip
+    return data.with_splits(data.train.with_transform(lambda batch: encode(batch, True)), validation)
 
 
 def collate_detection(examples: list[dict]) -> dict[str, Any]:

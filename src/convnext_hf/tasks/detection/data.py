@@ -19,6 +19,7 @@ import datasets
 from PIL import Image
 
 from ...errors import UserInputError
+from ...tasks import OBJECT_DETECTION
 from ...train.arguments import DataArguments
 from ...train.data import ImageData
 
@@ -304,7 +305,7 @@ def load_detection_data(args: DataArguments, seed: int, cache_dir: str | None = 
         "Detection data: %d training image(s) with %d box(es), %d validation image(s), classes %s",
         len(train), boxes, len(validation) if validation is not None else 0, names,
     )
-    return ImageData(train, validation, names, source)
+    return ImageData(train, validation, names, source, task=OBJECT_DETECTION)
 
 
 def coco_ground_truth(dataset: datasets.Dataset, label_names: list[str]) -> dict:

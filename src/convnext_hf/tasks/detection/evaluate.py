@@ -4,7 +4,8 @@ The images and boxes come from `--validation_dir IMAGES --validation_annotations
 dataset in the `objects` layout; categories are matched to the model's labels by name. Detections are made as
 `pipeline("object-detection")` makes them (the folder's processor, post-processing at each image's size, the score
 threshold, boxes truncated to pixels), so the numbers are the pipeline's. Writes `metrics.json` (the COCO summary,
-per-class AP), `predictions.json` (COCO results format) and `predictions.png`.
+per-class AP), `predictions.json` (COCO results format) and `predictions.png`. Predictions.csv is not written: a
+detection is not one row per image.
 """
 
 from __future__ import annotations
@@ -26,12 +27,6 @@ from .report import PREDICTIONS_NAME, draw_detections, save_prediction_grid
 from .scoring import PIPELINE_THRESHOLD, score_dataset
 
 DETECTIONS_NAME = "predictions.json"
-__all__ = ["PIPELINE_THRESHOLD", "evaluate_detector", "is_detector", "print_table"]
-
-
-def is_detector(config: transformers.PretrainedConfig) -> bool:
-    """Whether transformers' object-detection Auto class serves this configuration."""
-    return type(config) in transformers.AutoModelForObjectDetection._model_mapping
 
 
 def _label_ids(data_names: list[str], config: transformers.PretrainedConfig) -> list[int]:
@@ -48,7 +43,7 @@ def _label_ids(data_names: list[str], config: transformers.PretrainedConfig) -> 
             for index, name in enumerate(model_names)]  # fmt: skip
 
 
-def evaluate_detector(args: argparse.Namespace, config: transformers.PretrainedConfig) -> dict[str, Any]:
+def evaluate(args: argparse.Namespace, config: transformers.PretrainedConfig) -> dict[str, Any]:
     """Score the detector folder on the data; write metrics.json, predictions.json and predictions.png."""
     if args.validation_file is not None:
         raise UserInputError("A detector is scored on --validation_dir IMAGES --validation_annotations F.json.")
@@ -71,9 +66,10 @@ def evaluate_detector(args: argparse.Namespace, config: transformers.PretrainedC
     ground_truth = coco_ground_truth(images, data.label_names)
     extra = [name for name in config.id2label.values() if name not in data.label_names]
     ground_truth["categories"] += [{"id": label_ids[config.label2id[name]], "name": name} for name in extra]
+    threshold = PIPELINE_THRESHOLD if args.threshold is None else args.threshold
     started = time.perf_counter()
     scores, detections = score_dataset(
-        model, processor, images, ground_truth, label_ids, threshold=args.threshold, batch_size=args.batch_size
+        model, processor, images, ground_truth, label_ids, threshold=threshold, batch_size=args.batch_size
     )
     seconds = time.perf_counter() - started
     report = {
@@ -82,10 +78,12 @@ def evaluate_detector(args: argparse.Namespace, config: transformers.PretrainedC
         "num_images": len(images),
         "num_boxes": len(ground_truth["annotations"]),
         "label_matching": "by name",
-        "score_threshold": args.threshold,
+        "score_threshold": threshold,
         **{key: scores[key] for key in SUMMARY_KEYS},
         "per_class_ap": scores["per_class_ap"],
         "throughput_images_per_second": len(images) / seconds,
+        # Reading, processing and post-processing included: the pipeline's work per image.
+        "model_images_per_second": len(images) / seconds,
         "device": str(model.device),
         "batch_size": args.batch_size,
     }
@@ -111,14 +109,3 @@ def _picture(images: Any, detections: list[dict], label_ids: list[int], config: 
         names = [str(config.id2label[index]) for index in range(config.num_labels)]
         pictures.append(draw_detections(row["image"], row["objects"]["bbox"], result, names))
     save_prediction_grid(pictures, path)
-
-
-def print_table(report: dict[str, Any]) -> None:
-    """The COCO summary in a few lines."""
-    lines = [f"{'images':<22} {report['num_images']} ({report['num_boxes']} boxes)",
-             f"{'score threshold':<22} {report['score_threshold']}"]  # fmt: skip
-    lines += [f"{key:<22} {report[key]:.4f}" for key in ("map", "map_50", "map_75", "mar_100")]
-    lines += [f"{'AP ' + name:<22} {'—' if ap is None else f'{ap:.4f}'}" for name, ap in report["per_class_ap"].items()]
-    lines += [f"{'throughput':<22} {report['throughput_images_per_second']:.1f} images/s ({report['device']})"]
-    print("\n".join(lines))
-

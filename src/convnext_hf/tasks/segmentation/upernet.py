@@ -9,8 +9,8 @@ from __future__ import annotations
 import transformers
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
-from ..errors import UserInputError
-from .architecture import Architecture, UperNetHead
+from ...conversion.architecture import Architecture, UperNetHead
+from ...errors import UserInputError
 
 
 def upernet_config(

@@ -1,10 +1,6 @@
-"""Semantic segmentation fine-tuning: image/mask pairs, paired augmentation, and the UperNet + ConvNeXt to train.
+"""Semantic segmentation data: class names, image/mask pairs, their check, and the paired augmentation.
 
-The model is transformers' `UperNetForSemanticSegmentation` over this package's `ConvNextBackbone` (all four stages,
-each through its own LayerNorm), as the converter builds it. It starts from a variant (all new), from a ConvNeXt
-classification folder (backbone weights kept, heads new) or from a converted UperNet folder (everything kept but
-the two 1×1 classifiers when the classes differ). Masks are single-channel PNGs of class ids; 255 marks pixels that
-do not count, as in the official ADE20K setup.
+Masks are single-channel PNGs of class ids; 255 marks pixels that do not count, as in the official ADE20K setup.
 """
 
 from __future__ import annotations
@@ -15,7 +11,6 @@ import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import datasets
 import numpy as np
@@ -23,41 +18,16 @@ import torch
 import transformers
 from PIL import Image
 
-from ..configuration_convnext import ConvNextConfig
-from ..conversion.architecture import PSP_POOL_SCALES, UperNetHead
-from ..conversion.segmentation import segmentation_processor, upernet_head_config
-from ..conversion.targets import ALL_STAGES
-from ..errors import UserInputError
-from ..modeling_convnext import ConvNextBackbone
-from .arguments import DataArguments, ModelArguments
-from .augment import to_pixel_values
-from .data import FILE_BUILDERS, IMAGE_COLUMNS, ImageData, find_bad_images
-from .model import config_label_maps, config_overrides
+from ...errors import UserInputError
+from ...train.arguments import DataArguments, ModelArguments
+from ...train.augment import to_pixel_values
+from ...train.data import FILE_BUILDERS, IMAGE_COLUMNS, ImageData, find_bad_images
+from .. import SEMANTIC_SEGMENTATION
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
-DEFAULT_CROP_SIZE = 512
 MASK_COLUMNS = ("mask", "label", "annotation", "segmentation_map")
-# The head of every official ConvNeXt UperNet: 512 channels, PSPNet pooling, an FCN auxiliary head of 256 on stage 3.
-OFFICIAL_HEAD = UperNetHead(
-    channels=512,
-    pool_scales=PSP_POOL_SCALES,
-    auxiliary_channels=256,
-    auxiliary_num_convs=1,
-    auxiliary_concat_input=False,
-)
-# UperNetConfig settings that --config_overrides may change; every other key goes to the ConvNeXt backbone.
-HEAD_KEYS = (
-    "hidden_size",
-    "pool_scales",
-    "use_auxiliary_head",
-    "auxiliary_loss_weight",
-    "auxiliary_channels",
-    "auxiliary_num_convs",
-    "auxiliary_concat_input",
-)
-OVERLAY_NAME = "prediction_overlay.png"
 
 
 # --- labels and data -------------------------------------------------------------------------------------------
@@ -82,6 +52,20 @@ def parse_id2label(value: str) -> dict[int, str]:
     if len(mapping) < 2:
         raise UserInputError(f"--id2label names {len(mapping)} class; segmentation needs at least two.")
     return {int(key): str(name) for key, name in mapping.items()}
+
+
+def segmentation_labels(args: ModelArguments, data_args: DataArguments) -> list[str]:
+    """The class names: --id2label, else those of the segmentation model being fine-tuned."""
+    if data_args.id2label is not None:
+        return [name for _, name in sorted(parse_id2label(data_args.id2label).items())]
+    if args.model_name_or_path is not None:
+        config = transformers.AutoConfig.from_pretrained(args.model_name_or_path, revision=args.revision)
+        if config.model_type == "upernet":
+            return [config.id2label[index] for index in range(config.num_labels)]
+    raise UserInputError(
+        'Name the classes of the masks with --id2label (e.g. \'{"0": "background", "1": "road"}\'), or fine-tune a '
+        "segmentation model whose classes they are."
+    )
 
 
 def _image_files(directory: str) -> dict[str, str]:
@@ -198,7 +182,7 @@ def load_segmentation_data(
         train = train.shuffle(seed=seed).select(range(min(args.max_train_samples, len(train))))
     if validation is not None and args.max_eval_samples is not None:
         validation = validation.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(validation))))
-    return ImageData(train, validation, label_names, source)
+    return ImageData(train, validation, label_names, source, SEMANTIC_SEGMENTATION)
 
 
 def mask_array(mask: Image.Image, num_labels: int) -> np.ndarray:
@@ -278,7 +262,7 @@ def with_segmentation_transforms(
         return {"pixel_values": list(encoded["pixel_values"]), "labels": list(encoded["labels"].long())}
 
     validation = data.validation.with_transform(eval_batch) if data.validation is not None else None
-    return ImageData(data.train.with_transform(train_batch), validation, data.label_names, data.source)
+    return data.with_splits(data.train.with_transform(train_batch), validation)
 
 
 def collate_segmentation(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -287,130 +271,3 @@ def collate_segmentation(examples: list[dict]) -> dict[str, torch.Tensor]:
         "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
         "labels": torch.stack([example["labels"] for example in examples]),
     }
-
-
-# --- model ------------------------------------------------------------------------------------------------------
-
-
-def _split_overrides(args: ModelArguments) -> tuple[dict[str, Any], dict[str, Any]]:
-    """--config_overrides and the dedicated flags, split into (UperNet head settings, ConvNeXt backbone settings)."""
-    overrides = config_overrides(args)
-    head = {key: value for key, value in overrides.items() if key in HEAD_KEYS}
-    return head, {key: value for key, value in overrides.items() if key not in HEAD_KEYS}
-
-
-def _new_upernet(backbone: ConvNextConfig, label_names: list[str], head: dict[str, Any]):
-    config = upernet_head_config(OFFICIAL_HEAD, backbone, dict(enumerate(label_names)))
-    config.update({**head, **config_label_maps(label_names)})
-    return transformers.UperNetForSemanticSegmentation(config)
-
-
-def segmentation_labels(args: ModelArguments, data_args: DataArguments) -> list[str]:
-    """The class names: --id2label, else those of the segmentation model being fine-tuned."""
-    if data_args.id2label is not None:
-        return [name for _, name in sorted(parse_id2label(data_args.id2label).items())]
-    if args.model_name_or_path is not None:
-        config = transformers.AutoConfig.from_pretrained(args.model_name_or_path, revision=args.revision)
-        if config.model_type == "upernet":
-            return [config.id2label[index] for index in range(config.num_labels)]
-    raise UserInputError(
-        'Name the classes of the masks with --id2label (e.g. \'{"0": "background", "1": "road"}\'), or fine-tune a '
-        "segmentation model whose classes they are."
-    )
-
-
-def build_segmentation_model(
-    args: ModelArguments, label_names: list[str]
-) -> transformers.UperNetForSemanticSegmentation:
-    """An UperNet for `label_names` from a variant, a ConvNeXt classification folder or an UperNet folder."""
-    if (args.model_name_or_path is None) == (args.variant is None):
-        raise UserInputError(
-            "Name exactly one model: --model_name_or_path (a ConvNeXt classification or UperNet folder) or --variant."
-        )
-    head, backbone_overrides = _split_overrides(args)
-    if args.variant is not None:
-        backbone = ConvNextConfig.from_variant(args.variant, out_indices=ALL_STAGES, **backbone_overrides)
-        return _new_upernet(backbone, label_names, head)
-    hub_kwargs = {"revision": args.revision, "cache_dir": args.cache_dir}
-    config = transformers.AutoConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
-    if config.model_type == "upernet":
-        known = [config.id2label[index] for index in range(config.num_labels)]
-        # Portable folders store the built-in backbone config (portable_head); training runs on ours, same weights.
-        config.backbone_config = ConvNextConfig.from_dict(config.backbone_config.to_dict())
-        config.backbone_config.update(backbone_overrides)
-        config.update({**head, **config_label_maps(label_names)})
-        model = transformers.UperNetForSemanticSegmentation.from_pretrained(
-            args.model_name_or_path, config=config, ignore_mismatched_sizes=True, **hub_kwargs
-        )
-        if known != label_names or args.replace_head:
-            # Same-sized classifiers would have loaded with another dataset's classes: start them afresh.
-            for classifier in (model.decode_head.classifier, getattr(model.auxiliary_head, "classifier", None)):
-                if classifier is not None:
-                    model._init_weights(classifier)
-            logger.info("New 1×1 classifiers for %d classes: %s", len(label_names), label_names)
-        return model
-    backbone = ConvNextConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
-    backbone.update({**backbone_overrides, "num_labels": 2, "id2label": None, "label2id": None})
-    backbone.out_indices = ALL_STAGES
-    model = _new_upernet(backbone, label_names, head)
-    # The classification folder's trunk (`convnext.*`) loads into the backbone; its per-stage output norms and the
-    # heads are new.
-    pretrained = ConvNextBackbone.from_pretrained(args.model_name_or_path, config=backbone, **hub_kwargs)
-    model.backbone.load_state_dict(pretrained.state_dict())
-    logger.info("Backbone weights from %s; new UperNet heads for %s", args.model_name_or_path, label_names)
-    return model
-
-
-def build_segmentation_processor(args: ModelArguments) -> transformers.BaseImageProcessor:
-    """Resize to --image_size (default: the UperNet folder's size, or 512) and normalize as ImageNet; labels as is."""
-    size = args.image_size
-    if size is None and args.model_name_or_path is not None:
-        try:
-            size = transformers.AutoImageProcessor.from_pretrained(args.model_name_or_path).size.get("height")
-        except OSError:
-            size = None
-    return segmentation_processor(size or DEFAULT_CROP_SIZE, reduce_labels=False)
-
-
-# --- report -----------------------------------------------------------------------------------------------------
-
-
-def palette(num_labels: int) -> np.ndarray:
-    """A fixed colour per class (uint8 RGB), the same in every overlay."""
-    return np.random.default_rng(0).integers(0, 256, size=(max(num_labels, 1), 3)).astype(np.uint8)
-
-
-def plot_prediction_overlay(
-    model: torch.nn.Module,
-    processor: transformers.BaseImageProcessor,
-    pairs: datasets.Dataset,
-    path: str,
-    count: int = 4,
-) -> None:
-    """Write a PNG with, per validation image, the image, the true mask and the prediction blended over it."""
-    num_labels = model.config.num_labels
-    colours = palette(num_labels)
-    rows = []
-    model.eval()
-    for example in pairs.select(range(min(count, len(pairs)))):
-        image = example["image"].convert("RGB")
-        truth = mask_array(example["mask"], num_labels)
-        with torch.no_grad():
-            logits = model(**processor(image, return_tensors="pt").to(model.device)).logits
-        # As the image-segmentation pipeline does: logits resized to the image, then the best class per pixel.
-        logits = torch.nn.functional.interpolate(logits, size=image.size[::-1], mode="bilinear", align_corners=False)
-        predicted = logits.argmax(dim=1)[0].cpu().numpy()
-        pixels = np.asarray(image, dtype=np.float32)
-
-        def blend(ids: np.ndarray, pixels: np.ndarray = pixels) -> np.ndarray:
-            coloured = colours[np.clip(ids, 0, num_labels - 1)].astype(np.float32)
-            shown = np.where((ids == IGNORE_INDEX)[..., None], pixels, 0.5 * pixels + 0.5 * coloured)
-            return shown.astype(np.uint8)
-
-        rows.append(np.concatenate([pixels.astype(np.uint8), blend(truth), blend(predicted)], axis=1))
-    width = max(row.shape[1] for row in rows)
-    canvas = np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows], axis=0)
-    # Small images are enlarged (pixels kept sharp) so that the overlay is readable.
-    scale = max(1, 128 // rows[0].shape[0])
-    picture = Image.fromarray(canvas)
-    picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST).save(path)
