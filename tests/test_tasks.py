@@ -19,15 +19,17 @@ TRAINING_HOOKS = (
 
 def test_names_are_the_pipeline_names():
     assert list(TASKS) == [
-        "image-classification", "multi-label-classification", "semantic-segmentation", "image-feature-extraction",
+        "image-classification", "multi-label-classification", "semantic-segmentation", "object-detection",
+        "image-feature-extraction",
     ]  # fmt: skip
     assert {name: task.pipeline_tag for name, task in TASKS.items()} == {
         "image-classification": "image-classification",
         "multi-label-classification": "image-classification",
         "semantic-segmentation": "image-segmentation",
+        "object-detection": "object-detection",
         "image-feature-extraction": "image-feature-extraction",
     }
-    assert [name for name, task in TASKS.items() if task.trainable] == list(TASKS)[:3]
+    assert [name for name, task in TASKS.items() if task.trainable] == list(TASKS)[:4]
 
 
 @pytest.mark.parametrize(
