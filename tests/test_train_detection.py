@@ -30,7 +30,13 @@ from convnext_hf.train.arguments import DataArguments
 from convnext_hf.train.data import ImageData
 from convnext_hf.train.optim import layer_id, num_layers
 from convnext_hf.train.recipes import recipe_defaults
-from convnext_hf.train.shapes import SHAPES, draw_detection_scene, write_detection_folder
+from convnext_hf.train.shapes import (
+    SEGMENTATION_LABELS,
+    SHAPES,
+    draw_detection_scene,
+    draw_scene,
+    write_detection_folder,
+)
 
 TINY = {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1], "num_queries": 10, "num_denoising": 5}
 
@@ -242,11 +248,14 @@ def test_batches_feed_the_processor_with_augmented_boxes(tmp_path):
     assert batch["labels"][0]["class_labels"].tolist() == first["category"]
 
 
-def test_detection_scenes_have_tight_boxes():
-    image, objects = draw_detection_scene(np.random.default_rng(3), 96)
-    assert 1 <= len(objects) <= 4 and all(shape in SHAPES for shape, _ in objects)
-    for _, (x, y, w, h) in objects:
-        assert 0 <= x and x + w <= 96 and 0 <= y and y + h <= 96 and 96 * 0.15 - 1 <= w <= 96 * 0.45 + 1
+def test_detection_scenes_are_the_segmentation_scenes_with_tight_boxes():
+    image, objects = draw_detection_scene(np.random.default_rng(3), 64)
+    same, mask, shown = draw_scene(np.random.default_rng(3), 64)
+    assert np.array_equal(np.asarray(image), np.asarray(same)) and sorted({s for s, _ in objects}) == shown
+    for shape, (x, y, w, h) in objects:
+        inside = mask[y : y + h, x : x + w] == SEGMENTATION_LABELS.index(shape)
+        # Tight: the shape's pixels reach every edge of its box.
+        assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
 
 
 def test_detection_layer_decay_follows_the_official_split():
@@ -315,9 +324,9 @@ def test_demo_command_line_parses_and_trains_a_fixed_number_of_steps():
     argv = detection_arguments(settings, ("s/train/images", "s/train/a.json"), ("s/held/images", "s/held/a.json"), "m")
     args = parse_args(argv)
     assert args.model.task == "object-detection" and args.data.train_annotations == "s/train/a.json"
-    # 800 scenes × 18 passes / batch 16: the same 900 steps whatever data the flags are swapped for.
-    assert args.training.max_steps == 900 and args.training.learning_rate == 1e-3
-    assert (args.recipe.scale_range, args.recipe.photometric) == ([0.75, 1.25], 0.2)
+    # 800 scenes × 14 passes / batch 16: the same 700 steps whatever data the flags are swapped for.
+    assert args.training.max_steps == 700 and args.training.learning_rate == 1e-3
+    assert (args.recipe.scale_range, args.recipe.photometric, args.training.weight_decay) == ([1, 1], 0, 1e-4)
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ Each scene has a flat, noisy, greyish background and one to three non-overlappin
 gets a random colour (kept apart from the background), so only its form tells what it is; with `hue_coded=True` each
 kind has its own hue (circles reddish, squares greenish, triangles bluish) with random brightness and tint, an easier
 task where colour alone gives the class away. A scene gives its image, its mask of class ids (0 background, 1 circle,
-2 square, 3 triangle) and the set of shapes it shows. The segmentation demo and the accuracy tests train on these.
+2 square, 3 triangle) and the set of shapes it shows, or (`draw_detection_scene`) each shape's tight box. The
+segmentation and detection demos and the accuracy tests train on these.
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ SEGMENTATION_LABELS = (BACKGROUND, *SHAPES)
 # Shapes span this fraction of the image side, so that a 64-pixel scene shows shapes of 16 to 26 pixels.
 _SHAPE_SIDE = (0.25, 0.4)
 _MAX_SHAPES = 3
-# Detection scenes: up to four shapes of 15 % to 45 % of the image side.
-DETECTION_MAX_SHAPES = 4
-DETECTION_SHAPE_SIDE = (0.15, 0.45)
 _NOISE = 12
 _HUES = {"circle": (210, 60, 60), "square": (60, 190, 60), "triangle": (60, 90, 220)}
 _TINT = 35
@@ -51,22 +49,6 @@ def _background(rng: np.random.Generator) -> tuple[int, ...]:
     """A grey of random lightness with a slight tint."""
     colour = rng.integers(60, 200) + rng.integers(-20, 21, size=3)
     return tuple(int(value) for value in np.clip(colour, 0, 255))
-
-
-def _textured_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A (size, size, 3) background of a random colour with a linear gradient across it and soft blotches."""
-    base = rng.integers(30, 226, size=3).astype(np.float32)
-    other = np.clip(base + rng.integers(-70, 71, size=3), 0, 255)
-    angle = rng.uniform(0, 2 * np.pi)
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
-    ramp = np.clip((np.cos(angle) * (xs - 0.5) + np.sin(angle) * (ys - 0.5)) + 0.5, 0, 1)[..., None]
-    # Blotches at an eighth of the image side: texture that no shape edge can be mistaken for.
-    coarse = rng.normal(0, 18, size=(8, 8, 3)).astype(np.float32)
-    blotches = np.asarray(
-        Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC),
-        dtype=np.float32,
-    ) - 128
-    return base * (1 - ramp) + other * ramp + blotches
 
 
 def _place_shapes(
@@ -124,37 +106,30 @@ def draw_scene(
 
 
 def draw_detection_scene(
-    rng: np.random.Generator,
-    size: int,
-    max_shapes: int = DETECTION_MAX_SHAPES,
-    side_range: tuple[float, float] = DETECTION_SHAPE_SIDE,
+    rng: np.random.Generator, size: int, hue_coded: bool = False
 ) -> tuple[Image.Image, list[tuple[str, list[int]]]]:
-    """One detection scene: random-colour shapes of varied sizes on a textured, graded background.
-
-    Returns the RGB image and, per shape, its name and tight box `[x, y, width, height]` in pixels (COCO's layout),
-    measured on the drawn pixels.
-    """
-    background = _textured_background(rng, size)
-    mask = Image.new("L", (size, size), 0)
-    draw_mask = ImageDraw.Draw(mask)
-    colours: list[tuple[int, ...]] = []
+    """The scene `draw_scene` draws from the same generator state, with each shape's name and tight box
+    `[x, y, width, height]` in pixels (COCO's layout), measured on its drawn pixels."""
+    background = _background(rng)
+    image = Image.new("RGB", (size, size), background)
+    instances = Image.new("L", (size, size), 0)
+    draw_image, draw_instances = ImageDraw.Draw(image), ImageDraw.Draw(instances)
+    placed: list[str] = []
 
     def draw(shape: str, box: tuple[int, int, int, int], class_id: int) -> None:
-        # Instance ids (1, 2, ...) rather than class ids: each shape's pixels give its own box and colour.
-        _draw_shape(draw_mask, shape, box, len(colours) + 1)
-        centre = background[(box[1] + box[3]) // 2, (box[0] + box[2]) // 2]
-        colours.append(_shape_colour(rng, shape, tuple(int(value) for value in centre), hue_coded=False))
+        # Instance numbers (1, 2, ...) rather than class ids: each shape's own pixels give its box.
+        _draw_shape(draw_image, shape, box, _shape_colour(rng, shape, background, hue_coded))
+        placed.append(shape)
+        _draw_shape(draw_instances, shape, box, len(placed))
 
-    placed = _place_shapes(rng, size, draw, max_shapes, side_range)
-    instances = np.asarray(mask)
-    pixels = background.copy()
+    _place_shapes(rng, size, draw, _MAX_SHAPES, _SHAPE_SIDE)
+    numbers = np.asarray(instances)
     objects = []
-    for index, ((shape, _), colour) in enumerate(zip(placed, colours, strict=True), start=1):
-        rows, columns = np.nonzero(instances == index)
-        pixels[rows, columns] = colour
+    for index, shape in enumerate(placed, start=1):
+        rows, columns = np.nonzero(numbers == index)
         left, top = int(columns.min()), int(rows.min())
         objects.append((shape, [left, top, int(columns.max()) + 1 - left, int(rows.max()) + 1 - top]))
-    pixels += rng.integers(-_NOISE, _NOISE + 1, size=(size, size, 3))
+    pixels = np.asarray(image, dtype=np.int16) + rng.integers(-_NOISE, _NOISE + 1, size=(size, size, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), objects
 
 
@@ -191,7 +166,7 @@ def write_segmentation_folders(
     return folders
 
 
-def write_detection_folder(root: str, count: int, seed: int, size: int = 96) -> tuple[str, str]:
+def write_detection_folder(root: str, count: int, seed: int, size: int = 64) -> tuple[str, str]:
     """Write `count` detection scenes as `root/images/<n>.png` and their boxes as `root/annotations.json` (COCO
     format, `file_name` relative to the images folder); return the images folder and the annotation file."""
     rng = np.random.default_rng(seed)
