@@ -21,15 +21,17 @@ Writes `<output-dir>/benchmark.json` and `<output-dir>/benchmark.png` and prints
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import json
+import os
 import platform
 import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -275,6 +277,22 @@ def time_interleaved(
     return times
 
 
+@contextlib.contextmanager
+def kineto_quiet() -> Iterator[None]:
+    """Send the process's stderr (file descriptor 2) to /dev/null: the profiler's C++ library writes
+    `USDT: profiler_start/stop` lines there on every use, at a level no setting silences. Python's own stderr is
+    flushed first and restored after, so exceptions still print."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_memory_mib(call: Callable[[], object], device: torch.device) -> float:
     """Peak memory one call allocates above what is allocated when it starts, in MiB."""
     if device.type == "cuda":
@@ -284,7 +302,7 @@ def peak_memory_mib(call: Callable[[], object], device: torch.device) -> float:
         call()
         synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+    with kineto_quiet(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
         call()
     # The profiler's allocation events carry the running total of bytes allocated since profiling started.
     totals = [0]

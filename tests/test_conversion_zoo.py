@@ -19,7 +19,7 @@ from PIL import Image
 
 from convnext_hf import ConvNextConfig
 from convnext_hf.complexity import count_macs
-from convnext_hf.conversion.download import expected_digest
+from convnext_hf.conversion.download import default_cache_dir, expected_digest
 from convnext_hf.conversion.zoo import load_zoo, select
 from convnext_hf.conversion.zoo_table import render_zoo_table
 from helpers import FIXTURES, run_convert
@@ -171,6 +171,20 @@ def test_docs_show_the_commands_and_the_current_zoo_table(capsys):
         assert command in doc
     assert run_convert("--list-models") == 0
     assert capsys.readouterr().out == render_zoo_table(load_zoo())
+
+
+def test_help_and_docs_name_the_cache_folder_downloads_go_to(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "convnext_hf" / "checkpoints"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert str(default_cache_dir()).endswith("/.cache/convnext_hf/checkpoints")
+    with pytest.raises(SystemExit):
+        run_convert("--help")
+    help_text = " ".join(capsys.readouterr().out.split())
+    expected = "$XDG_CACHE_HOME/convnext_hf/checkpoints, ~/.cache/convnext_hf/checkpoints when unset"
+    assert expected in help_text
+    doc = " ".join((FIXTURES.parents[1] / "docs" / "conversion.md").read_text().split())
+    assert "default `$XDG_CACHE_HOME/convnext_hf/checkpoints`, `~/.cache/convnext_hf/checkpoints` when unset" in doc
 
 
 @pytest.mark.slow

@@ -126,6 +126,13 @@ def _classifier(folder: Path, name: str) -> None:
     ConvNextHFImageProcessor(size={"shortest_edge": 64}).save_pretrained(folder / name)
 
 
+def _variant(folder: Path, name: str) -> None:
+    """A ConvNeXt-atto classifier folder, as `convnext-hf convert` writes one (random weights)."""
+    from convnext_hf import ConvNextConfig, ConvNextForImageClassification
+
+    ConvNextForImageClassification(ConvNextConfig.from_variant("atto")).save_pretrained(folder / name)
+
+
 def _converted(source: str) -> Callable[[Path, str], None]:
     def make(folder: Path, name: str) -> None:
         assert run_convert("--checkpoint", FIXTURES / source, "--output_dir", folder / name) == 0
@@ -138,6 +145,7 @@ SETUPS: dict[str, Callable[[Path, str], None]] = {
     "rgba": lambda folder, name: _image(folder, name, "RGBA"),
     "images": _images,
     "classifier": _classifier,
+    "variant": _variant,
     "checkpoint": lambda folder, name: shutil.copy(FIXTURES / "mini.fb.pth", folder / name),
     "dinov3": _converted("family/dinov3-mini.dinov3.pth"),
     "upernet": _converted("upernet-mini.fb-ade20k.pth"),

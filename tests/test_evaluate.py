@@ -76,7 +76,8 @@ def test_top1_equals_the_pipeline_image_by_image(classifier, tmp_path, capsys):
     top1 = np.mean([row["predicted"] == row["label"] for row in rows])
     assert report["top1_accuracy"] == pytest.approx(top1)
     assert len({row["predicted"] for row in rows}) >= 2, "a model that predicts several classes"
-    assert report["top3_accuracy"] == 1.0, "three classes: the true one is always among the top three"
+    scores = {key for key in report if key.startswith("top")}
+    assert scores == {"top1_accuracy"}, "three classes: top-5 would be 1.0 whatever the model does, so it is left out"
     per_class = report["per_class_accuracy"]
     assert set(per_class) == set(CLASSES)
     assert np.mean(list(per_class.values())) == pytest.approx(top1), "seven images per class"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from PIL import Image
 
 from convnext_hf import ConvNextBackbone, ConvNextConfig, ConvNextModel
 from convnext_hf.cli import main as cli_main
@@ -83,12 +84,12 @@ def test_golden_outputs_at_other_sizes(exported, case, engine):
 def test_folder_layout_for_optimum(exported, converted):
     """model.onnx / openvino_model.xml+bin beside config.json and preprocessor_config.json, and the report."""
     onnx_folder, openvino_folder = exported("mini", "onnx"), exported("mini", "openvino")
-    assert {"model.onnx", "config.json", "preprocessor_config.json", REPORT_FILE} <= {
-        path.name for path in onnx_folder.iterdir()
-    }
-    assert {"openvino_model.xml", "openvino_model.bin", "config.json", "preprocessor_config.json"} <= {
-        path.name for path in openvino_folder.iterdir()
-    }
+    # Exactly the files docs/deployment.md's output tree shows: the graph, the configs, the code, the report.
+    code = {path.name for path in converted["mini"].glob("*.py")}
+    assert len(code) == 4
+    shared = {"config.json", "preprocessor_config.json", REPORT_FILE} | code
+    assert {path.name for path in onnx_folder.iterdir()} == {"model.onnx"} | shared
+    assert {path.name for path in openvino_folder.iterdir()} == {"openvino_model.xml", "openvino_model.bin"} | shared
     assert (onnx_folder / "config.json").read_text() == (converted["mini"] / "config.json").read_text()
     report = json.loads((onnx_folder / REPORT_FILE).read_text())
     assert report["task"] == "image-classification" and report["outputs"] == ["logits"]
@@ -98,7 +99,6 @@ def test_folder_layout_for_optimum(exported, converted):
 def test_serving_snippet(exported, converted):
     """docs/deployment.md's snippet: the exported folder's own processor (remote code) feeding ONNX Runtime."""
     import onnxruntime
-    from PIL import Image
     from transformers import AutoImageProcessor
 
     folder = exported("mini", "onnx")
@@ -147,6 +147,30 @@ def test_backbone_and_feature_extractor(tmp_path, kind, tiny_config_kwargs):
         assert parity.relative_difference(reference.numpy(), actual) <= TOLERANCE
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_model_at_its_total_stride_exports(tmp_path, engine, tiny_config_kwargs):
+    """Images of 32×32, the total stride of a four-stage model: the second parity input stays above the stride."""
+    from convnext_hf import ConvNextForImageClassification, ConvNextHFImageProcessor
+
+    torch.manual_seed(0)
+    config = ConvNextConfig(**tiny_config_kwargs)
+    ConvNextForImageClassification(config).eval().save_pretrained(tmp_path / "model")
+    ConvNextHFImageProcessor(size={"shortest_edge": 32}).save_pretrained(tmp_path / "model")
+    assert run_export(engine, "--model", tmp_path / "model", tmp_path / "out") == 0
+    report = json.loads((tmp_path / "out" / REPORT_FILE).read_text())
+    assert [entry["input_shape"] for entry in report["parity"]["inputs"]] == [[2, 3, 32, 32], [1, 3, 33, 35]]
+    assert report["parity"]["max_relative_difference"] <= TOLERANCE
+
+
+def test_dynamic_parity_inputs_are_odd_unequal_and_not_below_the_stride():
+    assert parity.parity_shapes(224, None, 32) == [(2, 224, 224), (1, 169, 143)]
+    for image_size in range(16, 129):
+        for stride in (16, 32):
+            (_, size, _), (batch, height, width) = parity.parity_shapes(image_size, None, stride)
+            assert (size, batch) == (image_size, 1)
+            assert height > stride and width > stride and height % 2 == width % 2 == 1 and height != width
+
+
 def test_static_shape_float16_and_opset(converted, tmp_path):
     """--static_shape fixes height and width (batch stays dynamic); --dtype float16 is checked at 1e-2; --opset."""
     output = tmp_path / "static"
@@ -186,7 +210,10 @@ def test_refusals_leave_nothing_behind(converted, tmp_path, monkeypatch):
 
     with pytest.raises(UserInputError, match="--calibration_dir"):
         export(ExportOptions("onnx", converted["iso-mini"], tmp_path / "x", quantize="int8"))
-    int8_options = {"quantize": "int8", "calibration_dir": tmp_path, "validation_dir": tmp_path}
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    Image.new("RGB", (8, 8)).save(calibration / "0.png")
+    int8_options = {"quantize": "int8", "calibration_dir": calibration, "validation_dir": calibration}
     with pytest.raises(UserInputError, match="scores classifiers"):
         export(ExportOptions("onnx", converted["upernet-mini"], tmp_path / "x", **int8_options))
     with pytest.raises(UserInputError, match="config.json"):

@@ -5,13 +5,18 @@ Every hostile file is built in tmp_path from the small golden fixtures."""
 
 from __future__ import annotations
 
+import collections
+import io
 import json
 import os
 import pickle
 import shutil
+import struct
 import subprocess
 import sys
+import tarfile
 import tracemalloc
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -329,7 +334,129 @@ CASES: list[tuple[str, Callable[[Path], object], tuple[str, ...], tuple[str, ...
                                                    "--overwrite"], (), ("holds the checkpoint",)),
     ("safetensors-declares-4gib",
      lambda d: write(d / "huge.safetensors", safetensors_declaring(2**30)), (), ("huge.safetensors",)),
+    # The unseen cases of the same kinds (issue 15's closing sweep).
+    ("legacy-pth-declares-32gib", lambda d: legacy_declaring(d / "huge.pth", 2**33), (),
+     ("huge.pth", "34,359,738,368 bytes", "holds 362")),
+    ("zip-pth-truncated", lambda d: write(d / "cut.pth", (FIXTURES / "mini.fb.pth").read_bytes()[:3000]), (),
+     ("cut.pth", "corrupt")),
+    ("zip-directory-declares-more-than-the-file", lambda d: zip_bomb(d / "bomb.pth"), (),
+     ("bomb.pth", "zip directory declares")),
+    ("tar-archive-named-pth", lambda d: tar_of_fixture(d / "old.pth"), (), ("old.pth", "tar archive")),
+    ("npz-named-as-checkpoint", lambda d: npz(d / "w.npz"), (), ("w.npz", "corrupt")),
+    ("safetensors-header-length-lies", lambda d: write(d / "x.safetensors", (10**12).to_bytes(8, "little") + b"{}"),
+     (), ("x.safetensors", "header too large")),
+    ("safetensors-overlapping-offsets", lambda d: write(d / "x.safetensors", overlapping_safetensors()), (),
+     ("x.safetensors", "invalid offset")),
+    ("safetensors-huge-shape", lambda d: write(d / "x.safetensors", huge_shape_safetensors()), (),
+     ("x.safetensors", "invalid shape")),
+    ("folder-weights-name-is-a-folder", lambda d: folder_with_subfolder(d / "f", "model.safetensors"), (),
+     ("folder without weights",)),
+    ("folder-config-json-is-a-folder", lambda d: folder_with_subfolder(d / "f", "config.json", weights=True), (),
+     ("config.json", "not a file")),
+    ("checkpoint-folder-named-pth", lambda d: folder_with_subfolder(d / "x.pth", "sub"), (), ("x.pth",)),
+    ("pth-integer-keys", lambda d: torch_save(d / "k.pth", {1: torch.zeros(2)}), (), ("k.pth", "1", "text")),
+    ("pth-sparse-tensor", lambda d: with_tensor(d / "s.pth", "head.bias", lambda t: t.to_sparse()), (),
+     ("head.bias", "sparse_coo")),
+    ("pth-meta-tensor", lambda d: with_tensor(d / "m.pth", "head.bias", lambda t: torch.empty(t.shape, device="meta")),
+     (), ("head.bias", "meta")),
+    ("id2label-numbered-with-a-gap",
+     lambda d: transformers_folder(d / "hf", lambda c: c.update(id2label={str(i): f"c{i}" for i in [*range(6), 9]})),
+     (), ("id2label", "missing [6]")),
+    ("output-is-a-symlink-to-the-checkpoint-folder", lambda d: symlinked_output(d), (), ("holds the checkpoint",)),
+    ("output-dir-empty-string", lambda d: ["--checkpoint", FIXTURES / "mini.fb.pth", "--output_dir", ""], (),
+     ("--output_dir", "empty")),
+    ("license-with-a-newline", lambda d: FIXTURES / "mini.fb.pth", ("--license", "mit\nlibrary_name: evil"),
+     ("--license", "not a license id")),
+    ("license-with-yaml-markup", lambda d: FIXTURES / "mini.fb.pth", ("--license", "mit: {x: 1}"),
+     ("--license", "'mit: {x: 1}'")),
+    ("transformers-drop-path-rate-2",
+     lambda d: transformers_folder(d / "hf", lambda c: c.update(drop_path_rate=2)), (), ("drop_path_rate", "got 2")),
+    ("convnext-hf-drop-path-rate-negative",
+     lambda d: convnext_hf_folder(d / "hf", lambda c: c.update(drop_path_rate=-0.1)), (),
+     ("drop_path_rate", "got -0.1")),
+    ("cache-dir-is-a-file",
+     lambda d: ["--checkpoint", "http://127.0.0.1:9/x.pth", "--cache_dir", write(d / "cache", "mine")], (),
+     ("cache", "is a file")),
 ]
+
+
+def legacy_declaring(path: Path, elements: int) -> Path:
+    """A legacy (non-zip) PyTorch file with one float32 tensor whose storage declares `elements` values and holds 2;
+    torch's legacy loader would allocate the declared size before reading."""
+
+    class Storage:
+        def __reduce__(self):  # only its persistent id is written
+            raise AssertionError
+
+    class Tensor:
+        def __reduce__(self):
+            return torch._utils._rebuild_tensor_v2, (STORAGE, 0, (2,), (1,), False, collections.OrderedDict())
+
+    STORAGE = Storage()
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cpu", elements, None) if obj is STORAGE else None
+
+    buffer = io.BytesIO()
+    info = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
+    for header in (0x1950A86A20F9469CFC6C, 1001, info):
+        pickle.dump(header, buffer, protocol=2)
+    Pickler(buffer, protocol=2).dump({"model": {"head.weight": Tensor()}})
+    pickle.dump(["0"], buffer, protocol=2)
+    buffer.write(struct.pack("<q", 2) + bytes(8))
+    return write(path, buffer.getvalue())
+
+
+def zip_bomb(path: Path) -> Path:
+    """The golden checkpoint's zip with one record replaced by 64 MiB of zeros, deflated to about 64 KiB."""
+    with zipfile.ZipFile(FIXTURES / "mini.fb.pth") as source, zipfile.ZipFile(path, "w") as target:
+        for info in source.infolist():
+            data = bytes(64 << 20) if info.filename.endswith("/data/0") else source.read(info)
+            target.writestr(info.filename, data, compress_type=zipfile.ZIP_DEFLATED)
+    return path
+
+
+def tar_of_fixture(path: Path) -> Path:
+    with tarfile.open(path, "w") as archive:
+        archive.add(FIXTURES / "mini.fb.pth", "storages")
+    return path
+
+
+def npz(path: Path) -> Path:
+    np.savez(path, weight=np.zeros(3, np.float32))
+    return path
+
+
+def overlapping_safetensors() -> bytes:
+    tensor = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+    header = json.dumps({"a": tensor, "b": tensor}).encode()
+    return len(header).to_bytes(8, "little") + header + bytes(8)
+
+
+def huge_shape_safetensors() -> bytes:
+    header = json.dumps({"a": {"dtype": "F32", "shape": [2**20, 2**20], "data_offsets": [0, 8]}}).encode()
+    return len(header).to_bytes(8, "little") + header + bytes(8)
+
+
+def folder_with_subfolder(path: Path, name: str, weights: bool = False) -> Path:
+    (path / name).mkdir(parents=True)
+    if weights:
+        shutil.copy(FIXTURES / "mini.transformers.safetensors", path / "model.safetensors")
+    return path
+
+
+def torch_save(path: Path, content: object) -> Path:
+    torch.save(content, path)
+    return path
+
+
+def symlinked_output(root: Path) -> list[object]:
+    """--output_dir is a link (outside the inputs) to the checkpoint folder, with --overwrite."""
+    folder = transformers_folder(root / "hf")
+    link = root.parent / "link"
+    link.symlink_to(folder, target_is_directory=True)
+    return ["--checkpoint", folder, "--output_dir", link, "--overwrite"]
 
 
 def safetensors_declaring(elements: int) -> bytes:
@@ -443,3 +570,26 @@ def test_the_checkout_entry_point_prints_one_line_and_exits_2(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "empty.pth" in lines[0], result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_legacy_pth_declaring_32gib_is_refused_before_torch_allocates(tmp_path, monkeypatch):
+    source = legacy_declaring(tmp_path / "huge.pth", 2**33)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("torch.load ran: it would allocate the declared storage")
+
+    monkeypatch.setattr(torch, "load", must_not_run)
+    with pytest.raises(ValueError, match="declare 34,359,738,368 bytes"):
+        load_checkpoint(source)
+
+
+def test_a_legacy_pth_and_shared_views_convert(tmp_path, capsys):
+    """Not everything unusual is hostile: a legacy (non-zip) file, and a state dict whose tensors share memory."""
+    state = official_state()
+    state["head.bias"] = state["head.weight"].view(-1)[: state["head.bias"].numel()]
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"model": state}, legacy, _use_new_zipfile_serialization=False)
+    assert run_convert("--checkpoint", legacy, "--output_dir", tmp_path / "out") == 0
+    assert "verified" in capsys.readouterr().out
+    converted = load_file(tmp_path / "out" / "model.safetensors")
+    assert torch.equal(converted["classifier.bias"], state["head.bias"])

@@ -289,7 +289,6 @@ def png_declaring_size(width: int, height: int) -> bytes:
         pytest.param(np.zeros((0, 8, 8, 3), np.uint8), ValueError, "empty batch", id="empty-batch"),
         pytest.param(np.zeros((0, 8, 3), np.uint8), ValueError, "image is empty", id="zero-height-array"),
         pytest.param(Image.new("RGB", (0, 8)), ValueError, "image is empty", id="zero-width-pil"),
-        pytest.param(np.zeros((8, 8, 2), np.uint8), ValueError, "no channel axis of size 1", id="2-channels"),
         pytest.param(np.zeros((8, 8, 5), np.uint8), ValueError, "no channel axis of size 1", id="5-channels"),
         pytest.param(np.zeros((3, 8, 4), np.uint8), ValueError, "cannot tell which axis", id="ambiguous"),
         pytest.param(np.zeros((8,), np.uint8), ValueError, "must have 2 dimensions", id="1-D"),
@@ -303,7 +302,7 @@ def png_declaring_size(width: int, height: int) -> bytes:
             Image.fromarray(np.full((8, 8), -5, np.int32)), ValueError, "must lie in [0, 65535]", id="mode-I-neg"
         ),
         pytest.param(
-            [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 2), np.uint8)], ValueError, "images[1]: ", id="in-batch"
+            [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 5), np.uint8)], ValueError, "images[1]: ", id="in-batch"
         ),
     ],
 )

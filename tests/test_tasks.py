@@ -110,7 +110,7 @@ def test_importing_the_registry_loads_no_task_code():
 def test_train_refuses_a_task_it_does_not_train(tmp_path, capsys):
     from convnext_hf.cli import main as cli_main
 
-    argv = ["train", "--task", "image-feature-extraction", "--variant", "atto", "--train_dir", str(tmp_path),
+    argv = ["train", "--task", "image-feature-extraction", "--variant", "atto", "--train_dir", str(tmp_path / "images"),
             "--output_dir", str(tmp_path / "out"), "--report_to", "none"]  # fmt: skip
     assert cli_main(argv) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (

@@ -1,5 +1,5 @@
 """Real two-process data-parallel runs on CPU (gloo), through torchrun and through `accelerate launch`: disjoint
-shards, one saved model that reloads."""
+shards, weights kept in step, an evaluation that scores every validation image once, one saved model that reloads."""
 
 import json
 import os
@@ -19,8 +19,9 @@ GREY_STEP = 8
 TINY_CONFIG = json.dumps({"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]})
 
 # Runs in each torchrun process: `convnext-hf train` with a spy on the Trainer's training step that writes down which
-# images the process trained on. Every training image is one flat grey level, GREY_STEP × its number, which
-# survives cropping and resizing; un-normalizing the first pixel gives the number back.
+# images the process trained on, and with a spy on saving that writes down the sum of the weights it holds (the same on
+# both ranks only when the gradients are averaged between them). Every training image is one flat grey level,
+# GREY_STEP × its number, which survives cropping and resizing; un-normalizing the first pixel gives the number back.
 DRIVER = f"""
 import json, os, sys
 from convnext_hf.train import main
@@ -36,17 +37,27 @@ def recording_step(self, model, inputs, *args, **kwargs):
     return train_step(self, model, inputs, *args, **kwargs)
 
 ConvNextTrainer.training_step = recording_step
+sums = []
+save_model = ConvNextTrainer.save_model
+
+def recording_save(self, *args, **kwargs):
+    sums.append(sum(value.double().sum().item() for value in self.model.state_dict().values()))
+    return save_model(self, *args, **kwargs)
+
+ConvNextTrainer.save_model = recording_save
 main(sys.argv[2:])
 with open(os.path.join(sys.argv[1], "seen-rank" + os.environ["RANK"] + ".json"), "w") as file:
-    json.dump(seen, file)
+    json.dump({{"seen": seen, "weight_sums": sums}}, file)
 """
 
 
-def write_grey_images(directory, numbers):
+def write_grey_images(directory, numbers, side=12):
+    """Flat grey images, GREY_STEP × their number; validation ones get another `side`, so that no validation image is
+    a copy of a training one (the run would leave those out)."""
     for number in numbers:
         label = directory / ("even" if number % 2 == 0 else "odd")
         label.mkdir(parents=True, exist_ok=True)
-        grey = np.full((12, 12, 3), GREY_STEP * number, dtype=np.uint8)
+        grey = np.full((side, side, 3), GREY_STEP * number, dtype=np.uint8)
         Image.fromarray(grey).save(label / f"{number:02d}.png")
 
 
@@ -62,7 +73,7 @@ def _environment():
 @pytest.mark.slow
 def test_two_process_data_parallel_run_on_cpu(tmp_path):
     write_grey_images(tmp_path / "train", range(NUM_TRAIN))
-    write_grey_images(tmp_path / "val", range(4))
+    write_grey_images(tmp_path / "val", range(4), side=14)
     (tmp_path / "driver.py").write_text(DRIVER)
     output_dir = tmp_path / "out"
     command = [
@@ -78,10 +89,12 @@ def test_two_process_data_parallel_run_on_cpu(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, env=_environment(), timeout=300)
     assert result.returncode == 0, result.stderr[-5000:]
 
-    seen = [json.loads((tmp_path / f"seen-rank{rank}.json").read_text()) for rank in (0, 1)]
+    records = [json.loads((tmp_path / f"seen-rank{rank}.json").read_text()) for rank in (0, 1)]
+    seen = [record["seen"] for record in records]
     assert len(seen[0]) == len(seen[1]) == NUM_TRAIN // 2, "each rank trains on half of the images"
     assert not set(seen[0]) & set(seen[1]), "the shards are disjoint"
     assert sorted(seen[0] + seen[1]) == list(range(NUM_TRAIN)), "together they cover the data once"
+    assert records[0]["weight_sums"] == records[1]["weight_sums"], "both ranks hold the same (averaged) weights"
 
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == NUM_TRAIN // (2 * 4), "one optimizer step per pair of per-rank batches"
@@ -95,13 +108,56 @@ def test_two_process_data_parallel_run_on_cpu(tmp_path):
 
 
 
+def _scores(output_dir):
+    """The confusion matrix and the validation scores (not the timings) of a run's metrics.json."""
+    report = json.loads((output_dir / "metrics.json").read_text())
+    scores = {key: value for key, value in report["metrics"].items() if key in ("eval_accuracy", "eval_loss")}
+    return report["confusion_matrix"], scores
+
+
+@pytest.mark.slow
+def test_two_process_evaluation_scores_each_image_once(tmp_path):
+    """19 validation images in batches of 2: five batches per rank, the last one short on one rank only. The documented
+    CPU line (torchrun, gloo, no --use_cpu) must score exactly what one process scores; the learning rate is 0 so that
+    both runs hold the same seeded weights."""
+    write_grey_images(tmp_path / "train", range(8))
+    (tmp_path / "val" / "even").mkdir(parents=True)
+    (tmp_path / "val" / "odd").mkdir()
+    for number in range(19):
+        noise = np.random.default_rng(number).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(tmp_path / "val" / ("even" if number % 2 == 0 else "odd") / f"{number:02d}.png")
+    run = [
+        "--train_dir", str(tmp_path / "train"), "--validation_dir", str(tmp_path / "val"),
+        "--variant", "atto", "--config_overrides", TINY_CONFIG, "--image_size", "32", "--learning_rate", "0",
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "2", "--num_train_epochs", "1",
+        "--cache_dir", str(tmp_path / "cache"), "--report_to", "none", "--plots", "false",
+        "--dataloader_num_workers", "0",
+    ]  # fmt: skip
+    launchers = {
+        "one": [sys.executable, "-m", "convnext_hf.train"],
+        "two": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "convnext_hf.train", "--ddp_backend", "gloo"],
+    }  # fmt: skip
+    for name, launcher in launchers.items():
+        command = [*launcher, *run, "--output_dir", str(tmp_path / name)]
+        result = subprocess.run(command, capture_output=True, text=True, env=_environment(), timeout=300)
+        assert result.returncode == 0, result.stderr[-5000:]
+
+    single_counts, single_scores = _scores(tmp_path / "one")
+    counts, scores = _scores(tmp_path / "two")
+    assert np.array(counts).sum(axis=1).tolist() == [10, 9], "every validation image is scored once"
+    assert counts == single_counts
+    assert scores["eval_accuracy"] == single_scores["eval_accuracy"]
+    assert scores["eval_loss"] == pytest.approx(single_scores["eval_loss"], rel=1e-6)
+
+
 @pytest.mark.slow
 def test_accelerate_launch_splits_the_data_between_two_cpu_processes(tmp_path):
     """The launch line of docs/training.md. accelerate's `--cpu` alone starts one process (its multi-CPU path is MPI),
     so two CPU processes come from its torchrun launcher (`--multi_gpu`) with no GPU visible and the Trainer's
     `--use_cpu`; every setting is a flag, so no accelerate config file is read or needed."""
     write_grey_images(tmp_path / "train", range(NUM_TRAIN))
-    write_grey_images(tmp_path / "val", range(6))
+    write_grey_images(tmp_path / "val", range(19), side=14)
     output_dir = tmp_path / "out"
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -109,8 +165,9 @@ def test_accelerate_launch_splits_the_data_between_two_cpu_processes(tmp_path):
         "-m", "convnext_hf.train", "--use_cpu", "--ddp_backend", "gloo",
         "--train_dir", str(tmp_path / "train"), "--validation_dir", str(tmp_path / "val"),
         "--variant", "atto", "--config_overrides", TINY_CONFIG, "--image_size", "32",
-        "--per_device_train_batch_size", "4", "--num_train_epochs", "1", "--dataloader_num_workers", "0",
-        "--output_dir", str(output_dir), "--cache_dir", str(tmp_path / "cache"), "--report_to", "none",
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "2", "--num_train_epochs", "1",
+        "--dataloader_num_workers", "0", "--output_dir", str(output_dir), "--cache_dir", str(tmp_path / "cache"),
+        "--report_to", "none",
     ]  # fmt: skip
     env = {**_environment(), "CUDA_VISIBLE_DEVICES": "", "HF_HOME": str(tmp_path / "hf")}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
@@ -122,7 +179,8 @@ def test_accelerate_launch_splits_the_data_between_two_cpu_processes(tmp_path):
     card = (output_dir / "README.md").read_text()
     assert "| total batch size | 8 (2 process(es)) |" in card
     report = json.loads((output_dir / "metrics.json").read_text())
-    assert np.array(report["confusion_matrix"]).sum() == 6, "the evaluation gathers all six images, once"
+    counts = np.array(report["confusion_matrix"])
+    assert counts.sum(axis=1).tolist() == [10, 9], "the evaluation gathers all 19 images, once"
     model = ConvNextForImageClassification.from_pretrained(output_dir)
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 32, 32)).logits.shape == (1, 2)

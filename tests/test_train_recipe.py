@@ -1,5 +1,6 @@
 """Each option of the training recipe on its own: augmentation, Mixup/CutMix, parameter groups, EMA, presets, metric."""
 
+import dataclasses
 import math
 import random
 
@@ -24,6 +25,7 @@ from convnext_hf.train.ema import ModelEma
 from convnext_hf.train.mixup import Mixup, cutmix_box, smooth_one_hot, soft_target_cross_entropy
 from convnext_hf.train.optim import excluded_from_weight_decay, layer_id, parameter_groups
 from convnext_hf.train.recipes import RECIPES, recipe_defaults
+from convnext_hf.train.trainer import SavedWeights
 
 TINY = {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 3, 1], "num_labels": 3}
 
@@ -399,6 +401,19 @@ def test_ema_follows_the_update_rule_and_swaps_in_and_out(tmp_path):
         ModelEma(model, decay=1.0)
 
 
+def test_saved_weights_sentence_states_the_choice_both_scores_and_what_remains_of_the_start():
+    chosen = SavedWeights("EMA", "eval_mAP", {"live": 0.5, "EMA": 0.75}, decay=0.99, steps=100)
+    assert chosen.sentence() == (
+        "Saved the EMA weights: eval_mAP 0.7500 against 0.5000 for the live weights (EMA decay 0.99 over 100 steps: "
+        "the initial weights still make 36.6% of the average)."
+    )
+    unvalidated = SavedWeights("EMA", None, {}, decay=0.9999, steps=10)
+    assert unvalidated.sentence() == (
+        "Saved the EMA weights, not compared with the live weights (no validation images); EMA decay 0.9999 over 10 "
+        "steps: the initial weights still make 99.9% of the average."
+    )
+
+
 # --- presets and argument parsing --------------------------------------------------------------------------------
 
 
@@ -422,7 +437,7 @@ def test_recipe_sets_defaults_and_flags_win():
 
 def test_every_recipe_key_is_an_argument():
     args = parse_args(["--variant", "atto", "--output_dir", "out"])
-    fields = {name for group in vars(args).values() for name in vars(group)}
+    fields = {name for group in vars(args).values() if dataclasses.is_dataclass(group) for name in vars(group)}
     for recipe in RECIPES:
         assert set(recipe_defaults(recipe, "tiny")) <= fields, recipe
     with pytest.raises(ValueError, match="Unknown recipe"):
@@ -441,6 +456,10 @@ def test_topk_accuracy_metric_loads_by_path_and_counts():
         "accuracy": 0.25,
         "top2_accuracy": 0.75,
     }
+    # Top-5 only with more than five classes: with five or fewer every example is a hit.
+    assert metric.compute(predictions=scores, references=[2, 0, 1, 0]) == {"accuracy": 0.25}
+    six_classes = [[0.6, 0.5, 0.4, 0.3, 0.2, 0.1]] * 2
+    assert metric.compute(predictions=six_classes, references=[4, 5]) == {"accuracy": 0.0, "top5_accuracy": 0.5}
     # Ties go to the lowest class index, as argmax does.
     assert metric.compute(predictions=[[0.0, 0.0, 0.0]], references=[0])["accuracy"] == 1.0
     with pytest.raises(ValueError, match="class indices"):

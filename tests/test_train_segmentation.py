@@ -1,6 +1,7 @@
 """Segmentation fine-tuning: pairs, paired augmentation, the three starting points, mIoU, pipeline, accuracy."""
 
 import json
+import logging
 import random
 import socket
 from pathlib import Path
@@ -20,8 +21,8 @@ from convnext_hf.demo import main as demo_main
 from convnext_hf.errors import UserInputError
 from convnext_hf.metrics import load_mean_iou
 from convnext_hf.metrics.mean_iou import confusion_counts, iou_scores
+from convnext_hf.tasks import SEMANTIC_SEGMENTATION, get_task
 from convnext_hf.tasks.segmentation.data import IGNORE_INDEX, PairedTransform
-from convnext_hf.tasks.segmentation.demo import DEMO_DEFAULTS as SEGMENTATION_DEFAULTS
 from convnext_hf.tasks.segmentation.demo import segmentation_arguments
 from convnext_hf.train import parse_args, run
 from convnext_hf.train.optim import layer_id, parameter_groups
@@ -146,7 +147,26 @@ def test_segmentation_from_a_variant_gives_a_pipeline_ready_folder(variant_run, 
     assert masks.shape[1:] == (32, 32) and (masks.sum(axis=0) == 1).all(), "every pixel in exactly one segment"
 
 
-def test_segmentation_from_a_classifier_keeps_its_backbone(scenes, cache_dir, tmp_path):
+def test_evaluate_scores_a_trained_folder_as_its_final_evaluation(variant_run, scenes, tmp_path):
+    # The scenes are at the processor's size, so the Trainer's evaluation and the pipeline's see the same pixels.
+    output_dir, metrics = variant_run
+    (_, _), (val_images, val_masks) = scenes
+    assert cli_main(["evaluate", "--model", str(output_dir), "--validation_dir", val_images, "--validation_mask_dir",
+                     val_masks, "--output_dir", str(tmp_path / "scores")]) == 0  # fmt: skip
+    report = json.loads((tmp_path / "scores" / "metrics.json").read_text())
+    assert report["mean_iou"] == pytest.approx(metrics["eval_mean_iou"], abs=1e-6)
+    assert report["pixel_accuracy"] == pytest.approx(metrics["eval_pixel_accuracy"], abs=1e-6)
+    assert list(report["per_class_iou"]) == list(SEGMENTATION_LABELS)
+
+
+def trunk_keys(classifier_dir: Path) -> dict[str, torch.Tensor]:
+    """The trunk tensors of a saved classifier, by their name in a backbone (`convnext.` and its final norm dropped)."""
+    classifier = load_file(classifier_dir / "model.safetensors")
+    return {key.removeprefix("convnext."): value for key, value in classifier.items()
+            if key.startswith("convnext.") and not key.startswith("convnext.layernorm")}  # fmt: skip
+
+
+def test_segmentation_from_a_classifier_keeps_its_backbone(scenes, cache_dir, tmp_path, caplog):
     config = ConvNextConfig(hidden_sizes=TINY["hidden_sizes"], depths=TINY["depths"], num_labels=3)
     ConvNextForImageClassification(config).save_pretrained(tmp_path / "classifier")
     ConvNextHFImageProcessor(size={"shortest_edge": 32}).save_pretrained(tmp_path / "classifier")
@@ -154,11 +174,16 @@ def test_segmentation_from_a_classifier_keeps_its_backbone(scenes, cache_dir, tm
     argv = seg_args(scenes, tmp_path / "out", cache_dir, "--model_name_or_path", str(tmp_path / "classifier"),
                     "--config_overrides", head, "--id2label", ID2LABEL, "--max_steps", "1", "--plots", "false",
                     "--freeze_backbone")  # fmt: skip
-    run(parse_args(argv))
-    classifier = load_file(tmp_path / "classifier" / "model.safetensors")
+    with caplog.at_level(logging.INFO, logger="convnext_hf.backbone_weights"):
+        run(parse_args(argv))
+    # A classifier has the trunk but no per-stage output norms: those start fresh, and the card says so.
+    loaded = f"Loaded {len(trunk_keys(tmp_path / 'classifier'))} tensors into `backbone` from {tmp_path / 'classifier'}"
+    fresh = "Per-stage output norms loaded: none; freshly initialised: stage1, stage2, stage3, stage4."
+    assert loaded in caplog.text and fresh in caplog.text
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"Backbone weights: {loaded} (`convnext.*`). {fresh}" in card
     segmenter = load_file(tmp_path / "out" / "model.safetensors")
-    trunk = {key.removeprefix("convnext."): value for key, value in classifier.items()
-             if key.startswith("convnext.") and not key.startswith("convnext.layernorm")}  # fmt: skip
+    trunk = trunk_keys(tmp_path / "classifier")
     assert trunk
     for key, value in trunk.items():
         assert torch.equal(segmenter[f"backbone.{key}"], value), key
@@ -196,7 +221,7 @@ def test_bad_pairs_are_refused_before_training(scenes, cache_dir, tmp_path):
     argv = seg_args(scenes, tmp_path / "b", cache_dir, *base, "--id2label", ID2LABEL, "--train_mask_dir", str(missing))
     with pytest.raises(UserInputError, match="1 train image\\(s\\) have no mask"):
         run(parse_args(argv))
-    with pytest.raises(UserInputError, match="holds class id"):
+    with pytest.raises(UserInputError, match="train masks hold class ids beyond the 2 classes of --id2label"):
         run(parse_args(seg_args(scenes, tmp_path / "c", cache_dir, *base, "--id2label", '["a", "b"]')))
     argv = seg_args(scenes, tmp_path / "c", cache_dir, *base, "--id2label", ID2LABEL, "--rand_augment", "rand-m9")
     with pytest.raises(UserInputError, match="--rand_augment: classification augmentations"):
@@ -209,7 +234,7 @@ def test_shapes_reach_miou_06_on_unseen_scenes(tmp_path):
     """The issue's bar: UperNet on a small ConvNeXt, 30 epochs at 64×64 through `convnext-hf train` with the demo's
     command line, on randomly coloured shapes (form, not colour, tells the classes), scored on scenes it never saw
     (the validation scenes are only used for the final evaluation)."""
-    settings = DemoSettings(**SEGMENTATION_DEFAULTS, seed=0)
+    settings = DemoSettings(**dict(get_task(SEMANTIC_SEGMENTATION).demo_defaults), seed=0)
     train = write_segmentation_folders(str(tmp_path / "train"), settings.train_images, seed=0)
     unseen = write_segmentation_folders(str(tmp_path / "unseen"), 60, seed=1)
     argv = segmentation_arguments(settings, train, unseen, str(tmp_path / "model"))

@@ -1,55 +1,46 @@
-"""ConvNeXt for Hugging Face transformers; importing the package registers it with the Auto classes."""
+"""ConvNeXt for Hugging Face transformers; importing the package registers it with the Auto classes.
 
-from transformers import (
-    AutoBackbone,
-    AutoConfig,
-    AutoModel,
-    AutoModelForImageClassification,
-)
-from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
-from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
+The import itself is light: the classes load on first use, and the registration runs as soon as transformers is
+imported (`auto_registration`), so the `convnext-hf` command answers `--help` without loading torch.
+"""
 
-from .backbone_weights import BackboneWeightsReport, load_backbone_weights
-from .configuration_convnext import VARIANTS, ConvNextConfig
-from .image_processing_convnext import ConvNextHFImageProcessor, ConvNextImageProcessor
-from .modeling_convnext import (
-    ConvNextBackbone,
-    ConvNextForImageClassification,
-    ConvNextModel,
-    ConvNextPreTrainedModel,
-)
-from .portable import portable_head
+from importlib import import_module
+from typing import Any
 
-AutoConfig.register(ConvNextConfig.model_type, ConvNextConfig, exist_ok=True)
-AutoModel.register(ConvNextConfig, ConvNextModel, exist_ok=True)
-AutoModelForImageClassification.register(ConvNextConfig, ConvNextForImageClassification, exist_ok=True)
-AutoBackbone.register(ConvNextConfig, ConvNextBackbone, exist_ok=True)
-# Not AutoImageProcessor.register: it matches configs by class name, so it would merge in the built-in ConvNext's
-# torchvision processor (and warn that torchvision is missing).
-IMAGE_PROCESSOR_MAPPING.register(ConvNextConfig, {"pil": ConvNextHFImageProcessor}, exist_ok=True)
-# No video processor: pipeline() probes for one, deriving an AutoVideoProcessor entry from the image processor's
-# auto_map, and would ask whether to trust that (nonexistent) remote code unless the config says it has none locally.
-VIDEO_PROCESSOR_MAPPING.register(ConvNextConfig, {}, exist_ok=True)
-
-# save_pretrained copies the code files next to the weights, so saved folders load as remote code.
-ConvNextConfig.register_for_auto_class()
-ConvNextModel.register_for_auto_class("AutoModel")
-ConvNextForImageClassification.register_for_auto_class("AutoModelForImageClassification")
-ConvNextBackbone.register_for_auto_class("AutoBackbone")
-ConvNextHFImageProcessor.register_for_auto_class("AutoImageProcessor")
+from .auto_registration import register_on_transformers_import
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "VARIANTS",
-    "BackboneWeightsReport",
-    "ConvNextBackbone",
-    "ConvNextConfig",
-    "ConvNextForImageClassification",
-    "ConvNextHFImageProcessor",
-    "ConvNextImageProcessor",
-    "ConvNextModel",
-    "ConvNextPreTrainedModel",
-    "load_backbone_weights",
-    "portable_head",
-]
+# Public name -> the module that defines it, imported on first access.
+_EXPORTS = {
+    "BackboneWeightsReport": ".backbone_weights",
+    "load_backbone_weights": ".backbone_weights",
+    "portable_head": ".portable",
+    "VARIANTS": ".configuration_convnext",
+    "ConvNextConfig": ".configuration_convnext",
+    "ConvNextHFImageProcessor": ".image_processing_convnext",
+    "ConvNextImageProcessor": ".image_processing_convnext",
+    "ConvNextBackbone": ".modeling_convnext",
+    "ConvNextForImageClassification": ".modeling_convnext",
+    "ConvNextModel": ".modeling_convnext",
+    "ConvNextPreTrainedModel": ".modeling_convnext",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """The public classes, imported on first access."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazily imported ones included."""
+    return sorted({*globals(), *_EXPORTS})
+
+
+register_on_transformers_import()

@@ -7,18 +7,20 @@ traceback. Any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from .errors import USER_ERROR_EXIT_STATUS, UserInputError
 
 # name -> (module of its `main(argv)`, one-line help). Flags are spelled with underscores (`--output_dir`), as the
 # transformers Trainer flags that `train` accepts are; every command also accepts the dashed spelling.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("convnext_hf.train", "train or fine-tune a ConvNeXt on your images (every Trainer flag works)"),
+    "train": ("convnext_hf.train.command", "train or fine-tune a ConvNeXt on your images (every Trainer flag works)"),
     "evaluate": (
-        "convnext_hf.evaluation",
+        "convnext_hf.evaluation_command",
         "score a saved or converted classifier on your labelled images (top-1/top-5, per class, speed)",
     ),
     "demo": (
@@ -33,7 +35,67 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class CommandParser(argparse.ArgumentParser):
+def unrecognized(arguments: Sequence[str], known: Sequence[str]) -> str:
+    """The message for arguments no option takes: the first unknown flag, with the nearest known one suggested."""
+    flags = [argument for argument in arguments if argument.startswith("-")]
+    if not flags:
+        return f"unexpected argument {arguments[0]!r}"
+    flag = flags[0].split("=", 1)[0]
+    # Compare in the underscore spelling, so that `--learning-rat` finds `--learning_rate` once, not twice.
+    spellings: dict[str, str] = {}
+    for option in known:
+        key = "--" + option[2:].replace("-", "_")
+        if option.startswith("--") and (key not in spellings or "_" in option):
+            spellings[key] = option
+    close = difflib.get_close_matches("--" + flag.lstrip("-").replace("-", "_"), list(spellings), n=1, cutoff=0.6)
+    suggestion = f"; did you mean {spellings[close[0]]}?" if close else ""
+    return f"unrecognized argument {flag}{suggestion}"
+
+
+class OneLineErrors:
+    """argparse errors as one line, exit status 2: unknown flags named with the nearest known one ("did you mean").
+    Abbreviated flags are refused rather than guessed. A mixin for `argparse.ArgumentParser` subclasses."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: object = None) -> argparse.Namespace:
+        """Parse, refusing any argument no option takes with a suggestion."""
+        self.given = list(sys.argv[1:] if args is None else args)
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(unrecognized(extras, self.option_strings()))
+        return namespace
+
+    def parse_intermixed_args(self, args: Sequence[str] | None = None, namespace: object = None) -> argparse.Namespace:
+        """Parse positionals wherever they stand among the options (`export onnx --model M OUT`), refusing any
+        argument no option takes with a suggestion."""
+        self.given = list(sys.argv[1:] if args is None else args)
+        namespace, extras = self.parse_known_intermixed_args(args, namespace)
+        if extras:
+            self.error(unrecognized(extras, self.option_strings()))
+        return namespace
+
+    def option_strings(self) -> list[str]:
+        """Every spelling of every option, aliases included."""
+        return [option for action in self._actions for option in action.option_strings]
+
+    def error(self, message: str) -> NoReturn:
+        """Refuse the command line with one `UserInputError` (every entry point prints it as one line, no usage block,
+        exit status 2). A misspelt flag is the error named even when argparse stops earlier (at a required option the
+        misspelling was meant to give)."""
+        known = self.option_strings()
+        unknown = [
+            argument for argument in getattr(self, "given", [])
+            if argument.startswith("--") and argument.split("=", 1)[0] not in known
+        ]  # fmt: skip
+        if unknown:
+            message = unrecognized(unknown, known)
+        raise UserInputError(f"{message} (--help lists the options)")
+
+
+class CommandParser(OneLineErrors, argparse.ArgumentParser):
     """The argument parser of every `convnext-hf` command: flags are declared with underscores (`--output_dir`) and
     also accepted with dashes (`--output-dir`), so one spelling works across all commands."""
 
@@ -43,6 +105,17 @@ class CommandParser(argparse.ArgumentParser):
         return super().add_argument(*names, *dashed, **kwargs)
 
 
+def print_box(lines: Sequence[str]) -> None:
+    """Print the lines in a box, the first one as its title (the summary that ends `demo` and `train`)."""
+    width = max(len(line) for line in lines)
+    print("\n┌" + "─" * (width + 2) + "┐")
+    for index, line in enumerate(lines):
+        print(f"│ {line.ljust(width)} │")
+        if index == 0:
+            print("├" + "─" * (width + 2) + "┤")
+    print("└" + "─" * (width + 2) + "┘")
+
+
 def usage() -> str:
     """The top-level help: every command with its one-line description."""
     width = max(map(len, COMMANDS))
@@ -50,6 +123,17 @@ def usage() -> str:
     return "usage: convnext-hf <command> [options]\n\ncommands:\n" + "\n".join(lines) + (
         "\n\n`convnext-hf <command> --help` lists a command's options.\n"
     )
+
+
+def run_command(name: str, command_main: Callable[[list[str]], object], argv: Sequence[str]) -> int:
+    """Run `command_main(argv)` as every entry point does: a `UserInputError` becomes one line on stderr and exit
+    status 2; a result that is not an int (a report, metrics, None) means success."""
+    try:
+        status = command_main(list(argv))
+    except UserInputError as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        return USER_ERROR_EXIT_STATUS
+    return status if isinstance(status, int) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,13 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"convnext-hf: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return USER_ERROR_EXIT_STATUS
-    command_main = importlib.import_module(COMMANDS[command][0]).main
-    try:
-        status = command_main(rest)
-    except UserInputError as error:
-        print(f"convnext-hf {command}: error: {error}", file=sys.stderr)
-        return USER_ERROR_EXIT_STATUS
-    return status if isinstance(status, int) else 0
+    return run_command(f"convnext-hf {command}", importlib.import_module(COMMANDS[command][0]).main, rest)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@ Scaling ConvNets with Masked Autoencoders", Woo et al., CVPR 2023) and of timm's
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneConfigMixin
 
 # (hidden_sizes, depths) of every published hierarchical ConvNeXt. tiny..xlarge are the paper's (Table 1 and
@@ -36,6 +38,16 @@ V2_VARIANTS: dict[str, str] = {
 }
 
 VARIANTS = (*HIERARCHICAL_VARIANTS, *ISOTROPIC_VARIANTS, *V2_VARIANTS)
+
+# Largest network a configuration may describe: ten times ConvNeXt-XXLarge (846M), 34 GB as float32; beyond it a
+# config is a mistake whose model would exhaust memory while being built.
+MAX_PARAMETERS = 10_000_000_000
+
+
+def _is_int(value: Any) -> bool:
+    """An int, not a bool (True would pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 # Stems: the paper's 4×4 patchify conv, or timm's overlapping tiered stem (`*_ols`): two 3×3 stride-2 convs.
 STEM_TYPES = ("patch", "overlap_tiered")
@@ -116,6 +128,8 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
         )
         super().__post_init__(**kwargs)
+        if self.num_labels < 0:
+            raise ValueError(f"num_labels must be >= 0 (0: no classifier, the pooled features), got {self.num_labels}.")
         self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
 
     @property
@@ -161,11 +175,30 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
             raise ValueError("depths is empty: a ConvNeXt needs at least one stage.")
         for name in ("hidden_sizes", "depths"):
             values = getattr(self, name)
-            if any(not isinstance(v, int) or v <= 0 for v in values):
+            if any(not _is_int(v) or v <= 0 for v in values):
                 raise ValueError(f"{name} must hold positive integers, got {values}.")
-        for name in ("num_channels", "patch_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        for name in ("num_channels", "patch_size", "image_size"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+        for name in ("layer_norm_eps", "drop_path_rate", "layer_scale_init_value", "head_init_scale",
+                     "initializer_range"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}.")
+        if self.layer_norm_eps <= 0 or self.initializer_range < 0:
+            raise ValueError(
+                f"layer_norm_eps must be positive and initializer_range >= 0, got {self.layer_norm_eps!r} and "
+                f"{self.initializer_range!r}."
+            )
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not an activation transformers knows; use 'gelu'.")
+        parameters = self.parameter_bound()
+        if parameters > MAX_PARAMETERS:
+            raise ValueError(
+                f"this configuration describes a network of about {parameters:.2g} parameters (patch_size "
+                f"{self.patch_size}, hidden_sizes {self.hidden_sizes}, depths {self.depths}), over the limit of "
+                f"{MAX_PARAMETERS:.0e} (the largest ConvNeXt has 0.85e9); check these values."
+            )
         if self.isotropic and len(self.depths) != 1:
             raise ValueError(
                 f"An isotropic ConvNeXt has exactly one stage, got depths {self.depths}; "
@@ -175,12 +208,20 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
             raise ValueError(f"stem_type must be one of {STEM_TYPES}, got {self.stem_type!r}.")
         if self.isotropic and (self.stem_type != "patch" or self.head_norm_first):
             raise ValueError("An isotropic ConvNeXt has the patchify stem and the norm after pooling (§3.3).")
-        if self.head_hidden_size is not None and self.head_hidden_size <= 0:
+        if self.head_hidden_size is not None and (not _is_int(self.head_hidden_size) or self.head_hidden_size <= 0):
             raise ValueError(f"head_hidden_size must be a positive width or None, got {self.head_hidden_size}.")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
         if self.layer_scale_init_value < 0:
             raise ValueError(f"layer_scale_init_value must be >= 0 (0 disables it), got {self.layer_scale_init_value}.")
+
+    def parameter_bound(self) -> int:
+        """About how many parameters the network has (stem, blocks, downsampling), before building it."""
+        widths = [self.num_channels, *self.hidden_sizes]
+        stem = self.num_channels * self.hidden_sizes[0] * self.patch_size**2
+        blocks = sum(depth * width * (49 + 8 * width) for depth, width in zip(self.depths, self.hidden_sizes))
+        downsampling = sum(4 * before * after for before, after in zip(widths[1:], widths[2:]))
+        return stem + blocks + downsampling
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> ConvNextConfig:

@@ -21,7 +21,7 @@ from .tasks import IMAGE_CLASSIFICATION, TASKS, get_task
 
 @dataclass
 class DemoSettings:
-    """Knobs of the demo; the defaults are the digits' (each task's `DEMO_DEFAULTS` replace them), measured in
+    """Knobs of the demo; the defaults are the digits' (each task record's `demo_defaults` replace them), measured in
     docs/training.md."""
 
     output_dir: str | None = None
@@ -44,17 +44,6 @@ def prepare_output_dir(settings: DemoSettings, root: str) -> None:
         raise OutputExistsError(settings.output_dir)
 
 
-def print_box(lines: list[str]) -> None:
-    """Print the lines in a box, the first one as its title."""
-    width = max(len(line) for line in lines)
-    print("\n┌" + "─" * (width + 2) + "┐")
-    for index, line in enumerate(lines):
-        print(f"│ {line.ljust(width)} │")
-        if index == 0:
-            print("├" + "─" * (width + 2) + "┤")
-    print("└" + "─" * (width + 2) + "┘")
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Parse the demo's few options and run the scenario of the task asked for."""
     demos = {name: task for name, task in TASKS.items() if task.demo is not None}
@@ -67,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--output_dir", default=None, help="Where the data and the model go (default: a new dated "
                         "folder under the scenario's own, e.g. convnext-mnist-demo/<date-time>).")  # fmt: skip
     for name, kind in (("epochs", float), ("learning_rate", float), ("batch_size", int)):
-        defaults = ", ".join(f"{task}: {record.hooks.DEMO_DEFAULTS[name]}" for task, record in demos.items())
+        defaults = ", ".join(f"{task}: {dict(record.demo_defaults)[name]}" for task, record in demos.items())
         parser.add_argument(f"--{name}", type=kind, help=f"Default {defaults}.")
     parser.add_argument(
         "--train_per_class", type=int, default=None, help="Digits: train on fewer per class (all 400 by default)."
@@ -82,5 +71,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     task = get_task(given["task"])
     if task.demo is None:
         raise UserInputError(f"{task.name} has no demo; the demos are for {', '.join(demos)}.")
-    settings = DemoSettings(**{**task.hooks.DEMO_DEFAULTS, **given, "task": task.name})
+    settings = DemoSettings(**{**dict(task.demo_defaults), **given, "task": task.name})
     return task.hooks.run_demo(settings)

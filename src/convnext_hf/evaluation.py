@@ -1,10 +1,12 @@
 """`convnext-hf evaluate`: score a saved or converted model folder on the user's data, with its own processor.
 
 The folder's task (`convnext_hf.tasks`, from its architecture and problem type) brings the scorer: a classifier gets
-top-1/top-5, per-class accuracy and the confusion matrix (`OUT/confusion_matrix.png`), a multi-label classifier mAP,
-F1@0.5 and per-label AP, an object detector (with `--validation_annotations`, COCO format) the COCO box table and
-per-class AP of the detections `pipeline("object-detection")` makes. Every scorer writes `OUT/metrics.json` (scores
-and throughput) and its predictions (`OUT/predictions.csv`, one row per image; a detector's `predictions.json`), and a
+top-1 (and top-5 with more than five classes), per-class accuracy and the confusion matrix
+(`OUT/confusion_matrix.png`), a multi-label classifier mAP, F1@0.5 and per-label AP, a semantic-segmentation folder
+mean IoU, per-class IoU and pixel accuracy on image/mask pairs (`OUT/prediction_overlay.png`), an object detector
+(with `--validation_annotations`, COCO format) the COCO box table and per-class AP of the detections
+`pipeline("object-detection")` makes (`OUT/predictions.png`). Every scorer writes `OUT/metrics.json` (scores and
+throughput) and its predictions (`OUT/predictions.csv`, one row per image; a detector's `OUT/predictions.json`), and a
 short table is printed.
 """
 
@@ -13,9 +15,8 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +27,42 @@ import transformers
 from transformers.image_utils import load_image
 
 from .atomic import atomic_directory
-from .cli import CommandParser
 from .errors import UserInputError
-from .tasks import TASKS, task_of_config
+from .model_folder import check_model_folder, load_model_folder, loading_model
+from .tasks import (
+    IMAGE_CLASSIFICATION,
+    MULTI_LABEL_CLASSIFICATION,
+    OBJECT_DETECTION,
+    SEMANTIC_SEGMENTATION,
+    TASKS,
+    task_of_config,
+)
 from .train.report import CONFUSION_MATRIX_NAME, METRICS_NAME, plot_confusion_matrix, write_json
 
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_NAME = "predictions.csv"
+# Flags that only one task's data has, refused by name for the others.
+TASK_FLAGS = {
+    "validation_mask_dir": SEMANTIC_SEGMENTATION,
+    "mask_column_name": SEMANTIC_SEGMENTATION,
+    "validation_annotations": OBJECT_DETECTION,
+    "threshold": OBJECT_DETECTION,
+}
 
 
 def load_model(args: argparse.Namespace, auto_class: type) -> tuple[transformers.PreTrainedModel, Any]:
-    """The folder's model, through `auto_class`, on the device and in eval mode, and its image processor."""
-    model = auto_class.from_pretrained(args.model, cache_dir=args.cache_dir).to(args.device).eval()
-    return model, transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
+    """The folder's model, through `auto_class`, on the device and in eval mode, and its image processor; refused
+    when its weights have no classifier (one would be made up at random) or do not fit its config."""
+
+    def refuse_headless(missing: list[str]) -> None:
+        if "classifier.weight" in missing and all(key.startswith("classifier.") for key in missing):
+            raise _not_a_classifier(args.model, f"its weights have no classification head ({', '.join(missing)})")
+
+    model = load_model_folder(auto_class, args.model, missing_check=refuse_headless, cache_dir=args.cache_dir)
+    model = model.to(args.device).eval()
+    with loading_model(args.model):
+        return model, transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
 
 
 def predict(
@@ -72,13 +95,35 @@ def predict(
 
 def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     """Score the model folder on the data with its task's scorer; the scorer writes the output folder."""
-    config = transformers.AutoConfig.from_pretrained(args.model, cache_dir=args.cache_dir)
+    check_model_folder(args.model)
+    with loading_model(args.model):
+        config = transformers.AutoConfig.from_pretrained(args.model, cache_dir=args.cache_dir)
     task = task_of_config(config)
     scorers = [name for name, record in TASKS.items() if record.module and hasattr(record.hooks, "evaluate")]
+    if task is None and not config.architectures and config.model_type != "upernet":
+        # A config.json that names no architecture: the weights tell whether there is a classifier (load_model).
+        multi_label = config.problem_type == TASKS[MULTI_LABEL_CLASSIFICATION].problem_type
+        task = TASKS[MULTI_LABEL_CLASSIFICATION if multi_label else IMAGE_CLASSIFICATION]
     if task is None or task.name not in scorers:
-        kind = f"{task.name} ({config.model_type})" if task is not None else config.model_type
-        raise UserInputError(f"`convnext-hf evaluate` scores {', '.join(scorers)} folders; {args.model} is {kind}.")
+        named = (config.architectures or [config.model_type])[0]
+        kind = f"{named} ({task.name})" if task is not None else named
+        raise _not_a_classifier(args.model, f"its config.json names {kind}", scorers)
+    foreign = [f"--{flag}" for flag, owner in TASK_FLAGS.items() if owner != task.name and getattr(args, flag)]
+    if foreign:
+        raise UserInputError(
+            f"{', '.join(foreign)}: flags of {TASK_FLAGS[foreign[0][2:]]} data, but {args.model} is a {task.name} "
+            "folder; drop them."
+        )
     return task.hooks.evaluate(args, config)
+
+
+def _not_a_classifier(model: str, evidence: str, scorers: Sequence[str] = ()) -> UserInputError:
+    scored = f" ({', '.join(scorers)})" if scorers else ""
+    return UserInputError(
+        f"{model} is not an image classifier: {evidence}, so it has no classes to score. `convnext-hf evaluate` "
+        f"scores folders with a head{scored}; fine-tune this one first: convnext-hf train --model {model} "
+        "--train_dir DIR ..."
+    )
 
 
 def write_outputs(
@@ -88,12 +133,16 @@ def write_outputs(
     rows: list[tuple],
     counts: np.ndarray | None,
     names: list[str],
+    plots: Callable[[Path], None] | None = None,
 ) -> None:
-    """Write the output folder in one move: metrics.json, predictions.csv and (with counts) the confusion matrix."""
+    """Write the output folder in one move: metrics.json, predictions.csv, (with counts) the confusion matrix and
+    what `plots` draws into the folder."""
     with atomic_directory(args.output_dir, overwrite=args.overwrite) as staging:
         if counts is not None:
             report["confusion_matrix"] = {"classes": names, "counts": counts.tolist()}
             plot_confusion_matrix(counts, names, str(staging / CONFUSION_MATRIX_NAME))
+        if plots is not None:
+            plots(staging)
         write_json(str(staging / METRICS_NAME), report)
         with open(staging / PREDICTIONS_NAME, "w", newline="", encoding="utf-8") as file:
             writer = csv.writer(file)
@@ -103,9 +152,9 @@ def write_outputs(
 
 def print_table(report: dict[str, Any]) -> None:
     """A few lines on the scores and the speed."""
-    scores = [key for key in ("top1_accuracy", "top5_accuracy", "top2_accuracy", "top3_accuracy", "top4_accuracy",
-                              "mAP", "f1_micro", "f1_macro", "map", "map_50", "map_75", "mar_100")
-              if key in report]  # fmt: skip
+    keys = ("top1_accuracy", "top5_accuracy", "mAP", "f1_micro", "f1_macro", "mean_iou", "pixel_accuracy", "map",
+            "map_50", "map_75", "mar_100")
+    scores = [key for key in keys if key in report]
     lines = [f"{'images':<22} {report['num_images']}"]
     if "label_matching" in report:
         lines.append(f"{'labels matched':<22} {report['label_matching']}")
@@ -115,46 +164,3 @@ def print_table(report: dict[str, Any]) -> None:
         f"{report['model_images_per_second']:.1f} in the model ({report['device']}, batch {report['batch_size']})"
     ]
     print("\n".join(lines))
-
-
-def build_parser() -> CommandParser:
-    """The command line of `convnext-hf evaluate`."""
-    parser = CommandParser(prog="convnext-hf evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", "--model_name_or_path", required=True, help="Saved or converted folder, or Hub id.")
-    parser.add_argument("--validation_dir", help="Image folder: one subfolder per class (e.g. ImageNet's val/).")
-    parser.add_argument("--validation_file", help="CSV or JSON (lines) file of image paths and labels.")
-    parser.add_argument(
-        "--validation_annotations", help="Detectors: the COCO annotation file of --validation_dir's images."
-    )
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        help="Detectors: score threshold of the detections (default: pipeline('object-detection')'s, 0.5).",
-    )
-    parser.add_argument("--dataset_name", help="A Hub dataset (its validation split; needs network).")
-    parser.add_argument("--dataset_config_name")
-    parser.add_argument("--image_column_name")
-    parser.add_argument("--label_column_name")
-    parser.add_argument("--output_dir", required=True, help="Folder for metrics.json, predictions.csv and plots.")
-    parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty --output_dir.")
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--max_eval_samples", type=int, help="Score at most this many images.")
-    parser.add_argument("--on_bad_image", choices=("error", "skip"), default="error")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--cache_dir")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse, score, write and print."""
-    args = build_parser().parse_args(argv)
-    sources = [args.validation_dir, args.validation_file, args.dataset_name]
-    if sum(source is not None for source in sources) != 1:
-        raise UserInputError("Name exactly one of --validation_dir, --validation_file or --dataset_name.")
-    if args.batch_size < 1:
-        raise UserInputError(f"--batch_size must be a positive number of images, got {args.batch_size}.")
-    Path(args.output_dir).parent.mkdir(parents=True, exist_ok=True)
-    report = evaluate_folder(args)
-    print_table(report)
-    print(f"Written: {os.path.join(args.output_dir, METRICS_NAME)}")
-    return report

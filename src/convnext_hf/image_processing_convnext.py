@@ -45,6 +45,14 @@ DEFAULT_CROP_PCT = 224 / 256
 # Largest image file we decode: Pillow's default decompression-bomb threshold, pinned here so that the guard
 # holds whatever a caller did to PIL.Image.MAX_IMAGE_PIXELS.
 MAX_IMAGE_PIXELS = 89_478_485
+# Largest evaluation resolution S, and largest short side before the crop (S / crop_pct): a float32 batch of one
+# 4096 x 4096 RGB image is 201 MB.
+MAX_RESOLUTION = 4096
+# Largest image the resize may make before the centre crop (an extreme aspect ratio makes the long side long): 4:1 at
+# the largest resolution, 201 MB as 8-bit RGB; at 224 it allows a 1:1000 strip.
+MAX_RESIZED_PIXELS = 4 * MAX_RESOLUTION**2
+# Numbers of channels an image array may have: grayscale, grayscale + alpha, RGB, RGBA.
+_CHANNEL_COUNTS = (1, 2, 3, 4)
 
 # Pillow modes by how they become RGB.
 _MODES_WITH_ALPHA = {"LA", "PA", "RGBA", "RGBa"}
@@ -55,7 +63,7 @@ _MODES_KEPT = {"L", "LA", "RGB", "RGBA"}
 _MODES_GRAYSCALE = {"1", "L", "LA"}
 
 _ACCEPTED_INPUTS = (
-    "a PIL image, a numpy array or torch tensor of shape (H, W), (H, W, C) or (C, H, W) with C in {1, 3, 4}, "
+    "a PIL image, a numpy array or torch tensor of shape (H, W), (H, W, C) or (C, H, W) with C in {1, 2, 3, 4}, "
     "a path to an image file, or a non-empty list of these"
 )
 
@@ -76,8 +84,36 @@ def _check_channels(channels: int, image_mean: float | list[float], image_std: f
             )
 
 
+def _check_normalization(
+    image_mean: object, image_std: object, rescale_factor: object, same_length: bool = True
+) -> None:
+    """Reject non-finite mean or std values, a std that is not positive (division by it would give inf), a rescale
+    factor that is not a positive number and (with `same_length`, for the saved settings; per call the images'
+    channels are compared with each) a mean and std of different lengths."""
+    means = list(image_mean) if isinstance(image_mean, (list, tuple)) else [image_mean]
+    stds = list(image_std) if isinstance(image_std, (list, tuple)) else [image_std]
+    lists = isinstance(image_mean, (list, tuple)) and isinstance(image_std, (list, tuple))
+    if same_length and lists and len(means) != len(stds):
+        raise ValueError(
+            f"image_mean has {len(means)} values and image_std {len(stds)}; give one mean and one std per channel."
+        )
+    for name, values in (("image_mean", means), ("image_std", stds)):
+        if not all(isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+                   for value in values if value is not None):  # fmt: skip
+            raise ValueError(f"{name} must hold finite numbers; got {values}.")
+    if any(value is not None and value <= 0 for value in stds):
+        raise ValueError(f"image_std must be positive (pixels are divided by it); got {stds}.")
+    if rescale_factor is not None and (
+        isinstance(rescale_factor, bool)
+        or not isinstance(rescale_factor, (int, float))
+        or not 0 < rescale_factor < float("inf")
+    ):
+        raise ValueError(f"rescale_factor must be a positive number (1/255 for 8-bit images); got {rescale_factor!r}.")
+
+
 def _check_evaluation_settings(size: SizeDict, crop_pct: float) -> None:
-    """Reject a size or crop_pct that the ConvNeXt evaluation transform cannot use."""
+    """Reject a size or crop_pct that the ConvNeXt evaluation transform cannot use, or that would make images of
+    more than MAX_RESOLUTION pixels a side."""
     if size is None or set(dict(size)) != {"shortest_edge"}:
         raise ValueError(
             f"ConvNeXt resizes by the short side, so size must be {{'shortest_edge': S}}; got "
@@ -91,6 +127,25 @@ def _check_evaluation_settings(size: SizeDict, crop_pct: float) -> None:
             f"crop_pct must be a number in (0, 1] (the fraction of the resized short side kept by the center "
             f"crop); got {crop_pct!r}. The official value is 224 / 256 = 0.875."
         )
+    if size.shortest_edge > MAX_RESOLUTION:
+        raise ValueError(
+            f"size['shortest_edge'] = {size.shortest_edge} is over the limit of {MAX_RESOLUTION} pixels (one image "
+            f"would take {3 * 4 * size.shortest_edge**2 / 2**30:.1f} GiB as float32); use the resolution the model "
+            "was trained at."
+        )
+    if size.shortest_edge < WARP_RESOLUTION and int(size.shortest_edge / crop_pct) > MAX_RESOLUTION:
+        raise ValueError(
+            f"crop_pct {crop_pct} would resize the short side to {int(size.shortest_edge / crop_pct)} pixels before "
+            f"cropping {size.shortest_edge}, over the limit of {MAX_RESOLUTION}; use a crop_pct near 0.875."
+        )
+
+
+def _resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(height, width) after resizing the short side to `short_side`, the long side in proportion (as transformers'
+    `get_resize_output_image_size` with `default_to_square=False` computes it)."""
+    short, long = (height, width) if height <= width else (width, height)
+    new_short, new_long = short_side, int(short_side * long / short)
+    return (new_short, new_long) if height <= width else (new_long, new_short)
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -134,27 +189,30 @@ def _channel_axis(shape: tuple[int, ...], input_data_format: str | ChannelDimens
             raise ValueError(
                 f"input_data_format must be 'channels_first' or 'channels_last'; got {input_data_format!r}."
             ) from None
-    first, last = shape[0] in (1, 3, 4), shape[2] in (1, 3, 4)
+    first, last = shape[0] in _CHANNEL_COUNTS, shape[2] in _CHANNEL_COUNTS
     if first and last:
         raise ValueError(
-            f"cannot tell which axis holds the channels in an image of shape {shape}; pass "
-            "input_data_format='channels_first' or input_data_format='channels_last'."
+            f"cannot tell which axis holds the channels in an image of shape {shape}: it is a {shape[1]} x "
+            f"{shape[2]} image of {shape[0]} channels if channels come first, a {shape[0]} x {shape[1]} image of "
+            f"{shape[2]} channels if they come last; pass input_data_format='channels_first' or "
+            "input_data_format='channels_last'."
         )
     if not (first or last):
         raise ValueError(
-            f"an image of shape {shape} has no channel axis of size 1 (grayscale), 3 (RGB) or 4 (RGBA) at "
-            "either end; convert it to one of these (for example keep the first 3 channels)."
+            f"an image of shape {shape} has no channel axis of size 1 (grayscale), 2 (grayscale + alpha), 3 (RGB) "
+            "or 4 (RGBA) at either end; convert it to one of these (for example keep the first 3 channels)."
         )
     return 0 if first else 2
 
 
 def _array_to_pil(pixels: np.ndarray, input_data_format: str | ChannelDimension | None) -> Image.Image:
-    """Turn an (H, W), (H, W, C) or (C, H, W) array with C in {1, 3, 4} into an L, RGB or RGBA image."""
+    """Turn an (H, W), (H, W, C) or (C, H, W) array with C in {1, 2, 3, 4} into an L, LA, RGB or RGBA image."""
     if pixels.ndim == 3:
         pixels = np.moveaxis(pixels, _channel_axis(pixels.shape, input_data_format), -1)
-        if pixels.shape[-1] not in (1, 3, 4):
+        if pixels.shape[-1] not in _CHANNEL_COUNTS:
             raise ValueError(
-                f"an image needs 1 (grayscale), 3 (RGB) or 4 (RGBA) channels; got {pixels.shape[-1]} on the axis "
+                f"an image needs 1 (grayscale), 2 (grayscale + alpha), 3 (RGB) or 4 (RGBA) channels; got "
+                f"{pixels.shape[-1]} on the axis "
                 f"that input_data_format={input_data_format!r} names. Check input_data_format or convert the "
                 "channels."
             )
@@ -235,7 +293,7 @@ def _check_pixel_limit(size: tuple[int, int], path: Path) -> None:
         )
 
 
-def _open_image_file(path: Path, convert_rgb: bool) -> Image.Image:
+def open_image_file(path: Path, convert_rgb: bool) -> Image.Image:
     """Read an image file as `_to_standard_mode` does, honouring its EXIF orientation, with clear errors for
     unreadable files."""
     if not path.is_file():
@@ -263,7 +321,7 @@ def _open_image_file(path: Path, convert_rgb: bool) -> Image.Image:
 def _image_to_pil(image: object, input_data_format: str | ChannelDimension | None, convert_rgb: bool) -> Image.Image:
     """Convert one accepted image input to a PIL image in a standard mode (see `_to_standard_mode`)."""
     if isinstance(image, (str, os.PathLike)):
-        return _open_image_file(Path(image), convert_rgb)
+        return open_image_file(Path(image), convert_rgb)
     if isinstance(image, Image.Image):
         return _to_standard_mode(image, convert_rgb)
     if isinstance(image, torch.Tensor):
@@ -352,13 +410,23 @@ class ConvNextHFImageProcessor(PilBackend):
     def __init__(self, **kwargs: Unpack[ConvNextHFImageProcessorKwargs]) -> None:
         super().__init__(**kwargs)
         _check_evaluation_settings(self.size, self.crop_pct)
+        _check_normalization(self.image_mean, self.image_std, self.rescale_factor)
 
     def _validate_preprocess_kwargs(
-        self, size: SizeDict | None = None, crop_pct: float | None = None, **kwargs
+        self,
+        size: SizeDict | None = None,
+        crop_pct: float | None = None,
+        image_mean: float | list[float] | None = None,
+        image_std: float | list[float] | None = None,
+        rescale_factor: float | None = None,
+        **kwargs,
     ) -> None:
         """Check the per-call settings, including ConvNeXt's size and crop_pct."""
         _check_evaluation_settings(size, crop_pct)
-        super()._validate_preprocess_kwargs(size=size, **kwargs)
+        _check_normalization(image_mean, image_std, rescale_factor, same_length=False)
+        super()._validate_preprocess_kwargs(
+            size=size, image_mean=image_mean, image_std=image_std, rescale_factor=rescale_factor, **kwargs
+        )
 
     def _prepare_image_like_inputs(
         self,
@@ -402,7 +470,16 @@ class ConvNextHFImageProcessor(PilBackend):
         if resolution >= WARP_RESOLUTION:
             return super().resize(image, square, resample, **kwargs)
         crop_pct = self.crop_pct if crop_pct is None else crop_pct
-        resized = super().resize(image, SizeDict(shortest_edge=int(resolution / crop_pct)), resample, **kwargs)
+        short_side = int(resolution / crop_pct)
+        height, width = _resized_size(*image.shape[-2:], short_side)
+        if height * width > MAX_RESIZED_PIXELS:
+            raise ValueError(
+                f"an image of {image.shape[-2]} x {image.shape[-1]} pixels would be resized to {height} x {width} = "
+                f"{height * width:,} pixels before the {resolution} x {resolution} center crop, over the limit of "
+                f"{MAX_RESIZED_PIXELS:,}; crop it to a less extreme aspect ratio (at most "
+                f"{MAX_RESIZED_PIXELS // short_side**2}:1) first."
+            )
+        resized = super().resize(image, SizeDict(shortest_edge=short_side), resample, **kwargs)
         return self.center_crop(resized, square)
 
     def _preprocess(

@@ -67,6 +67,19 @@ class ConvNextDropPath(nn.Module):
         return f"drop_prob={self.drop_prob}"
 
 
+def check_class_labels(labels: torch.Tensor, config: ConvNextConfig) -> None:
+    """Refuse integer class labels outside 0..num_labels-1 (-100, PyTorch's ignore index, is allowed): the loss would
+    fail deep inside PyTorch, or on a GPU with an unreadable device-side assert."""
+    if config.num_labels < 2 or labels.is_floating_point() or labels.dtype == torch.bool or labels.numel() == 0:
+        return
+    outside = labels[(labels != -100) & ((labels < 0) | (labels >= config.num_labels))]
+    if outside.numel():
+        raise ValueError(
+            f"labels must be class numbers in 0..{config.num_labels - 1} (or -100 to ignore an image), got "
+            f"{outside.unique()[:5].tolist()}; map the labels with config.label2id."
+        )
+
+
 def check_pixel_values(pixel_values: torch.Tensor | None, config: ConvNextConfig) -> None:
     """Refuse inputs the network cannot take, saying what is wrong and how to fix it."""
     if pixel_values is None:
@@ -426,6 +439,7 @@ class ConvNextForImageClassification(ConvNextPreTrainedModel):
         logits = self.classifier(self.pre_logits(outputs.pooler_output))
         loss = None
         if labels is not None:
+            check_class_labels(labels, self.config)
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
         return ImageClassifierOutputWithNoAttention(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 

@@ -172,7 +172,7 @@ def _load_pdparams(path: Path) -> dict[str, torch.Tensor]:
     with open(path, "rb") as handle:
         try:
             # latin1: numpy's raw array data in a Python 2 pickle is a str of bytes.
-            content = NumpyOnlyUnpickler(handle, encoding="latin1").load()
+            content = NumpyOnlyUnpickler(BoundedReader(handle, path.stat().st_size), encoding="latin1").load()
         except UnsafeCheckpointError as error:
             raise UnsafeCheckpointError(f"{path}: {error}") from None
         except DeclaredSizeError as error:
@@ -190,7 +190,121 @@ def _load_pdparams(path: Path) -> dict[str, torch.Tensor]:
     return {name: _from_numpy(name, value, path) for name, value in content.items()}
 
 
+# Bytes per element of the storage classes a legacy (pre-1.6, not zip) PyTorch pickle names; others count as the widest.
+LEGACY_ELEMENT_SIZES = {
+    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8, "IntStorage": 4,
+    "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1, "ComplexFloatStorage": 8,
+    "ComplexDoubleStorage": 16,
+}  # fmt: skip
+WIDEST_ELEMENT = 16
+
+
+class BoundedReader:
+    """A binary file for an unpickler that never asks the file for more than it holds: a length field declaring
+    gigabytes then reads what is there (and the pickle is found truncated) instead of sizing a buffer by it."""
+
+    def __init__(self, handle: Any, size: int) -> None:
+        self.handle, self.size = handle, size
+
+    def read(self, count: int = -1) -> bytes:
+        """At most `count` bytes, never more than remain in the file."""
+        remaining = max(self.size - self.handle.tell(), 0)
+        return self.handle.read(remaining if count < 0 else min(count, remaining))
+
+    def readline(self) -> bytes:
+        """One line, no longer than what remains in the file."""
+        return self.handle.readline(max(self.size - self.handle.tell(), 0))
+
+
+class _Placeholder:
+    """What a global of a legacy PyTorch pickle stands for while its storages are counted: any call, state or item
+    is accepted and ignored, so nothing the file names is imported or run."""
+
+    name = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Placeholder:
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, item: Any) -> None:
+        """Ignored (a list's APPEND)."""
+
+    def extend(self, items: Any) -> None:
+        """Ignored (a list's APPENDS)."""
+
+
+class _StorageCounter(pickle.Unpickler):
+    """Reads a legacy PyTorch pickle without building anything, adding up the bytes its storages declare."""
+
+    def __init__(self, handle: Any) -> None:
+        super().__init__(handle, encoding="latin1")
+        self.declared: dict[Any, int] = {}
+
+    def find_class(self, module: str, name: str) -> type:
+        return type(name, (_Placeholder,), {"name": name})
+
+    def persistent_load(self, pid: Any) -> None:
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] in ("storage", b"storage")):
+            return None
+        storage_type, key, numel = pid[1], pid[2], pid[4]
+        if not isinstance(numel, int) or numel < 0:
+            raise pickle.UnpicklingError(f"a storage declaring {numel!r} elements")
+        size = LEGACY_ELEMENT_SIZES.get(getattr(storage_type, "name", ""), WIDEST_ELEMENT)
+        self.declared[repr(key)] = numel * size
+        return None
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Refuse a PyTorch file whose tensors declare more bytes than it holds, before torch.load allocates them: a
+    legacy (not zip) file's storages are allocated at their declared size before their data is read, and a zip
+    archive's records at the size its directory declares."""
+    file_size = path.stat().st_size
+    if tarfile_like(path):
+        raise UserInputError(
+            f"{path} is a tar archive (PyTorch's format before 0.4, or another archive); it is not read. Load and "
+            "re-save it with torch.save in a current PyTorch, or pass the right file."
+        )
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                declared = sum(info.file_size for info in archive.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError) as error:
+            raise UserInputError(f"{path} is unreadable or corrupt: a damaged zip archive ({error}).") from None
+        what = "its zip directory declares"
+    else:
+        try:
+            with open(path, "rb") as handle:
+                counter = _StorageCounter(BoundedReader(handle, file_size))
+                for _ in range(4):  # magic number, protocol version, system info, then the tensors
+                    counter.load()
+        except (pickle.UnpicklingError, RecursionError, *UNREADABLE_ERRORS):
+            return  # not a legacy PyTorch pickle: torch.load says what it is
+        declared = sum(counter.declared.values())
+        what = "its tensors declare"
+    if declared > file_size:
+        raise UserInputError(
+            f"{path} is corrupt: {what} {declared:,} bytes but the file holds {file_size:,}; nothing that large was "
+            "read. Obtain the file again."
+        )
+
+
+def tarfile_like(path: Path) -> bool:
+    """Whether `path` is an uncompressed tar archive (the `ustar` magic at offset 257)."""
+    with open(path, "rb") as handle:
+        handle.seek(257)
+        return handle.read(5) == b"ustar"
+
+
 def _load_torch(path: Path) -> Checkpoint:
+    _check_declared_sizes(path)
     try:
         with torch.serialization.safe_globals(TORCH_NUMPY_GLOBALS):
             content = torch.load(path, map_location="cpu", weights_only=True)
@@ -256,6 +370,32 @@ def _merge(
     return merged, notices
 
 
+def _plain_tensors(content: dict[Any, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """The state dict with text names and dense tensors of their own: names that are not text, sparse or data-less
+    (meta) tensors are refused by name; tensors that share memory with another (views saved together) are copied,
+    since a saved model cannot hold shared tensors."""
+    odd_name = next((name for name in content if not isinstance(name, str)), None)
+    if odd_name is not None:
+        raise UserInputError(
+            f"{path} holds the entry {odd_name!r} ({type(odd_name).__name__}), but parameter names are text; pass "
+            "the file that holds the model's state dict."
+        )
+    for name, value in content.items():
+        if value.layout != torch.strided or value.is_meta:
+            kind = "data-less (meta)" if value.is_meta else f"{value.layout} (not dense)"
+            raise UserInputError(
+                f"{path}: {name!r} is a {kind} tensor; a ConvNeXt checkpoint holds dense tensors with their values. "
+                "Save the model's state dict after loading its weights."
+            )
+    owners: set[tuple[int, int]] = set()
+    plain = {}
+    for name, value in content.items():
+        storage = (value.untyped_storage().data_ptr(), value.untyped_storage().nbytes())
+        plain[name] = value.clone() if storage in owners and value.numel() else value
+        owners.add(storage)
+    return plain
+
+
 def _unwrap(content: Any, path: Path) -> Checkpoint:
     """Find the state dict inside a training checkpoint (`{"model": ...}`, `{"meta", "state_dict"}`, ...)."""
     while isinstance(content, dict) and not all(isinstance(value, torch.Tensor) for value in content.values()):
@@ -268,6 +408,7 @@ def _unwrap(content: Any, path: Path) -> Checkpoint:
         content = content[container]
     if not isinstance(content, dict) or not content:
         raise UserInputError(f"{path} holds no parameters (found {type(content).__name__}).")
+    content = _plain_tensors(content, path)
     # DataParallel / DistributedDataParallel save every name under `module.`; a file holding both spellings holds two
     # models or one model twice.
     plain = {key: value for key, value in content.items() if not key.startswith("module.")}
@@ -310,6 +451,8 @@ def _shard_names(index_file: Path) -> list[str]:
 
 def _load_folder(path: Path, weights_file: str | None = None) -> Checkpoint:
     config_file = path / "config.json"
+    if config_file.exists() and not config_file.is_file():
+        raise UserInputError(f"{config_file} is not a file; a checkpoint folder's config.json must be a JSON file.")
     config = read_json(config_file, "a checkpoint's config.json") if config_file.is_file() else None
     index_file = path / "model.safetensors.index.json"
     if weights_file is not None:

@@ -153,6 +153,13 @@ def transformers_claims(
     model_type = convnext.get("model_type")
     if model_type not in (CONVNEXT_HF_MODEL_TYPE, *BUILTIN_MODEL_TYPES):
         return arch, ()
+    drop_path_rate = convnext.get("drop_path_rate", 0.0)
+    if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, int | float) or not 0 <= drop_path_rate < 1:
+        raise UserInputError(
+            f"config.json's drop_path_rate must be a stochastic-depth probability in [0, 1), got {drop_path_rate!r}; "
+            "the config is damaged: fix or remove the field (the converted model is written with 0.0, a training "
+            "setting)."
+        )
     hidden_act = convnext.get("hidden_act", GELU)
     if hidden_act != GELU:
         raise UserInputError(
@@ -215,6 +222,12 @@ def id2label(config: Mapping[str, Any] | None, arch: Architecture) -> dict[int, 
     except ValueError:
         bad = next(index for index in stored if not str(index).lstrip("-").isdigit())
         raise UserInputError(f"config.json's id2label has the key {bad!r}; its keys must be class numbers.") from None
+    if len(labels) == arch.num_labels and sorted(labels) != list(range(arch.num_labels)):
+        missing = sorted(set(range(arch.num_labels)) - set(labels))
+        raise UserInputError(
+            f"config.json's id2label numbers its {len(labels)} classes {sorted(labels)}, not 0..{arch.num_labels - 1} "
+            f"(missing {missing}); number the classes in the order of the head's outputs."
+        )
     if sorted(labels) != list(range(arch.num_labels)):
         raise UserInputError(
             f"Refusing to convert: config.json's id2label names {len(labels)} classes, but the weights' head has "

@@ -1,7 +1,7 @@
 """Convert ConvNeXt checkpoints (official, timm, mmcls/mmsegmentation, PASSL, transformers) to Hub-ready folders.
 
-    convnext-hf convert --checkpoint PATH_OR_URL --output_dir DIR
     convnext-hf convert --model convnext_tiny_1k_224_ema --output_dir DIR [--push_to_hub USER/REPO]
+    convnext-hf convert --model PATH_OR_URL --output_dir DIR  # a checkpoint file or folder (also: --checkpoint)
     convnext-hf convert --model all --output_dir DIR          # every official checkpoint, then a summary
 
 (`python conversion/convert.py ...` in a checkout is the same command.)
@@ -19,24 +19,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from huggingface_hub.serialization._base import parse_size_to_int
-from tqdm.auto import tqdm
-from transformers.utils import logging as transformers_logging
-
-from ..atomic import atomic_directory
 from ..cli import CommandParser
 from ..errors import UserInputError
-from .checkpoint_io import load_checkpoint
-from .claims import check_resolution
-from .converter import convert, reload, save
-from .download import default_cache_dir, fetch, sha256_of
-from .hub import push_folder
-from .model_card import Provenance, build_model_card
-from .targets import CONVNEXT_HF, TARGETS
-from .verification import DEFAULT_TOLERANCE, check_tolerance, verify
-from .zoo import ZooEntry, load_zoo, select
-from .zoo_table import render_zoo_table
+from .download import CACHE_DIR_HELP, default_cache_dir
+from .options import CONVNEXT_HF, DEFAULT_TOLERANCE, TARGETS
+
+if TYPE_CHECKING:
+    from .zoo import ZooEntry
 
 # Status of a zoo entry `--model all` cannot download (a gated release).
 SKIPPED = "skipped: no direct download, pass --checkpoint"
@@ -60,11 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = CommandParser(
         prog="convnext-hf convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--model", help="which model: a zoo name, a comma-separated list of them or 'all'; or a "
+                        "checkpoint file, transformers or timm folder, or http(s) URL (the same as --checkpoint)")
     parser.add_argument("--checkpoint", help="checkpoint file, transformers folder, or http(s) URL")
     parser.add_argument("--weights_file", metavar="NAME",
                         help="in a --checkpoint folder holding several weight files, the one to convert")
-    parser.add_argument("--model", help="zoo name(s): one name, a comma-separated list, or 'all'")
-    parser.add_argument("--output_dir", "--output", type=Path,
+    parser.add_argument("--output_dir", "--output", type=folder_path,
                         help="output folder (with several --model names: their parent)")
     parser.add_argument("--target", choices=TARGETS, default=CONVNEXT_HF,
                         help="convnext_hf (default; isotropic models too) or transformers' built-in ConvNext format")
@@ -79,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--push_to_hub", metavar="REPO_ID",
                         help="upload to this repository (with several --model names: a namespace)")
     parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
-    parser.add_argument("--cache_dir", type=Path, default=None, help="download cache (default ~/.cache/convnext_hf)")
+    parser.add_argument("--cache_dir", type=Path, default=None, help=CACHE_DIR_HELP)
     parser.add_argument("--zoo", type=Path, help="checkpoint registry JSON (default: the one shipped with convnext_hf)")
     parser.add_argument("--list_models", action="store_true", help="print the zoo and exit")
     args = parser.parse_args(argv)
@@ -91,9 +83,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def folder_path(value: str) -> Path:
+    """A folder given on the command line; an empty value (an unset shell variable) is refused, not taken for `.`."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("is empty; pass the folder to write the converted model to")
+    return Path(value)
+
+
+def _is_location(model: str) -> bool:
+    """Whether a --model value names a checkpoint (a URL or an existing path) rather than zoo entries."""
+    return model.startswith(("http://", "https://", "file://")) or os.path.exists(model)
+
+
 def check_options(args: argparse.Namespace) -> None:
     """Refuse option values that cannot work, before anything is read or written."""
+    from huggingface_hub.serialization._base import parse_size_to_int
+
+    from .claims import check_resolution
+    from .model_card import check_license
+    from .verification import check_tolerance
+
     check_tolerance(args.tolerance)
+    if args.license is not None:
+        check_license(args.license)
     if args.resolution is not None:
         check_resolution(args.resolution, "--resolution")
     try:
@@ -107,8 +119,9 @@ def check_options(args: argparse.Namespace) -> None:
         )
     if args.output_dir is not None:
         _check_writable(args.output_dir)
-        source = Path(args.checkpoint).absolute() if args.checkpoint and "://" not in args.checkpoint else None
-        output = args.output_dir.absolute()
+        # Resolved, so that a link to the checkpoint's folder is seen for what it is.
+        source = Path(args.checkpoint).resolve() if args.checkpoint and "://" not in args.checkpoint else None
+        output = args.output_dir.resolve()
         if source is not None and (source == output or output in source.parents):
             raise UserInputError(
                 f"--output_dir {args.output_dir} holds the checkpoint {args.checkpoint}; writing there would replace "
@@ -131,6 +144,8 @@ def _check_writable(output: Path) -> None:
 
 def _source(location: str, entry: ZooEntry | None, cache_dir: Path) -> tuple[Path, str | None]:
     """Local path of the checkpoint (downloading URLs) and its SHA-256 (None for folders)."""
+    from .download import fetch, sha256_of
+
     if location.startswith(("http://", "https://", "file://")):
         return fetch(location, cache_dir, entry.sha256 if entry else None)
     path = Path(location)
@@ -141,6 +156,13 @@ def convert_one(
     location: str, output: Path, entry: ZooEntry | None, args: argparse.Namespace, repo_id: str | None, command: str
 ) -> Outcome:
     """Convert one checkpoint into `output`, verify it, write its card; then push it if asked."""
+    from ..atomic import atomic_directory
+    from .checkpoint_io import load_checkpoint
+    from .converter import convert, reload, save
+    from .hub import push_folder
+    from .model_card import Provenance, build_model_card
+    from .verification import verify
+
     resolution = args.resolution if args.resolution is not None else (entry.resolution if entry else None)
     with atomic_directory(output, overwrite=args.overwrite) as staging:
         path, digest = _source(location, entry, args.cache_dir or default_cache_dir())
@@ -182,6 +204,8 @@ def summary_table(rows: list[tuple[str, ...]]) -> str:
 def convert_many(entries: list[ZooEntry], args: argparse.Namespace, command: str) -> int:
     """Convert zoo entries one after the other into `--output_dir/NAME`, print a summary; 1 if any failed. Gated
     releases (no direct download, e.g. DINOv3) are listed as skipped: convert a local copy with --checkpoint."""
+    from tqdm.auto import tqdm
+
     if args.push_to_hub and "/" in args.push_to_hub:
         raise UserInputError(
             "With several --model names, --push_to_hub takes a namespace (user or org), not a repo id."
@@ -212,13 +236,25 @@ def main(argv: list[str] | None = None) -> int:
     """`convnext-hf convert`: returns the exit status; bad input raises UserInputError (the CLI prints it)."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    check_options(args)
+    from transformers.utils import logging as transformers_logging
+
+    from .zoo import load_zoo, select
+    from .zoo_table import render_zoo_table
+
     transformers_logging.disable_progress_bar()  # one bar per checkpoint (ours) is enough
     command = shlex.join(["convnext-hf", "convert", *argv])
     zoo = load_zoo(args.zoo)
     if args.list_models:
         print(render_zoo_table(zoo), end="")
         return 0
+    names = [] if args.model is None else [name.strip() for name in args.model.split(",")]
+    if args.model not in (None, "all") and not all(name in zoo for name in names) and _is_location(args.model):
+        # --model names the model either way: zoo entries, or a checkpoint to read.
+        if args.checkpoint:
+            raise UserInputError(f"--model {args.model} and --checkpoint {args.checkpoint} both name a checkpoint; "
+                                 "give one.")
+        args.checkpoint, args.model = args.model, None
+    check_options(args)
     entries = select(zoo, args.model) if args.model else []
     if len(entries) > 1 or args.model == "all":
         if args.checkpoint:

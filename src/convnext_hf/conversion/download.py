@@ -35,10 +35,15 @@ class ChecksumError(UserInputError):
     """A downloaded or cached file is not the one the release published."""
 
 
+# Downloads go to this folder under $XDG_CACHE_HOME (~/.cache when unset); --help and docs/conversion.md name it.
+CACHE_SUBFOLDER = "convnext_hf/checkpoints"
+CACHE_DIR_HELP = f"download cache (default $XDG_CACHE_HOME/{CACHE_SUBFOLDER}, ~/.cache/{CACHE_SUBFOLDER} when unset)"
+
+
 def default_cache_dir() -> Path:
     """Where downloads go unless --cache_dir says otherwise."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "convnext_hf" / "checkpoints"
+    return Path(root) / CACHE_SUBFOLDER
 
 
 def sha256_of(path: Path) -> str:
@@ -95,7 +100,10 @@ def _download(url: str, destination: Path) -> None:
 
 def fetch(url: str, cache_dir: Path, sha256: str | None = None) -> tuple[Path, str]:
     """Local path and SHA-256 of the file at `url`, downloaded once into `cache_dir` and verified on every use."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserInputError(f"--cache_dir {cache_dir} is a file (or lies under one); pass a folder.") from None
     path = cache_dir / Path(urlparse(url).path).name
     if not path.is_file():
         _download(url, path)

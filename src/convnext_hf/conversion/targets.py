@@ -21,11 +21,7 @@ from ..transformers_format import TRANSFORMERS_CLASSES, to_transformers_config, 
 from .architecture import Architecture
 from .labels import label_maps
 from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
-
-CONVNEXT_HF = "convnext_hf"
-TRANSFORMERS = "transformers"
-TARGETS = (CONVNEXT_HF, TRANSFORMERS)
-
+from .options import CONVNEXT_HF, TARGETS, TRANSFORMERS
 
 # The convnext_hf model of each task; the transformers target's built-in counterpart is in transformers_format.py.
 MODEL_CLASSES = {

@@ -12,11 +12,11 @@ from ..errors import UserInputError
 from . import reference
 from .architecture import Architecture
 from .naming import BACKBONE, CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
+from .options import DEFAULT_TOLERANCE
 
 # Divisible by the total stride of every ConvNeXt (32, isotropic 16); not square, so that a swapped height and width
 # cannot go unnoticed.
 VERIFY_INPUT_SHAPE = (2, 96, 128)
-DEFAULT_TOLERANCE = 1e-4
 
 
 class VerificationError(UserInputError, RuntimeError):

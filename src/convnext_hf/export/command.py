@@ -1,8 +1,11 @@
 """`convnext-hf export`: a saved ConvNeXt folder to ONNX or OpenVINO, checked against PyTorch.
 
-    convnext-hf export onnx --model DIR OUTPUT_DIR
-    convnext-hf export openvino --model DIR OUTPUT_DIR [--static_shape H W]
-    convnext-hf export onnx --model DIR OUTPUT_DIR --quantize int8 --calibration_dir IMAGES [--validation_dir DIR]
+    convnext-hf export onnx --model DIR --output_dir OUTPUT_DIR
+    convnext-hf export openvino --model DIR --output_dir OUTPUT_DIR [--static_shape H W]
+    convnext-hf export onnx --model DIR --output_dir OUTPUT_DIR --quantize int8 --calibration_dir IMAGES
+                            [--validation_dir DIR]
+
+(OUTPUT_DIR may also follow the engine without --output_dir, the older spelling.)
 
 The export runs once in its engine against PyTorch on two random inputs (with dynamic axes, of two different sizes)
 and is refused if they disagree beyond the tolerance. OUTPUT_DIR gets the model file (model.onnx, or
@@ -16,9 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..cli import CommandParser
-from .engines import ENGINE_FILES
-from .exporter import DEFAULT_OPSET, DTYPES, REPORT_FILE, ExportOptions, export
-from .quantize import DEFAULT_CALIBRATION_IMAGES
+from ..errors import UserInputError
+from .options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_OPSET, DTYPES, ENGINE_FILES, REPORT_FILE, ExportOptions
 
 
 def parse_args(argv: Sequence[str]) -> ExportOptions:
@@ -27,8 +29,11 @@ def parse_args(argv: Sequence[str]) -> ExportOptions:
         prog="convnext-hf export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("engine", choices=list(ENGINE_FILES), help="onnx (ONNX Runtime) or openvino")
-    parser.add_argument("output_dir", type=Path, help="folder to write (refused if not empty, unless --overwrite)")
-    parser.add_argument("--model", dest="model_dir", type=Path, required=True,
+    parser.add_argument("output_dir_positional", nargs="?", type=Path, metavar="OUTPUT_DIR",
+                        help="the older spelling of --output_dir")
+    parser.add_argument("--output_dir", type=Path,
+                        help="folder to write (refused if not empty, unless --overwrite)")
+    parser.add_argument("--model", "--model_name_or_path", dest="model_dir", type=Path, required=True,
                         help="a folder written by save_pretrained or convnext-hf convert/train")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
@@ -39,13 +44,18 @@ def parse_args(argv: Sequence[str]) -> ExportOptions:
     parser.add_argument("--calibration_dir", type=Path,
                         help="images for the int8 ranges, through the model's own processor (any layout)")
     parser.add_argument("--calibration_images", type=int,
-                        default=DEFAULT_CALIBRATION_IMAGES,
                         help=f"use at most this many calibration images (default {DEFAULT_CALIBRATION_IMAGES})")
     parser.add_argument("--validation_dir", type=Path,
                         help="held-out images in one subfolder per label: report float32 vs int8 top-1 accuracy")
     parser.add_argument("--tolerance", type=float, help="parity tolerance (default 1e-5 float32, 1e-2 float16)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT_DIR")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    positional = args.__dict__.pop("output_dir_positional")
+    if positional is not None and args.output_dir is not None and positional != args.output_dir:
+        raise UserInputError(f"Two output folders: {positional} and --output_dir {args.output_dir}; give one.")
+    args.output_dir = args.output_dir or positional
+    if args.output_dir is None:
+        parser.error("--output_dir is required: the folder to write the exported model to.")
     args.static_shape = tuple(args.static_shape) if args.static_shape else None
     return ExportOptions(**vars(args))
 
@@ -55,6 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
     options = parse_args(sys.argv[1:] if argv is None else argv)
+    from transformers.utils import logging as transformers_logging
+
+    from ..atomic import check_apart
+
+    check_apart(options.output_dir, {"--model": options.model_dir, "--calibration_dir": options.calibration_dir,
+                                     "--validation_dir": options.validation_dir})  # fmt: skip
+
+    from .exporter import export
+
+    transformers_logging.disable_progress_bar()  # the weights load in a blink; a bar would only clutter the log
     report = export(options)
     parity = report["parity"]
     print(

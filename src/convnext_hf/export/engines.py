@@ -11,11 +11,9 @@ import numpy as np
 
 from ..errors import UserInputError
 from .graph import INPUT_NAME
+from .options import ENGINE_FILES, ENGINE_PACKAGES, ONNX_FILE, OPENVINO_FILE
 
-ONNX_FILE = "model.onnx"
-OPENVINO_FILE = "openvino_model.xml"
-ENGINE_FILES = {"onnx": ONNX_FILE, "openvino": OPENVINO_FILE}
-ENGINE_PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino"}
+__all__ = ["ENGINE_FILES", "ENGINE_PACKAGES", "ONNX_FILE", "OPENVINO_FILE"]
 # OpenVINO runs float32 models in bfloat16 on CPUs with native bfloat16 (AVX-512 BF16, AMX) unless told otherwise.
 OPENVINO_FLOAT32 = {"INFERENCE_PRECISION_HINT": "f32"}
 

@@ -5,21 +5,22 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 import torch
 import transformers
 
-from ..atomic import atomic_directory
+from ..atomic import atomic_directory, check_output_dir
 from ..errors import UserInputError
+from ..image_processing_convnext import MAX_RESOLUTION
 from . import parity
 from .engines import ENGINE_FILES, ENGINE_PACKAGES, ONNX_FILE, EngineModel, engine_model, install, require_engine
 from .graph import DYNAMIC_AXES, INPUT_NAME, Exportable, export_onnx, load_exportable
+from .options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_OPSET, REPORT_FILE, ExportOptions
 from .quantize import (
-    DEFAULT_CALIBRATION_IMAGES,
     QUANTIZATION_METHOD,
+    check_images,
     image_files,
     labelled_images,
     pixel_batches,
@@ -27,30 +28,8 @@ from .quantize import (
     top1_accuracy,
 )
 
-REPORT_FILE = "export_report.json"
 # Besides the model file: what optimum's ORT/OpenVINO model classes read, and the remote code config.json points to.
 COPIED_FILES = ("config.json", "preprocessor_config.json", "*.py")
-# torch.onnx translates to opset 18 and newer; converting down to older opsets fails on LayerNormalization and Resize.
-DEFAULT_OPSET = 18
-DTYPES = ("float32", "float16")
-
-
-@dataclass
-class ExportOptions:
-    """What `convnext-hf export` was asked for."""
-
-    engine: str
-    model_dir: Path
-    output_dir: Path
-    opset: int = DEFAULT_OPSET
-    dtype: str = "float32"
-    static_shape: tuple[int, int] | None = None
-    quantize: str | None = None
-    calibration_dir: Path | None = None
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
-    validation_dir: Path | None = None
-    tolerance: float | None = None
-    overwrite: bool = False
 
 
 class ParityError(UserInputError):
@@ -63,29 +42,83 @@ def check_options(options: ExportOptions) -> None:
         raise UserInputError("--quantize int8 needs --calibration_dir IMAGES: a folder of images like your inputs.")
     if options.quantize and options.dtype != "float32":
         raise UserInputError("--quantize int8 starts from the float32 model; leave out --dtype.")
-    if options.validation_dir is not None and not options.quantize:
-        raise UserInputError("--validation_dir compares float32 and int8 accuracy; use it with --quantize int8.")
+    unused = [flag for flag, value in (("--calibration_dir", options.calibration_dir),
+                                       ("--calibration_images", options.calibration_images),
+                                       ("--validation_dir", options.validation_dir)) if value is not None]  # fmt: skip
+    if unused and not options.quantize:
+        verb, them = ("serves", "it") if len(unused) == 1 else ("serve", "them")
+        raise UserInputError(f"{', '.join(unused)} {verb} int8 quantization; add --quantize int8, or leave {them} out.")
     if options.opset < DEFAULT_OPSET:
         raise UserInputError(f"--opset {options.opset} is too old: the exporter writes opset {DEFAULT_OPSET} or newer.")
-    if options.calibration_images < 1:
+    newest = newest_opset()
+    if options.opset > newest:
+        raise UserInputError(f"--opset {options.opset} is newer than the installed onnx knows (up to {newest}); "
+                             f"choose an opset from {DEFAULT_OPSET} to {newest}.")  # fmt: skip
+    if options.calibration_images is not None and options.calibration_images < 1:
         raise UserInputError(f"--calibration_images must be at least 1, got {options.calibration_images}.")
     if options.static_shape is not None and min(options.static_shape) < 1:
         raise UserInputError(f"--static_shape takes a positive height and width, got {options.static_shape}.")
+    if options.static_shape is not None and max(options.static_shape) > MAX_RESOLUTION:
+        raise UserInputError(
+            f"--static_shape {options.static_shape[0]} {options.static_shape[1]} is over the limit of "
+            f"{MAX_RESOLUTION} pixels a side (the image processor's); give a height and width up to {MAX_RESOLUTION}."
+        )
+    if options.tolerance is not None and not 0 <= options.tolerance < float("inf"):
+        raise UserInputError(f"--tolerance is a relative difference, a number >= 0; got {options.tolerance}.")
+    check_output_dir(options.output_dir, options.overwrite)
+
+
+def newest_opset() -> int:
+    """The newest ONNX opset the installed onnx package defines."""
+    import onnx
+
+    return onnx.defs.onnx_opset_version()
+
+
+def check_static_shape(options: ExportOptions, exportable: Exportable) -> None:
+    """Refuse a --static_shape smaller than the model's total stride: its last stage would have no pixels."""
+    if options.static_shape is not None and min(options.static_shape) < exportable.total_stride:
+        raise UserInputError(
+            f"--static_shape {options.static_shape[0]} {options.static_shape[1]} is smaller than the model's total "
+            f"stride {exportable.total_stride} (its last stage would be empty); give a height and width of at least "
+            f"{exportable.total_stride}."
+        )
+
+
+def calibration_files(options: ExportOptions) -> list[Path]:
+    """At most --calibration_images image files of --calibration_dir, spread over the sorted files (so that a folder
+    per class contributes every class, not the first ones only); each refused by name unless it opens as an image."""
+    files = image_files(options.calibration_dir, "--calibration_dir")
+    count = options.calibration_images or DEFAULT_CALIBRATION_IMAGES
+    chosen = files[:: max(1, len(files) // count)][:count]
+    check_images(chosen, "--calibration_dir")
+    return chosen
 
 
 def export(options: ExportOptions) -> dict:
     """Write the exported folder at `options.output_dir` if it passes the parity check; return its report."""
     check_options(options)
     require_engine(options.engine)
+    calibration = calibration_files(options) if options.quantize else []
     exportable = load_exportable(options.model_dir)
-    if options.validation_dir is not None and not exportable.scores_top1:
-        raise UserInputError(f"--validation_dir scores classifiers (top-1); {options.model_dir} is a {exportable.task} "
-                             "model: leave it out.")
+    check_static_shape(options, exportable)
+    validation = None
+    if options.validation_dir is not None:
+        if not exportable.scores_top1:
+            raise UserInputError(f"--validation_dir scores classifiers (top-1); {options.model_dir} is a "
+                                 f"{exportable.task} model: leave it out.")  # fmt: skip
+        validation = labelled_images(options.validation_dir, exportable.model.config.label2id)
     with atomic_directory(options.output_dir, overwrite=options.overwrite) as staging:
-        return _export_into(staging, options, exportable)
+        return _export_into(staging, options, exportable, calibration, validation)
 
 
-def _export_into(staging: Path, options: ExportOptions, exportable: Exportable) -> dict:
+def _export_into(
+    staging: Path,
+    options: ExportOptions,
+    exportable: Exportable,
+    calibration: list[Path],
+    validation: tuple[list[Path], list[int]] | None,
+) -> dict:
     """The work of `export`, writing into the staging folder."""
     height, width = options.static_shape or (exportable.image_size, exportable.image_size)
     example = torch.randn(2, exportable.num_channels, height, width)
@@ -115,7 +148,7 @@ def _export_into(staging: Path, options: ExportOptions, exportable: Exportable) 
         float_model = engine_model(options.engine, install(options.engine, float_onnx, float_dir, options.dtype))
         report["parity"] = _check_parity(exportable, float_model, options)
         if options.quantize:
-            report["int8"] = _quantize(staging, scratch, float_onnx, float_model, options, exportable)
+            report["int8"] = _quantize(staging, scratch, float_onnx, float_model, options, calibration, validation)
     for pattern in COPIED_FILES:
         for path in Path(options.model_dir).glob(pattern):
             shutil.copy2(path, staging / path.name)
@@ -126,8 +159,8 @@ def _export_into(staging: Path, options: ExportOptions, exportable: Exportable) 
 def _check_parity(exportable: Exportable, float_model: EngineModel, options: ExportOptions) -> dict:
     """Run the float export against PyTorch; refuse it beyond the tolerance."""
     tolerance = options.tolerance if options.tolerance is not None else parity.TOLERANCES[options.dtype]
-    shapes = parity.parity_shapes(exportable.image_size, options.static_shape)
-    results = parity.measure_parity(exportable, float_model, shapes)
+    shapes = parity.parity_shapes(exportable.image_size, options.static_shape, exportable.total_stride)
+    results = parity.measure_parity(exportable, float_model, shapes, exportable.num_channels)
     worst = max(max(result["max_relative_difference"].values()) for result in results)
     if not worst <= tolerance:
         raise ParityError(
@@ -149,20 +182,18 @@ def _quantize(
     float_onnx: Path,
     float_model: EngineModel,
     options: ExportOptions,
-    exportable: Exportable,
+    calibration: list[Path],
+    validation: tuple[list[Path], list[int]] | None,
 ) -> dict:
     """Quantize with the calibration images, write the int8 model, and score float and int8 on validation images."""
     processor = transformers.AutoImageProcessor.from_pretrained(str(options.model_dir))
-    files = image_files(options.calibration_dir)
-    # Spread over the sorted files, so that a folder per class contributes every class, not the first ones only.
-    calibration = files[:: max(1, len(files) // options.calibration_images)][: options.calibration_images]
     int8_onnx = scratch / "int8" / ONNX_FILE
     int8_onnx.parent.mkdir()
-    kept = quantize_int8(float_onnx, int8_onnx, pixel_batches(processor, calibration))
+    kept = quantize_int8(float_onnx, int8_onnx, pixel_batches(processor, calibration, "--calibration_dir"))
     int8_model = engine_model(options.engine, install(options.engine, int8_onnx, staging, "int8"))
     result = {"method": QUANTIZATION_METHOD, "calibration_images": len(calibration), "kept_in_float": kept}
-    if options.validation_dir is not None:
-        files, labels = labelled_images(options.validation_dir, exportable.model.config.label2id)
+    if validation is not None:
+        files, labels = validation
         result["validation"] = {
             "images": len(files),
             "float32_top1": top1_accuracy(float_model, processor, files, labels),

@@ -8,8 +8,11 @@ and new variants need nothing here. Which outputs a folder has is its task's (`c
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +21,13 @@ import transformers
 from torch import nn
 
 from ..errors import UserInputError
+from ..model_folder import check_model_folder, load_model_folder, loading_model
 from ..tasks import export_form, export_refusal, export_suffixes
+from .options import DEFAULT_OPSET
 
 INPUT_NAME = "pixel_values"
+# The logger of torch.onnx's operator registry, which warns once per torchvision operator it cannot register.
+TORCH_ONNX_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 
 
@@ -34,6 +41,7 @@ class Exportable:
     output_names: tuple[str, ...]
     image_size: int
     num_channels: int
+    total_stride: int
     scores_top1: bool = False
 
 
@@ -41,10 +49,9 @@ def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.flo
     """Load the model a saved folder holds, in eval mode and `dtype`, with its output names."""
     import convnext_hf  # noqa: F401  (registers our model type with the Auto classes)
 
-    config_path = Path(model_dir) / "config.json"
-    if not config_path.is_file():
-        raise UserInputError(f"{model_dir} has no config.json; pass --model a folder written by save_pretrained.")
-    config = transformers.AutoConfig.from_pretrained(str(model_dir))
+    check_model_folder(model_dir, hub_ids=False)
+    with loading_model(model_dir):
+        config = transformers.AutoConfig.from_pretrained(str(model_dir))
     architecture = (config.architectures or [""])[0]
     refusal = export_refusal(architecture)
     if refusal is not None:
@@ -57,14 +64,25 @@ def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.flo
         )
     # The class the Auto mapping names (AutoBackbone.from_pretrained itself would look the folder up on the Hub).
     model_class = getattr(transformers, form.auto_class)._model_mapping[type(config)]
-    model = model_class.from_pretrained(str(model_dir), dtype=dtype).eval()
     fields = form.fields
     output_names = tuple(config.out_features) if fields == ("feature_maps",) else fields
     backbone_config = getattr(config, "backbone_config", None) or config
-    image_size = image_size_of(model_dir, backbone_config)
+    model = load_model_folder(model_class, model_dir, dtype=dtype).eval()
+    with loading_model(model_dir):
+        image_size = image_size_of(model_dir, backbone_config)
     return Exportable(
-        model, form.kind, fields, output_names, image_size, backbone_config.num_channels, form.scores_top1
+        model, form.kind, fields, output_names, image_size, backbone_config.num_channels, total_stride(config),
+        form.scores_top1,
     )
+
+
+def total_stride(config: transformers.PreTrainedConfig) -> int:
+    """Downsampling from the image to the last feature map: ours, transformers' built-in ConvNext(V2), or UperNet's
+    backbone. The model refuses smaller inputs."""
+    config = getattr(config, "backbone_config", None) or config
+    if hasattr(config, "total_stride"):
+        return config.total_stride
+    return config.patch_size * 2 ** (config.num_stages - 1)
 
 
 def image_size_of(model_dir: str | os.PathLike, config: transformers.PreTrainedConfig) -> int:
@@ -151,25 +169,67 @@ def name_dynamic_axes(path: Path) -> None:
     onnx.save(model_proto, str(path))
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, fragment: str) -> None:
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_torch_export() -> Iterator[None]:
+    """Hide what torch.export and torch.onnx say on every export that concerns neither the model nor the user: a
+    warning per torchvision operator when torchvision is not installed (ConvNeXt uses none), and torch's own
+    deprecation of LeafSpec inside its pytree code."""
+    registration = logging.getLogger(TORCH_ONNX_REGISTRATION_LOGGER)
+    no_torchvision = _DropMessages("torchvision is not installed")
+    registration.addFilter(no_torchvision)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+            yield
+    finally:
+        registration.removeFilter(no_torchvision)
+
+
 def export_onnx(
     exportable: Exportable, example: torch.Tensor, path: Path, opset: int, dynamic: bool = True
 ) -> None:
     """Write the model as an ONNX file at `path` (weights over 2 GB go to a `.data` file beside it)."""
     import onnx
 
-    program = capture(exportable, example, dynamic)
-    onnx_program = torch.onnx.export(
-        program,
-        (example,),
-        input_names=[INPUT_NAME],
-        output_names=list(exportable.output_names),
-        opset_version=opset,
-        dynamo=True,
-        verbose=False,
-    )
+    # Where onnx cannot convert an op to `opset`, its version converter logs a traceback and leaves the op as it
+    # is; the checker below names the op instead, in one line.
+    converter_log = logging.getLogger("onnxscript.version_converter")
+    level = converter_log.level
+    converter_log.setLevel(logging.ERROR)
+    try:
+        with quiet_torch_export():
+            program = capture(exportable, example, dynamic)
+            onnx_program = torch.onnx.export(
+                program,
+                (example,),
+                input_names=[INPUT_NAME],
+                output_names=list(exportable.output_names),
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
+    finally:
+        converter_log.setLevel(level)
     onnx_program.save(path)
     name_dynamic_axes(path)
-    onnx.checker.check_model(str(path))
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as error:
+        if opset == DEFAULT_OPSET:
+            raise
+        # torch.onnx writes opset 18 and converts up; where onnx has no converter for an op it leaves the op as is.
+        reason = (str(error).strip().splitlines() or ["invalid graph"])[0]
+        raise UserInputError(f"torch.onnx could not write a valid opset {opset} graph ({reason}); choose another "
+                             f"--opset (the default is {DEFAULT_OPSET}).") from error  # fmt: skip
     written = next(opset.version for opset in onnx.load(str(path), load_external_data=False).opset_import
                    if opset.domain in ("", "ai.onnx"))
     if written != opset:

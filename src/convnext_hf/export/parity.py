@@ -21,12 +21,17 @@ SEED = 0
 DEFINITION = "max |engine - pytorch| / max |pytorch|, per output and input; the largest; PyTorch in float32"
 
 
-def parity_shapes(image_size: int, static_shape: Sequence[int] | None) -> list[tuple[int, int, int]]:
+def parity_shapes(image_size: int, static_shape: Sequence[int] | None, stride: int = 1) -> list[tuple[int, int, int]]:
     """(batch, height, width) of the two parity inputs: with dynamic axes the second differs from the traced size
-    in batch, height and width (odd, non-square); a static export has only its size, at two batch sizes."""
+    in batch, height and width (odd, non-square, and above the model's total `stride` so that small models accept
+    it); a static export has only its size, at two batch sizes."""
     if static_shape is not None:
         return [(2, *static_shape), (1, *static_shape)]
-    return [(2, image_size, image_size), (1, image_size * 3 // 4 + 1, image_size * 5 // 8 + 3)]
+    height = max(image_size * 3 // 4 + 1, stride + 1) | 1
+    width = max(image_size * 5 // 8 + 3, stride + 3) | 1
+    if width == height:
+        width += 2
+    return [(2, image_size, image_size), (1, height, width)]
 
 
 def relative_difference(reference: np.ndarray, actual: np.ndarray) -> float:

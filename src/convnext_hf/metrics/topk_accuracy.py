@@ -10,17 +10,18 @@ import numpy as np
 
 _DESCRIPTION = """
 Top-k accuracy: the fraction of examples whose reference class is among the k highest-scoring classes. Reports
-top-1 accuracy (as `accuracy`) and top-k accuracy (as `top{k}_accuracy`, k=5 by default).
+top-1 accuracy (as `accuracy`) and top-k accuracy (as `top{k}_accuracy`, k=5 by default) when there are more than k
+classes; with k classes or fewer every example is a top-k hit, so top-k says nothing and is left out.
 """
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list` of `list` of `float`): one score per class for each example (logits or probabilities).
     references (`list` of `int`): the index of the true class of each example.
-    k (`int`, defaults to 5): the k of top-k accuracy (1.0 when k is at least the number of classes).
+    k (`int`, defaults to 5): the k of top-k accuracy.
 Returns:
     accuracy (`float`): top-1 accuracy, in [0, 1].
-    top{k}_accuracy (`float`): top-k accuracy, in [0, 1].
+    top{k}_accuracy (`float`): top-k accuracy, in [0, 1]; only when there are more than k classes.
 Examples:
     >>> metric = evaluate.load("path/to/topk_accuracy.py")
     >>> metric.compute(predictions=[[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]], references=[2, 0], k=2)
@@ -61,4 +62,7 @@ class TopKAccuracy(evaluate.Metric):
         # A stable sort keeps the lowest class index first among equal scores, as argmax does.
         ranked = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         hits = ranked == labels[:, None]
-        return {"accuracy": float(np.mean(hits[:, 0])), f"top{k}_accuracy": float(np.mean(hits.any(axis=1)))}
+        scores = {"accuracy": float(np.mean(hits[:, 0]))}
+        if k < num_classes:
+            scores[f"top{k}_accuracy"] = float(np.mean(hits.any(axis=1)))
+        return scores

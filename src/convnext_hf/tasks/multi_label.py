@@ -32,6 +32,7 @@ from .classification.hooks import (
     attach_transforms,
     augmentation_hyperparameters,
     build_processor,
+    check_arguments,
     classifier_usage,
     mixed_batch,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "augmentation_hyperparameters",
     "build_model",
     "build_processor",
+    "check_arguments",
     "collate",
     "compute_loss",
     "compute_metrics",
@@ -72,6 +74,15 @@ def compute_loss(model: nn.Module, inputs: dict[str, torch.Tensor], mixup: Mixup
     """A binary cross-entropy per label, against mixed (and smoothed) multi-hot targets while training."""
     logits, targets, outputs = mixed_batch(model, inputs, mixup)
     return F.binary_cross_entropy_with_logits(logits, targets.float()), outputs
+
+
+def evaluation_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The binary cross-entropy averaged over the validation images and labels, from their gathered logits."""
+    return F.binary_cross_entropy_with_logits(torch.from_numpy(logits).float(), torch.from_numpy(labels).float()).item()
+
+
+# The validation metric that picks the best checkpoint unless --metric_for_best_model names another.
+MAIN_METRIC = "mAP"
 
 
 def compute_metrics(num_labels: int) -> Callable[[EvalPrediction], dict[str, float]]:

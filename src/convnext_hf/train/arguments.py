@@ -3,26 +3,43 @@
 The dataclasses here are parsed together with transformers' `TrainingArguments` by `HfArgumentParser`, so any
 Trainer flag (`--bf16`, `--gradient_accumulation_steps`, `--activation_checkpointing`, `--max_grad_norm`,
 `--label_smoothing_factor`, `--push_to_hub`...) works. A `--recipe` preset changes the defaults; flags given on the
-command line win over it.
+command line win over it. The spellings of the other commands and timm's (`--model`, `--epochs`, `--lr`, `-b`...)
+are read as their flags here (`ALIASES`).
+
+The module imports neither torch nor transformers until a parser is built, so that `--help` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import HfArgumentParser, TrainingArguments
-from transformers.integrations import is_tensorboard_available
-
-from ..configuration_convnext import VARIANTS
+from ..cli import OneLineErrors
+from ..errors import UserInputError
 from ..tasks import IMAGE_CLASSIFICATION, TASKS
 from .recipes import RECIPES, recipe_defaults
+
+if TYPE_CHECKING:
+    from transformers import HfArgumentParser, TrainingArguments
+
+logger = logging.getLogger(__name__)
 
 BAD_IMAGE_POLICIES = ("error", "skip")
 # The paper's learning rates are for a total batch of 4096 images (Goyal et al.'s linear scaling rule).
 REFERENCE_BATCH_SIZE = 4096
+# configuration_convnext.VARIANTS' names, here so that parsing and --help need not import transformers (a test keeps
+# the two equal).
+VARIANT_NAMES = (
+    "atto", "femto", "pico", "nano", "tiny", "small", "base", "large", "xlarge", "huge",
+    "isotropic-small", "isotropic-base", "isotropic-large",
+    "v2-atto", "v2-femto", "v2-pico", "v2-nano", "v2-tiny", "v2-base", "v2-large", "v2-huge",
+)  # fmt: skip
 
 
 @dataclass
@@ -52,7 +69,8 @@ class ModelArguments:
         },
     )
     variant: str | None = field(
-        default=None, metadata={"help": f"Train this variant from scratch: {', '.join(VARIANTS)}.", "choices": VARIANTS}
+        default=None, metadata={"help": f"Train this variant from scratch: {', '.join(VARIANT_NAMES)}.",
+                          "choices": VARIANT_NAMES}
     )
     config_overrides: str | None = field(
         default=None,
@@ -221,34 +239,146 @@ class RecipeArguments:
 class OutputArguments:
     """What happens to the output folder besides the Trainer's own files."""
 
-    overwrite_output_dir: bool = field(
+    overwrite: bool = field(
         default=False, metadata={"help": "Train into a non-empty --output_dir (otherwise refused unless resuming)."}
     )
     plots: bool = field(default=True, metadata={"help": "Write confusion-matrix and training-curve PNGs."})
 
 
-ALL_ARGUMENTS = (ModelArguments, DataArguments, RecipeArguments, OutputArguments, TrainingArguments)
+OUR_ARGUMENTS = (ModelArguments, DataArguments, RecipeArguments, OutputArguments)
 
-# Defaults that differ from TrainingArguments': small runs want an evaluation and a point on the training curve more
-# often than every 500 steps, and pinned memory only helps a GPU.
-TRAINER_DEFAULTS = {
-    "dataloader_pin_memory": torch.cuda.is_available(),
-    "eval_strategy": "epoch",
-    "save_strategy": "epoch",
-    "logging_strategy": "steps",
-    "logging_steps": 0.02,
-    "report_to": "tensorboard" if is_tensorboard_available() else "none",
+# Other spellings of our and the Trainer's flags: those of the other convnext-hf commands, the old ones, and timm's
+# train.py. `--model` and `--batch_size` are read by `translate_aliases` itself.
+ALIASES = {
+    "--overwrite_output_dir": "--overwrite",
+    "--output": "--output_dir",
+    "--epochs": "--num_train_epochs",
+    "--lr": "--learning_rate",
+    "--smoothing": "--label_smoothing_factor",
+    "--drop-path": "--drop_path_rate",
+    "--mixup": "--mixup_alpha",
+    "--cutmix": "--cutmix_alpha",
+    "--aa": "--rand_augment",
+    "--reprob": "--random_erasing",
+    "--ratio": "--rrc_ratio",
+    "--clip-grad": "--max_grad_norm",
+    "--img-size": "--image_size",
+    "-j": "--dataloader_num_workers",
+    "--workers": "--dataloader_num_workers",
+    "--resume": "--resume_from_checkpoint",
+    "--grad-checkpointing": "--gradient_checkpointing",
+    "-vb": "--per_device_eval_batch_size",
+    "--validation-batch-size": "--per_device_eval_batch_size",
 }
+PROG = "convnext-hf train"
+USAGE = (
+    f"{PROG} --train_dir DIR [--validation_dir DIR] [--model FOLDER_OR_HUB_ID | --model PRESET | --variant NAME]\n"
+    "       [--task TASK] [--recipe NAME] [--output_dir DIR] [options]"
+)
+# Checkpoints kept during a run (with --metric_for_best_model, the best one is always among them).
+SAVE_TOTAL_LIMIT = 2
+BATCH_SIZE_SPELLINGS = ("-b", "--batch-size", "--batch_size")
+MODEL_FLAG = "--model"
+
+
+def variant_preset(name: str) -> str | None:
+    """The variant a `--model` name stands for (`convnext_tiny`, timm's `convnextv2_atto`, or `tiny`), else None."""
+    match = re.fullmatch(r"convnext(v2)?_(.+)", name)
+    variant = (f"v2-{match.group(2)}" if match.group(1) else match.group(2)) if match else name
+    variant = variant.replace("_", "-")
+    return variant if variant in VARIANT_NAMES else None
+
+
+def translate_aliases(argv: Sequence[str]) -> list[str]:
+    """`argv` with every alias replaced by the flag it stands for: `--model` becomes `--variant` for a preset name (when
+    no folder has that name), else `--model_name_or_path`; `--batch_size N` sets the training batch, and the
+    evaluation batch unless that is given too. Each replacement is logged."""
+    translated: list[str] = []
+    eval_flags = ("--per_device_eval_batch_size", "--per-device-eval-batch-size", "-vb", "--validation-batch-size")
+    eval_batch_given = any(argument.split("=", 1)[0] in eval_flags for argument in argv)
+    arguments = list(argv)
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        flag, equals, value = argument.partition("=")
+        if flag == MODEL_FLAG:
+            if not equals:
+                index += 1
+                value = arguments[index] if index < len(arguments) else ""
+            preset = None if os.path.isdir(value) else variant_preset(value)
+            translated += ["--variant", preset] if preset else ["--model_name_or_path", value]
+            if preset:
+                logger.info("--model %s: the %s variant, trained from scratch (a folder or Hub id fine-tunes)",
+                            value, preset)
+        elif flag in BATCH_SIZE_SPELLINGS:
+            if not equals:
+                index += 1
+                value = arguments[index] if index < len(arguments) else ""
+            translated += ["--per_device_train_batch_size", value]
+            if not eval_batch_given:
+                translated += ["--per_device_eval_batch_size", value]
+        elif flag in ALIASES:
+            translated.append(ALIASES[flag] + equals + value)
+            if ALIASES[flag] != flag:
+                logger.info("%s read as %s", flag, ALIASES[flag])
+        else:
+            translated.append(argument)
+        index += 1
+    return translated
+
+
+def trainer_defaults() -> dict[str, object]:
+    """Defaults that differ from TrainingArguments'. Small runs want an evaluation and a point on the training curve
+    more often than every 500 steps; pinned memory only helps a GPU; two checkpoints are kept (the best one among
+    them once --metric_for_best_model is set, which the run does by default), not one per epoch with its optimizer
+    state."""
+    import torch
+    from transformers.integrations import is_tensorboard_available
+
+    return {
+        # Progress bars redrawn with terminal codes would fill a log file; without a terminal the Trainer prints its
+        # logs as lines instead.
+        "disable_tqdm": not sys.stderr.isatty(),
+        "dataloader_pin_memory": torch.cuda.is_available(),
+        "eval_strategy": "epoch",
+        "save_strategy": "epoch",
+        "save_total_limit": SAVE_TOTAL_LIMIT,
+        "logging_strategy": "steps",
+        "logging_steps": 0.02,
+        "report_to": "tensorboard" if is_tensorboard_available() else "none",
+    }
+
+
+def launched_on_cpu_only() -> bool:
+    """Whether a launcher (torchrun, accelerate) started several processes on a machine without an accelerator.
+
+    accelerate makes such processes a distributed CPU run only when told `use_cpu`; without it every process trains
+    its own copy of the model on its shard and evaluates its shard alone, so `use_cpu` is the default there.
+    """
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
+
+
+class PreParser(OneLineErrors, argparse.ArgumentParser):
+    """Reads `--recipe` and `--variant` ahead of the full parser, whose defaults they set; one-line errors."""
 
 
 def build_parser(argv: Sequence[str]) -> HfArgumentParser:
     """An HfArgumentParser over all the argument dataclasses, with the defaults of the `--recipe` named in `argv`."""
-    pre_parser = argparse.ArgumentParser(add_help=False)
+    from transformers import HfArgumentParser, TrainingArguments
+
+    class TrainArgumentParser(OneLineErrors, HfArgumentParser):
+        """HfArgumentParser with one-line errors and suggestions for misspelt flags."""
+
+    pre_parser = PreParser(add_help=False)
     pre_parser.add_argument("--recipe", default=None, choices=list(RECIPES))
     pre_parser.add_argument("--variant", default=None)
     known, _ = pre_parser.parse_known_args(argv)
-    parser = HfArgumentParser(ALL_ARGUMENTS)
-    parser.set_defaults(**TRAINER_DEFAULTS)
+    parser = TrainArgumentParser((*OUR_ARGUMENTS, TrainingArguments), prog=PROG, usage=USAGE)
+    parser.set_defaults(**trainer_defaults())
+    if launched_on_cpu_only():
+        parser.set_defaults(use_cpu=True)
     if known.recipe is not None:
         parser.set_defaults(**recipe_defaults(known.recipe, known.variant))
     return parser
@@ -263,9 +393,35 @@ class RunArguments:
     recipe: RecipeArguments
     output: OutputArguments
     training: TrainingArguments
+    # Whether --task was on the command line: naming the single-label task keeps labels that look combined.
+    task_given: bool = False
 
 
 def parse_args(argv: Sequence[str]) -> RunArguments:
-    """Parse a `convnext-hf train` command line."""
-    argv = list(argv)
-    return RunArguments(*build_parser(argv).parse_args_into_dataclasses(args=argv))
+    """Parse a `convnext-hf train` command line (aliases included); a flag no option takes exits with status 2."""
+    argv = translate_aliases(argv)
+    parser = build_parser(argv)
+    parser.parse_args(argv)  # refuses unknown flags by name, with a suggestion
+    task_given = any(argument.split("=", 1)[0] == "--task" for argument in argv)
+    try:
+        args = RunArguments(*parser.parse_args_into_dataclasses(args=argv), task_given=task_given)
+    except ValueError as error:  # TrainingArguments' own checks of the flags it was given
+        raise UserInputError(str(error)) from error
+    check_values(args)
+    if not any(argument.split("=", 1)[0] in ("--output_dir", "--output-dir") for argument in argv):
+        logger.info(
+            "No --output_dir: the model goes to %s (transformers' default folder).",
+            os.path.abspath(args.training.output_dir),
+        )
+    return args
+
+
+def check_values(args: RunArguments) -> None:
+    """Refuse values no run can use, before anything is read or written: numbers outside their range (`RANGES`) and
+    a RandAugment spec the augmentation cannot express."""
+    from .augment import RandAugment
+    from .ranges import check_ranges
+
+    check_ranges((args.model, args.data, args.recipe, args.output, args.training))
+    if args.recipe.rand_augment is not None:
+        RandAugment.from_string(args.recipe.rand_augment)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -52,6 +52,12 @@ class CardFacts:
     per_label: dict[str, float] | None = None
     # For a head whose backbone plain transformers cannot build: why loading it needs convnext_hf.
     loading_note: str | None = None
+    # With an EMA: which weights were saved, and the scores that chose them.
+    saved_weights: str | None = None
+    # What the checks of the data left out or found (ImageData.notes).
+    data_notes: list[str] = field(default_factory=list)
+    # For a head started from a ConvNeXt folder: what `load_backbone_weights` copied into its backbone.
+    backbone_weights: str | None = None
 
 
 def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
@@ -91,23 +97,25 @@ def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
     results = {name: f"{facts.results[key]:.2%}" for key, _, name in spec.results if key in facts.results}
     if "eval_loss" in facts.results:
         results["loss"] = f"{facts.results['eval_loss']:.4f}"
+    weights = f"\n\nBackbone weights: {facts.backbone_weights}" if facts.backbone_weights else ""
     body = f"""
 # {facts.model_name}
 
 {spec.what} ("A ConvNet for the 2020s", Liu et al., CVPR 2022), {origin} on {facts.dataset}, with
 convnext-hf {__version__} and transformers' `Trainer`.
 
-Architecture: {facts.architecture}.
+Architecture: {facts.architecture}.{weights}
 
 ## Data
 
 {len(facts.label_names)} classes: {", ".join(f"`{name}`" for name in shown)}.
 {facts.num_train} training images, {facts.num_validation} validation images, at {facts.image_size}×{facts.image_size}.
+{"".join(f"{chr(10)}- {note}" for note in facts.data_notes)}
 
 ## Results on the validation images
 
 {facts_table(results) if results else "No validation set was used."}
-{_per_label_table(facts, spec)}
+{_per_label_table(facts, spec)}{_saved_weights(facts)}
 {spec.pictures}; all numbers in `metrics.json`.
 
 ## Training hyperparameters
@@ -134,6 +142,11 @@ def _per_label_table(facts: CardFacts, spec: TaskCard) -> str:
         for name, value in facts.per_label.items()
     }
     return "\n" + facts_table(rows, header=(spec.per_label_column, spec.per_label)) + "\n"
+
+
+def _saved_weights(facts: CardFacts) -> str:
+    """Which weights these are when the run kept an EMA of them."""
+    return f"\n{facts.saved_weights}\n\n" if facts.saved_weights else ""
 
 
 def _link(model: str) -> str:

@@ -5,12 +5,16 @@ Each task builds its own model (`tasks/<task>`) with these.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+import types
+import typing
 from typing import Any
 
 from torch import nn
 
+from ..configuration_convnext import ConvNextConfig
 from ..conversion.labels import label_maps
 from ..errors import UserInputError
 from .arguments import ModelArguments
@@ -24,8 +28,96 @@ def config_label_maps(label_names: list[str]) -> dict[str, Any]:
     return {"num_labels": len(label_names), **label_maps(label_names)}
 
 
-def config_overrides(args: ModelArguments) -> dict[str, Any]:
-    """Configuration values from --config_overrides and the dedicated flags (flags win)."""
+# Configuration entries the run sets itself from the data and the task; an override of them would be lost.
+_SET_BY_THE_RUN = ("num_labels", "id2label", "label2id", "problem_type")
+# Accepted by ConvNextConfig beside its fields: transformers' backbone settings and the stage count.
+_CONFIG_KEYWORDS = {"out_features": "list[str] | None", "out_indices": "list[int] | None", "num_stages": "int"}
+
+
+def _annotation(declared: Any) -> Any:
+    """A field's type from its annotation (a string under postponed evaluation); None when it names other modules."""
+    if not isinstance(declared, str):
+        return declared
+    try:
+        return eval(declared, {"Literal": typing.Literal})  # noqa: S307 - the annotations of our own config classes
+    except NameError:
+        return None
+
+
+def _conforms(value: Any, expected: Any) -> bool:
+    """Whether a JSON value fits a field's type (int for float is fine; bool is not a number)."""
+    if expected is None or expected is Any:
+        return True
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, arm) for arm in typing.get_args(expected))
+    if origin is typing.Literal:
+        return value in typing.get_args(expected)
+    if expected is type(None):
+        return value is None
+    if origin in (list, tuple):
+        return isinstance(value, list) and all(_conforms(item, typing.get_args(expected)[0]) for item in value)
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(expected, type):
+        return isinstance(value, expected)
+    return True
+
+
+def config_fields(config_class: type) -> dict[str, Any]:
+    """The settings a configuration class declares itself (not transformers' common ones), with their types."""
+    declared = {name: value for name, value in vars(config_class).get("__annotations__", {}).items()}
+    fields = {name.lstrip("_"): _annotation(value) for name, value in declared.items() if not name.startswith("__")}
+    if config_class is ConvNextConfig:
+        fields.update({name: _annotation(value) for name, value in _CONFIG_KEYWORDS.items()})
+    return fields
+
+
+def check_overrides(overrides: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Refuse --config_overrides keys that are not settings of the model (naming the nearest) or values of the
+    wrong type."""
+    for key, value in overrides.items():
+        if key in _SET_BY_THE_RUN:
+            raise UserInputError(
+                f"--config_overrides sets {key!r}, which the run sets itself from the data's classes and the task; "
+                "remove it (the classes are the data's, the task is --task)."
+            )
+        if key not in fields:
+            nearest = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"did you mean {nearest[0]!r}? " if nearest else ""
+            raise UserInputError(
+                f"--config_overrides: the model's configuration has no {key!r}; {hint}"
+                f"its settings are {', '.join(sorted(fields))}."
+            )
+        if not _conforms(value, fields[key]):
+            raise UserInputError(
+                f"--config_overrides: {key!r} is {json.dumps(value)}; it takes {_type_name(fields[key])}."
+            )
+
+
+def _type_name(expected: Any) -> str:
+    """A field's type in words: "a list of integers", "a number or null"."""
+    origin, arms = typing.get_origin(expected), typing.get_args(expected)
+    if origin in (typing.Union, types.UnionType):
+        kinds = [arm for arm in arms if arm is not type(None) and not (arm is int and float in arms)]
+        names = list(dict.fromkeys(_type_name(arm) for arm in kinds))
+        return " or ".join(names + (["null"] if type(None) in arms else []))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(json.dumps(arm) for arm in arms)
+    if origin in (list, tuple):
+        return "a list of " + {"an integer": "integers", "a string": "strings"}.get(_type_name(arms[0]), "values")
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(expected, str(expected))
+
+
+def config_overrides(
+    args: ModelArguments, head_fields: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Configuration values from --config_overrides and the dedicated flags (flags win), checked against the
+    ConvNeXt configuration's settings (and the segmentation head's `head_fields`)."""
     overrides: dict[str, Any] = {}
     if args.config_overrides:
         try:
@@ -35,11 +127,34 @@ def config_overrides(args: ModelArguments) -> dict[str, Any]:
                 f"--config_overrides must be a JSON object, e.g. '{{\"drop_path_rate\": 0.1}}': {error}"
             ) from None
         if not isinstance(overrides, dict):
-            raise UserInputError(f"--config_overrides must be a JSON object, got {args.config_overrides!r}.")
+            raise UserInputError(
+                f"--config_overrides must be a JSON object of settings, e.g. '{{\"drop_path_rate\": 0.1}}', got "
+                f"{args.config_overrides!r}."
+            )
+        check_overrides(overrides, {**config_fields(ConvNextConfig), **(head_fields or {})})
     for name in ("drop_path_rate", "head_init_scale", "image_size"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     return overrides
+
+
+def new_config(variant: str, **settings: Any) -> ConvNextConfig:
+    """`ConvNextConfig.from_variant`, its refusal of inconsistent settings said in terms of the command line."""
+    try:
+        return ConvNextConfig.from_variant(variant, **settings)
+    except (ValueError, TypeError) as error:
+        raise UserInputError(f"--variant {variant} with --config_overrides: {error}") from None
+
+
+def checked_update(config: ConvNextConfig, settings: dict[str, Any], source: str) -> ConvNextConfig:
+    """`config` (of the folder `source`) with `settings` applied and checked as a new configuration would be:
+    `update` sets attributes without the configuration's own checks."""
+    config.update(settings)
+    try:
+        type(config).from_dict(config.to_dict())
+    except (ValueError, TypeError) as error:
+        raise UserInputError(f"{source} with --config_overrides and the model flags: {error}") from None
+    return config
 
 
 def freeze_backbone(model: nn.Module, unfreeze_last_stages: int = 0) -> list[str]:

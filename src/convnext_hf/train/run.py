@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import sys
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
+from safetensors import safe_open
 from transformers import TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.training_args import ParallelMode
+from transformers.utils import SAFE_WEIGHTS_NAME
 
+from ..atomic import check_apart
+from ..cli import print_box
 from ..complexity import parameter_count
 from ..errors import OutputExistsError, UserInputError
 from ..tasks import TASKS, Task, get_task
 from .arguments import REFERENCE_BATCH_SIZE, RunArguments, parse_args
 from .card import CardFacts
 from .data import ImageData
-from .ema import EmaCallback, ModelEma
+from .ema import EMA_WEIGHTS_NAME, EmaCallback, ModelEma
 from .mixup import Mixup
-from .model import freeze_backbone
+from .model import config_overrides, freeze_backbone
 from .report import (
     CONFUSION_MATRIX_NAME,
     METRICS_NAME,
@@ -29,7 +38,8 @@ from .report import (
     plot_training_curves,
     write_json,
 )
-from .trainer import ConvNextTrainer
+from .summary import RunSummary, summary_lines
+from .trainer import ConvNextTrainer, SavedWeights
 
 logger = logging.getLogger(__name__)
 
@@ -38,20 +48,66 @@ def _check_output_dir(args: RunArguments) -> None:
     training = args.training
     if training.output_dir is None:
         raise UserInputError("--output_dir is required: the folder that receives the trained model.")
+    if os.path.exists(training.output_dir) and not os.path.isdir(training.output_dir):
+        raise UserInputError(f"--output_dir {training.output_dir} is a file; choose a folder path for the output.")
+    data = args.data
+    check_apart(training.output_dir, {"--train_dir": data.train_dir, "--validation_dir": data.validation_dir,
+                                      "--train_mask_dir": data.train_mask_dir,
+                                      "--validation_mask_dir": data.validation_mask_dir})  # fmt: skip
     if (
         os.path.isdir(training.output_dir)
         and os.listdir(training.output_dir)
         and not training.resume_from_checkpoint
-        and not args.output.overwrite_output_dir
+        and not args.output.overwrite
     ):
         raise OutputExistsError(
             training.output_dir,
-            "pass --overwrite_output_dir to train into it anyway or --resume_from_checkpoint to continue its run",
+            "pass --overwrite to train into it anyway or --resume_from_checkpoint to continue its run",
         )
     if args.recipe.model_ema and (training.fsdp or training.deepspeed):
         raise UserInputError(
             "--model_ema keeps a full copy of the weights on every process and cannot follow sharded weights "
             "(FSDP/DeepSpeed); drop --model_ema or train without sharding."
+        )
+
+
+def _check_launch(training: Any) -> None:
+    """Refuse processes that a launcher started together but that would each train and evaluate alone."""
+    if training.world_size > 1 and training.parallel_mode == ParallelMode.NOT_PARALLEL:
+        raise UserInputError(
+            f"The launcher started {training.world_size} processes but no accelerator is visible and --use_cpu is "
+            "off, so each would train its own model on its share of the data; pass --use_cpu (with --ddp_backend "
+            "gloo) to train them together on CPU."
+        )
+
+
+def _check_training_length(training: Any) -> None:
+    """Refuse a run that would train zero steps and save its starting weights as a trained model."""
+    if training.max_steps <= 0 and training.num_train_epochs <= 0:
+        steps = f" and --max_steps {training.max_steps}" if training.max_steps == 0 else " and no --max_steps"
+        raise UserInputError(
+            f"--num_train_epochs {training.num_train_epochs:g}{steps} train zero steps, which would save the "
+            "starting weights as the trained model; give a positive --num_train_epochs or --max_steps."
+        )
+
+
+def _check_evaluation(training: Any) -> None:
+    """Refuse the Trainer's evaluation modes under which the metrics would not cover the validation images at once."""
+    if training.batch_eval_metrics or not training.eval_do_concat_batches:
+        flag = "--batch_eval_metrics" if training.batch_eval_metrics else "--eval_do_concat_batches false"
+        raise UserInputError(
+            f"{flag}: the metrics (top-k, mAP, mean IoU) are computed over all the validation predictions together, "
+            "which this mode does not hand them; drop the flag."
+        )
+
+
+def _check_batches(training: Any, num_train: int) -> None:
+    """Refuse dropping the last incomplete batch when it is the only one: no training step would run."""
+    total = training.per_device_train_batch_size * training.world_size
+    if training.dataloader_drop_last and num_train < total:
+        raise UserInputError(
+            f"--dataloader_drop_last drops every batch: {num_train} training image(s) do not fill one batch of "
+            f"{total} (--per_device_train_batch_size × processes); lower the batch size or drop the flag."
         )
 
 
@@ -67,6 +123,69 @@ def _resume_checkpoint(training_resume: str | bool | None, output_dir: str) -> s
     if not os.path.isdir(training_resume):
         raise UserInputError(f"--resume_from_checkpoint {training_resume} is not a checkpoint folder.")
     return str(training_resume)
+
+
+def _check_checkpoint(checkpoint: str | None, model_ema: bool) -> None:
+    """Refuse a checkpoint the Trainer could not resume from (missing or unreadable state, weights or EMA file)
+    before any work, naming the file; reads headers only (safetensors) or the zip directory (torch.save files)."""
+    if checkpoint is None:
+        return
+    state = os.path.join(checkpoint, TRAINER_STATE_NAME)
+    try:
+        with open(state, encoding="utf-8") as file:
+            if not isinstance(json.load(file), dict):
+                raise ValueError("not a JSON object")
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"--resume_from_checkpoint: {state} is missing or unreadable ({error}); resume from "
+                             "another checkpoint-* folder.") from error  # fmt: skip
+    weights = [os.path.join(checkpoint, name) for name in (SAFE_WEIGHTS_NAME, EMA_WEIGHTS_NAME)]
+    if model_ema and not os.path.isfile(weights[1]):
+        raise UserInputError(f"--resume_from_checkpoint: {checkpoint} has no {EMA_WEIGHTS_NAME}, it was saved without "
+                             "--model_ema; resume without --model_ema, or start a new run.")  # fmt: skip
+    for path in weights:
+        try:
+            if os.path.isfile(path):
+                safe_open(path, "pt").keys()
+        except Exception as error:  # safetensors raises its own error types for every kind of damage
+            raise UserInputError(f"--resume_from_checkpoint: {path} is not a readable safetensors file ({error}); "
+                                 "resume from another checkpoint-* folder.") from error  # fmt: skip
+    for name in (OPTIMIZER_NAME, SCHEDULER_NAME, "rng_state.pth"):
+        path = os.path.join(checkpoint, name)
+        if os.path.isfile(path) and not zipfile.is_zipfile(path):
+            raise UserInputError(f"--resume_from_checkpoint: {path} is damaged (not a torch.save archive); resume "
+                                 "from another checkpoint-* folder.")  # fmt: skip
+
+
+def _check_task_arguments(args: RunArguments, task: Task) -> None:
+    """The task's refusal of flags that do not apply to it (its `check_arguments` hook, when it has one)."""
+    check_arguments = getattr(task.hooks, "check_arguments", None)
+    if check_arguments is not None:
+        check_arguments(args)
+
+
+def _check_checkpoint_fits(checkpoint: str | None, model: Any, model_ema: bool) -> None:
+    """Refuse resuming from a checkpoint of another architecture (other widths, depths, heads or classes), naming
+    the file and its first mismatch; compares the safetensors headers with the model built from the flags."""
+    if checkpoint is None:
+        return
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    names = [SAFE_WEIGHTS_NAME] + ([EMA_WEIGHTS_NAME] if model_ema else [])
+    for path in (os.path.join(checkpoint, name) for name in names):
+        if not os.path.isfile(path):
+            continue
+        with safe_open(path, "pt") as weights:
+            saved = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+        unknown = sorted(set(saved) - set(expected))
+        differ = [f"{name} {list(saved[name])} (the model's {list(expected[name])})"
+                  for name in sorted(set(saved) & set(expected)) if saved[name] != expected[name]]  # fmt: skip
+        if unknown or differ:
+            first = differ[0] if differ else f"{unknown[0]}, which the model does not have"
+            raise UserInputError(
+                f"--resume_from_checkpoint: {path} holds the weights of another model than the flags describe "
+                f"({len(differ)} tensor(s) of other shapes, {len(unknown)} the model lacks; first: {first}). Resume "
+                "with the flags of that run (--variant/--model_name_or_path, --config_overrides, the same data), or "
+                "start a new run."
+            )
 
 
 def _total_batch(training: Any) -> int:
@@ -153,18 +272,25 @@ def _architecture(model: Any, task: Task) -> str:
     )
 
 
-def _final_evaluation(trainer: ConvNextTrainer, data: ImageData) -> FinalEvaluation:
-    """Metrics, confusion counts and per-label scores of the final weights on the validation split."""
+def _final_evaluation(trainer: ConvNextTrainer, data: ImageData, prediction: Any = None) -> FinalEvaluation:
+    """Metrics, confusion counts and per-label scores of the final weights on the validation split (from their
+    `prediction` when it was made already)."""
     if data.validation is None:
         return FinalEvaluation({})
-    prediction = trainer.predict(data.validation, metric_key_prefix="eval")
+    if prediction is None:
+        prediction = trainer.predict(data.validation, metric_key_prefix="eval")
     return trainer.task.hooks.final_evaluation(prediction, data.label_names)
 
 
 def _model_and_processor(args: RunArguments, task: Task, data: ImageData) -> tuple[Any, Any]:
     """The model for these labels and its processor, refused when the processor's images cannot feed it."""
-    model = task.hooks.build_model(args, data)
-    processor = task.hooks.build_processor(args, model)
+    try:
+        model = task.hooks.build_model(args, data)
+        processor = task.hooks.build_processor(args, model)
+    except UserInputError:
+        raise
+    except ValueError as error:  # the configuration's and the processor's own checks of the values the flags gave
+        raise UserInputError(f"The model or image processor the flags describe cannot be built: {error}") from None
     config = _backbone_config(model)
     image_size = _image_size(processor)
     if image_size < config.total_stride:
@@ -192,6 +318,9 @@ def _build_trainer(
     if data.validation is None and training.eval_strategy != "no":
         logger.info("No validation images: evaluation is off.")
         training.eval_strategy = "no"
+    if training.eval_strategy != "no" and training.metric_for_best_model is None:
+        # save_total_limit then keeps the best checkpoint besides the newest.
+        training.metric_for_best_model, training.greater_is_better = task.hooks.MAIN_METRIC, True
     mixup = Mixup(
         num_classes=len(data.label_names),
         mixup_alpha=recipe.mixup_alpha,
@@ -200,9 +329,6 @@ def _build_trainer(
         switch_probability=recipe.mixup_switch_prob,
         label_smoothing=training.label_smoothing_factor,
     )
-    check_arguments = getattr(task.hooks, "check_arguments", None)
-    if check_arguments is not None:
-        check_arguments(args)
     ema = ModelEma(model, recipe.model_ema_decay) if recipe.model_ema else None
     return ConvNextTrainer(
         model=model,
@@ -228,13 +354,47 @@ def _load_data(args: RunArguments, task: Task) -> ImageData:
         return task.hooks.load_data(args)
 
 
+def _first_missing(path: str) -> str | None:
+    """The outermost folder of `path` that does not exist yet (None when `path` exists): what creating it creates."""
+    path = os.path.abspath(path)
+    missing = None
+    while not os.path.lexists(path):
+        missing, parent = path, os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
 def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, float]:
-    """Train as the arguments say and write the model folder; return the final metrics."""
+    """Train as the arguments say and write the model folder; return the final metrics.
+
+    A refusal leaves nothing behind: the Trainer creates --output_dir as it starts, and some flags are refused only
+    later (as the optimizer is built, say), so a folder this run created is removed again unless it already holds a
+    checkpoint to resume from.
+    """
+    training = args.training
+    created = _first_missing(training.output_dir) if training.output_dir is not None else None
+    try:
+        return _run(args, callbacks)
+    except UserInputError:
+        output_dir = training.output_dir
+        if (created is not None and training.should_save and os.path.isdir(created)
+                and not (os.path.isdir(output_dir) and get_last_checkpoint(output_dir))):  # fmt: skip
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, float]:
     training = args.training
     # The transforms read the `image` column, which the Trainer would drop as unknown to the model's forward.
     training.remove_unused_columns = False
     _check_output_dir(args)
+    _check_launch(training)
+    _check_training_length(training)
+    _check_evaluation(training)
     checkpoint = _resume_checkpoint(training.resume_from_checkpoint, training.output_dir)
+    _check_checkpoint(checkpoint, args.recipe.model_ema)
     set_seed(training.seed)
     _apply_base_learning_rate(args)
     if args.recipe.unfreeze_last_stages and not args.recipe.freeze_backbone:
@@ -243,23 +403,29 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
     if not requested.trainable:
         trainable = [name for name, task in TASKS.items() if task.trainable]
         raise UserInputError(f"--task {requested.name} is not trained here; train takes {', '.join(trainable)}.")
+    # Checked now, so that a misspelt setting or a flag the task cannot use is refused before the data is read.
+    getattr(requested.hooks, "configuration_overrides", config_overrides)(args.model)
+    _check_task_arguments(args, requested)
     raw_data = _load_data(args, requested)
+    _check_batches(training, len(raw_data.train))
     # The data may say more than the flag: a classification label column holding lists is multi-label.
     task = get_task(raw_data.task)
+    if task is not requested:
+        _check_task_arguments(args, task)
     model, processor = _model_and_processor(args, task, raw_data)
     if args.recipe.freeze_backbone:
         frozen = freeze_backbone(model, args.recipe.unfreeze_last_stages)
         logger.info("Frozen: %d backbone parameter tensors (%s)", len(frozen), _trained_part(args))
+    _check_checkpoint_fits(checkpoint, model, args.recipe.model_ema)
     data = task.hooks.attach_transforms(args, raw_data, processor)
     trainer = _build_trainer(args, data, model, processor, callbacks, task)
     if trainer.ema is not None and checkpoint is not None:
         trainer.ema.load(checkpoint)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    if trainer.ema is not None:
-        # The averaged weights are the result: evaluate, save and push them.
-        trainer.ema.copy_to(model)
-        trainer.ema = None
-    final = _final_evaluation(trainer, data)
+    saved_weights, prediction = trainer.settle_weights()
+    if saved_weights is not None:
+        logger.info(saved_weights.sentence())
+    final = _final_evaluation(trainer, data, prediction)
     metrics = {**train_result.metrics, **final.metrics}
     image_size = _image_size(processor)
     trainer.card_facts = CardFacts(
@@ -277,6 +443,9 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
         results=final.metrics,
         task=task.name,
         per_label=final.per_label,
+        saved_weights=saved_weights.sentence() if saved_weights is not None else None,
+        data_notes=raw_data.notes,
+        backbone_weights=_backbone_weights(model),
     )
     prepare_for_saving = getattr(task.hooks, "prepare_for_saving", None)
     if prepare_for_saving is not None:
@@ -284,19 +453,77 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
     trainer.save_model()
     trainer.save_state()
     if trainer.is_world_process_zero():
-        _write_report(trainer, args, raw_data, metrics, final)
+        _write_report(trainer, args, raw_data, metrics, final, saved_weights)
     if training.push_to_hub:
         trainer.push_to_hub()
+    if trainer.is_world_process_zero():
+        weights = saved_weights.summary() if saved_weights is not None else "the live weights after the last step"
+        summary = _run_summary(args, trainer, data, metrics, weights)
+        summary.needs_package = trainer.card_facts.loading_note is not None
+        print_box(summary_lines(summary))
     return metrics
 
 
+def _run_summary(
+    args: RunArguments, trainer: ConvNextTrainer, data: ImageData, metrics: dict[str, float], saved_weights: str
+) -> RunSummary:
+    """What the results box shows: the folder, the final metrics, the weights saved, the checkpoints kept."""
+    output_dir = args.training.output_dir
+    given = args.data
+    if given.validation_dir is not None:
+        validation, source = given.validation_dir, ["--validation_dir", given.validation_dir]
+        if given.validation_mask_dir is not None:
+            source += ["--validation_mask_dir", given.validation_mask_dir]
+    elif given.validation_file is not None:
+        validation, source = given.validation_file, ["--validation_file", given.validation_file]
+    else:
+        validation = f"{given.train_val_split:.0%} of the training data, held out"
+        source = ["--validation_dir", "IMAGES"]
+    state = trainer.state
+    best = os.path.basename(state.best_model_checkpoint) if state.best_model_checkpoint else None
+    metric = args.training.metric_for_best_model
+    task = trainer.task
+    return RunSummary(
+        output_dir=os.path.abspath(output_dir),
+        task=task.name,
+        pipeline_tag=task.pipeline_tag,
+        num_labels=len(data.label_names),
+        metrics=metrics,
+        saved_weights=saved_weights,
+        validation=validation if data.validation is not None else None,
+        validation_images=len(data.validation) if data.validation is not None else 0,
+        checkpoints=sorted(
+            (name for name in os.listdir(output_dir) if name.startswith(PREFIX_CHECKPOINT_DIR)),
+            key=lambda name: int(name.rsplit("-", 1)[-1]) if name.rsplit("-", 1)[-1].isdigit() else -1,
+        ),
+        best_checkpoint=best,
+        best_metric=(metric, state.best_metric) if best and metric and state.best_metric is not None else None,
+        evaluate_source=source if getattr(task.hooks, "evaluate", None) is not None else [],
+        # Classifiers save this package's classes (loaded as remote code); other heads are transformers' own.
+        remote_code=task.auto_class == "AutoModelForImageClassification",
+    )
+
+
+def _backbone_weights(model: Any) -> str | None:
+    """What `load_backbone_weights` copied into the model's backbone, in one paragraph (None when it did not run)."""
+    report = getattr(model, "backbone_weights_report", None)
+    return str(report).replace("\n", " ") if report is not None else None
+
+
 def _write_report(
-    trainer: ConvNextTrainer, args: RunArguments, raw_data: ImageData, metrics: dict[str, float], final: FinalEvaluation
+    trainer: ConvNextTrainer,
+    args: RunArguments,
+    raw_data: ImageData,
+    metrics: dict[str, float],
+    final: FinalEvaluation,
+    saved_weights: SavedWeights | None,
 ) -> None:
     output_dir = args.training.output_dir
     names = raw_data.label_names
     hooks = trainer.task.hooks
     report: dict[str, Any] = {"metrics": metrics, "label_names": names}
+    if saved_weights is not None:
+        report["saved_weights"] = saved_weights.as_dict()
     counts = final.counts
     if counts is not None:
         report["confusion_matrix"] = counts.tolist()
@@ -315,4 +542,11 @@ def _write_report(
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """`convnext-hf train` / `python -m convnext_hf.train`: parse the command line and run."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if not sys.stderr.isatty():
+        # Redrawn bars (datasets' checks, transformers' shard writing) would fill a log file with terminal codes.
+        import datasets
+        from transformers.utils import logging as transformers_logging
+
+        datasets.disable_progress_bars()
+        transformers_logging.disable_progress_bar()
     return run(parse_args(sys.argv[1:] if argv is None else argv))

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import Trainer
+from transformers.trainer_utils import EvalLoopOutput, PredictionOutput
 
 from ..tasks import IMAGE_CLASSIFICATION, get_task
 from .card import CardFacts, build_model_card
@@ -16,6 +21,46 @@ from .ema import ModelEma
 from .mixup import Mixup
 from .optim import parameter_groups
 from .report import write_text
+
+
+@dataclass
+class SavedWeights:
+    """Which weights a run with an EMA saves, and the validation scores that chose them."""
+
+    saved: str  # "EMA" or "live"
+    metric: str | None  # the score compared, None without validation images
+    scores: dict[str, float]  # per kind of weights, the compared score
+    decay: float
+    steps: int
+
+    def sentence(self) -> str:
+        """One line for the log, the summary and the model card."""
+        horizon = (
+            f"EMA decay {self.decay} over {self.steps} steps: the initial weights still make "
+            f"{self.decay**self.steps:.1%} of the average"
+        )
+        if self.metric is None:
+            return f"Saved the EMA weights, not compared with the live weights (no validation images); {horizon}."
+        other = "live" if self.saved == "EMA" else "EMA"
+        return (
+            f"Saved the {self.saved} weights: {self.metric} {self.scores[self.saved]:.4f} against "
+            f"{self.scores[other]:.4f} for the {other} weights ({horizon})."
+        )
+
+    def summary(self) -> str:
+        """The choice in a few words, for the results box."""
+        if self.metric is None:
+            return f"the EMA of the weights (decay {self.decay}; not compared: no validation images)"
+        other = "live" if self.saved == "EMA" else "EMA"
+        return (
+            f"the {self.saved} weights: {self.metric} {self.scores[self.saved]:.4f} against "
+            f"{self.scores[other]:.4f} for the {other} (EMA decay {self.decay})"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The choice as metrics.json states it."""
+        return {"saved": self.saved, "compared_on": self.metric, "scores": self.scores, "ema_decay": self.decay,
+                "steps": self.steps}  # fmt: skip
 
 
 class ConvNextTrainer(Trainer):
@@ -27,7 +72,11 @@ class ConvNextTrainer(Trainer):
       their own per-pixel loss, unmixed.
     - Optimizer: the Trainer's optimizer class and flags (`--optim`, betas, eps) over the recipe's parameter groups
       (no weight decay on norms, biases and layer scale; layer-wise learning-rate decay).
-    - Evaluation: with an EMA, every evaluation also scores the averaged weights, as `eval_ema_*` metrics.
+    - Evaluation: with an EMA, every evaluation also scores the averaged weights, as `eval_ema_*` metrics, and the
+      run saves whichever of the two validates better (`settle_weights`). A
+      classifier's evaluation loss is the mean over the images, computed from the gathered logits, so that it is the
+      same number under every launcher (the Trainer's weighs each batch's mean by the batch size, counting the
+      images of a short last batch more than once).
 
     Its model card (written at the end of a run and by `push_to_hub`) is the ConvNeXt card built from `card_facts`.
     """
@@ -95,6 +144,66 @@ class ConvNextTrainer(Trainer):
             with self.ema.applied_to(self.model):
                 metrics.update(super().evaluate(eval_dataset, ignore_keys, f"{metric_key_prefix}_ema"))
         return metrics
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        """The Trainer's, but never dropping the last incomplete batch: --dataloader_drop_last is for training."""
+        with self._last_batch_kept():
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset: Any) -> Any:
+        """The Trainer's, but never dropping the last incomplete batch (the final evaluation goes through here)."""
+        with self._last_batch_kept():
+            return super().get_test_dataloader(test_dataset)
+
+    @contextmanager
+    def _last_batch_kept(self) -> Iterator[None]:
+        drop_last = self.args.dataloader_drop_last
+        self.args.dataloader_drop_last = False
+        try:
+            yield
+        finally:
+            self.args.dataloader_drop_last = drop_last
+
+    def evaluation_loop(
+        self,
+        dataloader: Any,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        """The Trainer's loop, with the loss recomputed as the mean over exactly the validation images where the task
+        can (`evaluation_loss` of its module: classifiers, from their logits)."""
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        loss = getattr(self.task.hooks, "evaluation_loss", None)
+        if loss is not None and isinstance(output.predictions, np.ndarray) and isinstance(output.label_ids, np.ndarray):
+            output.metrics[f"{metric_key_prefix}_loss"] = loss(output.predictions, output.label_ids)
+        return output
+
+    def settle_weights(self) -> tuple[SavedWeights | None, PredictionOutput | None]:
+        """Put the weights to save into the model: with an EMA, the EMA or the live weights, whichever validates
+        better on the metric that picks the best checkpoint (the EMA on a tie, and without validation images).
+        Returns the choice and the chosen weights' predictions on the validation images; the EMA is done with
+        afterwards."""
+        if self.ema is None:
+            return None, None
+        ema, self.ema = self.ema, None
+        steps = self.state.global_step
+        if self.eval_dataset is None:
+            ema.copy_to(self.model)
+            return SavedWeights("EMA", None, {}, ema.decay, steps), None
+        # The metric that picks the best checkpoint picks the weights too (the task's main one by default).
+        name = self.args.metric_for_best_model or self.task.hooks.MAIN_METRIC
+        metric = name if name.startswith("eval_") else f"eval_{name}"
+        higher = self.args.greater_is_better if self.args.metric_for_best_model else True
+        live = self.predict(self.eval_dataset, metric_key_prefix="eval")
+        with ema.applied_to(self.model):
+            averaged = self.predict(self.eval_dataset, metric_key_prefix="eval")
+        scores = {"live": live.metrics[metric], "EMA": averaged.metrics[metric]}
+        if (scores["EMA"] >= scores["live"]) if higher else (scores["EMA"] <= scores["live"]):
+            ema.copy_to(self.model)
+            return SavedWeights("EMA", metric, scores, ema.decay, steps), averaged
+        return SavedWeights("live", metric, scores, ema.decay, steps), live
 
     def create_model_card(self, **kwargs: Any) -> None:
         """Write README.md into the output folder: the ConvNeXt card once the run has its results."""

@@ -7,9 +7,12 @@ image, a single class, no images) are found here, before training starts.
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import os
+import re
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -17,15 +20,37 @@ import datasets
 import torch
 from PIL import Image
 
+from ...data_folder import check_data_folder
 from ...errors import UserInputError
 from ...image_processing_convnext import ConvNextHFImageProcessor
 from ...train.arguments import DataArguments
-from ...train.data import FILE_BUILDERS, IMAGE_COLUMNS, ImageData, find_bad_images
+from ...train.data import (
+    FILE_BUILDERS,
+    IMAGE_COLUMNS,
+    ImageData,
+    drop_validation_copies,
+    find_bad_images,
+    image_digests,
+    image_paths,
+    local_files_quietly,
+    repeated_images,
+)
 from .. import IMAGE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION
 
 logger = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("label", "labels", "class", "category")
+_INTEGER = re.compile(r"[+-]?\d+")
+# How the messages name the splits: a training run's, or the one split `convnext-hf evaluate` scores.
+TRAINING_WORDS = {"train": "training", "validation": "validation"}
+SCORING_WORDS = {"train": "scored"}
+CLASS_FOLDERS = "a folder with one subfolder per class"
+
+
+def _flag(split: str, kind: str, words: dict[str, str]) -> str:
+    """The flag that named a split's folder (`kind` "dir") or file ("file"): evaluate's --validation_dir or
+    --validation_file is loaded as the only split, "train"."""
+    return f"--{'validation' if words is SCORING_WORDS or split == 'validation' else 'train'}_{kind}"
 
 
 def _check_sources(args: DataArguments) -> str:
@@ -62,46 +87,91 @@ def _class_folders(directory: str) -> dict[str, int]:
     return counts
 
 
-def _load_folders(args: DataArguments, cache_dir: str | None) -> datasets.DatasetDict:
+def _empty_class_folders(directory: str, classes: dict[str, int]) -> list[str]:
+    """Subfolders of `directory` (hidden ones aside) that hold no image at any depth."""
+    folders = [entry.name for entry in os.scandir(directory) if entry.is_dir() and not entry.name.startswith(".")]
+    return sorted(name for name in folders if name not in classes)
+
+
+def _load_folders(
+    args: DataArguments, cache_dir: str | None, words: dict[str, str], notes: list[str]
+) -> datasets.DatasetDict:
     splits = {"train": args.train_dir}
     if args.validation_dir is not None:
         splits["validation"] = args.validation_dir
     for split, directory in splits.items():
-        if not os.path.isdir(directory):
-            raise UserInputError(
-                f"The {split} image folder {directory} does not exist; pass a folder of class subfolders."
-            )
+        check_data_folder(directory, _flag(split, "dir", words), CLASS_FOLDERS)
         classes = _class_folders(directory)
         if not classes:
             raise UserInputError(
-                f"No images found in {directory}: arrange the {split} images as {directory}/<class_name>/<image>."
+                f"No images found in {directory}: arrange the {words[split]} images as "
+                f"{directory}/<class_name>/<image>."
             )
         if "." in classes:
             raise UserInputError(
                 f"{classes['.']} image(s) lie directly in {directory}, outside any class subfolder; move each image "
                 f"into the subfolder of its class: {directory}/<class_name>/<image>."
             )
-        if split == "train" and len(classes) == 1:
+        empty = _empty_class_folders(directory, classes)
+        if empty and words is TRAINING_WORDS and split == "train":
+            raise UserInputError(
+                f"Class folder(s) {empty} in {directory} hold no images, so a classifier could not learn those "
+                "classes; add their images, or remove the empty folder(s)."
+            )
+        if empty:
+            note = f"Class folder(s) {empty} of the {words[split]} folder {directory} hold no images."
+            logger.warning(note)
+            notes.append(note)
+        if split == "train" and words is TRAINING_WORDS and len(classes) == 1:
             raise UserInputError(
                 f"{directory} holds one class ({next(iter(classes))!r}); a classifier needs at least two. "
                 f"Put each class's images in its own subfolder: {directory}/<class_name>/<image>."
             )
     # One builder call for both splits, so class ids come from the union of the class folders.
     files = {split: os.path.join(os.path.abspath(directory), "**") for split, directory in splits.items()}
-    return datasets.load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
+    with local_files_quietly():
+        return datasets.load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
 
 
-def _load_files(args: DataArguments, cache_dir: str | None) -> datasets.DatasetDict:
+def _csv_as_text(splits: dict[str, str]) -> dict[str, Any]:
+    """load_dataset options that read every CSV cell as the text written there: labels `1` and `NA` stay "1" and
+    "NA" (not 1.0 and a missing value), and an empty cell is "" (a missing label, found by the label check)."""
+    headers = {}
+    for split, path in splits.items():
+        with open(path, newline="", encoding="utf-8") as file:
+            headers[split] = next(csv.reader(file), [])
+    if len({tuple(header) for header in headers.values()}) > 1:
+        raise UserInputError(
+            f"The CSV files have different columns ({headers}); give the training and validation files the same "
+            "header."
+        )
+    columns = headers["train"]
+    return {
+        "features": datasets.Features({column: datasets.Value("string") for column in columns}),
+        "keep_default_na": False,
+        "na_filter": False,
+    }
+
+
+def _load_files(
+    args: DataArguments, cache_dir: str | None, words: dict[str, str], notes: list[str]
+) -> datasets.DatasetDict:
     splits = {"train": args.train_file}
     if args.validation_file is not None:
         splits["validation"] = args.validation_file
     extensions = {os.path.splitext(path)[1].lower() for path in splits.values()}
     if len(extensions) != 1 or not extensions <= FILE_BUILDERS.keys():
-        raise UserInputError(f"--train_file/--validation_file must both be .csv or both .json/.jsonl, got {splits}.")
+        given = ", ".join(f"{_flag(split, 'file', words)} {path}" for split, path in splits.items())
+        raise UserInputError(f"{given}: the data files must be .csv, or .json/.jsonl (all of one kind).")
     for split, path in splits.items():
         if not os.path.isfile(path):
-            raise UserInputError(f"The {split} file {path} does not exist.")
-    data = datasets.load_dataset(FILE_BUILDERS[extensions.pop()], data_files=splits, cache_dir=cache_dir)
+            kind = "is a folder" if os.path.isdir(path) else "does not exist"
+            raise UserInputError(f"{_flag(split, 'file', words)} {path} {kind}; pass a CSV or JSON (lines) file "
+                                 "of image paths and labels.")  # fmt: skip
+    builder = FILE_BUILDERS[extensions.pop()]
+    options = _csv_as_text(splits) if builder == "csv" else {}
+    with local_files_quietly():
+        data = datasets.load_dataset(builder, data_files=splits, cache_dir=cache_dir, **options)
     image_column = _find_column(data["train"], args.image_column_name, IMAGE_COLUMNS, "image")
 
     # Paths in the file are relative to the file's own folder.
@@ -115,7 +185,9 @@ def _load_files(args: DataArguments, cache_dir: str | None) -> datasets.DatasetD
     return data.cast_column(image_column, datasets.Image())
 
 
-def _load_hub(args: DataArguments, cache_dir: str | None) -> datasets.DatasetDict:
+def _load_hub(
+    args: DataArguments, cache_dir: str | None, words: dict[str, str], notes: list[str]
+) -> datasets.DatasetDict:
     data = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=cache_dir)
     if "train" not in data:
         raise UserInputError(f"{args.dataset_name} has no 'train' split (it has {list(data)}).")
@@ -155,8 +227,42 @@ def _standardize_columns(data: datasets.DatasetDict, args: DataArguments) -> dat
     return datasets.DatasetDict(renamed)
 
 
+def label_text(value: Any) -> str | None:
+    """A class label as the user wrote it, None when it is missing. Whole numbers read as floats (JSON's 1.0, a
+    column with a gap) are written as integers, so that class 1 is "1", not "1.0"."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if value != value:
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
+    text = str(value).strip()
+    return text or None
+
+
+def class_order(names: Any) -> list[str]:
+    """Class names in id order: by value when every name is an integer (2 before 10), else alphabetically."""
+    names = set(names)
+    if names and all(_INTEGER.fullmatch(name) for name in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def _refuse_missing_labels(data: datasets.DatasetDict, words: dict[str, str]) -> None:
+    """Refuse images without a label (an empty cell, null): they would become a class named "None"."""
+    for split, dataset in data.items():
+        missing = [row for row, value in enumerate(dataset["label"]) if label_text(value) is None]
+        if missing:
+            paths = image_paths(dataset.select(missing[:5]))
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise UserInputError(
+                f"{len(missing)} {words[split]} image(s) have no label (an empty or null label cell): "
+                f"{', '.join(paths)}{more}. Give each image its class, or remove those rows."
+            )
+
+
 def _encode_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDict, list[str]]:
-    """Give both splits the same ClassLabel; string or integer labels become classes in sorted order."""
+    """Give both splits the same ClassLabel; string or integer labels become classes in order (`class_order`)."""
     feature = data["train"].features["label"]
     if isinstance(feature, datasets.ClassLabel):
         for split, dataset in data.items():
@@ -166,17 +272,56 @@ def _encode_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDict, li
                     f"split's {feature.names}; give both splits the same class names."
                 )
         return data, list(feature.names)
-    names = sorted({str(value) for dataset in data.values() for value in dataset["label"]})
+    names = class_order(label_text(value) for dataset in data.values() for value in dataset["label"])
     class_label = datasets.ClassLabel(names=names)
 
     def encode(batch: dict) -> dict:
-        return {"label": [class_label.str2int(str(value)) for value in batch["label"]]}
+        return {"label": [class_label.str2int(label_text(value)) for value in batch["label"]]}
 
     encoded = {
         split: dataset.map(encode, batched=True, features=datasets.Features({**dataset.features, "label": class_label}))
         for split, dataset in data.items()
     }
     return datasets.DatasetDict(encoded), names
+
+
+def combined_labels(names: list[str]) -> list[str]:
+    """The label names that look like several labels of one small vocabulary joined ("circle red", "circle,blue"),
+    when most names do; [] otherwise.
+
+    Names look joined when the same words come in another order ("red circle" beside "circle red"), or when at least
+    half the names have several words, four in five of those are made only of words that other names use too, and
+    there are no more distinct words than names: a vocabulary combined, not names that happen to share a word ("sea
+    lion", "sea otter", "river otter" are not).
+    """
+    words = {name: split_labels(name) for name in names}
+    joined = [name for name in names if len(words[name]) > 1]
+    if len(joined) < 2 or 2 * len(joined) < len(names):
+        return []
+    word_sets = Counter(frozenset(words[name]) for name in joined)
+    reordered = [name for name in joined if word_sets[frozenset(words[name])] > 1]
+    if reordered:
+        return reordered
+    vocabulary = {word for name in names for word in words[name]}
+    frequency = Counter(word for name in names for word in set(words[name]))
+    shared = [name for name in joined if all(frequency[word] > 1 for word in words[name])]
+    if len(vocabulary) <= len(names) and 5 * len(shared) >= 4 * len(joined):
+        return shared
+    return []
+
+
+def _refuse_combined_labels(names: list[str]) -> None:
+    """Refuse a single-label run on labels that look like several labels per image."""
+    joined = combined_labels(names)
+    if joined:
+        vocabulary = sorted({word for name in names for word in split_labels(name)})
+        raise UserInputError(
+            f"The labels look like several labels per image: {len(joined)} of the {len(names)} label names combine "
+            f"the same {len(vocabulary)} words ({', '.join(repr(name) for name in joined[:4])}"
+            f"{', …' if len(joined) > 4 else ''}), which would train one class per combination. Pass --task "
+            "multi-label-classification to learn each of them as a label, or --task image-classification to keep "
+            "each combination as one class."
+        )
 
 
 def _holds_lists(dataset: datasets.Dataset) -> bool:
@@ -226,7 +371,9 @@ def _encode_multi_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDi
     return datasets.DatasetDict(encoded), names
 
 
-def _drop_bad_images(dataset: datasets.Dataset, split: str, policy: str, num_proc: int | None) -> datasets.Dataset:
+def _drop_bad_images(
+    dataset: datasets.Dataset, split: str, policy: str, num_proc: int | None, notes: list[str]
+) -> datasets.Dataset:
     bad = find_bad_images(dataset, num_proc)
     if not bad:
         return dataset
@@ -234,16 +381,22 @@ def _drop_bad_images(dataset: datasets.Dataset, split: str, policy: str, num_pro
     if policy == "error":
         raise UserInputError(
             f"{len(bad)} unreadable image(s) in the {split} data:\n{listing}\n"
-            "Remove or replace them, or pass --on_bad_image skip to train without them."
+            "Remove or replace them, or pass --on_bad_image skip to go on without them."
         )
     logger.warning("Skipping %d unreadable image(s) in the %s data:\n%s", len(bad), split, listing)
+    notes.append(
+        f"{len(bad)} unreadable {split} image(s) were left out (--on_bad_image skip): "
+        f"{', '.join(path for _, path, _ in bad[:5])}{' …' if len(bad) > 5 else ''}."
+    )
     bad_rows = {row for row, _, _ in bad}
     return dataset.select([row for row in range(len(dataset)) if row not in bad_rows])
 
 
-def _check_multi_labels(data: datasets.DatasetDict, label_names: list[str], source: str) -> None:
+def _check_multi_labels(data: datasets.DatasetDict, label_names: list[str], source: str, scoring: bool) -> None:
     if len(data["train"]) == 0:
-        raise UserInputError(f"The training data from {source} has no usable images.")
+        raise UserInputError(f"The {'scored' if scoring else 'training'} data from {source} has no usable images.")
+    if scoring:
+        return
     counts = torch.tensor(list(data["train"]["label"])).sum(dim=0)
     unseen = [name for name, count in zip(label_names, counts.tolist(), strict=True) if count == 0]
     if len(label_names) < 2 or unseen:
@@ -253,9 +406,11 @@ def _check_multi_labels(data: datasets.DatasetDict, label_names: list[str], sour
         )
 
 
-def _check_classes(data: datasets.DatasetDict, label_names: list[str], source: str) -> None:
+def _check_classes(data: datasets.DatasetDict, label_names: list[str], source: str, scoring: bool) -> None:
     if len(data["train"]) == 0:
-        raise UserInputError(f"The training data from {source} has no usable images.")
+        raise UserInputError(f"The {'scored' if scoring else 'training'} data from {source} has no usable images.")
+    if scoring:
+        return
     if len(label_names) < 2:
         raise UserInputError(
             f"The data from {source} has {len(label_names)} class(es) {label_names}; a classifier needs at least "
@@ -287,23 +442,79 @@ def _split(dataset: datasets.Dataset, fraction: float, num_classes: int, seed: i
     return split["train"], split["test"]
 
 
+def _remove_repeats(
+    data: datasets.DatasetDict,
+    label_names: list[str],
+    multi_label: bool,
+    num_proc: int | None,
+    words: dict[str, str],
+    notes: list[str],
+) -> datasets.DatasetDict:
+    """One row per image in each split (repeats noted, contradicting labels refused), no file in both splits, and no
+    validation image identical to a training one (left out, noted): all before the split, so none leaks into it."""
+    if multi_label:
+        fix = "merge their label lists into one row"
+    else:
+        fix = "for several labels per image, train with --task multi-label-classification"
+    found = {}
+    for split, dataset in data.items():
+        digests, paths = image_digests(dataset, num_proc=num_proc), image_paths(dataset)
+        if multi_label:
+            labels = [" ".join(n for n, hot in zip(label_names, row, strict=True) if hot) for row in dataset["label"]]
+        else:
+            labels = [label_names[index] for index in dataset["label"]]
+        kept = repeated_images(words[split], labels, digests, paths, notes, fix)
+        if len(kept) < len(dataset):
+            dataset = dataset.select(kept)
+            digests, paths = [digests[row] for row in kept], [paths[row] for row in kept]
+        data[split], found[split] = dataset, (paths, digests)
+    if "validation" in data:
+        (train_paths, train_digests), (paths, digests) = found["train"], found["validation"]
+        data["validation"] = drop_validation_copies(train_paths, train_digests, data["validation"], paths, digests,
+                                                    notes)  # fmt: skip
+    return data
+
+
 def load_image_data(
-    args: DataArguments, seed: int, cache_dir: str | None = None, num_proc: int | None = None, task: str | None = None
+    args: DataArguments,
+    seed: int,
+    cache_dir: str | None = None,
+    num_proc: int | None = None,
+    task: str | None = None,
+    scoring: bool = False,
+    single_label_given: bool = False,
 ) -> ImageData:
     """Load, check and split the labelled images the arguments name.
 
-    Labels become multi-hot rows for the multi-label task, or when the label column holds lists.
+    Labels become multi-hot rows for the multi-label task, or when the label column holds lists. Labels that look
+    like several per image are refused for a single-label run unless `single_label_given` (the user named the task).
+    `scoring` loads the one split `convnext-hf evaluate` scores: its messages speak of the scored images, and one
+    class is enough.
     """
+    words = SCORING_WORDS if scoring else TRAINING_WORDS
+    notes: list[str] = []
     kind = _check_sources(args)
     loader = {"folder": _load_folders, "file": _load_files, "hub": _load_hub}[kind]
     source = {"folder": args.train_dir, "file": args.train_file, "hub": args.dataset_name}[kind]
-    data = _standardize_columns(loader(args, cache_dir), args)
+    data = _standardize_columns(loader(args, cache_dir, words, notes), args)
     multi_label = task == MULTI_LABEL_CLASSIFICATION or _holds_lists(data["train"])
-    data, label_names = _encode_multi_labels(data) if multi_label else _encode_labels(data)
+    if multi_label:
+        data, label_names = _encode_multi_labels(data)
+    else:
+        _refuse_missing_labels(data, words)
+        data, label_names = _encode_labels(data)
+        if not (scoring or single_label_given):
+            _refuse_combined_labels(label_names)
     data = datasets.DatasetDict(
-        {split: _drop_bad_images(dataset, split, args.on_bad_image, num_proc) for split, dataset in data.items()}
+        {
+            split: _drop_bad_images(dataset, words[split], args.on_bad_image, num_proc, notes)
+            for split, dataset in data.items()
+        }
     )
-    (_check_multi_labels if multi_label else _check_classes)(data, label_names, source)
+    if not scoring:
+        # Scoring takes the images as given; a training run must not learn one image twice or validate on it.
+        data = _remove_repeats(data, label_names, multi_label, num_proc, words, notes)
+    (_check_multi_labels if multi_label else _check_classes)(data, label_names, source, scoring)
     train, validation = data["train"], data.get("validation")
     if validation is None and args.train_val_split > 0:
         train, validation = _split(train, args.train_val_split, len(label_names), seed)
@@ -311,9 +522,8 @@ def load_image_data(
         train = train.shuffle(seed=seed).select(range(min(args.max_train_samples, len(train))))
     if validation is not None and args.max_eval_samples is not None:
         validation = validation.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(validation))))
-    return ImageData(
-        train, validation, label_names, source, MULTI_LABEL_CLASSIFICATION if multi_label else IMAGE_CLASSIFICATION
-    )
+    task_name = MULTI_LABEL_CLASSIFICATION if multi_label else IMAGE_CLASSIFICATION
+    return ImageData(train, validation, label_names, source, task_name, notes)
 
 
 def with_transforms(

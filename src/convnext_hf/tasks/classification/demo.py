@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ...demo import DemoSettings, prepare_output_dir, print_box
+from ...cli import print_box
+from ...demo import DemoSettings, prepare_output_dir
 from ...errors import UserInputError
 
 DIGIT_SIDE = 28
@@ -26,8 +27,6 @@ DEFAULT_ROOT = "convnext-mnist-demo"
 HELD_OUT_PER_CLASS = 100
 # A ConvNeXt sized for 28×28 digits: four stages, 2×2 patchify stem (28 → 14 → 7 → 3 → 1), narrow widths.
 DEMO_CONFIG = {"hidden_sizes": [24, 48, 96, 192], "depths": [1, 1, 2, 1], "patch_size": 2}
-# The digits scenario's defaults (docs/training.md measures them); the flags given win.
-DEMO_DEFAULTS = {"epochs": 25, "learning_rate": 4e-3, "batch_size": 32}
 
 
 def write_digit_folders(root: str, train_per_class: int | None, seed: int) -> tuple[str, str]:
@@ -89,7 +88,7 @@ def train_arguments(settings: DemoSettings, train_dir: str, held_out_dir: str, m
         "--seed", str(settings.seed),
         "--report_to", "none",
         "--output_dir", model_dir,
-    ] + (["--overwrite_output_dir"] if settings.overwrite else [])  # fmt: skip
+    ] + (["--overwrite"] if settings.overwrite else [])  # fmt: skip
 
 
 def classify_held_out(model_dir: str, held_out_dir: str, batch_size: int = 250) -> dict[str, float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -25,18 +26,18 @@ from ...train.data import ImageData
 from ...train.mixup import Mixup, soft_target_cross_entropy
 from ...train.report import FinalEvaluation, confusion_matrix
 from .data import collate, load_image_data, with_transforms
-from .demo import DEMO_DEFAULTS, run_demo
+from .demo import run_demo
 from .model import build_model as build_classifier
 from .model import build_processor as build_classifier_processor
 from .scoring import evaluate
 
 __all__ = [
     "CARD",
-    "DEMO_DEFAULTS",
     "attach_transforms",
     "augmentation_hyperparameters",
     "build_model",
     "build_processor",
+    "check_arguments",
     "collate",
     "compute_loss",
     "compute_metrics",
@@ -53,7 +54,9 @@ preprocess_logits = None
 
 def load_data(args: RunArguments) -> ImageData:
     """The labelled images; a label column holding lists makes them multi-label (`ImageData.task` says so)."""
-    return load_image_data(args.data, seed=args.training.seed, cache_dir=args.model.cache_dir)
+    return load_image_data(
+        args.data, seed=args.training.seed, cache_dir=args.model.cache_dir, single_label_given=args.task_given
+    )
 
 
 def build_model(args: RunArguments, data: ImageData) -> nn.Module:
@@ -64,6 +67,21 @@ def build_model(args: RunArguments, data: ImageData) -> nn.Module:
 def build_processor(args: RunArguments, model: nn.Module) -> Any:
     """The pretrained model's processor (resized to --image_size when given), or a new one."""
     return build_classifier_processor(args.model, model)
+
+
+def check_arguments(args: RunArguments) -> None:
+    """Refuse the segmentation data flags, which a classification run would ignore: its classes are the class
+    folders or the label column."""
+    data = args.data
+    given = {"--id2label": data.id2label, "--train_mask_dir": data.train_mask_dir,
+             "--validation_mask_dir": data.validation_mask_dir, "--mask_column_name": data.mask_column_name}
+    flags = [flag for flag, value in given.items() if value is not None]
+    if flags:
+        raise UserInputError(
+            f"{', '.join(flags)}: semantic-segmentation data (class names of mask ids, masks), which {args.model.task} "
+            "would ignore: its classes are the class folders or the label column. Drop them, or pass --task "
+            "semantic-segmentation."
+        )
 
 
 def train_transform(args: RunArguments, processor: Any) -> TrainTransform:
@@ -121,6 +139,15 @@ def compute_loss(model: nn.Module, inputs: dict[str, torch.Tensor], mixup: Mixup
     if model.training:
         return soft_target_cross_entropy(logits, targets), outputs
     return F.cross_entropy(logits, inputs["labels"]), outputs
+
+
+def evaluation_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The cross-entropy averaged over the validation images, from their gathered logits."""
+    return F.cross_entropy(torch.from_numpy(logits).float(), torch.from_numpy(labels).long()).item()
+
+
+# The validation metric that picks the best checkpoint unless --metric_for_best_model names another.
+MAIN_METRIC = "accuracy"
 
 
 def compute_metrics(num_labels: int) -> Callable[[EvalPrediction], dict[str, float]]:

@@ -20,6 +20,7 @@ import transformers
 
 from ...errors import UserInputError
 from ...evaluation import load_model, predict, write_outputs
+from ...metrics import load_topk_accuracy
 from ...train.arguments import DataArguments
 from ...train.report import confusion_matrix
 from .data import load_image_data
@@ -57,7 +58,7 @@ def load_labelled_images(args: argparse.Namespace, task: str | None = None) -> t
         max_eval_samples=args.max_eval_samples,
         on_bad_image=args.on_bad_image,
     )
-    data = load_image_data(data_args, seed=0, cache_dir=args.cache_dir, task=task)
+    data = load_image_data(data_args, seed=0, cache_dir=args.cache_dir, task=task, scoring=True)
     # A Hub dataset's validation split is the one to score; a folder or file is loaded as the only split.
     images = data.validation if data.validation is not None else data.train
     if data.validation is None and args.max_eval_samples is not None:
@@ -76,14 +77,14 @@ def evaluate(args: argparse.Namespace, config: transformers.PretrainedConfig) ->
     model_names = [str(config.id2label[index]) for index in range(config.num_labels)]
     references = np.asarray(ids)[np.asarray(images["label"])]
     predicted = logits.argmax(axis=1)
-    k = min(5, config.num_labels)
-    ranked = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    # The training run's metric, so both report the same top-k (top-5, only with more than five classes).
+    topk = load_topk_accuracy().compute(predictions=logits, references=references)
     counts = confusion_matrix(predicted, references, config.num_labels)
     present = sorted(set(references.tolist()))
     report.update(
         {
-            "top1_accuracy": float(np.mean(predicted == references)),
-            f"top{k}_accuracy": float(np.mean((ranked == references[:, None]).any(axis=1))),
+            "top1_accuracy": topk.pop("accuracy"),
+            **topk,
             "per_class_accuracy": {
                 model_names[index]: float(counts[index, index] / counts[index].sum()) for index in present
             },

@@ -5,10 +5,12 @@ Masks are single-channel PNGs of class ids; 255 marks pixels that do not count, 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,40 +20,72 @@ import torch
 import transformers
 from PIL import Image
 
+from ...data_folder import check_data_folder
 from ...errors import UserInputError
 from ...train.arguments import DataArguments, ModelArguments
 from ...train.augment import to_pixel_values
-from ...train.data import FILE_BUILDERS, IMAGE_COLUMNS, ImageData, find_bad_images
+from ...train.data import (
+    FILE_BUILDERS,
+    IMAGE_COLUMNS,
+    ImageData,
+    drop_validation_copies,
+    find_bad_images,
+    image_digests,
+    image_paths,
+    local_files_quietly,
+    repeated_images,
+)
 from .. import SEMANTIC_SEGMENTATION
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
 MASK_COLUMNS = ("mask", "label", "annotation", "segmentation_map")
+# Single-channel modes whose pixel values are the class ids: 8-bit, palette indices, 16- and 32-bit integers.
+MASK_MODES = ("L", "P", "I", "I;16")
 
 
 # --- labels and data -------------------------------------------------------------------------------------------
 
 
 def parse_id2label(value: str) -> dict[int, str]:
-    """Class names by mask id from a JSON object or a JSON file; ids must be 0..n-1."""
+    """Class names by mask id from a JSON object or list, or a JSON file of one; ids must be 0..n-1, each name
+    non-empty and its own."""
     text = value
-    if os.path.isfile(value):
-        with open(value, encoding="utf-8") as file:
-            text = file.read()
     try:
+        if os.path.isfile(value):
+            with open(value, encoding="utf-8") as file:
+                text = file.read()
         mapping = json.loads(text)
-    except json.JSONDecodeError as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserInputError(
             f'--id2label must be a JSON object or file, e.g. \'{{"0": "sky", "1": "road"}}\': {error}'
         ) from None
     if isinstance(mapping, list):
         mapping = dict(enumerate(mapping))
-    if not isinstance(mapping, dict) or sorted(int(key) for key in mapping) != list(range(len(mapping))):
-        raise UserInputError(f"--id2label must name every class id 0..n-1 once, got {value!r}.")
+    if not isinstance(mapping, dict):
+        raise UserInputError(f"--id2label must map mask ids to class names (a JSON object or list), got {value!r}.")
+    try:
+        ids = {int(key): name for key, name in mapping.items()}
+    except ValueError:
+        raise UserInputError(f"--id2label keys must be mask ids (0, 1, ...), got {list(mapping)}.") from None
+    if sorted(ids) != list(range(len(mapping))):
+        raise UserInputError(f"--id2label must name every class id 0..n-1 once, got ids {sorted(ids)}.")
+    unnamed = [index for index, name in ids.items() if not isinstance(name, str) or not name.strip()]
+    if unnamed:
+        raise UserInputError(f"--id2label gives id(s) {unnamed} no name; each class needs a non-empty text name.")
+    repeated = sorted(name for name, count in Counter(ids.values()).items() if count > 1)
+    if repeated:
+        raise UserInputError(f"--id2label names {repeated} more than once; each class needs its own name (merge "
+                             "their ids in the masks if they are one class).")  # fmt: skip
     if len(mapping) < 2:
         raise UserInputError(f"--id2label names {len(mapping)} class; segmentation needs at least two.")
-    return {int(key): str(name) for key, name in mapping.items()}
+    if len(mapping) > IGNORE_INDEX:
+        raise UserInputError(
+            f"--id2label names {len(mapping)} classes, but mask id {IGNORE_INDEX} marks pixels to ignore, so masks "
+            f"can name at most {IGNORE_INDEX} classes (ids 0..{IGNORE_INDEX - 1}); merge classes or drop rare ones."
+        )
+    return ids
 
 
 def segmentation_labels(args: ModelArguments, data_args: DataArguments) -> list[str]:
@@ -80,13 +114,13 @@ def _image_files(directory: str) -> dict[str, str]:
     return files
 
 
-def _pairs_from_folders(image_dir: str, mask_dir: str | None, split: str) -> datasets.Dataset:
+def pairs_from_folders(image_dir: str, mask_dir: str | None, split: str) -> datasets.Dataset:
+    """Image and mask paths paired by file stem; every image needs a mask (`split` names the flags in errors)."""
     flag = "--train_mask_dir" if split == "train" else "--validation_mask_dir"
     if mask_dir is None:
         raise UserInputError(f"Segmentation needs the {split} masks: pass {flag} (PNG masks with the images' stems).")
-    for directory in (image_dir, mask_dir):
-        if not os.path.isdir(directory):
-            raise UserInputError(f"The {split} folder {directory} does not exist.")
+    check_data_folder(image_dir, f"--{split}_dir", "a folder of images")
+    check_data_folder(mask_dir, flag, "a folder of PNG masks with the images' stems")
     images, masks = _image_files(image_dir), _image_files(mask_dir)
     if not images:
         raise UserInputError(f"No images found in {image_dir}.")
@@ -100,11 +134,13 @@ def _pairs_from_folders(image_dir: str, mask_dir: str | None, split: str) -> dat
     return datasets.Dataset.from_dict({"image": [images[s] for s in stems], "mask": [masks[s] for s in stems]})
 
 
-def _pairs_from_file(path: str, args: DataArguments, cache_dir: str | None) -> datasets.Dataset:
+def pairs_from_file(path: str, args: DataArguments, cache_dir: str | None) -> datasets.Dataset:
+    """Image and mask paths from a CSV/JSON file's columns, relative to the file's folder."""
     extension = os.path.splitext(path)[1].lower()
     if extension not in FILE_BUILDERS or not os.path.isfile(path):
         raise UserInputError(f"{path} is not an existing .csv, .json or .jsonl file of image and mask paths.")
-    table = datasets.load_dataset(FILE_BUILDERS[extension], data_files={"rows": path}, cache_dir=cache_dir)["rows"]
+    with local_files_quietly():
+        table = datasets.load_dataset(FILE_BUILDERS[extension], data_files={"rows": path}, cache_dir=cache_dir)["rows"]
     image_column = _column(table, args.image_column_name, IMAGE_COLUMNS, "image")
     mask_column = _column(table, args.mask_column_name, MASK_COLUMNS, "mask")
     base = os.path.dirname(os.path.abspath(path))
@@ -127,7 +163,8 @@ def _column(table: datasets.Dataset, requested: str | None, candidates: Sequence
     return found
 
 
-def _drop_bad_pairs(dataset: datasets.Dataset, split: str, policy: str) -> datasets.Dataset:
+def drop_bad_pairs(dataset: datasets.Dataset, split: str, policy: str) -> datasets.Dataset:
+    """The pairs whose image and mask both read; unreadable ones refused by path, or skipped with a warning."""
     bad = {}
     for column in ("image", "mask"):
         # find_bad_images reads an `image` column of undecoded files.
@@ -140,7 +177,7 @@ def _drop_bad_pairs(dataset: datasets.Dataset, split: str, policy: str) -> datas
     if policy == "error":
         raise UserInputError(
             f"{len(bad)} unreadable image(s) or mask(s) in the {split} data:\n{listing}\n"
-            "Remove or replace them, or pass --on_bad_image skip to train without them."
+            "Remove or replace them, or pass --on_bad_image skip to go on without them."
         )
     logger.warning("Skipping %d unreadable pair(s) in the %s data:\n%s", len(bad), split, listing)
     return dataset.select([row for row in range(len(dataset)) if row not in bad])
@@ -156,24 +193,31 @@ def load_segmentation_data(
             "columns (Hub datasets are not supported for segmentation)."
         )
     if args.train_dir is not None:
-        splits = {"train": _pairs_from_folders(args.train_dir, args.train_mask_dir, "train")}
+        splits = {"train": pairs_from_folders(args.train_dir, args.train_mask_dir, "train")}
         if args.validation_dir is not None:
-            splits["validation"] = _pairs_from_folders(args.validation_dir, args.validation_mask_dir, "validation")
+            splits["validation"] = pairs_from_folders(args.validation_dir, args.validation_mask_dir, "validation")
         source = args.train_dir
     else:
-        splits = {"train": _pairs_from_file(args.train_file, args, cache_dir)}
+        splits = {"train": pairs_from_file(args.train_file, args, cache_dir)}
         if args.validation_file is not None:
-            splits["validation"] = _pairs_from_file(args.validation_file, args, cache_dir)
+            splits["validation"] = pairs_from_file(args.validation_file, args, cache_dir)
         source = args.train_file
     splits = {
-        split: _drop_bad_pairs(dataset, split, args.on_bad_image).cast_column("image", datasets.Image())
+        split: drop_bad_pairs(dataset, split, args.on_bad_image).cast_column("image", datasets.Image())
         .cast_column("mask", datasets.Image())
         for split, dataset in splits.items()
     }
-    for dataset in splits.values():
-        # Every mask is read once now, so that a wrong class id stops the run before training rather than in it.
-        for mask in dataset.select_columns(["mask"]):
-            mask_array(mask["mask"], len(label_names))
+    notes: list[str] = []
+    for split, dataset in splits.items():
+        # Every mask is read once now, so that a wrong mask stops the run before training rather than in it.
+        _check_masks(dataset, split, len(label_names))
+        splits[split] = _remove_repeated_pairs(dataset, split, notes)
+    if "validation" in splits:
+        train_paths, validation_paths = image_paths(splits["train"]), image_paths(splits["validation"])
+        splits["validation"] = drop_validation_copies(
+            train_paths, image_digests(splits["train"]), splits["validation"], validation_paths,
+            image_digests(splits["validation"]), notes,
+        )  # fmt: skip
     train, validation = splits["train"], splits.get("validation")
     if validation is None and args.train_val_split > 0:
         held_out = train.train_test_split(test_size=args.train_val_split, seed=seed)
@@ -182,17 +226,77 @@ def load_segmentation_data(
         train = train.shuffle(seed=seed).select(range(min(args.max_train_samples, len(train))))
     if validation is not None and args.max_eval_samples is not None:
         validation = validation.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(validation))))
-    return ImageData(train, validation, label_names, source, SEMANTIC_SEGMENTATION)
+    return ImageData(train, validation, label_names, source, SEMANTIC_SEGMENTATION, notes)
 
 
-def mask_array(mask: Image.Image, num_labels: int) -> np.ndarray:
-    """A mask image as an (H, W) array of class ids, refused when it is not one channel of ids below `num_labels`."""
-    if mask.mode not in ("L", "P", "I", "I;16"):
+def _remove_repeated_pairs(dataset: datasets.Dataset, split: str, notes: list[str]) -> datasets.Dataset:
+    """One row per image (repeats with the same mask noted); an image listed with different masks is refused."""
+    masks = image_digests(dataset, "mask")
+    kept = repeated_images(split, masks, image_digests(dataset), image_paths(dataset), notes, "remove the others")
+    return dataset.select(kept) if len(kept) < len(dataset) else dataset
+
+
+def _listing(paths: Sequence[str], limit: int = 3) -> str:
+    return ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _check_masks(dataset: datasets.Dataset, split: str, num_labels: int) -> None:
+    """Refuse, with counts and paths, masks of another size than their image (they would be stretched over it) and
+    masks holding ids beyond the classes (read as the ids they are, 16-bit ones included; 255 is ignored)."""
+    images, masks = image_paths(dataset), image_paths(dataset, "mask")
+    raw = dataset.cast_column("image", datasets.Image(decode=False)).cast_column("mask", datasets.Image())
+    mismatched, unknown, wrong_mode = [], Counter(), []
+    examples: dict[int, list[str]] = {}
+    for row, pair in enumerate(raw):
+        mask, image = pair["mask"], pair["image"]
+        # The header gives the size; the image itself is decoded by the check of unreadable files.
+        with Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]) as opened:
+            image_size = opened.size
+        if mask.size != image_size:
+            mismatched.append(f"{masks[row]} ({mask.width}×{mask.height}) for {images[row]} "
+                              f"({image_size[0]}×{image_size[1]})")  # fmt: skip
+        if mask.mode not in MASK_MODES:
+            wrong_mode.append(f"{masks[row]} ({mask.mode})")
+            continue
+        for class_id in np.setdiff1d(np.unique(np.asarray(mask, dtype=np.int64)), [*range(num_labels), IGNORE_INDEX]):
+            unknown[int(class_id)] += 1
+            examples.setdefault(int(class_id), []).append(masks[row])
+    if wrong_mode:
+        raise UserInputError(
+            f"{len(wrong_mode)} {split} mask(s) are not single-channel images of class ids: {_listing(wrong_mode)}. "
+            f"Masks must be one-channel PNGs (8- or 16-bit) whose pixels are class ids (0..{num_labels - 1}, "
+            f"{IGNORE_INDEX} ignored)."
+        )
+    if mismatched:
+        raise UserInputError(
+            f"{len(mismatched)} {split} mask(s) differ in size from their image: {_listing(mismatched)}. A mask must "
+            "label its image pixel for pixel; resize the masks (nearest neighbour) or pair them with their images."
+        )
+    if unknown:
+        found = "; ".join(
+            f"id {class_id} in {count} mask(s) (e.g. {_listing(examples[class_id], 2)})"
+            for class_id, count in sorted(unknown.items())
+        )
+        raise UserInputError(
+            f"{split} masks hold class ids beyond the {num_labels} classes of --id2label (0..{num_labels - 1}; "
+            f"{IGNORE_INDEX} marks ignored pixels): {found}. Name those classes in --id2label, or set their pixels "
+            f"to {IGNORE_INDEX}."
+        )
+
+
+def mask_ids(mask: Image.Image, num_labels: int) -> np.ndarray:
+    """A mask image as an (H, W) array of its pixel values, refused when it is not one channel of ids."""
+    if mask.mode not in MASK_MODES:
         raise UserInputError(
             f"Mask {getattr(mask, 'filename', '')} is a {mask.mode} image; masks must be single-channel PNGs whose "
             f"pixels are class ids (0..{num_labels - 1}, {IGNORE_INDEX} ignored)."
         )
-    ids = np.asarray(mask, dtype=np.int64)
+    return np.asarray(mask, dtype=np.int64)
+
+
+def mask_array(mask: Image.Image, num_labels: int) -> np.ndarray:
+    """A mask image as an (H, W) array of class ids, refused when it is not one channel of ids below `num_labels`."""
+    ids = mask_ids(mask, num_labels)
     unknown = np.setdiff1d(np.unique(ids), [*range(num_labels), IGNORE_INDEX])
     if unknown.size:
         raise UserInputError(

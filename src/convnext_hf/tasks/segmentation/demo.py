@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ...demo import DemoSettings, prepare_output_dir, print_box
+from ...cli import print_box
+from ...demo import DemoSettings, prepare_output_dir
 from ...train.shapes import SEGMENTATION_LABELS, write_segmentation_folders
 
 SEGMENTATION_ROOT = "convnext-shapes-demo"
@@ -29,9 +30,6 @@ SEGMENTATION_CONFIG = {
     "hidden_size": 64,
     "auxiliary_channels": 32,
 }
-# The segmentation scenario's own defaults (docs/training.md measures them); the flags given win.
-# Random shape colours need more scenes and a lower rate: lr 2e-3 on 150 scenes gives mIoU 0.36.
-DEMO_DEFAULTS = {"epochs": 30, "learning_rate": 1e-3, "batch_size": 16, "train_images": 500}
 
 
 def segmentation_arguments(
@@ -60,7 +58,7 @@ def segmentation_arguments(
         "--seed", str(settings.seed),
         "--report_to", "none",
         "--output_dir", model_dir,
-    ] + (["--overwrite_output_dir"] if settings.overwrite else [])  # fmt: skip
+    ] + (["--overwrite"] if settings.overwrite else [])  # fmt: skip
 
 
 def segment_held_out(model_dir: str, images_dir: str, masks_dir: str) -> dict[str, float]:

@@ -3,7 +3,7 @@
 
 Training follows the official recipe (random rescale, pad and crop, flip, all applied to image and mask alike) and
 the model's own per-pixel loss; evaluation scores mean IoU and pixel accuracy, and the run draws its predictions over
-validation images.
+validation images. `convnext-hf evaluate` scores a saved folder on image/mask pairs (`scoring`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import datasets
-import numpy as np
 import torch
 import transformers
-from PIL import Image
 from torch import nn
 from transformers import EvalPrediction
 from transformers.trainer_utils import PredictionOutput
@@ -30,20 +27,20 @@ from ...train.data import ImageData
 from ...train.mixup import Mixup
 from ...train.report import FinalEvaluation
 from .data import (
-    IGNORE_INDEX,
     PairedTransform,
     collate_segmentation,
     load_segmentation_data,
-    mask_array,
+    parse_id2label,
     segmentation_labels,
     with_segmentation_transforms,
 )
-from .demo import DEMO_DEFAULTS, run_demo
-from .model import build_segmentation_model, build_segmentation_processor
+from .demo import run_demo
+from .model import build_segmentation_model, build_segmentation_processor, split_overrides
+from .plots import OVERLAY_NAME, plot_prediction_overlay
+from .scoring import evaluate
 
 __all__ = [
     "CARD",
-    "DEMO_DEFAULTS",
     "attach_transforms",
     "augmentation_hyperparameters",
     "build_model",
@@ -52,6 +49,8 @@ __all__ = [
     "collate",
     "compute_loss",
     "compute_metrics",
+    "configuration_overrides",
+    "evaluate",
     "final_evaluation",
     "load_data",
     "prepare_for_saving",
@@ -61,8 +60,9 @@ __all__ = [
     "write_plots",
 ]
 
-OVERLAY_NAME = "prediction_overlay.png"
 collate = collate_segmentation
+# --config_overrides split between the UperNet head and the ConvNeXt backbone, each checked against its config.
+configuration_overrides = split_overrides
 
 
 def load_data(args: RunArguments) -> ImageData:
@@ -96,6 +96,8 @@ def check_arguments(args: RunArguments) -> None:
             f"{', '.join(given)}: classification augmentations, which would not move the masks with the images; "
             "drop them for segmentation (its augmentation is --scale_range, the crop and --hflip)."
         )
+    if args.data.id2label is not None:
+        parse_id2label(args.data.id2label)
 
 
 def attach_transforms(args: RunArguments, data: ImageData, processor: Any) -> ImageData:
@@ -125,6 +127,10 @@ def compute_loss(model: nn.Module, inputs: dict[str, torch.Tensor], mixup: Mixup
     """UperNet's own per-pixel loss (with its auxiliary head), unmixed."""
     outputs = model(pixel_values=inputs["pixel_values"], labels=inputs["labels"])
     return outputs.loss, outputs
+
+
+# The validation metric that picks the best checkpoint unless --metric_for_best_model names another.
+MAIN_METRIC = "mean_iou"
 
 
 def compute_metrics(num_labels: int) -> Callable[[EvalPrediction], dict[str, float]]:
@@ -195,44 +201,3 @@ CARD = TaskCard(
     tags=("upernet",),
     head=lambda model: f"UperNet ({model.config.hidden_size} channels) on a ",
 )
-
-
-def palette(num_labels: int) -> np.ndarray:
-    """A fixed colour per class (uint8 RGB), the same in every overlay."""
-    return np.random.default_rng(0).integers(0, 256, size=(max(num_labels, 1), 3)).astype(np.uint8)
-
-
-def plot_prediction_overlay(
-    model: torch.nn.Module,
-    processor: transformers.BaseImageProcessor,
-    pairs: datasets.Dataset,
-    path: str,
-    count: int = 4,
-) -> None:
-    """Write a PNG with, per validation image, the image, the true mask and the prediction blended over it."""
-    num_labels = model.config.num_labels
-    colours = palette(num_labels)
-    rows = []
-    model.eval()
-    for example in pairs.select(range(min(count, len(pairs)))):
-        image = example["image"].convert("RGB")
-        truth = mask_array(example["mask"], num_labels)
-        with torch.no_grad():
-            logits = model(**processor(image, return_tensors="pt").to(model.device)).logits
-        # As the image-segmentation pipeline does: logits resized to the image, then the best class per pixel.
-        logits = torch.nn.functional.interpolate(logits, size=image.size[::-1], mode="bilinear", align_corners=False)
-        predicted = logits.argmax(dim=1)[0].cpu().numpy()
-        pixels = np.asarray(image, dtype=np.float32)
-
-        def blend(ids: np.ndarray, pixels: np.ndarray = pixels) -> np.ndarray:
-            coloured = colours[np.clip(ids, 0, num_labels - 1)].astype(np.float32)
-            shown = np.where((ids == IGNORE_INDEX)[..., None], pixels, 0.5 * pixels + 0.5 * coloured)
-            return shown.astype(np.uint8)
-
-        rows.append(np.concatenate([pixels.astype(np.uint8), blend(truth), blend(predicted)], axis=1))
-    width = max(row.shape[1] for row in rows)
-    canvas = np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows], axis=0)
-    # Small images are enlarged (pixels kept sharp) so that the overlay is readable.
-    scale = max(1, 128 // rows[0].shape[0])
-    picture = Image.fromarray(canvas)
-    picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST).save(path)

@@ -1,31 +1,37 @@
 """The UperNet + ConvNeXt a segmentation run trains.
 
 transformers' `UperNetForSemanticSegmentation` over this package's `ConvNextBackbone` (all four stages, each through
-its own LayerNorm), as the converter builds it. It starts from a variant (all new), from a ConvNeXt classification
-folder (backbone weights kept, heads new) or from a converted UperNet folder (everything kept but the two 1×1
+its own LayerNorm), as the converter builds it. It starts from a variant (all new), from a ConvNeXt classification,
+backbone or converted folder (its trunk copied in by `load_backbone_weights`, heads new; the report rides on the model
+as `backbone_weights_report` for the card) or from a converted UperNet folder (everything kept but the two 1×1
 classifiers when the classes differ).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
+import os
 from typing import Any
 
+import huggingface_hub
 import transformers
 
+from ...backbone_weights import load_backbone_weights
 from ...configuration_convnext import ConvNextConfig
 from ...conversion.architecture import PSP_POOL_SCALES, UperNetHead
 from ...conversion.targets import ALL_STAGES
 from ...errors import UserInputError
-from ...modeling_convnext import ConvNextBackbone
 from ...train.arguments import ModelArguments
-from ...train.model import config_label_maps, config_overrides
+from ...train.model import checked_update, config_fields, config_label_maps, config_overrides, new_config
 from .upernet import segmentation_processor, upernet_head_config
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CROP_SIZE = 512
-# The head of every official ConvNeXt UperNet: 512 channels, PSPNet pooling, an FCN auxiliary head of 256 on stage 3.
+# The head of every official ConvNeXt UperNet (T to XL): 512 channels, PSPNet pooling, an FCN auxiliary head of 256
+# on stage 3.
 OFFICIAL_HEAD = UperNetHead(
     channels=512,
     pool_scales=PSP_POOL_SCALES,
@@ -33,6 +39,9 @@ OFFICIAL_HEAD = UperNetHead(
     auxiliary_num_convs=1,
     auxiliary_concat_input=False,
 )
+# The first-stage width of ConvNeXt-T, the narrowest backbone the official head was made for; narrower backbones get
+# a head narrowed in proportion (512 channels on a 0.6 M-parameter backbone would be most of a 113 MB model).
+OFFICIAL_HEAD_BASE_WIDTH = 96
 # UperNetConfig settings that --config_overrides may change; every other key goes to the ConvNeXt backbone.
 HEAD_KEYS = (
     "hidden_size",
@@ -45,15 +54,30 @@ HEAD_KEYS = (
 )
 
 
-def _split_overrides(args: ModelArguments) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_overrides(args: ModelArguments) -> tuple[dict[str, Any], dict[str, Any]]:
     """--config_overrides and the dedicated flags, split into (UperNet head settings, ConvNeXt backbone settings)."""
-    overrides = config_overrides(args)
+    head_fields = {key: value for key, value in config_fields(transformers.UperNetConfig).items() if key in HEAD_KEYS}
+    overrides = config_overrides(args, head_fields)
     head = {key: value for key, value in overrides.items() if key in HEAD_KEYS}
     return head, {key: value for key, value in overrides.items() if key not in HEAD_KEYS}
 
 
+def head_for(backbone: ConvNextConfig) -> UperNetHead:
+    """The official head for backbones as wide as ConvNeXt-T or wider; for narrower ones, its channels scaled by the
+    first-stage width over 96 (rounded up to a multiple of 8), the auxiliary head at half of that."""
+    width = backbone.hidden_sizes[0]
+    if width >= OFFICIAL_HEAD_BASE_WIDTH:
+        return OFFICIAL_HEAD
+    channels = _multiple_of_8(OFFICIAL_HEAD.channels * width / OFFICIAL_HEAD_BASE_WIDTH)
+    return dataclasses.replace(OFFICIAL_HEAD, channels=channels, auxiliary_channels=_multiple_of_8(channels / 2))
+
+
+def _multiple_of_8(value: float) -> int:
+    return max(8, 8 * math.ceil(value / 8))
+
+
 def _new_upernet(backbone: ConvNextConfig, label_names: list[str], head: dict[str, Any]):
-    config = upernet_head_config(OFFICIAL_HEAD, backbone, dict(enumerate(label_names)))
+    config = upernet_head_config(head_for(backbone), backbone, dict(enumerate(label_names)))
     config.update({**head, **config_label_maps(label_names)})
     return transformers.UperNetForSemanticSegmentation(config)
 
@@ -66,9 +90,9 @@ def build_segmentation_model(
         raise UserInputError(
             "Name exactly one model: --model_name_or_path (a ConvNeXt classification or UperNet folder) or --variant."
         )
-    head, backbone_overrides = _split_overrides(args)
+    head, backbone_overrides = split_overrides(args)
     if args.variant is not None:
-        backbone = ConvNextConfig.from_variant(args.variant, out_indices=ALL_STAGES, **backbone_overrides)
+        backbone = new_config(args.variant, out_indices=ALL_STAGES, **backbone_overrides)
         return _new_upernet(backbone, label_names, head)
     hub_kwargs = {"revision": args.revision, "cache_dir": args.cache_dir}
     config = transformers.AutoConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
@@ -76,7 +100,7 @@ def build_segmentation_model(
         known = [config.id2label[index] for index in range(config.num_labels)]
         # Portable folders store the built-in backbone config (portable_head); training runs on ours, same weights.
         config.backbone_config = ConvNextConfig.from_dict(config.backbone_config.to_dict())
-        config.backbone_config.update(backbone_overrides)
+        checked_update(config.backbone_config, backbone_overrides, args.model_name_or_path)
         config.update({**head, **config_label_maps(label_names)})
         model = transformers.UperNetForSemanticSegmentation.from_pretrained(
             args.model_name_or_path, config=config, ignore_mismatched_sizes=True, **hub_kwargs
@@ -89,14 +113,17 @@ def build_segmentation_model(
             logger.info("New 1×1 classifiers for %d classes: %s", len(label_names), label_names)
         return model
     backbone = ConvNextConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
-    backbone.update({**backbone_overrides, "num_labels": 2, "id2label": None, "label2id": None})
+    checked_update(backbone, backbone_overrides, args.model_name_or_path)
+    backbone.update({"num_labels": 2, "id2label": None, "label2id": None})
     backbone.out_indices = ALL_STAGES
     model = _new_upernet(backbone, label_names, head)
-    # The classification folder's trunk (`convnext.*`) loads into the backbone; its per-stage output norms and the
-    # heads are new.
-    pretrained = ConvNextBackbone.from_pretrained(args.model_name_or_path, config=backbone, **hub_kwargs)
-    model.backbone.load_state_dict(pretrained.state_dict())
-    logger.info("Backbone weights from %s; new UperNet heads for %s", args.model_name_or_path, label_names)
+    folder = args.model_name_or_path
+    if not os.path.isdir(folder):
+        folder = huggingface_hub.snapshot_download(folder, allow_patterns=["*.json", "*.safetensors"], **hub_kwargs)
+    # The folder's trunk loads into the backbone, strictly; per-stage output norms it lacks (a classifier has none)
+    # and the heads are new. The report is logged here and stated in the card.
+    model.backbone_weights_report = load_backbone_weights(model, folder)
+    logger.info("New UperNet heads for %s", label_names)
     return model
 
 

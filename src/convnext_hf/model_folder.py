@@ -1,0 +1,94 @@
+"""A model folder the user names (`--model`): refused in one line when it is not one, before and while loading."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from safetensors import SafetensorError
+
+from .errors import UserInputError
+
+WRITERS = "a folder written by save_pretrained, `convnext-hf convert` or `convnext-hf train`"
+# The logger of transformers' loading report, which our refusal of a folder whose weights do not fit replaces.
+LOADING_REPORT_LOGGER = "transformers.modeling_utils"
+NAMED_KEYS = 3  # weights named in a refusal per kind; the rest are counted
+
+
+def check_model_folder(path: str | os.PathLike, flag: str = "--model", hub_ids: bool = True) -> None:
+    """Refuse a path that cannot hold a saved model: a file, a folder without config.json, or (when `hub_ids`
+    allows a name like `org/model`, only for paths that look local) a folder that does not exist."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise UserInputError(f"{flag} {path} is not a model folder (it has no config.json); pass {WRITERS}.")
+        return
+    if os.path.exists(path):
+        raise UserInputError(f"{flag} {path} is a file; pass {WRITERS}.")
+    looks_local = os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or os.sep in path
+    if not hub_ids or looks_local:
+        raise UserInputError(f"{flag} {path} does not exist; pass {WRITERS}.")
+
+
+@contextmanager
+def loading_model(path: str | os.PathLike, flag: str = "--model") -> Iterator[None]:
+    """Within the block, the loaders' errors for an unreadable model (a config that is not JSON or names no model
+    type, missing or damaged weights) become one `UserInputError` naming the folder."""
+    try:
+        yield
+    except UserInputError:
+        raise
+    except (OSError, ValueError, SafetensorError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserInputError(f"{flag} {os.fspath(path)} cannot be loaded as a model: {reason} Pass {WRITERS}.") \
+            from error
+
+
+def _names(keys: list[str]) -> str:
+    shown = ", ".join(keys[:NAMED_KEYS])
+    return shown + (f" and {len(keys) - NAMED_KEYS} more" if len(keys) > NAMED_KEYS else "")
+
+
+def _drop_loading_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in record.getMessage()
+
+
+def load_model_folder(
+    model_class: Any,
+    path: str | os.PathLike,
+    flag: str = "--model",
+    missing_check: Callable[[list[str]], None] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """`model_class.from_pretrained(path, **kwargs)`, refusing a folder whose weights do not fit its config.json
+    (weights missing, unexpected or of another shape) by name rather than initialising what is missing at random;
+    `missing_check` may refuse the missing weights first with a more specific message."""
+    report_logger = logging.getLogger(LOADING_REPORT_LOGGER)
+    report_logger.addFilter(_drop_loading_report)
+    try:
+        with loading_model(path, flag):
+            model, info = model_class.from_pretrained(
+                os.fspath(path), output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+            )
+    finally:
+        report_logger.removeFilter(_drop_loading_report)
+    if missing_check is not None:
+        missing_check(sorted(info["missing_keys"]))
+    problems = []
+    if info["missing_keys"]:
+        problems.append(f"{len(info['missing_keys'])} missing: {_names(sorted(info['missing_keys']))}")
+    if info["unexpected_keys"]:
+        problems.append(f"{len(info['unexpected_keys'])} unexpected: {_names(sorted(info['unexpected_keys']))}")
+    if info["mismatched_keys"]:
+        shapes = [f"{key} {tuple(saved)} for {tuple(built)}" for key, saved, built in sorted(info["mismatched_keys"])]
+        problems.append(f"{len(shapes)} of another shape: {_names(shapes)}")
+    if problems:
+        raise UserInputError(
+            f"{flag} {os.fspath(path)}: its weights do not fit its config.json (weights {'; '.join(problems)}). The "
+            f"two describe different models (was config.json edited, or the weights replaced?); pass {WRITERS}, "
+            "which writes both from one model."
+        )
+    return model
