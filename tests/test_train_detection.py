@@ -15,12 +15,13 @@ from convnext_hf import ConvNextConfig, ConvNextForImageClassification
 from convnext_hf.demo import DemoSettings
 from convnext_hf.demo import main as demo_main
 from convnext_hf.errors import UserInputError
-from convnext_hf.evaluation import main as evaluate_main
+from convnext_hf.evaluation_command import main as evaluate_main
 from convnext_hf.export.exporter import ExportOptions, export
+from convnext_hf.tasks import TASKS
 from convnext_hf.tasks.detection.augment import BoxAugment, crop_boxes, hflip_boxes, zoom
 from convnext_hf.tasks.detection.batches import collate_detection, with_detection_transforms
 from convnext_hf.tasks.detection.data import coco_ground_truth, load_coco, load_detection_data
-from convnext_hf.tasks.detection.demo import DEMO_DEFAULTS, detection_arguments
+from convnext_hf.tasks.detection.demo import detection_arguments
 from convnext_hf.tasks.detection.metrics import coco_metrics
 from convnext_hf.tasks.detection.model import build_detection_processor, build_detector, new_detector
 from convnext_hf.tasks.detection.scoring import pipeline_detections
@@ -320,7 +321,7 @@ def test_export_refuses_a_detector_by_name_with_the_reason(tmp_path):
 
 
 def test_demo_command_line_parses_and_trains_a_fixed_number_of_steps():
-    settings = DemoSettings(**{**DEMO_DEFAULTS, "output_dir": "demo"})
+    settings = DemoSettings(**{**dict(TASKS["object-detection"].demo_defaults), "output_dir": "demo"})
     argv = detection_arguments(settings, ("s/train/images", "s/train/a.json"), ("s/held/images", "s/held/a.json"), "m")
     args = parse_args(argv)
     assert args.model.task == "object-detection" and args.data.train_annotations == "s/train/a.json"

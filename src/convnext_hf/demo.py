@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     )
     parser.add_argument(
         "--train_images", type=int, help="Segmentation and detection: training scenes (default "
-        f"{DemoSettings.train_images}, detection {TASKS['object-detection'].hooks.DEMO_DEFAULTS['train_images']})."
+        f"{DemoSettings.train_images}, detection {dict(TASKS['object-detection'].demo_defaults)['train_images']})."
     )
     parser.add_argument("--seed", type=int, default=DemoSettings.seed)
     parser.add_argument("--overwrite", action="store_true", help="Reuse a non-empty --output_dir.")

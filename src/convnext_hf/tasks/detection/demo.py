@@ -16,7 +16,8 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from ...demo import DemoSettings, prepare_output_dir, print_box
+from ...cli import print_box
+from ...demo import DemoSettings, prepare_output_dir
 from ...train.shapes import SHAPES, write_detection_folder
 
 DETECTION_ROOT = "convnext-detection-demo"
@@ -25,9 +26,6 @@ SCENES_HELD_OUT = 100
 # A ConvNeXt for 64×64 scenes whose last three stages (8, 4 and 2 pixels) feed an RT-DETR sized to it (d_model 128,
 # 3 decoder layers); 30 queries (and 30 denoising ones) for scenes of at most three shapes.
 DETECTION_CONFIG = {"hidden_sizes": [32, 64, 128, 256], "depths": [1, 1, 3, 1], "num_queries": 30, "num_denoising": 30}
-# The detection scenario's own defaults (docs/training.md measures them); the flags given win. 700 steps (800 scenes,
-# 14 passes, batch 16) fit the 5-minute budget on an idle 2-core CPU.
-DEMO_DEFAULTS = {"epochs": 14, "learning_rate": 1e-3, "batch_size": 16, "train_images": 800}
 
 
 def detection_arguments(

@@ -28,16 +28,15 @@ from ...train.report import FinalEvaluation
 from .augment import BoxAugment
 from .batches import collate_detection, with_detection_transforms
 from .data import load_detection_data
-from .demo import DEMO_DEFAULTS, run_demo
+from .demo import run_demo
 from .evaluate import evaluate
 from .metrics import SUMMARY_KEYS, coco_metrics, detections_from_results
-from .model import DETECTORS, build_detection_processor, build_detector
+from .model import DETECTORS, build_detection_processor, build_detector, detector_overrides
 from .report import PREDICTIONS_NAME, draw_detections, save_prediction_grid
 from .scoring import PIPELINE_THRESHOLD, post_process, predict
 
 __all__ = [
     "CARD",
-    "DEMO_DEFAULTS",
     "attach_transforms",
     "augmentation_hyperparameters",
     "build_model",
@@ -46,6 +45,7 @@ __all__ = [
     "collate",
     "compute_loss",
     "compute_metrics",
+    "configuration_overrides",
     "evaluate",
     "final_evaluation",
     "load_data",
@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 collate = collate_detection
+configuration_overrides = detector_overrides
 # Post-processing keeps every query below any score: evaluation batches then have one row per query.
 _KEEP_ALL = -1.0
 

@@ -26,7 +26,7 @@ from ...backbone_weights import load_backbone_weights
 from ...configuration_convnext import ConvNextConfig
 from ...errors import UserInputError
 from ...train.arguments import ModelArguments
-from ...train.model import config_label_maps, config_overrides
+from ...train.model import config_fields, config_label_maps, config_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -101,16 +101,18 @@ def detector_size(backbone: ConvNextConfig, detector: Detector) -> dict[str, Any
 
 def _split_overrides(args: ModelArguments, config_class: type) -> tuple[dict[str, Any], dict[str, Any]]:
     """--config_overrides split into (detector settings, ConvNeXt settings): ConvNeXt keys go to the backbone."""
-    backbone_keys = set(ConvNextConfig().to_dict())
-    detector_keys = set(config_class().to_dict())
-    overrides = config_overrides(args)
-    unknown = sorted(key for key in overrides if key not in backbone_keys | detector_keys)
-    if unknown:
-        raise UserInputError(
-            f"--config_overrides {unknown}: neither a ConvNeXt nor a {config_class.__name__} setting."
-        )
+    backbone_keys = set(config_fields(ConvNextConfig))
+    head_fields = {key: kind for key, kind in config_fields(config_class).items() if key not in backbone_keys}
+    overrides = config_overrides(args, head_fields)
     backbone = {key: value for key, value in overrides.items() if key in backbone_keys}
     return {key: value for key, value in overrides.items() if key not in backbone_keys}, backbone
+
+
+def detector_overrides(args: ModelArguments) -> tuple[dict[str, Any], dict[str, Any]]:
+    """--config_overrides checked against the --detector's and the ConvNeXt's settings and split between them."""
+    if args.detector not in DETECTORS:
+        raise UserInputError(f"--detector {args.detector!r} is not one of {', '.join(DETECTORS)}.")
+    return _split_overrides(args, getattr(transformers, DETECTORS[args.detector].config_class))
 
 
 def new_detector(
