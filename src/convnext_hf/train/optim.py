@@ -63,7 +63,8 @@ def layer_id(name: str, config: ConvNextConfig, decay_type: str) -> int:
         raise UserInputError(f"Unknown layer_decay_type {decay_type!r}; choose one of {', '.join(LAYER_DECAY_TYPES)}.")
     if decay_type in ("group", "detection") and (config.isotropic or config.num_stages != 4):
         raise UserInputError(
-            f"layer_decay_type '{decay_type}' is an official split of four-stage ConvNeXts; this model has "
+            f"layer_decay_type '{decay_type}' is the official "
+            f"{'12-layer' if decay_type == 'group' else 'detection'} split of four-stage ConvNeXts; this model has "
             f"{config.num_stages} stage(s). Use --layer_decay_type single, which gives every block its own layer."
         )
     top = num_layers(config, decay_type) + 1
