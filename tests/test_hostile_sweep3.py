@@ -231,9 +231,11 @@ def test_evaluate_refuses_classes_that_partly_match_the_model(tmp_path, capsys):
 # name -> (demo flags, fragment)
 BAD_DEMO = {
     "--output_dir a file": (["--output_dir", "{file}"], "--output_dir {file} is a file"),
-    "--train_images for the digits": (["--train_images", "5"], "--train_images sizes the semantic-segmentation demo"),
+    "--train_images for the digits": (
+        ["--train_images", "5"], "--train_images sizes the semantic-segmentation and object-detection demo(s)"
+    ),
     "--train_per_class for segmentation": (["--task", "semantic-segmentation", "--train_per_class", "5"],
-                                           "--train_per_class sizes the image-classification demo"),
+                                           "--train_per_class sizes the image-classification demo(s)"),
     "--train_per_class 0": (["--train_per_class", "0"], "--train_per_class must be positive, got 0"),
     "--epochs 0": (["--epochs", "0"], "--epochs must be positive, got 0"),
 }  # fmt: skip

@@ -10,9 +10,11 @@ boxes and scores held-out scenes with `pipeline("object-detection")` (COCO mAP).
 from __future__ import annotations
 
 import os
+import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .cli import CommandParser
 from .errors import OutputExistsError, UserInputError
@@ -46,6 +48,51 @@ def prepare_output_dir(settings: DemoSettings, root: str) -> None:
         raise OutputExistsError(settings.output_dir)
 
 
+def train_and_score(
+    argv: list[str], score: Callable[[], dict[str, Any]], started: float
+) -> tuple[dict[str, float], dict[str, Any], dict[str, float]]:
+    """Print the one-line `convnext-hf train` command, run it, then `score()` the saved folder: the Trainer's
+    metrics, the held-out scores and the seconds spent (`started` is when the demo began writing its data)."""
+    import datasets
+    import torch
+    from transformers.utils import logging as transformers_logging
+
+    from .train import main as train_main
+
+    transformers_logging.set_verbosity_warning()
+    print("\nTraining with:\n  convnext-hf train " + shlex.join(argv) + "\n", flush=True)
+    threads = torch.get_num_threads()
+    # The demo models are small: on one thread they do not slow to a crawl when another process wants a core, as
+    # several threads do (those of every small op wait for the one that is descheduled; see docs/training.md).
+    torch.set_num_threads(1)
+    # datasets labels the indexing of local files "Downloading data"; its bars would suggest a download.
+    datasets.disable_progress_bars()
+    try:
+        training_started = time.perf_counter()
+        train_metrics = train_main(argv)
+        scoring_started = time.perf_counter()
+        results = score()
+        finished = time.perf_counter()
+    finally:
+        torch.set_num_threads(threads)
+        datasets.enable_progress_bars()
+    seconds = {
+        "seconds_preparing_data": training_started - started,
+        "seconds_training": scoring_started - training_started,
+        "seconds_scoring": finished - scoring_started,
+        "seconds_total": finished - started,
+    }
+    return train_metrics, results, seconds
+
+
+def time_line(seconds: dict[str, float]) -> str:
+    """The results box's line on where the time went."""
+    return (
+        f"time                   : {seconds['seconds_total']:.0f} s total = {seconds['seconds_preparing_data']:.0f} s "
+        f"data + {seconds['seconds_training']:.0f} s training + {seconds['seconds_scoring']:.0f} s scoring"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Parse the demo's few options and run the scenario of the task asked for."""
     demos = {name: task for name, task in TASKS.items() if task.demo is not None}
@@ -73,10 +120,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     task = get_task(given["task"])
     if task.demo is None:
         raise UserInputError(f"{task.name} has no demo; the demos are for {', '.join(demos)}.")
-    # Each scenario's size flag: given to the other scenario, it would be ignored without a word.
-    for flag, owner in (("train_per_class", IMAGE_CLASSIFICATION), ("train_images", "semantic-segmentation")):
-        if flag in given and task.name != owner:
-            raise UserInputError(f"--{flag} sizes the {owner} demo; --task {task.name} would ignore it. Drop it.")
+    # A scenario's size flag (one its record's demo_defaults name), given to another scenario, would be ignored.
+    for flag in ("train_per_class", "train_images"):
+        owners = [name for name, record in demos.items() if flag in dict(record.demo_defaults)]
+        if flag in given and task.name not in owners:
+            raise UserInputError(
+                f"--{flag} sizes the {' and '.join(owners)} demo(s); --task {task.name} would ignore it. Drop it."
+            )
     for flag in ("train_per_class", "train_images", "epochs", "batch_size"):
         if flag in given and not given[flag] > 0:
             raise UserInputError(f"--{flag} must be positive, got {given[flag]}.")

@@ -121,7 +121,7 @@ TASKS: dict[str, Task] = {
                            ("logits",), scores_top1=True),
             ),  # fmt: skip
             demo="MNIST digits",
-            demo_defaults=(("epochs", 25), ("learning_rate", 4e-3), ("batch_size", 32)),
+            demo_defaults=(("epochs", 25), ("learning_rate", 4e-3), ("batch_size", 32), ("train_per_class", None)),
             aliases=("classification",),
         ),
         Task(

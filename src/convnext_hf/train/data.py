@@ -11,7 +11,7 @@ import hashlib
 import io
 import logging
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -147,6 +147,28 @@ def repeated_images(
         logger.warning(note)
         notes.append(note)
     return [row for row in range(len(digests)) if row not in repeated]
+
+
+def hold_out_and_limit(
+    train: datasets.Dataset,
+    validation: datasets.Dataset | None,
+    args: Any,
+    seed: int,
+    split: Callable[[datasets.Dataset, float, int], tuple[datasets.Dataset, datasets.Dataset]] | None = None,
+) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """Without a validation split, hold out --train_val_split of the training images (`split(train, fraction, seed)`,
+    else at random); then keep at most --max_train_samples / --max_eval_samples of each split, drawn with the seed."""
+    if validation is None and args.train_val_split > 0:
+        if split is not None:
+            train, validation = split(train, args.train_val_split, seed)
+        else:
+            held_out = train.train_test_split(test_size=args.train_val_split, seed=seed)
+            train, validation = held_out["train"], held_out["test"]
+    if args.max_train_samples is not None:
+        train = train.shuffle(seed=seed).select(range(min(args.max_train_samples, len(train))))
+    if validation is not None and args.max_eval_samples is not None:
+        validation = validation.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(validation))))
+    return train, validation
 
 
 def drop_validation_copies(

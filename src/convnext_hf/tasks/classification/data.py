@@ -30,6 +30,7 @@ from ...train.data import (
     ImageData,
     drop_validation_copies,
     find_bad_images,
+    hold_out_and_limit,
     image_digests,
     image_paths,
     local_files_quietly,
@@ -516,12 +517,9 @@ def load_image_data(
         data = _remove_repeats(data, label_names, multi_label, num_proc, words, notes)
     (_check_multi_labels if multi_label else _check_classes)(data, label_names, source, scoring)
     train, validation = data["train"], data.get("validation")
-    if validation is None and args.train_val_split > 0:
-        train, validation = _split(train, args.train_val_split, len(label_names), seed)
-    if args.max_train_samples is not None:
-        train = train.shuffle(seed=seed).select(range(min(args.max_train_samples, len(train))))
-    if validation is not None and args.max_eval_samples is not None:
-        validation = validation.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(validation))))
+    train, validation = hold_out_and_limit(
+        train, validation, args, seed, lambda dataset, fraction, seed: _split(dataset, fraction, len(label_names), seed)
+    )
     task_name = MULTI_LABEL_CLASSIFICATION if multi_label else IMAGE_CLASSIFICATION
     return ImageData(train, validation, label_names, source, task_name, notes)
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import time
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from ...cli import print_box
-from ...demo import DemoSettings, prepare_output_dir
+from ...demo import DemoSettings, prepare_output_dir, time_line, train_and_score
 from ...errors import UserInputError
 
 DIGIT_SIDE = 28
@@ -118,43 +116,19 @@ def classify_held_out(model_dir: str, held_out_dir: str, batch_size: int = 250) 
 
 def run_demo(settings: DemoSettings) -> dict[str, float]:
     """Write the digits, train, reload and score; print a summary and return the numbers."""
-    import datasets
-    from transformers.utils import logging as transformers_logging
-
-    from ...train import main as train_main
-
     prepare_output_dir(settings, DEFAULT_ROOT)
-    transformers_logging.set_verbosity_warning()
     started = time.perf_counter()
     train_dir, held_out_dir = write_digit_folders(
         os.path.join(settings.output_dir, "digits"), settings.train_per_class, settings.seed
     )
     model_dir = os.path.join(settings.output_dir, "model")
     argv = train_arguments(settings, train_dir, held_out_dir, model_dir)
-    print("\nTraining with:\n  convnext-hf train " + shlex.join(argv) + "\n", flush=True)
-    threads = torch.get_num_threads()
-    # The model is tiny: on one thread it does not slow to a crawl when another process wants a core, as several
-    # threads do (those of every small op wait for the one that is descheduled; see docs/training.md).
-    torch.set_num_threads(1)
-    # datasets labels the indexing of local files "Downloading data"; its bars would suggest a download.
-    datasets.disable_progress_bars()
-    try:
-        training_started = time.perf_counter()
-        train_metrics = train_main(argv)
-        classifying_started = time.perf_counter()
-        results = classify_held_out(model_dir, held_out_dir)
-        finished = time.perf_counter()
-    finally:
-        torch.set_num_threads(threads)
-        datasets.enable_progress_bars()
+    train_metrics, results, seconds = train_and_score(argv, lambda: classify_held_out(model_dir, held_out_dir), started)
     summary = {
         "held_out_top1_accuracy": results["accuracy"],
         "held_out_top5_accuracy": results["top5_accuracy"],
         "trainer_eval_accuracy": train_metrics.get("eval_accuracy", float("nan")),
-        "seconds_preparing_data": training_started - started,
-        "seconds_training": classifying_started - training_started,
-        "seconds_classifying": finished - classifying_started,
-        "seconds_total": finished - started,
+        **seconds,
     }
     _print_summary(summary, model_dir)
     return summary
@@ -167,8 +141,7 @@ def _print_summary(summary: dict[str, float], model_dir: str) -> None:
         f"top-1 accuracy         : {summary['held_out_top1_accuracy']:.2%}  (pipeline on the saved folder)",
         f"top-5 accuracy         : {summary['held_out_top5_accuracy']:.2%}",
         f"same, by the Trainer   : {summary['trainer_eval_accuracy']:.2%}",
-        f"time                   : {summary['seconds_total']:.0f} s total = {summary['seconds_preparing_data']:.0f} s "
-        f"data + {summary['seconds_training']:.0f} s training + {summary['seconds_classifying']:.0f} s classifying",
+        time_line(summary),
         f"model folder           : {model_dir}",
         "  (config, weights, processor, remote code, README.md model card, metrics.json, plots)",
     ])  # fmt: skip

@@ -21,7 +21,7 @@ from PIL import Image
 from ...errors import UserInputError
 from ...tasks import OBJECT_DETECTION
 from ...train.arguments import DataArguments
-from ...train.data import ImageData
+from ...train.data import ImageData, hold_out_and_limit
 
 logger = logging.getLogger(__name__)
 
@@ -294,13 +294,7 @@ def load_detection_data(args: DataArguments, seed: int, cache_dir: str | None = 
     if boxes == 0:
         raise UserInputError(f"The training data from {source} has no boxes to learn from.")
     train, validation = splits["train"], splits.get("validation")
-    if validation is None and args.train_val_split > 0:
-        held_out = train.train_test_split(test_size=args.train_val_split, seed=seed)
-        train, validation = held_out["train"], held_out["test"]
-    if args.max_train_samples is not None:
-        train = train.shuffle(seed=seed).select(range(min(args.max_train_samples, len(train))))
-    if validation is not None and args.max_eval_samples is not None:
-        validation = validation.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(validation))))
+    train, validation = hold_out_and_limit(train, validation, args, seed)
     logger.info(
         "Detection data: %d training image(s) with %d box(es), %d validation image(s), classes %s",
         len(train), boxes, len(validation) if validation is not None else 0, names,

@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 import time
 
-import torch
 from tqdm.auto import tqdm
 
 from ...cli import print_box
-from ...demo import DemoSettings, prepare_output_dir
+from ...demo import DemoSettings, prepare_output_dir, time_line, train_and_score
 from ...train.shapes import SHAPES, write_detection_folder
 
 DETECTION_ROOT = "convnext-detection-demo"
@@ -80,42 +78,20 @@ def detect_held_out(model_dir: str, images_dir: str, annotations: str) -> dict:
 
 def run_demo(settings: DemoSettings) -> dict[str, float]:
     """Write the scenes, train the detector, reload it through the pipeline and score it; print a summary."""
-    import datasets
-    from transformers.utils import logging as transformers_logging
-
-    from ...train import main as train_main
-
     prepare_output_dir(settings, DETECTION_ROOT)
-    transformers_logging.set_verbosity_warning()
     started = time.perf_counter()
     scenes = os.path.join(settings.output_dir, "scenes")
     train = write_detection_folder(os.path.join(scenes, "train"), settings.train_images, settings.seed, SCENE_SIDE)
     held_out = write_detection_folder(os.path.join(scenes, "held_out"), SCENES_HELD_OUT, settings.seed + 1, SCENE_SIDE)
     model_dir = os.path.join(settings.output_dir, "model")
     argv = detection_arguments(settings, train, held_out, model_dir)
-    print("\nTraining with:\n  convnext-hf train " + shlex.join(argv) + "\n", flush=True)
-    threads = torch.get_num_threads()
-    # One thread, as for the digits: the model is small (see docs/training.md).
-    torch.set_num_threads(1)
-    datasets.disable_progress_bars()
-    try:
-        training_started = time.perf_counter()
-        train_metrics = train_main(argv)
-        scoring_started = time.perf_counter()
-        results = detect_held_out(model_dir, *held_out)
-        finished = time.perf_counter()
-    finally:
-        torch.set_num_threads(threads)
-        datasets.enable_progress_bars()
+    train_metrics, results, seconds = train_and_score(argv, lambda: detect_held_out(model_dir, *held_out), started)
     summary = {
         "held_out_map": results["map"],
         "held_out_map_50": results["map_50"],
         "held_out_map_75": results["map_75"],
         "trainer_eval_map": train_metrics.get("eval_map", float("nan")),
-        "seconds_preparing_data": training_started - started,
-        "seconds_training": scoring_started - training_started,
-        "seconds_scoring": finished - scoring_started,
-        "seconds_total": finished - started,
+        **seconds,
     }
     per_class = ", ".join(f"{name} {results['per_class_ap'][name]:.3f}" for name in SHAPES)
     print_box([
@@ -125,8 +101,7 @@ def run_demo(settings: DemoSettings) -> dict[str, float]:
         f"AP50 / AP75            : {summary['held_out_map_50']:.3f} / {summary['held_out_map_75']:.3f}",
         f"per class AP           : {per_class}",
         f"same mAP, by training  : {summary['trainer_eval_map']:.3f}",
-        f"time                   : {summary['seconds_total']:.0f} s total = {summary['seconds_preparing_data']:.0f} s "
-        f"data + {summary['seconds_training']:.0f} s training + {summary['seconds_scoring']:.0f} s scoring",
+        time_line(summary),
         f"model folder           : {model_dir}",
         "  (config, weights, processor, README.md model card, metrics.json, predictions.png, plots)",
     ])  # fmt: skip

@@ -30,6 +30,7 @@ from ...train.data import (
     ImageData,
     drop_validation_copies,
     find_bad_images,
+    hold_out_and_limit,
     image_digests,
     image_paths,
     local_files_quietly,
@@ -219,13 +220,7 @@ def load_segmentation_data(
             image_digests(splits["validation"]), notes,
         )  # fmt: skip
     train, validation = splits["train"], splits.get("validation")
-    if validation is None and args.train_val_split > 0:
-        held_out = train.train_test_split(test_size=args.train_val_split, seed=seed)
-        train, validation = held_out["train"], held_out["test"]
-    if args.max_train_samples is not None:
-        train = train.shuffle(seed=seed).select(range(min(args.max_train_samples, len(train))))
-    if validation is not None and args.max_eval_samples is not None:
-        validation = validation.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(validation))))
+    train, validation = hold_out_and_limit(train, validation, args, seed)
     return ImageData(train, validation, label_names, source, SEMANTIC_SEGMENTATION, notes)
 
 

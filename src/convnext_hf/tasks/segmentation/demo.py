@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import time
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from ...cli import print_box
-from ...demo import DemoSettings, prepare_output_dir
+from ...demo import DemoSettings, prepare_output_dir, time_line, train_and_score
 from ...train.shapes import SEGMENTATION_LABELS, write_segmentation_folders
 
 SEGMENTATION_ROOT = "convnext-shapes-demo"
@@ -81,13 +79,7 @@ def segment_held_out(model_dir: str, images_dir: str, masks_dir: str) -> dict[st
 
 def run_demo(settings: DemoSettings) -> dict[str, float]:
     """Write the scenes, train the UperNet, reload it through the pipeline and score it; print a summary."""
-    import datasets
-    from transformers.utils import logging as transformers_logging
-
-    from ...train import main as train_main
-
     prepare_output_dir(settings, SEGMENTATION_ROOT)
-    transformers_logging.set_verbosity_warning()
     started = time.perf_counter()
     scenes = os.path.join(settings.output_dir, "scenes")
     train = write_segmentation_folders(os.path.join(scenes, "train"), settings.train_images, settings.seed, SCENE_SIDE)
@@ -96,28 +88,12 @@ def run_demo(settings: DemoSettings) -> dict[str, float]:
     )
     model_dir = os.path.join(settings.output_dir, "model")
     argv = segmentation_arguments(settings, train, held_out, model_dir)
-    print("\nTraining with:\n  convnext-hf train " + shlex.join(argv) + "\n", flush=True)
-    threads = torch.get_num_threads()
-    # One thread, as for the digits: the model is tiny (see docs/training.md).
-    torch.set_num_threads(1)
-    datasets.disable_progress_bars()
-    try:
-        training_started = time.perf_counter()
-        train_metrics = train_main(argv)
-        scoring_started = time.perf_counter()
-        results = segment_held_out(model_dir, *held_out)
-        finished = time.perf_counter()
-    finally:
-        torch.set_num_threads(threads)
-        datasets.enable_progress_bars()
+    train_metrics, results, seconds = train_and_score(argv, lambda: segment_held_out(model_dir, *held_out), started)
     summary = {
         "held_out_mean_iou": results["mean_iou"],
         "held_out_pixel_accuracy": results["pixel_accuracy"],
         "trainer_eval_mean_iou": train_metrics.get("eval_mean_iou", float("nan")),
-        "seconds_preparing_data": training_started - started,
-        "seconds_training": scoring_started - training_started,
-        "seconds_scoring": finished - scoring_started,
-        "seconds_total": finished - started,
+        **seconds,
     }
     per_class = ", ".join(
         f"{name} {iou:.0%}" for name, iou in zip(SEGMENTATION_LABELS, results["per_class_iou"], strict=True)
@@ -129,8 +105,7 @@ def run_demo(settings: DemoSettings) -> dict[str, float]:
         f"per class IoU          : {per_class}",
         f"pixel accuracy         : {summary['held_out_pixel_accuracy']:.2%}",
         f"same mIoU, by Trainer  : {summary['trainer_eval_mean_iou']:.2%}",
-        f"time                   : {summary['seconds_total']:.0f} s total = {summary['seconds_preparing_data']:.0f} s "
-        f"data + {summary['seconds_training']:.0f} s training + {summary['seconds_scoring']:.0f} s scoring",
+        time_line(summary),
         f"model folder           : {model_dir}",
         "  (config, weights, processor, README.md model card, metrics.json, prediction_overlay.png, plots)",
     ])  # fmt: skip
