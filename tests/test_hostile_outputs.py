@@ -340,3 +340,35 @@ def test_after_sigkill_the_next_run_cleans_up(tmp_path, mode, caplog):
     assert ("left half-written" if mode == "overwrite" else "Restored") in caplog.text
     assert tree(out) == {"model.txt": "next"}
     assert entries(tmp_path) == ["out", "sync"]
+
+
+# --- runs that write their folder in place (train, demo): a second run into it at the same time is refused ----------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--train_dir", "{images}", "--variant", "atto", "--report_to", "none", "--output_dir", "{out}"],
+        ["demo", "--output_dir", "{out}"],
+    ],
+    ids=["train", "demo"],
+)
+def test_a_run_into_a_folder_another_run_is_writing_is_refused_and_leaves_it_alone(tmp_path, capsys, command):
+    import fcntl
+
+    from convnext_hf.cli import main as cli_main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "theirs.txt").write_text("being written")
+    argv = [part.format(images=tmp_path / "images", out=out) for part in command] + ["--overwrite"]
+    holder = os.open(out, os.O_RDONLY)  # what the other run holds while it writes
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        status = cli_main(argv)
+    finally:
+        os.close(holder)
+    err = capsys.readouterr().err
+    assert status == 2 and f"--output_dir {out} is being written by another run right now" in err, err
+    assert sorted(os.listdir(out)) == ["theirs.txt"] and (out / "theirs.txt").read_text() == "being written"
+    assert sorted(os.listdir(tmp_path)) == ["out"]

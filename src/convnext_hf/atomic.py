@@ -67,6 +67,39 @@ def _lock(path: Path, blocking: bool = False) -> int | None:
     return fd
 
 
+# Folders this process writes in place (a training run's or a demo's --output_dir), with the descriptor holding
+# their flock.
+_CLAIMED: dict[Path, int] = {}
+
+
+def claim_output_dir(output_dir: str | os.PathLike) -> None:
+    """Hold an exclusive flock on `output_dir` (made if missing) until `release_output_dir`: a second run writing
+    into the same folder at the same time is refused, rather than mixing its files with this one's or replacing them."""
+    output = _resolved(output_dir)
+    if output in _CLAIMED or fcntl is None:
+        return
+    output.mkdir(parents=True, exist_ok=True)
+    fd = _lock(output)
+    if fd is None:
+        raise UserInputError(
+            f"--output_dir {output_dir} is being written by another run right now; wait for it to finish, or choose "
+            "another folder."
+        )
+    _CLAIMED[output] = fd
+
+
+def claims_output_dir(output_dir: str | os.PathLike) -> bool:
+    """Whether this process holds `output_dir` (`claim_output_dir`)."""
+    return _resolved(output_dir) in _CLAIMED
+
+
+def release_output_dir(output_dir: str | os.PathLike) -> None:
+    """Let other runs write into `output_dir` again."""
+    fd = _CLAIMED.pop(_resolved(output_dir), None)
+    if fd is not None:
+        os.close(fd)
+
+
 def _remove(path: Path) -> None:
     """Delete a file or folder tree (a folder's symlinks are removed, never followed)."""
     if path.is_dir() and not path.is_symlink():

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .atomic import claim_output_dir
 from .cli import CommandParser
 from .errors import OutputExistsError, UserInputError
 from .tasks import IMAGE_CLASSIFICATION, TASKS, get_task
@@ -38,7 +39,8 @@ class DemoSettings:
 
 
 def prepare_output_dir(settings: DemoSettings, root: str) -> None:
-    """Choose a new dated folder under `root` unless one was given; refuse a non-empty one without --overwrite."""
+    """Choose a new dated folder under `root` unless one was given; refuse a non-empty one without --overwrite, or one
+    another run is writing."""
     if settings.output_dir is None:
         # A new folder per run, so that running the demo again never meets the previous run's files.
         settings.output_dir = os.path.join(root, time.strftime("%Y%m%d-%H%M%S"))
@@ -46,6 +48,8 @@ def prepare_output_dir(settings: DemoSettings, root: str) -> None:
         raise UserInputError(f"--output_dir {settings.output_dir} is a file; choose a folder path for the demo.")
     if os.path.isdir(settings.output_dir) and os.listdir(settings.output_dir) and not settings.overwrite:
         raise OutputExistsError(settings.output_dir)
+    # Held until the process ends: a second demo into the same folder is refused, not mixed with this one.
+    claim_output_dir(settings.output_dir)
 
 
 def train_and_score(

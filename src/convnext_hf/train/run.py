@@ -18,7 +18,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from transformers.training_args import ParallelMode
 from transformers.utils import SAFE_WEIGHTS_NAME
 
-from ..atomic import check_apart
+from ..atomic import check_apart, claim_output_dir, claims_output_dir, release_output_dir
 from ..cli import print_box
 from ..complexity import parameter_count
 from ..errors import OutputExistsError, UserInputError
@@ -379,10 +379,14 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
         return _run(args, callbacks)
     except UserInputError:
         output_dir = training.output_dir
-        if (created is not None and training.should_save and os.path.isdir(created)
+        # Only a folder this run holds is its own to remove: another run may be writing into it.
+        if (created is not None and claims_output_dir(output_dir) and os.path.isdir(created)
                 and not (os.path.isdir(output_dir) and get_last_checkpoint(output_dir))):  # fmt: skip
             shutil.rmtree(created, ignore_errors=True)
         raise
+    finally:
+        if training.output_dir is not None:
+            release_output_dir(training.output_dir)
 
 
 def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, float]:
@@ -390,6 +394,9 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     # The transforms read the `image` column, which the Trainer would drop as unknown to the model's forward.
     training.remove_unused_columns = False
     _check_output_dir(args)
+    if training.should_save:
+        # The one process that writes the folder holds it for the run: a second run into it is refused.
+        claim_output_dir(training.output_dir)
     _check_launch(training)
     _check_training_length(training)
     _check_evaluation(training)
