@@ -51,8 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = CommandParser(
         prog="convnext-hf convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", help="which model: a zoo name, a comma-separated list of them or 'all'; or a "
-                        "checkpoint file, transformers or timm folder, or http(s) URL (the same as --checkpoint)")
+    parser.add_argument("--model", "--model_name_or_path", help="which model: a zoo name, a comma-separated list of "
+                        "them or 'all'; or a checkpoint file, transformers or timm folder, or http(s) URL (the same "
+                        "as --checkpoint)")
     parser.add_argument("--checkpoint", help="checkpoint file, transformers folder, or http(s) URL")
     parser.add_argument("--weights_file", metavar="NAME",
                         help="in a --checkpoint folder holding several weight files, the one to convert")
