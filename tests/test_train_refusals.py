@@ -189,3 +189,67 @@ def test_evaluate_refuses_a_folder_without_a_classifier(headless_folders, tmp_pa
     assert f"{model} is not an image classifier: {evidence}, so it has no classes to score" in error
     assert "labels" not in error and "train images" not in error
     assert not (tmp_path / "scores").exists()
+
+
+def test_push_to_hub_offline_or_without_a_token_is_refused_before_reading_data(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserInputError, match="--push_to_hub needs the network, but HF_HUB_OFFLINE is set"):
+        run(parse_args(_argv(tmp_path, "--push_to_hub")))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(UserInputError, match="--push_to_hub needs a Hugging Face token with write access"):
+        run(parse_args(_argv(tmp_path, "--push_to_hub")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_that_cannot_be_reached_stops_push_to_hub_before_training(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    class Unreachable:
+        def create_repo(self, *args, **kwargs):
+            raise ConnectionError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_not_a_real_token")
+    monkeypatch.setattr("transformers.trainer.hf_api", Unreachable)
+    _write_images(tmp_path / "never-read")
+    argv = _argv(tmp_path, "--push_to_hub", "--max_steps", "1", "--cache_dir", str(tmp_path / "cache"))
+    with pytest.raises(UserInputError) as error:
+        run(parse_args(argv))
+    assert str(error.value).startswith(
+        "--push_to_hub: creating the Hub repository failed before training: the Hub could not be reached"
+    )
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("convnext_atoo", "--model convnext_atoo is no folder, no preset (convnext_tiny, tiny...) and no Hub id "
+         "(owner/name); did you mean convnext_atto?"),
+        ("convnextv2_nanoo", "; did you mean convnextv2_nano?"),
+        ("./no-such-folder", "--model ./no-such-folder does not exist"),
+        ("someone/convnext-nowhere", "--model someone/convnext-nowhere cannot be loaded as a model"),
+    ],
+)  # fmt: skip
+def test_a_model_that_names_nothing_is_refused_before_reading_data(tmp_path, monkeypatch, model, message):
+    monkeypatch.chdir(tmp_path)
+    argv = _argv(tmp_path, "--cache_dir", str(tmp_path / "cache"))
+    argv[argv.index("--variant") : argv.index("--variant") + 2] = ["--model", model]
+    with pytest.raises(UserInputError) as error:
+        run(parse_args(argv))
+    assert message in str(error.value)
+
+
+def test_segmentation_images_without_masks_are_refused_by_that_before_the_class_names(tmp_path):
+    argv = _argv(tmp_path, "--task", "semantic-segmentation")
+    with pytest.raises(UserInputError, match="Segmentation needs the train masks: pass --train_mask_dir"):
+        run(parse_args(argv))
+
+
+def test_a_report_to_integration_that_is_not_installed_is_refused_before_reading_data(tmp_path, monkeypatch):
+    monkeypatch.setattr("transformers.integrations.integration_utils.is_wandb_available", lambda: False)
+    with pytest.raises(UserInputError, match="--report_to: WandbCallback requires wandb to be installed"):
+        run(parse_args([*_argv(tmp_path), "--report_to", "wandb"]))

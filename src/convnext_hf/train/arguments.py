@@ -183,7 +183,9 @@ class RecipeArguments:
         default=0.5, metadata={"help": "Probability of CutMix rather than Mixup when both are enabled."}
     )
     model_ema: bool = field(
-        default=False, metadata={"help": "Keep an EMA of the weights, evaluate it and save it as the final model."}
+        default=False,
+        metadata={"help": "Keep an EMA of the weights and evaluate it too; at the end the better of the live and the "
+                  "EMA weights on the validation images is saved (the EMA without validation images)."},
     )
     model_ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay per optimizer step."})
     base_learning_rate: float | None = field(
@@ -212,7 +214,9 @@ class OutputArguments:
     overwrite: bool = field(
         default=False, metadata={"help": "Train into a non-empty --output_dir (otherwise refused unless resuming)."}
     )
-    plots: bool = field(default=True, metadata={"help": "Write confusion-matrix and training-curve PNGs."})
+    plots: bool = field(
+        default=True, metadata={"help": "Write confusion-matrix and training-curve PNGs (--plots false: none)."}
+    )
 
 
 OUR_ARGUMENTS = (ModelArguments, DataArguments, RecipeArguments, OutputArguments)
@@ -249,6 +253,12 @@ USAGE = (
 SAVE_TOTAL_LIMIT = 2
 BATCH_SIZE_SPELLINGS = ("-b", "--batch-size", "--batch_size")
 MODEL_FLAG = "--model"
+
+
+def timm_name(variant: str) -> str:
+    """timm's name of a variant preset (`convnext_tiny`, `convnextv2_atto`), which `--model` accepts too."""
+    prefix, size = ("convnextv2", variant[3:]) if variant.startswith("v2-") else ("convnext", variant)
+    return f"{prefix}_{size}".replace("-", "_")
 
 
 def variant_preset(name: str) -> str | None:

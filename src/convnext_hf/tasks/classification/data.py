@@ -55,7 +55,8 @@ def _check_sources(args: DataArguments) -> str:
     if sum(given.values()) != 1:
         raise UserInputError(
             "Name exactly one training data source: --train_dir (a folder with one subfolder per class), "
-            "--train_file (a CSV/JSON of image paths and labels) or --dataset_name (a Hub dataset)."
+            "--train_file (a CSV/JSON of image paths and labels) or --dataset_name (a Hub dataset). To score a model "
+            "without training it: convnext-hf evaluate."
         )
     if args.validation_dir is not None and args.train_dir is None:
         raise UserInputError("--validation_dir goes with --train_dir; for files use --validation_file.")
