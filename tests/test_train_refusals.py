@@ -1,6 +1,7 @@
 """Runs that would mislead are refused by name before any work: zero training steps, configuration overrides the
 model does not have, processes that would not train together, evaluation of a folder that is not a classifier."""
 
+import importlib.metadata
 import json
 
 import numpy as np
@@ -253,3 +254,20 @@ def test_a_report_to_integration_that_is_not_installed_is_refused_before_reading
     monkeypatch.setattr("transformers.integrations.integration_utils.is_wandb_available", lambda: False)
     with pytest.raises(UserInputError, match="--report_to: WandbCallback requires wandb to be installed"):
         run(parse_args([*_argv(tmp_path), "--report_to", "wandb"]))
+
+
+def test_a_trainer_flag_whose_package_is_missing_is_one_line(tmp_path, monkeypatch):
+    from transformers import dependency_versions_check
+
+    installed = dependency_versions_check.require_version
+
+    def deepspeed_missing(requirement, hint=None):
+        if requirement.startswith("deepspeed"):
+            raise importlib.metadata.PackageNotFoundError(f"The '{requirement}' distribution was not found")
+        return installed(requirement, hint)
+
+    monkeypatch.setattr(dependency_versions_check, "require_version", deepspeed_missing)
+    (tmp_path / "ds.json").write_text('{"zero_optimization": {"stage": 2}}')
+    with pytest.raises(UserInputError) as error:
+        parse_args([*_argv(tmp_path), "--deepspeed", str(tmp_path / "ds.json")])
+    assert "The 'deepspeed" in str(error.value) and str(error.value).endswith("drop the flag that needs it.")

@@ -387,6 +387,9 @@ def parse_args(argv: Sequence[str]) -> RunArguments:
         args = RunArguments(*parser.parse_args_into_dataclasses(args=argv), task_given=task_given)
     except ValueError as error:  # TrainingArguments' own checks of the flags it was given
         raise UserInputError(str(error)) from error
+    except ImportError as error:  # a flag whose package is not installed (--deepspeed without deepspeed)
+        reason = " ".join(str(error).split()).rstrip(".")
+        raise UserInputError(f"{reason}; install it, or drop the flag that needs it.") from error
     if not any(argument.split("=", 1)[0] in ("--output_dir", "--output-dir") for argument in argv):
         logger.info(
             "No --output_dir: the model goes to %s (transformers' default folder).",
