@@ -3,6 +3,7 @@ bounded checkpoints, heads sized to their backbone, and no spurious output."""
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -280,3 +281,14 @@ def test_torch_onnx_torchvision_warnings_are_dropped_during_export(caplog):
         "another warning",
         "torchvision is not installed. Skipping torchvision::roi_align",
     ]
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_bars_are_off_when_the_output_is_not_a_terminal(monkeypatch, capsys, terminal):
+    from convnext_hf.cli import PROGRESS_BAR_SWITCHES
+
+    for variable in PROGRESS_BAR_SWITCHES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal, raising=False)
+    assert cli_main(["demo", "--epoch", "3"]) == 2  # refused before any work: the switches are set before parsing
+    assert [os.environ.get(variable) for variable in PROGRESS_BAR_SWITCHES] == [None if terminal else "1"] * 3
