@@ -271,3 +271,15 @@ def test_a_trainer_flag_whose_package_is_missing_is_one_line(tmp_path, monkeypat
     with pytest.raises(UserInputError) as error:
         parse_args([*_argv(tmp_path), "--deepspeed", str(tmp_path / "ds.json")])
     assert "The 'deepspeed" in str(error.value) and str(error.value).endswith("drop the flag that needs it.")
+
+
+def test_fsdp_in_one_process_is_refused_before_reading_data(tmp_path):
+    with pytest.raises(UserInputError, match="--fsdp shards the model across processes, but this run is one process"):
+        run(parse_args(_argv(tmp_path, "--fsdp", "full_shard auto_wrap")))
+
+
+def test_the_trainers_own_checks_of_its_flags_are_one_line(tmp_path):
+    with pytest.raises(UserInputError) as error:
+        parse_args(_argv(tmp_path, "--eval_strategy", "no", "--load_best_model_at_end"))
+    assert "--load_best_model_at_end requires the save and eval strategy to match" in str(error.value)
+    assert "\n" not in str(error.value)

@@ -386,7 +386,7 @@ def parse_args(argv: Sequence[str]) -> RunArguments:
     try:
         args = RunArguments(*parser.parse_args_into_dataclasses(args=argv), task_given=task_given)
     except ValueError as error:  # TrainingArguments' own checks of the flags it was given
-        raise UserInputError(str(error)) from error
+        raise UserInputError(" ".join(str(error).split())) from error  # one line, as every refusal
     except ImportError as error:  # a flag whose package is not installed (--deepspeed without deepspeed)
         reason = " ".join(str(error).split()).rstrip(".")
         raise UserInputError(f"{reason}; install it, or drop the flag that needs it.") from error

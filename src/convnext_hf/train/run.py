@@ -81,6 +81,13 @@ def _check_launch(training: Any) -> None:
             "off, so each would train its own model on its share of the data; pass --use_cpu (with --ddp_backend "
             "gloo) to train them together on CPU."
         )
+    if training.fsdp and training.deepspeed:
+        raise UserInputError("--fsdp and --deepspeed each shard the model; pass one of them.")
+    if training.fsdp and training.parallel_mode != ParallelMode.DISTRIBUTED and not training.fsdp_config.get("xla"):
+        raise UserInputError(
+            "--fsdp shards the model across processes, but this run is one process: start it with torchrun or "
+            "accelerate launch (docs/training.md, More than one process), or drop --fsdp."
+        )
 
 
 def _check_training_length(training: Any) -> None:
