@@ -292,3 +292,24 @@ def test_progress_bars_are_off_when_the_output_is_not_a_terminal(monkeypatch, ca
     monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal, raising=False)
     assert cli_main(["demo", "--epoch", "3"]) == 2  # refused before any work: the switches are set before parsing
     assert [os.environ.get(variable) for variable in PROGRESS_BAR_SWITCHES] == [None if terminal else "1"] * 3
+
+
+def test_the_quantizers_pre_processing_advice_is_dropped_other_warnings_kept(monkeypatch, caplog, tmp_path):
+    import onnxruntime.quantization
+
+    from convnext_hf.export import quantize
+
+    def advising(*args, **kwargs):
+        logging.warning("Please consider to run pre-processing before quantization. Refer to example: ...")
+        logging.warning("a calibration range is empty")
+        logging.warning("Please consider pre-processing before quantization. See ...")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", advising)
+    monkeypatch.setattr(quantize, "output_layers", lambda path: ["/classifier/Gemm"])
+    with caplog.at_level(logging.WARNING):
+        assert quantize.quantize_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", iter([])) == ["/classifier/Gemm"]
+        logging.warning("Please consider this outside the quantizer")
+    assert [record.getMessage() for record in caplog.records] == [
+        "a calibration range is empty",
+        "Please consider this outside the quantizer",
+    ]
