@@ -4,6 +4,7 @@ bounded checkpoints, heads sized to their backbone, and no spurious output."""
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -313,3 +314,25 @@ def test_the_quantizers_pre_processing_advice_is_dropped_other_warnings_kept(mon
         "a calibration range is empty",
         "Please consider this outside the quantizer",
     ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "repository", "refusal"),
+    [
+        (["--push_to_hub", "me/tiny"], "me/tiny", None),
+        (["--push_to_hub", "--hub_model_id", "me/tiny"], "me/tiny", None),
+        (["--hub_model_id", "me/tiny", "--push_to_hub", "me/tiny"], "me/tiny", None),
+        (["--push_to_hub"], None, "--push_to_hub needs the repository: --push_to_hub REPO_ID, or --hub_model_id"),
+        (["--hub_model_id", "me/tiny"], None, "--hub_model_id names the repository of --push_to_hub; add"),
+        (["--push_to_hub", "me/a", "--hub_model_id", "me/b"], None, "--push_to_hub me/a and --hub_model_id me/b name"),
+    ],
+)
+def test_convert_takes_trains_spelling_of_the_hub_repository(tmp_path, flags, repository, refusal):
+    from convnext_hf.conversion.command import parse_args as parse_convert_args
+
+    argv = ["--checkpoint", str(tmp_path / "c.pth"), "--output_dir", str(tmp_path / "out"), *flags]
+    if refusal is None:
+        assert parse_convert_args(argv).push_to_hub == repository
+    else:
+        with pytest.raises(convnext_hf.errors.UserInputError, match=re.escape(refusal)):
+            parse_convert_args(argv)
