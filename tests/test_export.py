@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from PIL import Image
 
 from convnext_hf import ConvNextBackbone, ConvNextConfig, ConvNextModel
 from convnext_hf.cli import main as cli_main
@@ -98,7 +99,6 @@ def test_folder_layout_for_optimum(exported, converted):
 def test_serving_snippet(exported, converted):
     """docs/deployment.md's snippet: the exported folder's own processor (remote code) feeding ONNX Runtime."""
     import onnxruntime
-    from PIL import Image
     from transformers import AutoImageProcessor
 
     folder = exported("mini", "onnx")
@@ -210,7 +210,10 @@ def test_refusals_leave_nothing_behind(converted, tmp_path, monkeypatch):
 
     with pytest.raises(UserInputError, match="--calibration_dir"):
         export(ExportOptions("onnx", converted["iso-mini"], tmp_path / "x", quantize="int8"))
-    int8_options = {"quantize": "int8", "calibration_dir": tmp_path, "validation_dir": tmp_path}
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    Image.new("RGB", (8, 8)).save(calibration / "0.png")
+    int8_options = {"quantize": "int8", "calibration_dir": calibration, "validation_dir": calibration}
     with pytest.raises(UserInputError, match="scores classifiers"):
         export(ExportOptions("onnx", converted["upernet-mini"], tmp_path / "x", **int8_options))
     with pytest.raises(UserInputError, match="config.json"):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextHFImageProcessor
 from convnext_hf.cli import main as cli_main
@@ -104,6 +105,14 @@ def make_input(tmp_path: Path, kind: str) -> Path:
         (folder / "config.json").write_text('{"hello": 1}')
     elif kind == "no weights":
         ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_labels=3).save_pretrained(folder)
+    elif kind in WEIGHTS_VS_CONFIG:
+        tiny_model(folder)
+        edit_config, edit_weights = WEIGHTS_VS_CONFIG[kind]
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **edit_config}))
+        weights = load_file(folder / "model.safetensors")
+        edit_weights(weights)
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     elif kind == "processor with shortest_edge 100000":
         tiny_model(folder)
         config = json.loads((folder / "preprocessor_config.json").read_text())
@@ -111,8 +120,27 @@ def make_input(tmp_path: Path, kind: str) -> Path:
     return folder
 
 
+# A config.json that disagrees with the weights beside it: kind -> (config fields, edit of the weights). Loaded as
+# transformers does by default, what is missing would be initialised at random and still "pass" export's parity check.
+WEIGHTS_VS_CONFIG = {
+    "config with one block more than the weights": ({"depths": [1, 2, 1, 1]}, lambda weights: None),
+    "config with a wider last stage": ({"hidden_sizes": [8, 16, 24, 40]}, lambda weights: None),
+    "config with a head of 5 classes for 3": (
+        {"num_labels": 5, "id2label": {str(i): f"c{i}" for i in range(5)}, "label2id": {f"c{i}": i for i in range(5)}},
+        lambda weights: None),
+    "weights with an extra tensor": ({}, lambda weights: weights.update(extra=torch.zeros(3))),
+    "weights missing the head's bias": ({}, lambda weights: weights.pop("classifier.bias")),
+}  # fmt: skip
 MODEL_FOLDERS = ["empty", "missing", "file", "config not JSON", "config of no model", "no weights",
-                 "processor with shortest_edge 100000"]  # fmt: skip
+                 "processor with shortest_edge 100000", *WEIGHTS_VS_CONFIG]  # fmt: skip
+# What the refusal of each WEIGHTS_VS_CONFIG folder names: the weights that do not fit.
+NAMED_WEIGHTS = {
+    "config with one block more than the weights": "9 missing: convnext.encoder.stages.1.layers.1.dwconv.bias",
+    "config with a wider last stage": "14 of another shape: classifier.weight (3, 32) for (3, 40)",
+    "config with a head of 5 classes for 3": "classifier.bias (3,) for (5,), classifier.weight (3, 32) for (5, 32)",
+    "weights with an extra tensor": "1 unexpected: extra",
+    "weights missing the head's bias": "1 missing: classifier.bias",
+}
 
 
 def assert_refused(capsys, status: int, *names: object) -> str:
@@ -140,7 +168,7 @@ def test_evaluate_model_that_is_not_one(tmp_path, capsys, kind):
     created = set(os.listdir(tmp_path))
     status = cli_main(["evaluate", "--model", str(model), "--validation_dir", str(images.parent),
                        "--output_dir", str(tmp_path / "out" / "scores")])  # fmt: skip
-    assert_refused(capsys, status, model)
+    assert_refused(capsys, status, model, NAMED_WEIGHTS.get(kind, ""))
     assert leftovers(tmp_path, created) == []
 
 
@@ -149,7 +177,7 @@ def test_export_model_that_is_not_one(tmp_path, capsys, kind):
     model = make_input(tmp_path, kind)
     created = set(os.listdir(tmp_path))
     status = cli_main(["export", "onnx", str(tmp_path / "out"), "--model", str(model)])
-    assert_refused(capsys, status, model)
+    assert_refused(capsys, status, model, NAMED_WEIGHTS.get(kind, ""))
     assert leftovers(tmp_path, created) == []
 
 
@@ -161,6 +189,11 @@ BAD_EXPORT_FLAGS = {
     "negative tolerance": (["--tolerance", "-1"], "--tolerance is a relative difference, a number >= 0"),
     "NaN tolerance": (["--tolerance", "nan"], "--tolerance is a relative difference"),
     "misspelt flag": (["--tolernce", "1"], "--tolernce; did you mean --tolerance?"),
+    "static shape of 100000 a side (240 GB)": (["--static_shape", "100000", "100000"], "over the limit of 4096"),
+    "--calibration_dir without --quantize": (["--calibration_dir", "."], "--calibration_dir serves int8"),
+    "--calibration_images without --quantize": (["--calibration_images", "3"], "--calibration_images serves int8"),
+    "calibration flags without --quantize": (
+        ["--calibration_dir", ".", "--calibration_images", "3"], "--calibration_dir, --calibration_images serve int8"),
 }
 
 
@@ -178,6 +211,43 @@ def test_export_flags_are_checked(tmp_path, capsys, four_channel_model, case):
     assert os.listdir(tmp_path) == []
 
 
+def calibration_input(tmp_path: Path, kind: str) -> Path:
+    """A hostile `--calibration_dir`."""
+    folder = tmp_path / "calibration"
+    if kind == "a file":
+        folder.write_text("not a folder")
+    elif kind == "text named .png":
+        folder.mkdir()
+        Image.new("RGB", (8, 8)).save(folder / "0.png")
+        (folder / "1.png").write_text("not an image")
+    return folder
+
+
+# kind -> refusal fragment (the flag and the path are named too)
+BAD_CALIBRATION = {
+    "a file": "is a file; pass a folder of images",
+    "missing": "does not exist; pass a folder of images",
+    "text named .png": "1.png is not a readable image",
+}
+
+
+@pytest.mark.parametrize("kind", BAD_CALIBRATION)
+def test_calibration_images_are_checked_before_the_export(tmp_path, capsys, four_channel_model, monkeypatch, kind):
+    from convnext_hf.export import exporter
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the model was loaded before the calibration images were checked")
+
+    monkeypatch.setattr(exporter, "load_exportable", no_export)
+    folder = calibration_input(tmp_path, kind)
+    created = set(os.listdir(tmp_path))
+    status = cli_main(["export", "onnx", str(tmp_path / "out"), "--model", str(four_channel_model),
+                       "--quantize", "int8", "--calibration_dir", str(folder)])  # fmt: skip
+    message = assert_refused(capsys, status, "--calibration_dir", folder)
+    assert BAD_CALIBRATION[kind] in message
+    assert leftovers(tmp_path, created) == []
+
+
 @pytest.mark.slow
 def test_four_channel_model_exports(tmp_path, four_channel_model):
     pytest.importorskip("onnxruntime")
@@ -193,6 +263,45 @@ def test_opset_onnx_cannot_convert_to_is_refused(tmp_path, capsys, four_channel_
     status = cli_main(["export", "onnx", str(tmp_path / "out"), "--model", str(four_channel_model), "--opset", "27"])
     message = assert_refused(capsys, status, "opset 27")
     assert "Gelu" in message and os.listdir(tmp_path) == []
+
+
+# name -> (evaluate flags over (model, images, a file), refusal fragment)
+BAD_EVALUATE = {
+    "a device this machine lacks": (lambda m, v, f: ["--validation_dir", v, "--device", "cuda:7"],
+                                    "--device cuda:7 is not available on this machine"),
+    "a device name torch does not know": (lambda m, v, f: ["--validation_dir", v, "--device", "gpu0"],
+                                          "--device gpu0 is not a device name"),
+    "--validation_dir that is a file": (
+        lambda m, v, f: ["--validation_dir", f], "--validation_dir {f} is a file; pass a folder with one subfolder"),
+    "--validation_dir that does not exist": (lambda m, v, f: ["--validation_dir", v / "none"],
+                                             "--validation_dir {v}/none does not exist"),
+    "--validation_file that does not exist": (lambda m, v, f: ["--validation_file", v / "none.csv"],
+                                              "--validation_file {v}/none.csv does not exist"),
+    "--validation_file that is not CSV or JSON": (lambda m, v, f: ["--validation_file", f],
+                                                  "--validation_file {f}: the data files must be .csv"),
+    "an unreadable image": (lambda m, v, f: ["--validation_dir", v, "--device", "cpu"],
+                            "unreadable image(s) in the scored data"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_EVALUATE)
+def test_evaluate_refuses_in_one_line_naming_its_own_flags(tmp_path, capsys, case):
+    build, fragment = BAD_EVALUATE[case]
+    model, images, file = tiny_model(tmp_path / "model"), tmp_path / "images", tmp_path / "file.txt"
+    for name in ("a", "b", "c"):
+        (images / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(images / name / "0.png")
+    if case == "an unreadable image":
+        (images / "a" / "1.png").write_text("not an image")
+    file.write_text("mine")
+    created = set(os.listdir(tmp_path))
+    status = cli_main(["evaluate", "--model", str(model), "--output_dir", str(tmp_path / "out"),
+                       *map(str, build(model, images, file))])  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err, err
+    assert fragment.format(f=file, v=images) in err, err
+    assert "train" not in err.split("error:", 1)[1], err
+    assert leftovers(tmp_path, created) == []
 
 
 def checkpoint(tmp_path: Path, kind: str) -> Path:

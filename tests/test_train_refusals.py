@@ -12,7 +12,7 @@ from convnext_hf import ConvNextConfig, ConvNextModel
 from convnext_hf.cli import main as cli_main
 from convnext_hf.errors import UserInputError
 from convnext_hf.image_processing_convnext import ConvNextHFImageProcessor
-from convnext_hf.modeling_convnext import ConvNextBackbone
+from convnext_hf.modeling_convnext import ConvNextBackbone, ConvNextForImageClassification
 from convnext_hf.train import parse_args, run
 from convnext_hf.train.arguments import launched_on_cpu_only
 
@@ -283,3 +283,123 @@ def test_the_trainers_own_checks_of_its_flags_are_one_line(tmp_path):
         parse_args(_argv(tmp_path, "--eval_strategy", "no", "--load_best_model_at_end"))
     assert "--load_best_model_at_end requires the save and eval strategy to match" in str(error.value)
     assert "\n" not in str(error.value)
+
+
+# flags -> the one line's start. Every case is refused as the arguments are parsed or the task checks them, before
+# the (missing) training folder is read and before anything is written.
+FLAG_VALUES = {
+    "learning_rate nan": (["--learning_rate", "nan"],
+                          "--learning_rate nan is out of range: it takes a finite number > 0"),
+    "learning_rate -1": (["--learning_rate", "-1"], "--learning_rate -1 is out of range"),
+    "learning_rate inf": (["--learning_rate", "inf"], "--learning_rate inf is out of range"),
+    "base_learning_rate 0": (["--base_learning_rate", "0"], "--base_learning_rate 0 is out of range"),
+    "batch size 0": (["--per_device_train_batch_size", "0"],
+                     "--per_device_train_batch_size 0 is out of range: it takes an integer >= 1"),
+    "-b 0": (["-b", "0"], "--per_device_train_batch_size 0 is out of range"),
+    "image_size 0": (["--image_size", "0"],
+                     "--image_size 0 is out of range: it takes an integer from 1 to 4096 pixels"),
+    "image_size 1e6": (["--image_size", "1000000"], "--image_size 1000000 is out of range"),
+    "crop_pct 0": (["--crop_pct", "0"], "--crop_pct 0 is out of range: it takes a fraction in (0, 1]"),
+    "crop_pct 2": (["--crop_pct", "2"], "--crop_pct 2 is out of range"),
+    "drop_path_rate 2": (["--drop_path_rate", "2"], "--drop_path_rate 2 is out of range: it takes a rate in [0, 1)"),
+    "drop_path_rate -0.1": (["--drop_path_rate", "-0.1"], "--drop_path_rate -0.1 is out of range"),
+    "gradient_accumulation_steps 0": (["--gradient_accumulation_steps", "0"],
+                                      "--gradient_accumulation_steps 0 is out of range"),
+    "max_train_samples 0": (["--max_train_samples", "0"], "--max_train_samples 0 is out of range"),
+    "seed -1": (["--seed", "-1"], "--seed -1 is out of range: it takes an integer from 0 to 4294967295"),
+    "dataloader_num_workers -1": (["--dataloader_num_workers", "-1"], "--dataloader_num_workers -1 is out of range"),
+    "head_init_scale nan": (["--head_init_scale", "nan"], "--head_init_scale nan is out of range"),
+    "num_train_epochs nan": (["--num_train_epochs", "nan"], "--num_train_epochs nan is out of range"),
+    "weight_decay nan": (["--weight_decay", "nan"], "--weight_decay nan is out of range"),
+    "model_ema_decay 2": (["--model_ema", "--model_ema_decay", "2"],
+                          "--model_ema_decay 2 is out of range: it takes a decay in (0, 1)"),
+    "max_grad_norm nan": (["--max_grad_norm", "nan"], "--max_grad_norm nan is out of range"),
+    "save_total_limit -1": (["--save_total_limit", "-1"],
+                            "--save_total_limit -1 is out of range: it takes a number of checkpoints >= 0 (0 keeps"),
+    "layer_decay 0": (["--layer_decay", "0"], "--layer_decay 0 is out of range: it takes a factor in (0, 1]"),
+    "label_smoothing_factor 1": (["--label_smoothing_factor", "1"], "--label_smoothing_factor 1 is out of range"),
+    "mixup_prob 2": (["--mixup_prob", "2"], "--mixup_prob 2 is out of range: it takes a probability from 0 to 1"),
+    "rrc_ratio reversed": (["--rrc_ratio", "2", "1"], "--rrc_ratio 2 1 is out of range: it takes two aspect ratios"),
+    "rand_augment m99": (["--rand_augment", "rand-m99"],
+                         "--rand_augment rand-m99: magnitude 99 is out of range; it takes a magnitude from 0 to 10"),
+    "rand_augment n0": (["--rand_augment", "rand-m9-n0"], "--rand_augment rand-m9-n0: num_ops 0 is out of range"),
+    "rand_augment p2": (["--rand_augment", "rand-m9-p2"], "--rand_augment rand-m9-p2: probability 2 is out of range"),
+    "rand_augment m twice": (["--rand_augment", "rand-m9-m5"], "--rand_augment rand-m9-m5: gives m twice"),
+    "id2label for classification": (["--id2label", '["a", "b"]'],
+                                    "--id2label: semantic-segmentation data (class names of mask ids, masks), which "
+                                    "image-classification would ignore"),
+    "id2label not JSON for classification": (["--id2label", "a,b"], "--id2label: semantic-segmentation data"),
+    "mask folder for classification": (["--train_mask_dir", "masks"], "--train_mask_dir: semantic-segmentation data"),
+}  # fmt: skip
+SEGMENTATION = ["--task", "semantic-segmentation"]
+ID2LABEL = {
+    "not JSON": ("background,road", "--id2label must be a JSON object or file"),
+    "not a map": ('"road"', "--id2label must map mask ids to class names (a JSON object or list), got '\"road\"'"),
+    "keys not ids": ('{"a": "sky", "b": "road"}', "--id2label keys must be mask ids (0, 1, ...), got ['a', 'b']"),
+    "a gap in the ids": ('{"0": "sky", "2": "road"}',
+                         "--id2label must name every class id 0..n-1 once, got ids [0, 2]"),
+    "a repeated name": ('{"0": "road", "1": "road"}', "--id2label names ['road'] more than once"),
+    "an empty name": ('["sky", ""]', "--id2label gives id(s) [1] no name"),
+    "a null name": ('{"0": "sky", "1": null}', "--id2label gives id(s) [1] no name"),
+    "one class": ('["sky"]', "--id2label names 1 class; segmentation needs at least two"),
+}  # fmt: skip
+FLAG_VALUES.update({f"segmentation --id2label: {name}": ([*SEGMENTATION, "--id2label", value], message)
+                    for name, (value, message) in ID2LABEL.items()})  # fmt: skip
+
+
+@pytest.mark.parametrize("case", FLAG_VALUES)
+def test_values_no_run_can_use_are_refused_before_any_work(tmp_path, capsys, case):
+    flags, message = FLAG_VALUES[case]
+    assert cli_main(["train", *_argv(tmp_path, *flags)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(f"convnext-hf train: error: {message}"), error
+    assert sorted(path.name for path in tmp_path.iterdir()) == [], "nothing written"
+
+
+def test_save_total_limit_0_keeps_every_checkpoint_as_transformers_reads_it(tmp_path):
+    args = parse_args(_argv(tmp_path, "--save_total_limit", "0"))
+    assert args.training.save_total_limit == 0
+
+
+def test_a_refusal_after_the_trainer_started_leaves_no_output_folder(tmp_path, capsys):
+    """The Trainer creates --output_dir (and its missing parents) as it starts; the layer grouping of a three-stage
+    model is refused later, as the optimizer is built. Nothing of the run may stay."""
+    _write_images(tmp_path / "never-read")
+    three_stages = json.dumps({"hidden_sizes": [8, 16, 32], "depths": [1, 1, 1]})
+    argv = _argv(tmp_path, "--layer_decay", "0.8", "--max_steps", "1", "--image_size", "32", "--train_val_split", "0",
+                 "--cache_dir", str(tmp_path / "cache"), overrides=three_stages)  # fmt: skip
+    argv[argv.index("--output_dir") + 1] = str(tmp_path / "runs" / "out")
+    assert cli_main(["train", *argv]) == 2
+    assert "layer_decay_type 'group' is the official 12-layer split" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cache", "never-read"]
+
+
+def test_resuming_from_a_checkpoint_of_another_architecture_is_refused_by_name(tmp_path, capsys):
+    _write_images(tmp_path / "never-read")
+    checkpoint = tmp_path / "other" / "checkpoint-2"
+    other = ConvNextConfig(hidden_sizes=[8, 16, 32, 48], depths=[1, 1, 1, 1], num_labels=2)
+    ConvNextForImageClassification(other).save_pretrained(checkpoint)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2, "log_history": []}))
+    argv = _argv(tmp_path, "--resume_from_checkpoint", str(checkpoint), "--image_size", "32",
+                 "--cache_dir", str(tmp_path / "cache"))  # fmt: skip
+    assert cli_main(["train", *argv]) == 2
+    error = capsys.readouterr().err.rpartition("convnext-hf train: error: ")[2]
+    assert error.startswith(f"--resume_from_checkpoint: {checkpoint / 'model.safetensors'} holds the weights of "
+                            "another model than the flags describe (14 tensor(s) of other shapes, 0 the model lacks; "
+                            "first: classifier.weight [2, 48] (the model's [2, 64])"), error  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_values_a_pretrained_model_cannot_take_are_one_line(tmp_path, capsys):
+    """Overrides applied to a saved configuration are checked as a new configuration is."""
+    _write_images(tmp_path / "never-read")
+    model = tmp_path / "model"
+    ConvNextForImageClassification(ConvNextConfig(**TINY, num_labels=2)).save_pretrained(model)
+    ConvNextHFImageProcessor(size={"shortest_edge": 32}).save_pretrained(model)
+    argv = _argv(tmp_path, "--cache_dir", str(tmp_path / "cache"), overrides=json.dumps({"layer_norm_eps": -1}))
+    argv[argv.index("--variant"):argv.index("--variant") + 2] = ["--model_name_or_path", str(model)]
+    assert cli_main(["train", *argv]) == 2
+    error = capsys.readouterr().err.rpartition("convnext-hf train: error: ")[2]
+    assert error == (f"{model} with --config_overrides and the model flags: layer_norm_eps must be positive and "
+                     "initializer_range >= 0, got -1 and 0.02.\n")  # fmt: skip
+    assert not (tmp_path / "out").exists()

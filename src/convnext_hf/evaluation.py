@@ -25,7 +25,7 @@ from transformers.image_utils import load_image
 
 from .atomic import atomic_directory
 from .errors import UserInputError
-from .model_folder import check_model_folder, loading_model
+from .model_folder import check_model_folder, load_model_folder, loading_model
 from .tasks import IMAGE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION, SEMANTIC_SEGMENTATION, TASKS, task_of_config
 from .train.report import CONFUSION_MATRIX_NAME, METRICS_NAME, plot_confusion_matrix, write_json
 
@@ -38,13 +38,15 @@ TASK_FLAGS = {"validation_mask_dir": SEMANTIC_SEGMENTATION, "mask_column_name": 
 
 def load_model(args: argparse.Namespace, auto_class: type) -> tuple[transformers.PreTrainedModel, Any]:
     """The folder's model, through `auto_class`, on the device and in eval mode, and its image processor; refused
-    when its weights have no classifier (one would be made up at random)."""
-    with loading_model(args.model):
-        model, loading = auto_class.from_pretrained(args.model, cache_dir=args.cache_dir, output_loading_info=True)
-        missing = sorted(loading["missing_keys"])
-        if missing and all(key.startswith("classifier.") for key in missing):
+    when its weights have no classifier (one would be made up at random) or do not fit its config."""
+
+    def refuse_headless(missing: list[str]) -> None:
+        if "classifier.weight" in missing and all(key.startswith("classifier.") for key in missing):
             raise _not_a_classifier(args.model, f"its weights have no classification head ({', '.join(missing)})")
-        model = model.to(args.device).eval()
+
+    model = load_model_folder(auto_class, args.model, missing_check=refuse_headless, cache_dir=args.cache_dir)
+    model = model.to(args.device).eval()
+    with loading_model(args.model):
         return model, transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
 
 

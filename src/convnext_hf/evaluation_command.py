@@ -39,6 +39,23 @@ def build_parser() -> CommandParser:
     return parser
 
 
+def check_device(name: str) -> str:
+    """`--device` as given, refused unless it names a device this machine has."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise UserInputError(f"--device {name} is not a device name ({error}); pass cpu, cuda or cuda:N.") from error
+    accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    count = torch.accelerator.device_count() if accelerator is not None else 0
+    on_accelerator = accelerator is not None and device.type == accelerator.type and (device.index or 0) < count
+    if device.type == "cpu" or on_accelerator:
+        return name
+    have = f"cpu and {accelerator.type}:0 to {accelerator.type}:{count - 1}" if accelerator is not None else "cpu only"
+    raise UserInputError(f"--device {name} is not available on this machine (it has {have}); pass one of those.")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse, score, write and print."""
     args = build_parser().parse_args(argv)
@@ -55,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from .evaluation import evaluate_folder, print_table
     from .train.report import METRICS_NAME
 
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.device = check_device(args.device) if args.device else ("cuda" if torch.cuda.is_available() else "cpu")
     check_output_dir(args.output_dir, args.overwrite)
     check_apart(args.output_dir, {"--model": args.model, "--validation_dir": args.validation_dir,
                                   "--validation_mask_dir": args.validation_mask_dir,

@@ -293,7 +293,7 @@ def _check_pixel_limit(size: tuple[int, int], path: Path) -> None:
         )
 
 
-def _open_image_file(path: Path, convert_rgb: bool) -> Image.Image:
+def open_image_file(path: Path, convert_rgb: bool) -> Image.Image:
     """Read an image file as `_to_standard_mode` does, honouring its EXIF orientation, with clear errors for
     unreadable files."""
     if not path.is_file():
@@ -321,7 +321,7 @@ def _open_image_file(path: Path, convert_rgb: bool) -> Image.Image:
 def _image_to_pil(image: object, input_data_format: str | ChannelDimension | None, convert_rgb: bool) -> Image.Image:
     """Convert one accepted image input to a PIL image in a standard mode (see `_to_standard_mode`)."""
     if isinstance(image, (str, os.PathLike)):
-        return _open_image_file(Path(image), convert_rgb)
+        return open_image_file(Path(image), convert_rgb)
     if isinstance(image, Image.Image):
         return _to_standard_mode(image, convert_rgb)
     if isinstance(image, torch.Tensor):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from safetensors import SafetensorError
 
 from .errors import UserInputError
 
 WRITERS = "a folder written by save_pretrained, `convnext-hf convert` or `convnext-hf train`"
+# The logger of transformers' loading report, which our refusal of a folder whose weights do not fit replaces.
+LOADING_REPORT_LOGGER = "transformers.modeling_utils"
+NAMED_KEYS = 3  # weights named in a refusal per kind; the rest are counted
 
 
 def check_model_folder(path: str | os.PathLike, flag: str = "--model", hub_ids: bool = True) -> None:
@@ -43,3 +48,50 @@ def loading_model(path: str | os.PathLike, flag: str = "--model") -> Iterator[No
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UserInputError(f"{flag} {os.fspath(path)} cannot be loaded as a model: {reason} Pass {WRITERS}.") \
             from error
+
+
+def _names(keys: list[str]) -> str:
+    shown = ", ".join(keys[:NAMED_KEYS])
+    return shown + (f" and {len(keys) - NAMED_KEYS} more" if len(keys) > NAMED_KEYS else "")
+
+
+def _drop_loading_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in record.getMessage()
+
+
+def load_model_folder(
+    model_class: Any,
+    path: str | os.PathLike,
+    flag: str = "--model",
+    missing_check: Callable[[list[str]], None] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """`model_class.from_pretrained(path, **kwargs)`, refusing a folder whose weights do not fit its config.json
+    (weights missing, unexpected or of another shape) by name rather than initialising what is missing at random;
+    `missing_check` may refuse the missing weights first with a more specific message."""
+    report_logger = logging.getLogger(LOADING_REPORT_LOGGER)
+    report_logger.addFilter(_drop_loading_report)
+    try:
+        with loading_model(path, flag):
+            model, info = model_class.from_pretrained(
+                os.fspath(path), output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+            )
+    finally:
+        report_logger.removeFilter(_drop_loading_report)
+    if missing_check is not None:
+        missing_check(sorted(info["missing_keys"]))
+    problems = []
+    if info["missing_keys"]:
+        problems.append(f"{len(info['missing_keys'])} missing: {_names(sorted(info['missing_keys']))}")
+    if info["unexpected_keys"]:
+        problems.append(f"{len(info['unexpected_keys'])} unexpected: {_names(sorted(info['unexpected_keys']))}")
+    if info["mismatched_keys"]:
+        shapes = [f"{key} {tuple(saved)} for {tuple(built)}" for key, saved, built in sorted(info["mismatched_keys"])]
+        problems.append(f"{len(shapes)} of another shape: {_names(shapes)}")
+    if problems:
+        raise UserInputError(
+            f"{flag} {os.fspath(path)}: its weights do not fit its config.json (weights {'; '.join(problems)}). The "
+            f"two describe different models (was config.json edited, or the weights replaced?); pass {WRITERS}, "
+            "which writes both from one model."
+        )
+    return model

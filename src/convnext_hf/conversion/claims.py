@@ -153,6 +153,13 @@ def transformers_claims(
     model_type = convnext.get("model_type")
     if model_type not in (CONVNEXT_HF_MODEL_TYPE, *BUILTIN_MODEL_TYPES):
         return arch, ()
+    drop_path_rate = convnext.get("drop_path_rate", 0.0)
+    if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, int | float) or not 0 <= drop_path_rate < 1:
+        raise UserInputError(
+            f"config.json's drop_path_rate must be a stochastic-depth probability in [0, 1), got {drop_path_rate!r}; "
+            "the config is damaged: fix or remove the field (the converted model is written with 0.0, a training "
+            "setting)."
+        )
     hidden_act = convnext.get("hidden_act", GELU)
     if hidden_act != GELU:
         raise UserInputError(

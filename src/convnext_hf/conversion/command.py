@@ -104,9 +104,12 @@ def check_options(args: argparse.Namespace) -> None:
     from huggingface_hub.serialization._base import parse_size_to_int
 
     from .claims import check_resolution
+    from .model_card import check_license
     from .verification import check_tolerance
 
     check_tolerance(args.tolerance)
+    if args.license is not None:
+        check_license(args.license)
     if args.resolution is not None:
         check_resolution(args.resolution, "--resolution")
     try:

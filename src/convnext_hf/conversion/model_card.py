@@ -3,6 +3,7 @@ it, and how it was converted and verified."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -11,6 +12,7 @@ from .. import __version__
 from ..card_table import facts_table
 from ..complexity import count_macs, parameter_count
 from ..configuration_convnext import ConvNextConfig
+from ..errors import UserInputError
 from ..portable import needs_convnext_hf_sentence
 from .converter import Conversion
 from .naming import BACKBONE, CLASSIFICATION, SEGMENTATION, served_task
@@ -18,6 +20,9 @@ from .targets import AUTO_CLASSES, CONVNEXT_HF
 from .verification import VERIFY_INPUT_SHAPE
 from .zoo import ZooEntry
 
+# A Hub license id (apache-2.0, cc-by-nc-4.0, llama3.1, other): one token that the card's YAML front matter holds as
+# it is, never a line break or a character YAML would read as markup.
+LICENSE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}")
 DATASETS = {  # zoo name -> (Hub dataset id, pretty name)
     "imagenet-1k": ("ILSVRC/imagenet-1k", "ImageNet-1k"),
     "imagenet-22k": ("timm/imagenet-22k-wds", "ImageNet-22k"),
@@ -85,6 +90,15 @@ def _eval_results(entry: ZooEntry) -> list[EvalResult]:
                 )
             )
     return results
+
+
+def check_license(license: str) -> None:
+    """Refuse a --license that is not a Hub license id (it goes into the card's YAML front matter as it is)."""
+    if not LICENSE_ID.fullmatch(license):
+        raise UserInputError(
+            f"--license {license!r} is not a license id; give the Hub's id of the license (letters, digits and . + _ "
+            "-, e.g. apache-2.0, mit, cc-by-nc-4.0), or 'other' for a license the Hub does not list."
+        )
 
 
 def card_data(conversion: Conversion, entry: ZooEntry | None, model_name: str, license: str | None) -> ModelCardData:

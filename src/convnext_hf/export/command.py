@@ -44,7 +44,6 @@ def parse_args(argv: Sequence[str]) -> ExportOptions:
     parser.add_argument("--calibration_dir", type=Path,
                         help="images for the int8 ranges, through the model's own processor (any layout)")
     parser.add_argument("--calibration_images", type=int,
-                        default=DEFAULT_CALIBRATION_IMAGES,
                         help=f"use at most this many calibration images (default {DEFAULT_CALIBRATION_IMAGES})")
     parser.add_argument("--validation_dir", type=Path,
                         help="held-out images in one subfolder per label: report float32 vs int8 top-1 accuracy")

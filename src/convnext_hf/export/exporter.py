@@ -13,12 +13,14 @@ import transformers
 
 from ..atomic import atomic_directory, check_output_dir
 from ..errors import UserInputError
+from ..image_processing_convnext import MAX_RESOLUTION
 from . import parity
 from .engines import ENGINE_FILES, ENGINE_PACKAGES, ONNX_FILE, EngineModel, engine_model, install, require_engine
 from .graph import DYNAMIC_AXES, INPUT_NAME, Exportable, export_onnx, load_exportable
-from .options import DEFAULT_OPSET, REPORT_FILE, ExportOptions
+from .options import DEFAULT_CALIBRATION_IMAGES, DEFAULT_OPSET, REPORT_FILE, ExportOptions
 from .quantize import (
     QUANTIZATION_METHOD,
+    check_images,
     image_files,
     labelled_images,
     pixel_batches,
@@ -40,18 +42,27 @@ def check_options(options: ExportOptions) -> None:
         raise UserInputError("--quantize int8 needs --calibration_dir IMAGES: a folder of images like your inputs.")
     if options.quantize and options.dtype != "float32":
         raise UserInputError("--quantize int8 starts from the float32 model; leave out --dtype.")
-    if options.validation_dir is not None and not options.quantize:
-        raise UserInputError("--validation_dir compares float32 and int8 accuracy; use it with --quantize int8.")
+    unused = [flag for flag, value in (("--calibration_dir", options.calibration_dir),
+                                       ("--calibration_images", options.calibration_images),
+                                       ("--validation_dir", options.validation_dir)) if value is not None]  # fmt: skip
+    if unused and not options.quantize:
+        verb, them = ("serves", "it") if len(unused) == 1 else ("serve", "them")
+        raise UserInputError(f"{', '.join(unused)} {verb} int8 quantization; add --quantize int8, or leave {them} out.")
     if options.opset < DEFAULT_OPSET:
         raise UserInputError(f"--opset {options.opset} is too old: the exporter writes opset {DEFAULT_OPSET} or newer.")
     newest = newest_opset()
     if options.opset > newest:
         raise UserInputError(f"--opset {options.opset} is newer than the installed onnx knows (up to {newest}); "
                              f"choose an opset from {DEFAULT_OPSET} to {newest}.")  # fmt: skip
-    if options.calibration_images < 1:
+    if options.calibration_images is not None and options.calibration_images < 1:
         raise UserInputError(f"--calibration_images must be at least 1, got {options.calibration_images}.")
     if options.static_shape is not None and min(options.static_shape) < 1:
         raise UserInputError(f"--static_shape takes a positive height and width, got {options.static_shape}.")
+    if options.static_shape is not None and max(options.static_shape) > MAX_RESOLUTION:
+        raise UserInputError(
+            f"--static_shape {options.static_shape[0]} {options.static_shape[1]} is over the limit of "
+            f"{MAX_RESOLUTION} pixels a side (the image processor's); give a height and width up to {MAX_RESOLUTION}."
+        )
     if options.tolerance is not None and not 0 <= options.tolerance < float("inf"):
         raise UserInputError(f"--tolerance is a relative difference, a number >= 0; got {options.tolerance}.")
     check_output_dir(options.output_dir, options.overwrite)
@@ -74,20 +85,40 @@ def check_static_shape(options: ExportOptions, exportable: Exportable) -> None:
         )
 
 
+def calibration_files(options: ExportOptions) -> list[Path]:
+    """At most --calibration_images image files of --calibration_dir, spread over the sorted files (so that a folder
+    per class contributes every class, not the first ones only); each refused by name unless it opens as an image."""
+    files = image_files(options.calibration_dir, "--calibration_dir")
+    count = options.calibration_images or DEFAULT_CALIBRATION_IMAGES
+    chosen = files[:: max(1, len(files) // count)][:count]
+    check_images(chosen, "--calibration_dir")
+    return chosen
+
+
 def export(options: ExportOptions) -> dict:
     """Write the exported folder at `options.output_dir` if it passes the parity check; return its report."""
     check_options(options)
     require_engine(options.engine)
+    calibration = calibration_files(options) if options.quantize else []
     exportable = load_exportable(options.model_dir)
     check_static_shape(options, exportable)
-    if options.validation_dir is not None and not exportable.scores_top1:
-        raise UserInputError(f"--validation_dir scores classifiers (top-1); {options.model_dir} is a {exportable.task} "
-                             "model: leave it out.")
+    validation = None
+    if options.validation_dir is not None:
+        if not exportable.scores_top1:
+            raise UserInputError(f"--validation_dir scores classifiers (top-1); {options.model_dir} is a "
+                                 f"{exportable.task} model: leave it out.")  # fmt: skip
+        validation = labelled_images(options.validation_dir, exportable.model.config.label2id)
     with atomic_directory(options.output_dir, overwrite=options.overwrite) as staging:
-        return _export_into(staging, options, exportable)
+        return _export_into(staging, options, exportable, calibration, validation)
 
 
-def _export_into(staging: Path, options: ExportOptions, exportable: Exportable) -> dict:
+def _export_into(
+    staging: Path,
+    options: ExportOptions,
+    exportable: Exportable,
+    calibration: list[Path],
+    validation: tuple[list[Path], list[int]] | None,
+) -> dict:
     """The work of `export`, writing into the staging folder."""
     height, width = options.static_shape or (exportable.image_size, exportable.image_size)
     example = torch.randn(2, exportable.num_channels, height, width)
@@ -117,7 +148,7 @@ def _export_into(staging: Path, options: ExportOptions, exportable: Exportable) 
         float_model = engine_model(options.engine, install(options.engine, float_onnx, float_dir, options.dtype))
         report["parity"] = _check_parity(exportable, float_model, options)
         if options.quantize:
-            report["int8"] = _quantize(staging, scratch, float_onnx, float_model, options, exportable)
+            report["int8"] = _quantize(staging, scratch, float_onnx, float_model, options, calibration, validation)
     for pattern in COPIED_FILES:
         for path in Path(options.model_dir).glob(pattern):
             shutil.copy2(path, staging / path.name)
@@ -151,20 +182,18 @@ def _quantize(
     float_onnx: Path,
     float_model: EngineModel,
     options: ExportOptions,
-    exportable: Exportable,
+    calibration: list[Path],
+    validation: tuple[list[Path], list[int]] | None,
 ) -> dict:
     """Quantize with the calibration images, write the int8 model, and score float and int8 on validation images."""
     processor = transformers.AutoImageProcessor.from_pretrained(str(options.model_dir))
-    files = image_files(options.calibration_dir)
-    # Spread over the sorted files, so that a folder per class contributes every class, not the first ones only.
-    calibration = files[:: max(1, len(files) // options.calibration_images)][: options.calibration_images]
     int8_onnx = scratch / "int8" / ONNX_FILE
     int8_onnx.parent.mkdir()
-    kept = quantize_int8(float_onnx, int8_onnx, pixel_batches(processor, calibration))
+    kept = quantize_int8(float_onnx, int8_onnx, pixel_batches(processor, calibration, "--calibration_dir"))
     int8_model = engine_model(options.engine, install(options.engine, int8_onnx, staging, "int8"))
     result = {"method": QUANTIZATION_METHOD, "calibration_images": len(calibration), "kept_in_float": kept}
-    if options.validation_dir is not None:
-        files, labels = labelled_images(options.validation_dir, exportable.model.config.label2id)
+    if validation is not None:
+        files, labels = validation
         result["validation"] = {
             "images": len(files),
             "float32_top1": top1_accuracy(float_model, processor, files, labels),

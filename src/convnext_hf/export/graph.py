@@ -21,7 +21,7 @@ import transformers
 from torch import nn
 
 from ..errors import UserInputError
-from ..model_folder import check_model_folder, loading_model
+from ..model_folder import check_model_folder, load_model_folder, loading_model
 from ..tasks import export_form, export_suffixes
 from .options import DEFAULT_OPSET
 
@@ -64,8 +64,8 @@ def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.flo
     fields = form.fields
     output_names = tuple(config.out_features) if fields == ("feature_maps",) else fields
     backbone_config = getattr(config, "backbone_config", None) or config
+    model = load_model_folder(model_class, model_dir, dtype=dtype).eval()
     with loading_model(model_dir):
-        model = model_class.from_pretrained(str(model_dir), dtype=dtype).eval()
         image_size = image_size_of(model_dir, backbone_config)
     return Exportable(
         model, form.kind, fields, output_names, image_size, backbone_config.num_channels, total_stride(config),

@@ -29,7 +29,7 @@ class ExportOptions:
     static_shape: tuple[int, int] | None = None
     quantize: str | None = None
     calibration_dir: Path | None = None
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    calibration_images: int | None = None  # DEFAULT_CALIBRATION_IMAGES unless given
     validation_dir: Path | None = None
     tolerance: float | None = None
     overwrite: bool = False

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserInputError
+from ..image_processing_convnext import open_image_file
 from .engines import EngineModel
 from .graph import INPUT_NAME, DropMessages
 
@@ -25,22 +26,42 @@ BATCH_SIZE = 32
 QUANTIZATION_METHOD = "static post-training, QDQ: int8 weights per output channel, uint8 activations (min-max ranges)"
 
 
-def image_files(directory: str | os.PathLike) -> list[Path]:
+def image_files(directory: str | os.PathLike, flag: str) -> list[Path]:
     """Every image file under `directory` (recursively, by extension), in a stable order."""
     extensions = {extension.lower() for extension in Image.registered_extensions()}
     directory = Path(directory)
     if not directory.is_dir():
-        raise UserInputError(f"{directory} is not a folder; pass a folder of images.")
+        kind = "is a file" if directory.exists() else "does not exist"
+        raise UserInputError(f"{flag} {directory} {kind}; pass a folder of images.")
     files = sorted(path for path in directory.rglob("*") if path.suffix.lower() in extensions and path.is_file())
     if not files:
-        raise UserInputError(f"{directory} holds no image files; pass a folder of images (any layout).")
+        raise UserInputError(f"{flag} {directory} holds no image files; pass a folder of images (any layout).")
     return files
 
 
-def pixel_batches(processor, files: Sequence[Path], batch_size: int = BATCH_SIZE) -> Iterator[np.ndarray]:
+def read_image(path: Path, flag: str) -> Image.Image:
+    """The RGB image in the file, as the image processor reads a path; an unreadable file is refused by name."""
+    try:
+        return open_image_file(path, convert_rgb=True).convert("RGB")
+    except ValueError as error:
+        raise UserInputError(f"{flag}: {error} Remove the file from the folder, or replace it.") from error
+
+
+def check_images(files: Sequence[Path], flag: str) -> None:
+    """Refuse, before any work, a file that an image's extension names but that is not an image (headers only)."""
+    for path in files:
+        try:
+            Image.open(path).close()
+        except (OSError, Image.DecompressionBombError) as error:
+            raise UserInputError(
+                f"{flag}: {path} is not a readable image ({error}); remove it from the folder, or replace it."
+            ) from error
+
+
+def pixel_batches(processor, files: Sequence[Path], flag: str, batch_size: int = BATCH_SIZE) -> Iterator[np.ndarray]:
     """The files through the model's own image processor, `batch_size` at a time, as float32 arrays."""
     for start in range(0, len(files), batch_size):
-        images = [Image.open(path).convert("RGB") for path in files[start : start + batch_size]]
+        images = [read_image(path, flag) for path in files[start : start + batch_size]]
         yield processor(images, return_tensors="np")["pixel_values"].astype(np.float32)
 
 
@@ -104,7 +125,8 @@ def quantize_int8(float_path: Path, int8_path: Path, calibration_batches: Iterat
 
 def labelled_images(directory: str | os.PathLike, label2id: dict[str, int]) -> tuple[list[Path], list[int]]:
     """Images in `directory/<label>/...` with their class ids, refusing folders that name no label of the model."""
-    files = image_files(directory)
+    files = image_files(directory, "--validation_dir")
+    check_images(files, "--validation_dir")
     labels = [path.relative_to(directory).parts[0] for path in files]
     unknown = sorted(set(labels) - set(label2id))
     if unknown or any(len(path.relative_to(directory).parts) < 2 for path in files):
@@ -117,5 +139,6 @@ def labelled_images(directory: str | os.PathLike, label2id: dict[str, int]) -> t
 
 def top1_accuracy(engine_model: EngineModel, processor, files: Sequence[Path], labels: Sequence[int]) -> float:
     """Fraction of the images whose highest logit is their label."""
-    predictions = np.concatenate([engine_model(batch)[0].argmax(-1) for batch in pixel_batches(processor, files)])
+    batches = pixel_batches(processor, files, "--validation_dir")
+    predictions = np.concatenate([engine_model(batch)[0].argmax(-1) for batch in batches])
     return float(np.mean(predictions == np.asarray(labels)))

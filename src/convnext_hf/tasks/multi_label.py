@@ -32,6 +32,7 @@ from .classification.hooks import (
     attach_transforms,
     augmentation_hyperparameters,
     build_processor,
+    check_arguments,
     classifier_usage,
     mixed_batch,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "augmentation_hyperparameters",
     "build_model",
     "build_processor",
+    "check_arguments",
     "collate",
     "compute_loss",
     "compute_metrics",

@@ -390,9 +390,21 @@ def parse_args(argv: Sequence[str]) -> RunArguments:
     except ImportError as error:  # a flag whose package is not installed (--deepspeed without deepspeed)
         reason = " ".join(str(error).split()).rstrip(".")
         raise UserInputError(f"{reason}; install it, or drop the flag that needs it.") from error
+    check_values(args)
     if not any(argument.split("=", 1)[0] in ("--output_dir", "--output-dir") for argument in argv):
         logger.info(
             "No --output_dir: the model goes to %s (transformers' default folder).",
             os.path.abspath(args.training.output_dir),
         )
     return args
+
+
+def check_values(args: RunArguments) -> None:
+    """Refuse values no run can use, before anything is read or written: numbers outside their range (`RANGES`) and
+    a RandAugment spec the augmentation cannot express."""
+    from .augment import RandAugment
+    from .ranges import check_ranges
+
+    check_ranges((args.model, args.data, args.recipe, args.output, args.training))
+    if args.recipe.rand_augment is not None:
+        RandAugment.from_string(args.recipe.rand_augment)

@@ -159,6 +159,15 @@ class RandAugment:
     probability: float = 0.5
 
     MAX_MAGNITUDE = 10.0
+    # What each field can express, as timm reads it: magnitudes on its 0-10 scale (timm clips larger ones to 10, so
+    # m99 would silently be m10), a std up to 100 (timm samples uniformly above, which is not implemented here), and
+    # one to 15 operations per image (the 15 of the set).
+    RANGES = {
+        "magnitude": (0.0, MAX_MAGNITUDE, "a magnitude from 0 to 10 (timm's scale; the paper uses m9)"),
+        "magnitude_std": (0.0, 100.0, "a std from 0 to 100 (timm's uniform sampling above 100 is not implemented)"),
+        "num_ops": (1, len(RAND_AUGMENT_OPS), f"1 to {len(RAND_AUGMENT_OPS)} operations per image"),
+        "probability": (0.0, 1.0, "a probability from 0 to 1"),
+    }
 
     @classmethod
     def from_string(cls, spec: str) -> RandAugment:
@@ -181,7 +190,15 @@ class RandAugment:
                 if number != "1":
                     raise UserInputError(f"Only the increasing operation set (inc1) is implemented, got {field!r}.")
                 continue
+            if keys[key] in values:
+                raise UserInputError(f"--rand_augment {spec}: gives {key} twice; give each field once.")
+            if key == "n" and "." in number:
+                raise UserInputError(f"--rand_augment {spec}: n counts operations, a whole number, got {field!r}.")
             values[keys[key]] = int(number) if key == "n" else float(number)
+        for name, (low, high, words) in cls.RANGES.items():
+            if name in values and not low <= values[name] <= high:
+                raise UserInputError(f"--rand_augment {spec}: {name} {values[name]:g} is out of range; it takes "
+                                     f"{words}.")  # fmt: skip
         return cls(**values)
 
     def __call__(self, image: Image.Image) -> Image.Image:

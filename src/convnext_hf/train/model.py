@@ -146,6 +146,17 @@ def new_config(variant: str, **settings: Any) -> ConvNextConfig:
         raise UserInputError(f"--variant {variant} with --config_overrides: {error}") from None
 
 
+def checked_update(config: ConvNextConfig, settings: dict[str, Any], source: str) -> ConvNextConfig:
+    """`config` (of the folder `source`) with `settings` applied and checked as a new configuration would be:
+    `update` sets attributes without the configuration's own checks."""
+    config.update(settings)
+    try:
+        type(config).from_dict(config.to_dict())
+    except (ValueError, TypeError) as error:
+        raise UserInputError(f"{source} with --config_overrides and the model flags: {error}") from None
+    return config
+
+
 def freeze_backbone(model: nn.Module, unfreeze_last_stages: int = 0) -> list[str]:
     """Stop training the ConvNeXt trunk but its last `unfreeze_last_stages` stages (and the norms after them).
 

@@ -6,6 +6,7 @@ import difflib
 import json
 import logging
 import os
+import shutil
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -211,6 +212,38 @@ def _check_checkpoint(checkpoint: str | None, model_ema: bool) -> None:
                                  "from another checkpoint-* folder.")  # fmt: skip
 
 
+def _check_task_arguments(args: RunArguments, task: Task) -> None:
+    """The task's refusal of flags that do not apply to it (its `check_arguments` hook, when it has one)."""
+    check_arguments = getattr(task.hooks, "check_arguments", None)
+    if check_arguments is not None:
+        check_arguments(args)
+
+
+def _check_checkpoint_fits(checkpoint: str | None, model: Any, model_ema: bool) -> None:
+    """Refuse resuming from a checkpoint of another architecture (other widths, depths, heads or classes), naming
+    the file and its first mismatch; compares the safetensors headers with the model built from the flags."""
+    if checkpoint is None:
+        return
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    names = [SAFE_WEIGHTS_NAME] + ([EMA_WEIGHTS_NAME] if model_ema else [])
+    for path in (os.path.join(checkpoint, name) for name in names):
+        if not os.path.isfile(path):
+            continue
+        with safe_open(path, "pt") as weights:
+            saved = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+        unknown = sorted(set(saved) - set(expected))
+        differ = [f"{name} {list(saved[name])} (the model's {list(expected[name])})"
+                  for name in sorted(set(saved) & set(expected)) if saved[name] != expected[name]]  # fmt: skip
+        if unknown or differ:
+            first = differ[0] if differ else f"{unknown[0]}, which the model does not have"
+            raise UserInputError(
+                f"--resume_from_checkpoint: {path} holds the weights of another model than the flags describe "
+                f"({len(differ)} tensor(s) of other shapes, {len(unknown)} the model lacks; first: {first}). Resume "
+                "with the flags of that run (--variant/--model_name_or_path, --config_overrides, the same data), or "
+                "start a new run."
+            )
+
+
 def _total_batch(training: Any) -> int:
     """Images per optimizer step: per-device batch × processes × gradient accumulation."""
     return training.per_device_train_batch_size * training.world_size * training.gradient_accumulation_steps
@@ -307,8 +340,13 @@ def _final_evaluation(trainer: ConvNextTrainer, data: ImageData, prediction: Any
 
 def _model_and_processor(args: RunArguments, task: Task, data: ImageData) -> tuple[Any, Any]:
     """The model for these labels and its processor, refused when the processor's images cannot feed it."""
-    model = task.hooks.build_model(args, data)
-    processor = task.hooks.build_processor(args, model)
+    try:
+        model = task.hooks.build_model(args, data)
+        processor = task.hooks.build_processor(args, model)
+    except UserInputError:
+        raise
+    except ValueError as error:  # the configuration's and the processor's own checks of the values the flags gave
+        raise UserInputError(f"The model or image processor the flags describe cannot be built: {error}") from None
     config = _backbone_config(model)
     image_size = _image_size(processor)
     if image_size < config.total_stride:
@@ -347,9 +385,6 @@ def _build_trainer(
         switch_probability=recipe.mixup_switch_prob,
         label_smoothing=training.label_smoothing_factor,
     )
-    check_arguments = getattr(task.hooks, "check_arguments", None)
-    if check_arguments is not None:
-        check_arguments(args)
     ema = ModelEma(model, recipe.model_ema_decay) if recipe.model_ema else None
     return ConvNextTrainer(
         model=model,
@@ -375,8 +410,38 @@ def _load_data(args: RunArguments, task: Task) -> ImageData:
         return task.hooks.load_data(args)
 
 
+def _first_missing(path: str) -> str | None:
+    """The outermost folder of `path` that does not exist yet (None when `path` exists): what creating it creates."""
+    path = os.path.abspath(path)
+    missing = None
+    while not os.path.lexists(path):
+        missing, parent = path, os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
 def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, float]:
-    """Train as the arguments say and write the model folder; return the final metrics."""
+    """Train as the arguments say and write the model folder; return the final metrics.
+
+    A refusal leaves nothing behind: the Trainer creates --output_dir as it starts, and some flags are refused only
+    later (as the optimizer is built, say), so a folder this run created is removed again unless it already holds a
+    checkpoint to resume from.
+    """
+    training = args.training
+    created = _first_missing(training.output_dir) if training.output_dir is not None else None
+    try:
+        return _run(args, callbacks)
+    except UserInputError:
+        output_dir = training.output_dir
+        if (created is not None and training.should_save and os.path.isdir(created)
+                and not (os.path.isdir(output_dir) and get_last_checkpoint(output_dir))):  # fmt: skip
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, float]:
     training = args.training
     # The transforms read the `image` column, which the Trainer would drop as unknown to the model's forward.
     training.remove_unused_columns = False
@@ -396,17 +461,21 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
     if not requested.trainable:
         trainable = [name for name, task in TASKS.items() if task.trainable]
         raise UserInputError(f"--task {requested.name} is not trained here; train takes {', '.join(trainable)}.")
-    # Checked now, so that a misspelt setting is refused before the data is read.
+    # Checked now, so that a misspelt setting or a flag the task cannot use is refused before the data is read.
     getattr(requested.hooks, "configuration_overrides", config_overrides)(args.model)
+    _check_task_arguments(args, requested)
     _check_model_source(args.model)
     raw_data = _load_data(args, requested)
     _check_batches(training, len(raw_data.train))
     # The data may say more than the flag: a classification label column holding lists is multi-label.
     task = get_task(raw_data.task)
+    if task is not requested:
+        _check_task_arguments(args, task)
     model, processor = _model_and_processor(args, task, raw_data)
     if args.recipe.freeze_backbone:
         frozen = freeze_backbone(model, args.recipe.unfreeze_last_stages)
         logger.info("Frozen: %d backbone parameter tensors (%s)", len(frozen), _trained_part(args))
+    _check_checkpoint_fits(checkpoint, model, args.recipe.model_ema)
     data = task.hooks.attach_transforms(args, raw_data, processor)
     trainer = _build_trainer(args, data, model, processor, callbacks, task)
     if trainer.ema is not None and checkpoint is not None:

@@ -20,6 +20,7 @@ import datasets
 import torch
 from PIL import Image
 
+from ...data_folder import check_data_folder
 from ...errors import UserInputError
 from ...image_processing_convnext import ConvNextHFImageProcessor
 from ...train.arguments import DataArguments
@@ -43,6 +44,13 @@ _INTEGER = re.compile(r"[+-]?\d+")
 # How the messages name the splits: a training run's, or the one split `convnext-hf evaluate` scores.
 TRAINING_WORDS = {"train": "training", "validation": "validation"}
 SCORING_WORDS = {"train": "scored"}
+CLASS_FOLDERS = "a folder with one subfolder per class"
+
+
+def _flag(split: str, kind: str, words: dict[str, str]) -> str:
+    """The flag that named a split's folder (`kind` "dir") or file ("file"): evaluate's --validation_dir or
+    --validation_file is loaded as the only split, "train"."""
+    return f"--{'validation' if words is SCORING_WORDS or split == 'validation' else 'train'}_{kind}"
 
 
 def _check_sources(args: DataArguments) -> str:
@@ -93,10 +101,7 @@ def _load_folders(
     if args.validation_dir is not None:
         splits["validation"] = args.validation_dir
     for split, directory in splits.items():
-        if not os.path.isdir(directory):
-            raise UserInputError(
-                f"The {words[split]} image folder {directory} does not exist; pass a folder of class subfolders."
-            )
+        check_data_folder(directory, _flag(split, "dir", words), CLASS_FOLDERS)
         classes = _class_folders(directory)
         if not classes:
             raise UserInputError(
@@ -157,10 +162,13 @@ def _load_files(
         splits["validation"] = args.validation_file
     extensions = {os.path.splitext(path)[1].lower() for path in splits.values()}
     if len(extensions) != 1 or not extensions <= FILE_BUILDERS.keys():
-        raise UserInputError(f"--train_file/--validation_file must both be .csv or both .json/.jsonl, got {splits}.")
+        given = ", ".join(f"{_flag(split, 'file', words)} {path}" for split, path in splits.items())
+        raise UserInputError(f"{given}: the data files must be .csv, or .json/.jsonl (all of one kind).")
     for split, path in splits.items():
         if not os.path.isfile(path):
-            raise UserInputError(f"The {words[split]} file {path} does not exist.")
+            kind = "is a folder" if os.path.isdir(path) else "does not exist"
+            raise UserInputError(f"{_flag(split, 'file', words)} {path} {kind}; pass a CSV or JSON (lines) file "
+                                 "of image paths and labels.")  # fmt: skip
     builder = FILE_BUILDERS[extensions.pop()]
     options = _csv_as_text(splits) if builder == "csv" else {}
     with local_files_quietly():

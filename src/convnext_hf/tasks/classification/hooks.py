@@ -37,6 +37,7 @@ __all__ = [
     "augmentation_hyperparameters",
     "build_model",
     "build_processor",
+    "check_arguments",
     "collate",
     "compute_loss",
     "compute_metrics",
@@ -66,6 +67,21 @@ def build_model(args: RunArguments, data: ImageData) -> nn.Module:
 def build_processor(args: RunArguments, model: nn.Module) -> Any:
     """The pretrained model's processor (resized to --image_size when given), or a new one."""
     return build_classifier_processor(args.model, model)
+
+
+def check_arguments(args: RunArguments) -> None:
+    """Refuse the segmentation data flags, which a classification run would ignore: its classes are the class
+    folders or the label column."""
+    data = args.data
+    given = {"--id2label": data.id2label, "--train_mask_dir": data.train_mask_dir,
+             "--validation_mask_dir": data.validation_mask_dir, "--mask_column_name": data.mask_column_name}
+    flags = [flag for flag, value in given.items() if value is not None]
+    if flags:
+        raise UserInputError(
+            f"{', '.join(flags)}: semantic-segmentation data (class names of mask ids, masks), which {args.model.task} "
+            "would ignore: its classes are the class folders or the label column. Drop them, or pass --task "
+            "semantic-segmentation."
+        )
 
 
 def train_transform(args: RunArguments, processor: Any) -> TrainTransform:

@@ -13,7 +13,7 @@ from ...errors import UserInputError
 from ...image_processing_convnext import ConvNextHFImageProcessor
 from ...modeling_convnext import ConvNextForImageClassification
 from ...train.arguments import ModelArguments
-from ...train.model import config_label_maps, config_overrides, new_config
+from ...train.model import checked_update, config_label_maps, config_overrides, new_config
 from .. import MULTI_LABEL_CLASSIFICATION, TASKS
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def build_model(
             f"{model_labels}. Pass --replace_head to train a new classifier for your classes, or name the class "
             "folders as the model does."
         )
-    config.update({**overrides, **config_label_maps(label_names)})
+    checked_update(config, {**overrides, **config_label_maps(label_names)}, args.model_name_or_path)
     model = ConvNextForImageClassification.from_pretrained(
         args.model_name_or_path, config=config, ignore_mismatched_sizes=new_head, **hub_kwargs
     )

@@ -20,6 +20,7 @@ import torch
 import transformers
 from PIL import Image
 
+from ...data_folder import check_data_folder
 from ...errors import UserInputError
 from ...train.arguments import DataArguments, ModelArguments
 from ...train.augment import to_pixel_values
@@ -48,21 +49,35 @@ MASK_MODES = ("L", "P", "I", "I;16")
 
 
 def parse_id2label(value: str) -> dict[int, str]:
-    """Class names by mask id from a JSON object or a JSON file; ids must be 0..n-1."""
+    """Class names by mask id from a JSON object or list, or a JSON file of one; ids must be 0..n-1, each name
+    non-empty and its own."""
     text = value
-    if os.path.isfile(value):
-        with open(value, encoding="utf-8") as file:
-            text = file.read()
     try:
+        if os.path.isfile(value):
+            with open(value, encoding="utf-8") as file:
+                text = file.read()
         mapping = json.loads(text)
-    except json.JSONDecodeError as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserInputError(
             f'--id2label must be a JSON object or file, e.g. \'{{"0": "sky", "1": "road"}}\': {error}'
         ) from None
     if isinstance(mapping, list):
         mapping = dict(enumerate(mapping))
-    if not isinstance(mapping, dict) or sorted(int(key) for key in mapping) != list(range(len(mapping))):
-        raise UserInputError(f"--id2label must name every class id 0..n-1 once, got {value!r}.")
+    if not isinstance(mapping, dict):
+        raise UserInputError(f"--id2label must map mask ids to class names (a JSON object or list), got {value!r}.")
+    try:
+        ids = {int(key): name for key, name in mapping.items()}
+    except ValueError:
+        raise UserInputError(f"--id2label keys must be mask ids (0, 1, ...), got {list(mapping)}.") from None
+    if sorted(ids) != list(range(len(mapping))):
+        raise UserInputError(f"--id2label must name every class id 0..n-1 once, got ids {sorted(ids)}.")
+    unnamed = [index for index, name in ids.items() if not isinstance(name, str) or not name.strip()]
+    if unnamed:
+        raise UserInputError(f"--id2label gives id(s) {unnamed} no name; each class needs a non-empty text name.")
+    repeated = sorted(name for name, count in Counter(ids.values()).items() if count > 1)
+    if repeated:
+        raise UserInputError(f"--id2label names {repeated} more than once; each class needs its own name (merge "
+                             "their ids in the masks if they are one class).")  # fmt: skip
     if len(mapping) < 2:
         raise UserInputError(f"--id2label names {len(mapping)} class; segmentation needs at least two.")
     if len(mapping) > IGNORE_INDEX:
@@ -70,7 +85,7 @@ def parse_id2label(value: str) -> dict[int, str]:
             f"--id2label names {len(mapping)} classes, but mask id {IGNORE_INDEX} marks pixels to ignore, so masks "
             f"can name at most {IGNORE_INDEX} classes (ids 0..{IGNORE_INDEX - 1}); merge classes or drop rare ones."
         )
-    return {int(key): str(name) for key, name in mapping.items()}
+    return ids
 
 
 def segmentation_labels(args: ModelArguments, data_args: DataArguments) -> list[str]:
@@ -116,9 +131,9 @@ def check_mask_folders(args: DataArguments) -> None:
 def pairs_from_folders(image_dir: str, mask_dir: str | None, split: str) -> datasets.Dataset:
     """Image and mask paths paired by file stem; every image needs a mask (`split` names the flags in errors)."""
     _require_masks(mask_dir, split)
-    for directory in (image_dir, mask_dir):
-        if not os.path.isdir(directory):
-            raise UserInputError(f"The {split} folder {directory} does not exist.")
+    flag = "--train_mask_dir" if split == "train" else "--validation_mask_dir"
+    check_data_folder(image_dir, f"--{split}_dir", "a folder of images")
+    check_data_folder(mask_dir, flag, "a folder of PNG masks with the images' stems")
     images, masks = _image_files(image_dir), _image_files(mask_dir)
     if not images:
         raise UserInputError(f"No images found in {image_dir}.")

@@ -31,6 +31,7 @@ from .data import (
     check_mask_folders,
     collate_segmentation,
     load_segmentation_data,
+    parse_id2label,
     segmentation_labels,
     with_segmentation_transforms,
 )
@@ -97,6 +98,8 @@ def check_arguments(args: RunArguments) -> None:
             f"{', '.join(given)}: classification augmentations, which would not move the masks with the images; "
             "drop them for segmentation (its augmentation is --scale_range, the crop and --hflip)."
         )
+    if args.data.id2label is not None:
+        parse_id2label(args.data.id2label)
 
 
 def attach_transforms(args: RunArguments, data: ImageData, processor: Any) -> ImageData:

@@ -24,7 +24,7 @@ from ...conversion.architecture import PSP_POOL_SCALES, UperNetHead
 from ...conversion.targets import ALL_STAGES
 from ...errors import UserInputError
 from ...train.arguments import ModelArguments
-from ...train.model import config_fields, config_label_maps, config_overrides, new_config
+from ...train.model import checked_update, config_fields, config_label_maps, config_overrides, new_config
 from .upernet import segmentation_processor, upernet_head_config
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def build_segmentation_model(
         known = [config.id2label[index] for index in range(config.num_labels)]
         # Portable folders store the built-in backbone config (portable_head); training runs on ours, same weights.
         config.backbone_config = ConvNextConfig.from_dict(config.backbone_config.to_dict())
-        config.backbone_config.update(backbone_overrides)
+        checked_update(config.backbone_config, backbone_overrides, args.model_name_or_path)
         config.update({**head, **config_label_maps(label_names)})
         model = transformers.UperNetForSemanticSegmentation.from_pretrained(
             args.model_name_or_path, config=config, ignore_mismatched_sizes=True, **hub_kwargs
@@ -114,7 +114,8 @@ def build_segmentation_model(
             logger.info("New 1×1 classifiers for %d classes: %s", len(label_names), label_names)
         return model
     backbone = ConvNextConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
-    backbone.update({**backbone_overrides, "num_labels": 2, "id2label": None, "label2id": None})
+    checked_update(backbone, backbone_overrides, args.model_name_or_path)
+    backbone.update({"num_labels": 2, "id2label": None, "label2id": None})
     backbone.out_indices = ALL_STAGES
     model = _new_upernet(backbone, label_names, head)
     folder = args.model_name_or_path
