@@ -345,11 +345,15 @@ def _encode_multi_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDi
     """Turn each split's label lists into multi-hot float rows over the sorted union of the label names."""
     feature = data["train"].features["label"]
     class_names = getattr(getattr(feature, "feature", None), "names", None)
+    # Class folders give one ClassLabel id per image: its folder's name is the image's one label.
+    folder_names = feature.names if isinstance(feature, datasets.ClassLabel) else None
 
     def names_of(value: Any) -> list[str]:
         # A Hub sequence of ClassLabel holds ids: name them, so that both splits share one label map.
         if class_names is not None and isinstance(value, (list, tuple)):
             return [class_names[index] for index in value]
+        if folder_names is not None and isinstance(value, int):
+            return [folder_names[value]]
         return split_labels(value)
 
     names = sorted({name for dataset in data.values() for value in dataset["label"] for name in names_of(value)})
