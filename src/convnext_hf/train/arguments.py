@@ -304,7 +304,33 @@ def translate_aliases(argv: Sequence[str]) -> list[str]:
         else:
             translated.append(argument)
         index += 1
+    _refuse_two_values(translated)
     return translated
+
+
+# Flags that aliases stand for and that take a value: two spellings of one of them with different values would
+# leave the run to whichever came last.
+_VALUE_FLAGS = {"--per_device_train_batch_size", "--per_device_eval_batch_size", "--variant", "--model_name_or_path",
+                *ALIASES.values()} - {"--overwrite", "--gradient_checkpointing"}  # fmt: skip
+
+
+def _refuse_two_values(arguments: Sequence[str]) -> None:
+    """Refuse one setting given twice with different values, whatever the spellings (`--lr 1e-3 --learning_rate
+    4e-3`, `-b 8 --per_device_train_batch_size 16`)."""
+    given: dict[str, str] = {}
+    for index, argument in enumerate(arguments):
+        flag, equals, value = argument.partition("=")
+        flag = "--" + flag[2:].replace("-", "_") if flag.startswith("--") else flag
+        if flag not in _VALUE_FLAGS:
+            continue
+        if not equals:
+            value = arguments[index + 1] if index + 1 < len(arguments) else ""
+        if given.setdefault(flag, value) != value:
+            spellings = [name for name, target in ALIASES.items() if target == flag]
+            if flag.startswith("--per_device"):
+                spellings.append("-b/--batch_size")
+            also = f" (or {', '.join(spellings)})" if spellings else ""
+            raise UserInputError(f"{flag}{also} is given twice, as {given[flag]} and {value}; give it once.")
 
 
 def trainer_defaults() -> dict[str, object]:
