@@ -141,7 +141,7 @@ def _check_model_source(model: Any) -> None:
     """Refuse a --model that names no model before the data is read: a misspelt preset (with the nearest one), a
     folder that is not a model, a Hub id that does not exist or cannot be reached."""
     name = model.model_name_or_path
-    if name is None:
+    if name is None or model.variant is not None:  # none, or two: the model's builder asks for exactly one
         return
     check_model_folder(name)
     if not os.path.isdir(name) and "/" not in name:
