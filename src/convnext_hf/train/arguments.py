@@ -273,6 +273,7 @@ def translate_aliases(argv: Sequence[str]) -> list[str]:
     """`argv` with every alias replaced by the flag it stands for: `--model` becomes `--variant` for a preset name (when
     no folder has that name), else `--model_name_or_path`; `--batch_size N` sets the training batch, and the
     evaluation batch unless that is given too. Each replacement is logged."""
+    _refuse_two_values(argv)
     translated: list[str] = []
     eval_flags = ("--per_device_eval_batch_size", "--per-device-eval-batch-size", "-vb", "--validation-batch-size")
     eval_batch_given = any(argument.split("=", 1)[0] in eval_flags for argument in argv)
@@ -304,33 +305,35 @@ def translate_aliases(argv: Sequence[str]) -> list[str]:
         else:
             translated.append(argument)
         index += 1
-    _refuse_two_values(translated)
     return translated
 
 
-# Flags that aliases stand for and that take a value: two spellings of one of them with different values would
-# leave the run to whichever came last.
-_VALUE_FLAGS = {"--per_device_train_batch_size", "--per_device_eval_batch_size", "--variant", "--model_name_or_path",
-                *ALIASES.values()} - {"--overwrite", "--gradient_checkpointing"}  # fmt: skip
+# Flags that aliases stand for and that take a value, by each spelling that sets them.
+_VALUE_SPELLINGS = {
+    **{alias: flag for alias, flag in ALIASES.items() if flag not in ("--overwrite", "--gradient_checkpointing")},
+    **{spelling: "--per_device_train_batch_size" for spelling in BATCH_SIZE_SPELLINGS},
+}
 
 
 def _refuse_two_values(arguments: Sequence[str]) -> None:
-    """Refuse one setting given twice with different values, whatever the spellings (`--lr 1e-3 --learning_rate
-    4e-3`, `-b 8 --per_device_train_batch_size 16`)."""
-    given: dict[str, str] = {}
+    """Refuse one setting given under two spellings with different values (`--lr 1e-3 --learning_rate 4e-3`, `-b 8
+    --per_device_train_batch_size 16`): which one wins would depend on their order. One spelling repeated keeps
+    argparse's rule, the last one wins, so that appending a flag to a command line overrides it."""
+    given: dict[str, dict[str, str]] = {}
     for index, argument in enumerate(arguments):
-        flag, equals, value = argument.partition("=")
-        flag = "--" + flag[2:].replace("-", "_") if flag.startswith("--") else flag
-        if flag not in _VALUE_FLAGS:
+        spelling, equals, value = argument.partition("=")
+        if spelling.startswith("--") and spelling not in _VALUE_SPELLINGS:
+            spelling = "--" + spelling[2:].replace("-", "_")
+        flag = _VALUE_SPELLINGS.get(spelling, spelling)
+        if flag not in _VALUE_SPELLINGS.values():
             continue
         if not equals:
             value = arguments[index + 1] if index + 1 < len(arguments) else ""
-        if given.setdefault(flag, value) != value:
-            spellings = [name for name, target in ALIASES.items() if target == flag]
-            if flag.startswith("--per_device"):
-                spellings.append("-b/--batch_size")
-            also = f" (or {', '.join(spellings)})" if spellings else ""
-            raise UserInputError(f"{flag}{also} is given twice, as {given[flag]} and {value}; give it once.")
+        given.setdefault(flag, {})[spelling] = value
+    for flag, values in given.items():
+        if len(set(values.values())) > 1:
+            listing = " and ".join(f"{spelling} {value}" for spelling, value in values.items())
+            raise UserInputError(f"{listing} set the same {flag}; give one of them.")
 
 
 def trainer_defaults() -> dict[str, object]:
