@@ -19,15 +19,17 @@ TRAINING_HOOKS = (
 
 def test_names_are_the_pipeline_names():
     assert list(TASKS) == [
-        "image-classification", "multi-label-classification", "semantic-segmentation", "image-feature-extraction",
+        "image-classification", "multi-label-classification", "semantic-segmentation", "object-detection",
+        "image-feature-extraction",
     ]  # fmt: skip
     assert {name: task.pipeline_tag for name, task in TASKS.items()} == {
         "image-classification": "image-classification",
         "multi-label-classification": "image-classification",
         "semantic-segmentation": "image-segmentation",
+        "object-detection": "object-detection",
         "image-feature-extraction": "image-feature-extraction",
     }
-    assert [name for name, task in TASKS.items() if task.trainable] == list(TASKS)[:3]
+    assert [name for name, task in TASKS.items() if task.trainable] == list(TASKS)[:4]
 
 
 @pytest.mark.parametrize(
@@ -59,7 +61,7 @@ def test_unknown_name_lists_the_tasks_and_suggests_one():
         get_task("semantic-segmentaton")
     assert str(error.value) == (
         "Unknown task 'semantic-segmentaton'; the tasks are image-classification, multi-label-classification, "
-        "semantic-segmentation, image-feature-extraction. Did you mean semantic-segmentation?"
+        "semantic-segmentation, object-detection, image-feature-extraction. Did you mean semantic-segmentation?"
     )
     with pytest.raises(UserInputError, match=r"^Unknown task 'depth'; the tasks are [a-z, -]+\.$"):
         get_task("depth")
@@ -113,5 +115,5 @@ def test_train_refuses_a_task_it_does_not_train(tmp_path, capsys):
     assert cli_main(argv) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "convnext-hf train: error: --task image-feature-extraction is not trained here; train takes "
-        "image-classification, multi-label-classification, semantic-segmentation."
+        "image-classification, multi-label-classification, semantic-segmentation, object-detection."
     )

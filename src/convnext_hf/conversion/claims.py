@@ -108,6 +108,14 @@ def _refuse_contradictions(claims: list[Claim], where: str) -> None:
         )
 
 
+def _integers(value: Any, allow_none: bool = False) -> bool:
+    """Whether `value` is an integer (not a bool), or a list of them (None too when `allow_none`)."""
+    if value is None:
+        return allow_none
+    values = value if isinstance(value, list) else [value]
+    return all(isinstance(item, int) and not isinstance(item, bool) for item in values)
+
+
 def _layer_scale(name: str, claimed: Any, arch: Architecture) -> Claim:
     shown = "layer scale (`gamma`)" if arch.layer_scale else "no layer scale"
     return name, claimed, bool(claimed) == arch.layer_scale, shown
@@ -117,6 +125,15 @@ def timm_claims(config: Mapping[str, Any], model_args: Mapping[str, Any], arch: 
     """A timm Hub folder's config.json checked against the weights; returns `arch` with its LayerNorm eps."""
     final_norm = "the final LayerNorm as `norm_pre` (before pooling)" if arch.head_norm_first else (
         "the final LayerNorm as `head.norm` (after pooling)")
+    for where, fields in ((model_args, ("dims", "depths", "in_chans", "head_hidden_size", "num_classes")),
+                          (config, ("num_classes",))):
+        for name in fields:
+            if name in where and not _integers(where[name], allow_none=name == "head_hidden_size"):
+                raise UserInputError(
+                    f"config.json's {name} is {where[name]!r}; timm writes "
+                    f"{'a list of integers' if name in ('dims', 'depths') else 'an integer'} there. The config is "
+                    "damaged: fix the field, or pass the weights alone."
+                )
     claims = [
         _same(name, model_args[name], actual)
         for name, actual in (("dims", arch.hidden_sizes), ("depths", arch.depths), ("in_chans", arch.num_channels),
@@ -236,6 +253,31 @@ def id2label(config: Mapping[str, Any] | None, arch: Architecture) -> dict[int, 
     return labels
 
 
+def timm_label_names(config: Mapping[str, Any], arch: Architecture) -> dict[int, str] | None:
+    """A timm config's `label_names` (class names in head order), checked to name each of the head's classes once."""
+    names = config.get("label_names")
+    if names is None or not arch.num_labels:
+        return None
+    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+        raise UserInputError(f"config.json's label_names must be a list of non-empty class names, got {names!r:.80}.")
+    if len(names) != arch.num_labels:
+        raise UserInputError(
+            f"Refusing to convert: config.json's label_names names {len(names)} classes, but the weights' head has "
+            f"{arch.num_labels}; the config belongs to another model. Pass the weights with their own config."
+        )
+    return dict(enumerate(names))
+
+
+def check_stride(resolution: int, arch: Architecture, source: str) -> None:
+    """Refuse a resolution below the model's total stride: the last stage would get no pixels."""
+    stride = arch.patch_size * (1 if arch.isotropic else 2 ** (len(arch.depths) - 1))
+    if resolution < stride:
+        raise UserInputError(
+            f"resolution {resolution} ({source}) is smaller than the model's total stride {stride}: its last stage "
+            f"would get no pixels. Pass a resolution of at least {stride}, e.g. --resolution 224."
+        )
+
+
 def timm_preprocessing(config: Mapping[str, Any], num_channels: int) -> dict[str, Any]:
     """A timm config's `pretrained_cfg`, checked before it becomes an image processor."""
     cfg = config.get("pretrained_cfg") or {}
@@ -261,11 +303,29 @@ def timm_preprocessing(config: Mapping[str, Any], num_channels: int) -> dict[str
             raise UserInputError(
                 f"config.json's pretrained_cfg.input_size is {size!r}; timm writes [channels, height, width]."
             )
-        check_resolution(size[-1], "config.json's pretrained_cfg.input_size")
+        if size[0] != num_channels:
+            raise UserInputError(
+                f"Refusing to convert: config.json's pretrained_cfg.input_size {size!r} says {size[0]} input channels, "
+                f"but the weights' stem takes {num_channels}. The config does not describe these weights."
+            )
+        for side in size[1:]:
+            check_resolution(side, "config.json's pretrained_cfg.input_size")
+        if size[1] != size[2]:
+            raise UserInputError(
+                f"config.json's pretrained_cfg.input_size {size!r} is not square; the converted image processor "
+                "resizes and crops to a square, so it would not preprocess as timm does. Pass --resolution N to "
+                "convert for N x N inputs."
+            )
     if "crop_pct" in cfg:
         crop_pct = positive_number(cfg["crop_pct"], "config.json's pretrained_cfg.crop_pct")
         if crop_pct > 1:
             raise UserInputError(f"config.json's pretrained_cfg.crop_pct must be in (0, 1], got {crop_pct}.")
+    if cfg.get("crop_mode", "center") != "center":
+        raise UserInputError(
+            f"config.json's pretrained_cfg.crop_mode is {cfg['crop_mode']!r}; the converted image processor does "
+            "timm's 'center' crop only, so it would not preprocess as timm does. Edit crop_mode to 'center' to accept "
+            "that preprocessing."
+        )
     if "interpolation" in cfg and not isinstance(cfg["interpolation"], str):
         raise UserInputError(
             "config.json's pretrained_cfg.interpolation must be a name such as 'bicubic', got "

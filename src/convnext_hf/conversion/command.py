@@ -99,6 +99,19 @@ def _is_location(model: str) -> bool:
     return model.startswith(("http://", "https://", "file://")) or os.path.exists(model)
 
 
+def _check_repo_id(repo_id: str) -> None:
+    """Refuse a --push_to_hub value the Hub would reject, before the conversion runs."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise UserInputError(
+            f"--push_to_hub {repo_id!r} is not a Hub repository id; give USER/NAME (or, with several --model names, a "
+            "namespace) of letters, digits and - _ ."
+        ) from None
+
+
 def check_options(args: argparse.Namespace) -> None:
     """Refuse option values that cannot work, before anything is read or written."""
     from huggingface_hub.serialization._base import parse_size_to_int
@@ -108,6 +121,13 @@ def check_options(args: argparse.Namespace) -> None:
     from .verification import check_tolerance
 
     check_tolerance(args.tolerance)
+    if args.private and not args.push_to_hub:
+        raise UserInputError(
+            "--private makes the Hub repository of --push_to_hub private; without --push_to_hub nothing is uploaded. "
+            "Add --push_to_hub REPO_ID, or drop --private."
+        )
+    if args.push_to_hub:
+        _check_repo_id(args.push_to_hub)
     if args.license is not None:
         check_license(args.license)
     if args.resolution is not None:

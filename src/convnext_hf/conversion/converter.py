@@ -13,7 +13,16 @@ from ..errors import UserInputError
 from ..portable import portable_head
 from .architecture import Architecture, detect_architecture
 from .checkpoint_io import Checkpoint
-from .claims import check_resolution, check_tensors, id2label, timm_claims, timm_preprocessing, transformers_claims
+from .claims import (
+    check_resolution,
+    check_stride,
+    check_tensors,
+    id2label,
+    timm_claims,
+    timm_label_names,
+    timm_preprocessing,
+    transformers_claims,
+)
 from .labels import LabelSet, labels_for
 from .layouts import Layout, detect_layout
 from .naming import BACKBONE, SEGMENTATION, official_to_transformers
@@ -58,6 +67,8 @@ class Conversion:
 def _labels(checkpoint: Checkpoint, arch: Architecture) -> LabelSet:
     """Class names stored with the checkpoint (transformers folders), else the official ones for this head size."""
     stored = id2label(checkpoint.config, arch)
+    if stored is None and _timm_model_args(checkpoint.config) is not None:
+        stored = timm_label_names(checkpoint.config, arch)
     return LabelSet("checkpoint config", stored) if stored else labels_for(arch.num_labels)
 
 
@@ -178,6 +189,7 @@ def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int |
     if resolution is None:
         resolution = (preprocessing or {}).get("input_size", [DEFAULT_RESOLUTION])[-1]
         check_resolution(resolution, "the timm config's pretrained_cfg.input_size")
+    check_stride(resolution, arch, "the evaluation resolution")
     labels = _labels(checkpoint, arch)
     model = empty_model(arch, model_config(arch, labels.id2label, resolution, target), target)
     mapped = rename(official.renamed, official_to_transformers(arch.task, arch.isotropic))

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import UserInputError
 from ..model_folder import check_model_folder, load_model_folder, loading_model
-from ..tasks import export_form, export_suffixes
+from ..tasks import export_form, export_refusal, export_suffixes
 from .options import DEFAULT_OPSET
 
 INPUT_NAME = "pixel_values"
@@ -53,6 +53,9 @@ def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.flo
     with loading_model(model_dir):
         config = transformers.AutoConfig.from_pretrained(str(model_dir))
     architecture = (config.architectures or [""])[0]
+    refusal = export_refusal(architecture)
+    if refusal is not None:
+        raise UserInputError(f"{model_dir} holds a {architecture}; {refusal}")
     form = export_form(architecture)
     if form is None:
         raise UserInputError(

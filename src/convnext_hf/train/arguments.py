@@ -60,6 +60,14 @@ class ModelArguments:
             "segmentation also a converted UperNet folder (heads kept when the classes match)."
         },
     )
+    detector: str = field(
+        default="rt_detr",
+        metadata={
+            "help": "Object detection: transformers' detector put on the ConvNeXt backbone, by its model type: rt_detr "
+            "(default, see docs/training.md), rt_detr_v2, d_fine, deformable_detr, conditional_detr or detr; sized to "
+            "the backbone unless --config_overrides says otherwise."
+        },
+    )
     variant: str | None = field(
         default=None, metadata={"help": f"Train this variant from scratch: {', '.join(VARIANT_NAMES)}.",
                           "choices": VARIANT_NAMES}
@@ -119,6 +127,21 @@ class DataArguments:
                   "with the same file stem."},
     )
     validation_mask_dir: str | None = field(default=None, metadata={"help": "Masks of --validation_dir's images."})
+    train_annotations: str | None = field(
+        default=None,
+        metadata={"help": "Object detection: COCO annotation file of --train_dir's images (file_name relative to it)."},
+    )
+    validation_annotations: str | None = field(
+        default=None, metadata={"help": "Object detection: COCO annotation file of --validation_dir's images."}
+    )
+    on_bad_box: str = field(
+        default="error",
+        metadata={
+            "help": "Object detection: a box that is degenerate or outside its image: 'error' stops with the counts, "
+            "'skip' leaves those boxes out.",
+            "choices": BAD_IMAGE_POLICIES,
+        },
+    )
     mask_column_name: str | None = field(
         default=None, metadata={"help": "Segmentation CSV/JSON column of mask paths (default: 'mask' or 'label')."}
     )
@@ -156,8 +179,9 @@ class RecipeArguments:
         default="group",
         metadata={
             "help": "'group': the official 12-layer split; 'single': one layer per block; 'stage': one layer per "
-            "stage, as the official segmentation recipe.",
-            "choices": ["group", "single", "stage"],
+            "stage, as the official segmentation recipe; 'detection': the official detection split (stage 3 in "
+            "threes, 6 layers for tiny, 12 for 27-block models).",
+            "choices": ["group", "single", "stage", "detection"],
         },
     )
     rrc_scale_min: float = field(
@@ -169,7 +193,13 @@ class RecipeArguments:
     scale_range: list[float] = field(
         default_factory=lambda: [0.5, 2.0],
         metadata={"help": "Segmentation: random rescaling of image and mask (min max factor of --image_size) before "
-                  "the random crop, as the official recipe."},
+                  "the random crop, as the official recipe. Object detection: the scale jitter (zoom in with a random "
+                  "crop above 1, zoom out onto a padded canvas below 1)."},
+    )
+    photometric: float = field(
+        default=0.2,
+        metadata={"help": "Object detection: strength of the brightness, contrast, saturation (factors 1 ± strength) "
+                  "and hue (± strength / 4 turn) jitter; 0 disables."},
     )
     hflip: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip (0 for digits or text)."})
     rand_augment: str | None = field(

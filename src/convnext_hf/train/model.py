@@ -160,9 +160,14 @@ def checked_update(config: ConvNextConfig, settings: dict[str, Any], source: str
 def freeze_backbone(model: nn.Module, unfreeze_last_stages: int = 0) -> list[str]:
     """Stop training the ConvNeXt trunk but its last `unfreeze_last_stages` stages (and the norms after them).
 
-    Works for the classifier (trunk `convnext`) and for UperNet (trunk `backbone`); returns the frozen names.
+    Works for the classifier (trunk `convnext`), UperNet (trunk `backbone`) and detectors (the ConvNeXt backbone
+    inside, found as `load_backbone_weights` finds it); returns the frozen names.
     """
-    trunk = model.backbone if hasattr(model, "backbone") else model.convnext
+    trunk = getattr(model, "backbone", None) or getattr(model, "convnext", None)
+    if trunk is None:
+        from ..backbone_weights import find_backbone
+
+        trunk = find_backbone(model)[1]
     num_stages = trunk.config.num_stages
     if not 0 <= unfreeze_last_stages <= num_stages:
         raise UserInputError(

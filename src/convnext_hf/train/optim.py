@@ -13,10 +13,14 @@ share a layer follows the official code:
 - `stage` (the official UperNet segmentation recipe, `stage_wise` with `num_layers` 6): the stem and every
   downsampling layer are layer 0, stage i is layer i + 1, and the rest (the backbone's output norms, the heads)
   is the top layer, L + 1 with L = stages + 2 — two steps above the last stage, as the official settings put it.
+- `detection` (the official COCO recipe, `layer_wise` with `num_layers` 6 for tiny and 12 for small/base/large):
+  `group` with stage 4 at layer L = 3 + ⌈depth of stage 3 / 3⌉, so that a 9-block stage 3 is not stretched over the
+  12 layers of a 27-block one; the detector's heads are layer L + 1.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -25,7 +29,7 @@ from torch import nn
 from ..configuration_convnext import ConvNextConfig
 from ..errors import UserInputError
 
-LAYER_DECAY_TYPES = ("group", "single", "stage")
+LAYER_DECAY_TYPES = ("group", "single", "stage", "detection")
 
 # Wrappers (DDP, FSDP, torch.compile) prefix names; searching instead of matching keeps the rule independent of them.
 _STAGE = re.compile(r"encoder\.stages\.(\d+)\.(?:layers\.(\d+)|downsampling_layer)\.")
@@ -47,6 +51,9 @@ def num_layers(config: ConvNextConfig, decay_type: str) -> int:
     """L, the number of layers below the classifier, under the given grouping rule."""
     if decay_type == "stage":
         return config.num_stages + 2
+    if decay_type == "detection":
+        # The official detection configs: num_layers 6 for tiny (9 blocks in stage 3), 12 for 27 blocks.
+        return 3 + math.ceil(config.depths[2] / 3)
     return 12 if decay_type == "group" else sum(config.depths)
 
 
@@ -54,16 +61,17 @@ def layer_id(name: str, config: ConvNextConfig, decay_type: str) -> int:
     """The layer (0..L+1) a parameter belongs to; the final norm and the classifier are layer L+1."""
     if decay_type not in LAYER_DECAY_TYPES:
         raise UserInputError(f"Unknown layer_decay_type {decay_type!r}; choose one of {', '.join(LAYER_DECAY_TYPES)}.")
-    if decay_type == "group" and (config.isotropic or config.num_stages != 4):
+    if decay_type in ("group", "detection") and (config.isotropic or config.num_stages != 4):
         raise UserInputError(
-            "layer_decay_type 'group' is the official 12-layer split of four-stage ConvNeXts; this model has "
+            f"layer_decay_type '{decay_type}' is the official "
+            f"{'12-layer' if decay_type == 'group' else 'detection'} split of four-stage ConvNeXts; this model has "
             f"{config.num_stages} stage(s). Use --layer_decay_type single, which gives every block its own layer."
         )
     top = num_layers(config, decay_type) + 1
     match = _STAGE.search(name)
     if match is None:
         if _STEM.search(name):
-            return 0 if decay_type in ("group", "stage") else 1
+            return 0 if decay_type in ("group", "stage", "detection") else 1
         return top
     stage = int(match.group(1))
     block = int(match.group(2)) if match.group(2) is not None else 0
@@ -71,7 +79,7 @@ def layer_id(name: str, config: ConvNextConfig, decay_type: str) -> int:
         return stage + 1 if match.group(2) is not None else 0
     if decay_type == "single":
         return sum(config.depths[:stage]) + block + 1
-    return {0: 1, 1: 2, 2: 3 + block // 3, 3: 12}[stage]
+    return {0: 1, 1: 2, 2: 3 + block // 3, 3: num_layers(config, decay_type)}[stage]
 
 
 def parameter_groups(

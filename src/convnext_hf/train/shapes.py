@@ -4,13 +4,16 @@ Each scene has a flat, noisy, greyish background and one to three non-overlappin
 gets a random colour (kept apart from the background), so only its form tells what it is; with `hue_coded=True` each
 kind has its own hue (circles reddish, squares greenish, triangles bluish) with random brightness and tint, an easier
 task where colour alone gives the class away. A scene gives its image, its mask of class ids (0 background, 1 circle,
-2 square, 3 triangle) and the set of shapes it shows. The segmentation demo and the accuracy tests train on these.
+2 square, 3 triangle) and the set of shapes it shows, or (`draw_detection_scene`) each shape's tight box. The
+segmentation and detection demos and the accuracy tests train on these.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -48,6 +51,42 @@ def _background(rng: np.random.Generator) -> tuple[int, ...]:
     return tuple(int(value) for value in np.clip(colour, 0, 255))
 
 
+def _place_shapes(
+    rng: np.random.Generator,
+    size: int,
+    draw: Callable[[str, tuple[int, int, int, int], int], None],
+    max_shapes: int,
+    side_range: tuple[float, float],
+) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """Draw one to `max_shapes` non-overlapping shapes through `draw(shape, box, class_id)`; return them in order."""
+    placed: list[tuple[str, tuple[int, int, int, int]]] = []
+    for _ in range(int(rng.integers(1, max_shapes + 1))):
+        side = int(size * rng.uniform(*side_range))
+        for _attempt in range(20):
+            left, top = (int(value) for value in rng.integers(0, size - side, size=2))
+            box = (left, top, left + side, top + side)
+            if all(box[2] <= other[0] or other[2] <= box[0] or box[3] <= other[1] or other[3] <= box[1]
+                   for _, other in placed):  # fmt: skip
+                break
+        else:
+            continue
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        draw(shape, box, SEGMENTATION_LABELS.index(shape))
+        placed.append((shape, box))
+    return placed
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], fill: object) -> None:
+    """A shape filling `box` (left, top, right, bottom; right and bottom exclusive)."""
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=fill)
+    else:
+        apex = ((box[0] + box[2]) / 2, box[1])
+        draw.polygon([apex, (box[0], box[3] - 1), (box[2] - 1, box[3] - 1)], fill=fill)
+
+
 def draw_scene(
     rng: np.random.Generator, size: int, hue_coded: bool = False
 ) -> tuple[Image.Image, np.ndarray, list[str]]:
@@ -56,33 +95,42 @@ def draw_scene(
     image = Image.new("RGB", (size, size), background)
     mask = Image.new("L", (size, size), 0)
     draw_image, draw_mask = ImageDraw.Draw(image), ImageDraw.Draw(mask)
-    boxes: list[tuple[int, int, int, int]] = []
-    shown: list[str] = []
-    for _ in range(int(rng.integers(1, _MAX_SHAPES + 1))):
-        side = int(size * rng.uniform(*_SHAPE_SIDE))
-        for _attempt in range(20):
-            left, top = (int(value) for value in rng.integers(0, size - side, size=2))
-            box = (left, top, left + side, top + side)
-            if all(box[2] <= other[0] or other[2] <= box[0] or box[3] <= other[1] or other[3] <= box[1]
-                   for other in boxes):  # fmt: skip
-                break
-        else:
-            continue
-        boxes.append(box)
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        colour = _shape_colour(rng, shape, background, hue_coded)
-        class_id = SEGMENTATION_LABELS.index(shape)
-        for draw, fill in ((draw_image, colour), (draw_mask, class_id)):
-            if shape == "circle":
-                draw.ellipse(box, fill=fill)
-            elif shape == "square":
-                draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=fill)
-            else:
-                apex = ((box[0] + box[2]) / 2, box[1])
-                draw.polygon([apex, (box[0], box[3] - 1), (box[2] - 1, box[3] - 1)], fill=fill)
-        shown.append(shape)
+
+    def draw(shape: str, box: tuple[int, int, int, int], class_id: int) -> None:
+        _draw_shape(draw_image, shape, box, _shape_colour(rng, shape, background, hue_coded))
+        _draw_shape(draw_mask, shape, box, class_id)
+
+    shown = [shape for shape, _ in _place_shapes(rng, size, draw, _MAX_SHAPES, _SHAPE_SIDE)]
     pixels = np.asarray(image, dtype=np.int16) + rng.integers(-_NOISE, _NOISE + 1, size=(size, size, 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), np.asarray(mask), sorted(set(shown))
+
+
+def draw_detection_scene(
+    rng: np.random.Generator, size: int, hue_coded: bool = False
+) -> tuple[Image.Image, list[tuple[str, list[int]]]]:
+    """The scene `draw_scene` draws from the same generator state, with each shape's name and tight box
+    `[x, y, width, height]` in pixels (COCO's layout), measured on its drawn pixels."""
+    background = _background(rng)
+    image = Image.new("RGB", (size, size), background)
+    instances = Image.new("L", (size, size), 0)
+    draw_image, draw_instances = ImageDraw.Draw(image), ImageDraw.Draw(instances)
+    placed: list[str] = []
+
+    def draw(shape: str, box: tuple[int, int, int, int], class_id: int) -> None:
+        # Instance numbers (1, 2, ...) rather than class ids: each shape's own pixels give its box.
+        _draw_shape(draw_image, shape, box, _shape_colour(rng, shape, background, hue_coded))
+        placed.append(shape)
+        _draw_shape(draw_instances, shape, box, len(placed))
+
+    _place_shapes(rng, size, draw, _MAX_SHAPES, _SHAPE_SIDE)
+    numbers = np.asarray(instances)
+    objects = []
+    for index, shape in enumerate(placed, start=1):
+        rows, columns = np.nonzero(numbers == index)
+        left, top = int(columns.min()), int(rows.min())
+        objects.append((shape, [left, top, int(columns.max()) + 1 - left, int(rows.max()) + 1 - top]))
+    pixels = np.asarray(image, dtype=np.int16) + rng.integers(-_NOISE, _NOISE + 1, size=(size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), objects
 
 
 def write_multilabel_csv(root: str, count: int, seed: int, size: int = 64, hue_coded: bool = False) -> str:
@@ -116,3 +164,27 @@ def write_segmentation_folders(
         image.save(os.path.join(folders[0], f"{index:05d}.png"))
         Image.fromarray(mask).save(os.path.join(folders[1], f"{index:05d}.png"))
     return folders
+
+
+def write_detection_folder(root: str, count: int, seed: int, size: int = 64) -> tuple[str, str]:
+    """Write `count` detection scenes as `root/images/<n>.png` and their boxes as `root/annotations.json` (COCO
+    format, `file_name` relative to the images folder); return the images folder and the annotation file."""
+    rng = np.random.default_rng(seed)
+    images_dir = os.path.join(root, "images")
+    os.makedirs(images_dir, exist_ok=True)
+    images, annotations = [], []
+    for index in range(count):
+        image, objects = draw_detection_scene(rng, size)
+        name = f"{index:05d}.png"
+        image.save(os.path.join(images_dir, name))
+        images.append({"id": index, "file_name": name, "width": size, "height": size})
+        for shape, box in objects:
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": index, "category_id": SHAPES.index(shape) + 1,
+                "bbox": box, "area": box[2] * box[3], "iscrowd": 0,
+            })  # fmt: skip
+    categories = [{"id": index + 1, "name": shape} for index, shape in enumerate(SHAPES)]
+    path = os.path.join(root, "annotations.json")
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, file)
+    return images_dir, path

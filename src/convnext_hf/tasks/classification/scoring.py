@@ -34,6 +34,15 @@ def label_ids(data_names: list[str], config: transformers.PretrainedConfig) -> t
     label2id = {str(name): index for index, name in config.id2label.items()}
     if all(name in label2id for name in data_names):
         return [label2id[name] for name in data_names], BY_NAME
+    named = [name for name in data_names if name in label2id]
+    if named:
+        # Some folders carry the model's label names: matching the rest by position could score one class as another.
+        unknown = [name for name in data_names if name not in label2id]
+        raise UserInputError(
+            f"The data's classes {unknown[:5]}{'…' if len(unknown) > 5 else ''} are not among the model's labels "
+            f"(e.g. {list(label2id)[:3]}), while {named[:3]} are; name every class folder as the model's label, or "
+            "leave out the classes the model does not know."
+        )
     if len(data_names) == config.num_labels:
         return list(range(config.num_labels)), BY_POSITION
     unknown = [name for name in data_names if name not in label2id]

@@ -1,0 +1,326 @@
+"""Object-detection data: COCO annotation files or Hub datasets in the `objects` layout, checked before training.
+
+Every source becomes a `datasets.Dataset` with the columns of transformers' object-detection example: `image`
+(decoded to PIL on access), `image_id`, `width`, `height` and `objects` = {`bbox`: COCO `[x, y, width, height]` in
+pixels, `category`: index into the label names, `area`, `iscrowd`}. Problems that would stop a run halfway or
+silently skew it (a category id the file does not define, a box outside its image or without area, an image file
+that is missing or whose size disagrees with the file) are found here and reported with their counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from typing import Any
+
+import datasets
+from PIL import Image
+
+from ...errors import UserInputError
+from ...tasks import OBJECT_DETECTION
+from ...train.arguments import DataArguments
+from ...train.data import ImageData
+
+logger = logging.getLogger(__name__)
+
+BAD_BOX_POLICIES = ("error", "skip")
+# Boxes may overhang their image by this many pixels (rounding in the tools that write COCO files).
+BOX_TOLERANCE = 1.0
+OBJECT_FEATURES = datasets.Features(
+    {
+        "image": datasets.Image(),
+        "image_id": datasets.Value("int64"),
+        "width": datasets.Value("int32"),
+        "height": datasets.Value("int32"),
+        "objects": {
+            "bbox": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
+            "category": datasets.List(datasets.Value("int64")),
+            "area": datasets.List(datasets.Value("float32")),
+            "iscrowd": datasets.List(datasets.Value("int64")),
+        },
+    }
+)
+
+
+def _examples(count: Counter, limit: int = 3) -> str:
+    return ", ".join(f"{key} ({number}×)" for key, number in count.most_common(limit))
+
+
+def box_problem(box: Any, width: int, height: int) -> str:
+    """Why a COCO box `[x, y, w, h]` cannot be trained on in a width×height image ("" when it can)."""
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        return "not four numbers [x, y, width, height]"
+    x, y, w, h = (float(value) for value in box)
+    if not w > 0 or not h > 0:
+        return "degenerate (width or height not above 0)"
+    if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE or y + h > height + BOX_TOLERANCE:
+        return f"outside its {width}×{height} image"
+    return ""
+
+
+def _read_coco(path: str, split: str) -> dict:
+    flag = f"--{split}_annotations"
+    if path is None:
+        raise UserInputError(f"Object detection needs {flag} F.json: a COCO annotation file for the {split} images.")
+    if not os.path.isfile(path):
+        raise UserInputError(f"{flag} {path} does not exist; pass a COCO annotation file (.json).")
+    try:
+        with open(path, encoding="utf-8") as file:
+            coco = json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserInputError(f"{flag} {path} is not JSON: {error}") from None
+    missing = [key for key in ("images", "annotations", "categories") if not isinstance(coco.get(key), list)]
+    if not isinstance(coco, dict) or missing:
+        raise UserInputError(f"{path} is not a COCO detection file: it lacks the list(s) {missing}.")
+    return coco
+
+
+def coco_label_names(coco: dict, path: str) -> tuple[list[str], dict[int, int]]:
+    """The category names in the order of their ids, and each COCO category id's index among them."""
+    categories = sorted(coco["categories"], key=lambda category: category["id"])
+    names = [str(category["name"]) for category in categories]
+    duplicates = [name for name, number in Counter(names).items() if number > 1]
+    if duplicates:
+        raise UserInputError(f"{path} names categories {duplicates} more than once; give each category one name.")
+    if not names:
+        raise UserInputError(f"{path} defines no categories; list them as {{'id': 1, 'name': 'cat'}}.")
+    return names, {int(category["id"]): index for index, category in enumerate(categories)}
+
+
+def _image_size(path: str) -> tuple[int, int] | None:
+    """(width, height) read from the file's header, or None when it cannot be opened."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception:  # noqa: BLE001 - any failure to open makes the image unusable
+        return None
+
+
+def load_coco(
+    images_dir: str,
+    annotations_path: str,
+    split: str,
+    label_names: list[str] | None = None,
+    on_bad_image: str = "error",
+    on_bad_box: str = "error",
+) -> tuple[datasets.Dataset, list[str]]:
+    """A COCO file's images (`file_name` relative to `images_dir`) and boxes as a dataset, with the label names.
+
+    Category ids the file does not define, annotations of unknown images, and boxes that are degenerate or outside
+    their image are refused with their counts (`on_bad_box="skip"` leaves such boxes out instead); missing or
+    unreadable images likewise (`on_bad_image="skip"`). `label_names` (the training split's) must match the file's.
+    """
+    if not os.path.isdir(images_dir):
+        raise UserInputError(f"The {split} image folder {images_dir} does not exist.")
+    coco = _read_coco(annotations_path, split)
+    names, index_of = coco_label_names(coco, annotations_path)
+    if label_names is not None and names != label_names:
+        raise UserInputError(
+            f"The {split} categories {names} differ from the training categories {label_names}; give both files "
+            "the same categories (same ids and names)."
+        )
+    images = {int(image["id"]): image for image in coco["images"]}
+    annotations = coco["annotations"]
+    unknown_category = Counter(a.get("category_id") for a in annotations if a.get("category_id") not in index_of)
+    if unknown_category:
+        raise UserInputError(
+            f"{sum(unknown_category.values())} annotation(s) in {annotations_path} have category ids that its "
+            f"'categories' do not define: {_examples(unknown_category)}; defined ids: {sorted(index_of)}."
+        )
+    unknown_image = Counter(a.get("image_id") for a in coco["annotations"] if a.get("image_id") not in images)
+    if unknown_image:
+        raise UserInputError(
+            f"{sum(unknown_image.values())} annotation(s) in {annotations_path} refer to image ids that its 'images' "
+            f"do not list: {_examples(unknown_image)}."
+        )
+    bad_images: dict[int, str] = {}
+    for image_id, image in images.items():
+        path = os.path.join(images_dir, str(image.get("file_name", "")))
+        size = _image_size(path) if os.path.isfile(path) else None
+        if not os.path.isfile(path):
+            bad_images[image_id] = f"{path}: missing"
+        elif size is None:
+            bad_images[image_id] = f"{path}: unreadable"
+        elif "width" in image and "height" in image and (int(image["width"]), int(image["height"])) != size:
+            bad_images[image_id] = f"{path}: is {size[0]}×{size[1]}, the file says {image['width']}×{image['height']}"
+        else:
+            image["width"], image["height"], image["path"] = size[0], size[1], path
+    if bad_images:
+        listing = "\n".join(f"  {line}" for line in list(bad_images.values())[:10])
+        if on_bad_image == "error":
+            raise UserInputError(
+                f"{len(bad_images)} of the {len(images)} {split} image(s) named in {annotations_path} cannot be used "
+                f"(file_name is relative to {images_dir}):\n{listing}\nFix them, or pass --on_bad_image skip to "
+                "leave them out."
+            )
+        logger.warning("Leaving out %d %s image(s):\n%s", len(bad_images), split, listing)
+    objects: dict[int, dict[str, list]] = {
+        image_id: {"bbox": [], "category": [], "area": [], "iscrowd": []} for image_id in images
+    }
+    bad_boxes: Counter = Counter()
+    for annotation in coco["annotations"]:
+        image = images[annotation["image_id"]]
+        if annotation["image_id"] in bad_images:
+            continue
+        problem = box_problem(annotation.get("bbox"), image["width"], image["height"])
+        if problem:
+            bad_boxes[problem] += 1
+            continue
+        box = [float(value) for value in annotation["bbox"]]
+        found = objects[annotation["image_id"]]
+        found["bbox"].append(box)
+        found["category"].append(index_of[annotation["category_id"]])
+        found["area"].append(float(annotation.get("area", box[2] * box[3])))
+        found["iscrowd"].append(int(annotation.get("iscrowd", 0)))
+    if bad_boxes:
+        message = f"{sum(bad_boxes.values())} box(es) in {annotations_path} cannot be used: {_examples(bad_boxes)}"
+        if on_bad_box == "error":
+            raise UserInputError(f"{message}. Fix them, or pass --on_bad_box skip to leave those boxes out.")
+        logger.warning("%s; left out (--on_bad_box skip).", message)
+    kept = sorted(image_id for image_id in images if image_id not in bad_images)
+    if not kept:
+        raise UserInputError(f"No usable {split} images in {annotations_path}.")
+    rows = {
+        "image": [images[i]["path"] for i in kept],
+        "image_id": kept,
+        "width": [images[i]["width"] for i in kept],
+        "height": [images[i]["height"] for i in kept],
+        "objects": [objects[i] for i in kept],
+    }
+    return datasets.Dataset.from_dict(rows, features=OBJECT_FEATURES), names
+
+
+def _hub_label_names(dataset: datasets.Dataset, args: DataArguments) -> list[str]:
+    category = dataset.features["objects"]
+    category = category.get("category") if isinstance(category, dict) else getattr(category, "feature", {}).get(
+        "category"
+    )
+    names = getattr(getattr(category, "feature", None), "names", None)
+    if names:
+        return list(names)
+    if args.id2label is not None:
+        from ...train.segmentation import parse_id2label
+
+        mapping = parse_id2label(args.id2label)
+        return [mapping[index] for index in range(len(mapping))]
+    raise UserInputError(
+        "The dataset's objects.category holds plain ids without class names; name them with --id2label "
+        "'{\"0\": \"cat\", \"1\": \"dog\"}'."
+    )
+
+
+def _from_objects(dataset: datasets.Dataset, split: str, num_labels: int, on_bad_box: str) -> datasets.Dataset:
+    """A dataset in the `objects` layout (image, objects.bbox in COCO pixels, objects.category), checked and
+    brought to this module's columns."""
+    missing = [column for column in ("image", "objects") if column not in dataset.column_names]
+    if missing:
+        raise UserInputError(
+            f"The {split} split lacks the column(s) {missing}; object detection reads an `image` column and an "
+            "`objects` column of {'bbox': [[x, y, w, h], ...], 'category': [...]}, as transformers' example."
+        )
+    counts: Counter = Counter()
+
+    def convert(batch: dict) -> dict:
+        out: dict[str, list] = {"image_id": [], "width": [], "height": [], "objects": []}
+        for row, (image, objects) in enumerate(zip(batch["image"], batch["objects"], strict=True)):
+            width, height = image.size
+            kept: dict[str, list] = {"bbox": [], "category": [], "area": [], "iscrowd": []}
+            for box, category in zip(objects["bbox"], objects["category"], strict=True):
+                problem = box_problem(box, width, height)
+                if not 0 <= int(category) < num_labels:
+                    problem = f"category {category} outside 0..{num_labels - 1}"
+                if problem:
+                    counts[problem] += 1
+                    continue
+                kept["bbox"].append([float(value) for value in box])
+                kept["category"].append(int(category))
+                kept["area"].append(float(box[2]) * float(box[3]))
+                kept["iscrowd"].append(0)
+            out["image_id"].append(batch["image_id"][row] if "image_id" in batch else batch["_row"][row])
+            out["width"].append(width)
+            out["height"].append(height)
+            out["objects"].append(kept)
+        return out
+
+    dataset = dataset.add_column("_row", list(range(len(dataset))))
+    converted = dataset.map(convert, batched=True, remove_columns=[c for c in dataset.column_names if c != "image"])
+    if counts:
+        message = f"{sum(counts.values())} box(es) in the {split} split cannot be trained on: {_examples(counts)}"
+        if on_bad_box == "error":
+            raise UserInputError(f"{message}. Fix them, or pass --on_bad_box skip to leave those boxes out.")
+        logger.warning("%s; left out (--on_bad_box skip).", message)
+    return converted.cast(OBJECT_FEATURES)
+
+
+def _load_hub(args: DataArguments, cache_dir: str | None) -> tuple[dict[str, datasets.Dataset], list[str]]:
+    data = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=cache_dir)
+    if "train" not in data:
+        raise UserInputError(f"{args.dataset_name} has no 'train' split (it has {list(data)}).")
+    splits = {"train": data["train"]}
+    validation = next((name for name in ("validation", "valid", "val", "test") if name in data), None)
+    if validation is not None:
+        splits["validation"] = data[validation]
+    names = _hub_label_names(data["train"], args)
+    checked = {split: _from_objects(dataset, split, len(names), args.on_bad_box) for split, dataset in splits.items()}
+    return checked, names
+
+
+def load_detection_data(args: DataArguments, seed: int, cache_dir: str | None = None) -> ImageData:
+    """The training and validation images with their boxes, from COCO files or a Hub dataset; checked and split."""
+    if (args.train_dir is None) == (args.dataset_name is None) or args.train_file is not None:
+        raise UserInputError(
+            "Object-detection data: pass --train_dir IMAGES --train_annotations F.json (COCO format, file_name "
+            "relative to IMAGES), or --dataset_name with `image` and `objects` columns."
+        )
+    if args.train_dir is not None:
+        train, names = load_coco(
+            args.train_dir, args.train_annotations, "train", None, args.on_bad_image, args.on_bad_box
+        )
+        splits = {"train": train}
+        if args.validation_dir is not None:
+            splits["validation"], _ = load_coco(
+                args.validation_dir, args.validation_annotations, "validation", names, args.on_bad_image,
+                args.on_bad_box,
+            )
+        elif args.validation_annotations is not None:
+            raise UserInputError("--validation_annotations goes with --validation_dir (the images it describes).")
+        source = args.train_dir
+    else:
+        splits, names = _load_hub(args, cache_dir)
+        source = args.dataset_name
+    boxes = sum(len(objects["category"]) for objects in splits["train"]["objects"])
+    if boxes == 0:
+        raise UserInputError(f"The training data from {source} has no boxes to learn from.")
+    train, validation = splits["train"], splits.get("validation")
+    if validation is None and args.train_val_split > 0:
+        held_out = train.train_test_split(test_size=args.train_val_split, seed=seed)
+        train, validation = held_out["train"], held_out["test"]
+    if args.max_train_samples is not None:
+        train = train.shuffle(seed=seed).select(range(min(args.max_train_samples, len(train))))
+    if validation is not None and args.max_eval_samples is not None:
+        validation = validation.shuffle(seed=seed).select(range(min(args.max_eval_samples, len(validation))))
+    logger.info(
+        "Detection data: %d training image(s) with %d box(es), %d validation image(s), classes %s",
+        len(train), boxes, len(validation) if validation is not None else 0, names,
+    )
+    return ImageData(train, validation, names, source, task=OBJECT_DETECTION)
+
+
+def coco_ground_truth(dataset: datasets.Dataset, label_names: list[str]) -> dict:
+    """The dataset's boxes as a COCO ground-truth dict (category ids 0..n-1 are the label indices)."""
+    rows = dataset.select_columns(["image_id", "width", "height", "objects"])
+    images, annotations = [], []
+    for row in rows:
+        images.append({"id": int(row["image_id"]), "width": int(row["width"]), "height": int(row["height"])})
+        objects = row["objects"]
+        for box, category, area, crowd in zip(
+            objects["bbox"], objects["category"], objects["area"], objects["iscrowd"], strict=True
+        ):
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": int(row["image_id"]), "category_id": int(category),
+                "bbox": [float(value) for value in box], "area": float(area), "iscrowd": int(crowd),
+            })  # fmt: skip
+    categories = [{"id": index, "name": name} for index, name in enumerate(label_names)]
+    return {"images": images, "annotations": annotations, "categories": categories}

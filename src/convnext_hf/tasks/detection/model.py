@@ -1,0 +1,209 @@
+"""The detector a run trains: one of transformers' DETR-family detectors on this package's `ConvNextBackbone`, and its
+image processor.
+
+A new detector is sized to its backbone: transformers' defaults (d_model 256, 6 decoder layers, 300 queries) are
+for backbones whose last stage is 768 channels wide or more; smaller ConvNeXts get d_model = half their last width
+rounded down to a power of two (at least 64; the deformable attention prefers such head widths), 3 decoder layers
+and 100 queries, which train in minutes on a CPU where the full head would dwarf the backbone. `--config_overrides`
+changes any of them (keys of the detector's configuration go to the detector, the rest to the ConvNeXt).
+
+It starts from a variant (all new), from a ConvNeXt folder (classification, backbone or converted COCO backbone:
+the backbone weights are copied in and the loaded and new parts are logged), or from a detector folder (everything
+kept but the class heads when the classes differ).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import transformers
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from ...backbone_weights import load_backbone_weights
+from ...configuration_convnext import ConvNextConfig
+from ...errors import UserInputError
+from ...train.arguments import ModelArguments
+from ...train.model import config_fields, config_label_maps, config_overrides
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IMAGE_SIZE = 640
+# The last-stage width from which transformers' full-size detector defaults apply.
+FULL_SIZE_WIDTH = 768
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A detector transformers can put on a ConvNeXt: its classes and which stages feed it."""
+
+    config_class: str
+    model_class: str
+    processor_class: str
+    # Stages (1..4) whose normalized feature maps the detector reads.
+    stages: tuple[int, ...]
+    # Whether its config has RT-DETR's encoder inputs (encoder_in_channels, feat_strides, denoising).
+    hybrid_encoder: bool
+
+
+DETECTORS: dict[str, Detector] = {
+    "rt_detr": Detector("RTDetrConfig", "RTDetrForObjectDetection", "RTDetrImageProcessorPil", (2, 3, 4), True),
+    "rt_detr_v2": Detector(
+        "RTDetrV2Config", "RTDetrV2ForObjectDetection", "RTDetrImageProcessorPil", (2, 3, 4), True
+    ),
+    "d_fine": Detector("DFineConfig", "DFineForObjectDetection", "RTDetrImageProcessorPil", (2, 3, 4), True),
+    "deformable_detr": Detector(
+        "DeformableDetrConfig", "DeformableDetrForObjectDetection", "DeformableDetrImageProcessorPil", (2, 3, 4), False
+    ),
+    "conditional_detr": Detector(
+        "ConditionalDetrConfig", "ConditionalDetrForObjectDetection", "ConditionalDetrImageProcessorPil", (4,), False
+    ),
+    "detr": Detector("DetrConfig", "DetrForObjectDetection", "DetrImageProcessorPil", (4,), False),
+}
+
+
+def detector_size(backbone: ConvNextConfig, detector: Detector) -> dict[str, Any]:
+    """The detector settings sized to the backbone (see the module docstring)."""
+    width = backbone.hidden_sizes[-1]
+    channels = [backbone.hidden_sizes[stage - 1] for stage in detector.stages]
+    if width >= FULL_SIZE_WIDTH:
+        sized: dict[str, Any] = {}
+        d_model = 256
+    else:
+        d_model = max(64, 2 ** int(math.log2(width // 2)))
+        heads = 8 if d_model % 8 == 0 and d_model >= 256 else 4
+        sized = {
+            "d_model": d_model,
+            "encoder_attention_heads": heads,
+            "decoder_attention_heads": heads,
+            "encoder_ffn_dim": 4 * d_model,
+            "decoder_ffn_dim": 4 * d_model,
+            "decoder_layers": 3,
+            "num_queries": 100,
+        }
+    if detector.hybrid_encoder:
+        strides = [backbone.total_stride // 2 ** (backbone.num_stages - stage) for stage in detector.stages]
+        sized.update(
+            {
+                "encoder_in_channels": channels,
+                "feat_strides": strides,
+                "encoder_hidden_dim": d_model,
+                "decoder_in_channels": [d_model] * len(channels),
+                "num_feature_levels": len(channels),
+            }
+        )
+        if width < FULL_SIZE_WIDTH:
+            sized["num_denoising"] = sized["num_queries"] // 3
+    return sized
+
+
+def _split_overrides(args: ModelArguments, config_class: type) -> tuple[dict[str, Any], dict[str, Any]]:
+    """--config_overrides split into (detector settings, ConvNeXt settings): ConvNeXt keys go to the backbone."""
+    backbone_keys = set(config_fields(ConvNextConfig))
+    head_fields = {key: kind for key, kind in config_fields(config_class).items() if key not in backbone_keys}
+    overrides = config_overrides(args, head_fields)
+    backbone = {key: value for key, value in overrides.items() if key in backbone_keys}
+    return {key: value for key, value in overrides.items() if key not in backbone_keys}, backbone
+
+
+def detector_overrides(args: ModelArguments) -> tuple[dict[str, Any], dict[str, Any]]:
+    """--config_overrides checked against the --detector's and the ConvNeXt's settings and split between them."""
+    if args.detector not in DETECTORS:
+        raise UserInputError(f"--detector {args.detector!r} is not one of {', '.join(DETECTORS)}.")
+    return _split_overrides(args, getattr(transformers, DETECTORS[args.detector].config_class))
+
+
+def new_detector(
+    name: str, backbone: ConvNextConfig, label_names: list[str], overrides: dict[str, Any] | None = None
+) -> transformers.PreTrainedModel:
+    """A new `name` detector for `label_names` on a ConvNeXt of this configuration, sized to it."""
+    detector = DETECTORS[name]
+    backbone.out_indices = list(detector.stages)
+    config_class = getattr(transformers, detector.config_class)
+    settings = {**detector_size(backbone, detector), **(overrides or {})}
+    config = config_class(backbone_config=backbone, **settings, **config_label_maps(label_names))
+    return getattr(transformers, detector.model_class)(config)
+
+
+def _detector_name(config: transformers.PretrainedConfig) -> str | None:
+    return config.model_type if config.model_type in DETECTORS else None
+
+
+def build_detector(args: ModelArguments, label_names: list[str]) -> transformers.PreTrainedModel:
+    """The detector for `label_names`: new on a variant, on a ConvNeXt folder's weights, or a detector folder's."""
+    if (args.model_name_or_path is None) == (args.variant is None):
+        raise UserInputError(
+            "Name exactly one model: --model_name_or_path (a ConvNeXt or detector folder) or --variant."
+        )
+    hub_kwargs = {"revision": args.revision, "cache_dir": args.cache_dir}
+    config = None if args.variant else transformers.AutoConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
+    if config is not None and _detector_name(config) is not None:
+        return _fine_tune_detector(args, config, label_names, hub_kwargs)
+    # Ours, or transformers' built-in ConvNeXt (V1/V2), which ConvNextConfig.from_pretrained reads too.
+    if config is not None and config.model_type not in (ConvNextConfig.model_type, "convnext", "convnextv2"):
+        raise UserInputError(
+            f"{args.model_name_or_path} is a {config.model_type} model; object detection starts from a ConvNeXt "
+            f"folder or a detector folder ({', '.join(DETECTORS)})."
+        )
+    if args.detector not in DETECTORS:
+        raise UserInputError(f"--detector {args.detector!r} is not one of {', '.join(DETECTORS)}.")
+    detector = DETECTORS[args.detector]
+    head, backbone_overrides = _split_overrides(args, getattr(transformers, detector.config_class))
+    if args.variant is not None:
+        return new_detector(
+            args.detector, ConvNextConfig.from_variant(args.variant, **backbone_overrides), label_names, head
+        )
+    backbone = ConvNextConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
+    backbone.update({**backbone_overrides, "num_labels": 2, "id2label": None, "label2id": None})
+    model = new_detector(args.detector, backbone, label_names, head)
+    _load_backbone(model, args.model_name_or_path)
+    return model
+
+
+def _load_backbone(model: transformers.PreTrainedModel, source: str) -> None:
+    """Copy a ConvNeXt folder's trunk (and output norms, when it has them) into the detector's backbone; log it."""
+    report = load_backbone_weights(model, source)
+    logger.info("The detector heads are new; backbone: %s", report)
+
+
+def _fine_tune_detector(
+    args: ModelArguments, config: transformers.PretrainedConfig, label_names: list[str], hub_kwargs: dict[str, Any]
+) -> transformers.PreTrainedModel:
+    """A detector folder fine-tuned: its class heads are replaced when the classes differ in number."""
+    known = [str(config.id2label[index]) for index in range(config.num_labels)]
+    if len(known) == len(label_names) and known != label_names and not args.replace_head:
+        raise UserInputError(
+            f"The data's classes {label_names} disagree with the classes of {args.model_name_or_path} {known}; "
+            "pass --replace_head to train new class heads, or name the categories as the model does."
+        )
+    head, backbone_overrides = _split_overrides(args, type(config))
+    config.backbone_config.update(backbone_overrides)
+    config.update({**head, **config_label_maps(label_names)})
+    model_class = getattr(transformers, DETECTORS[config.model_type].model_class)
+    model = model_class.from_pretrained(
+        args.model_name_or_path, config=config, ignore_mismatched_sizes=True, **hub_kwargs
+    )
+    if known != label_names:
+        logger.info("New class heads for %d classes: %s", len(label_names), label_names)
+    return model
+
+
+def build_detection_processor(args: ModelArguments, model: transformers.PreTrainedModel) -> Any:
+    """The detector's image processor: resize to --image_size square (default: the detector folder's, else 640),
+    rescale and normalize as ImageNet (the ConvNeXt's pre-training), no padding."""
+    size = args.image_size
+    if size is None and args.model_name_or_path is not None:
+        try:
+            size = transformers.AutoImageProcessor.from_pretrained(args.model_name_or_path).size.get("height")
+        except (OSError, ValueError, KeyError):
+            size = None
+    processor_class = getattr(transformers, DETECTORS[model.config.model_type].processor_class)
+    return processor_class(
+        size={"height": size or DEFAULT_IMAGE_SIZE, "width": size or DEFAULT_IMAGE_SIZE},
+        do_normalize=True,
+        image_mean=list(IMAGENET_DEFAULT_MEAN),
+        image_std=list(IMAGENET_DEFAULT_STD),
+        do_pad=False,
+    )
