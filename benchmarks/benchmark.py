@@ -204,7 +204,9 @@ def make_engine_models(ours: ConvNextForImageClassification, args: argparse.Name
     except ImportError:
         return {}
     threads = torch.get_num_threads()
-    exportable = Exportable(ours, "image-classification", ("logits",), ("logits",), args.image_size, 3)
+    exportable = Exportable(
+        ours, "image-classification", ("logits",), ("logits",), args.image_size, 3, ours.config.total_stride
+    )
     generator = torch.Generator().manual_seed(1)
     calibration = [torch.randn(4, 3, args.image_size, args.image_size, generator=generator).numpy() for _ in range(4)]
     with tempfile.TemporaryDirectory() as folder:

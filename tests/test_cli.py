@@ -3,6 +3,8 @@ bounded checkpoints, heads sized to their backbone, and no spurious output."""
 
 import json
 import logging
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -280,3 +282,75 @@ def test_torch_onnx_torchvision_warnings_are_dropped_during_export(caplog):
         "another warning",
         "torchvision is not installed. Skipping torchvision::roi_align",
     ]
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_bars_are_off_when_the_output_is_not_a_terminal(monkeypatch, capsys, terminal):
+    from convnext_hf.cli import PROGRESS_BAR_SWITCHES
+
+    for variable in PROGRESS_BAR_SWITCHES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal, raising=False)
+    assert cli_main(["demo", "--epoch", "3"]) == 2  # refused before any work: the switches are set before parsing
+    assert [os.environ.get(variable) for variable in PROGRESS_BAR_SWITCHES] == [None if terminal else "1"] * 3
+
+
+def test_the_quantizers_pre_processing_advice_is_dropped_other_warnings_kept(monkeypatch, caplog, tmp_path):
+    import onnxruntime.quantization
+
+    from convnext_hf.export import quantize
+
+    def advising(*args, **kwargs):
+        logging.warning("Please consider to run pre-processing before quantization. Refer to example: ...")
+        logging.warning("a calibration range is empty")
+        logging.warning("Please consider pre-processing before quantization. See ...")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", advising)
+    monkeypatch.setattr(quantize, "output_layers", lambda path: ["/classifier/Gemm"])
+    with caplog.at_level(logging.WARNING):
+        assert quantize.quantize_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", iter([])) == ["/classifier/Gemm"]
+        logging.warning("Please consider this outside the quantizer")
+    assert [record.getMessage() for record in caplog.records] == [
+        "a calibration range is empty",
+        "Please consider this outside the quantizer",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "repository", "refusal"),
+    [
+        (["--push_to_hub", "me/tiny"], "me/tiny", None),
+        (["--push_to_hub", "--hub_model_id", "me/tiny"], "me/tiny", None),
+        (["--hub_model_id", "me/tiny", "--push_to_hub", "me/tiny"], "me/tiny", None),
+        (["--push_to_hub"], None, "--push_to_hub needs the repository: --push_to_hub REPO_ID, or --hub_model_id"),
+        (["--hub_model_id", "me/tiny"], None, "--hub_model_id names the repository of --push_to_hub; add"),
+        (["--push_to_hub", "me/a", "--hub_model_id", "me/b"], None, "--push_to_hub me/a and --hub_model_id me/b name"),
+    ],
+)
+def test_convert_takes_trains_spelling_of_the_hub_repository(tmp_path, flags, repository, refusal):
+    from convnext_hf.conversion.command import parse_args as parse_convert_args
+
+    argv = ["--checkpoint", str(tmp_path / "c.pth"), "--output_dir", str(tmp_path / "out"), *flags]
+    if refusal is None:
+        assert parse_convert_args(argv).push_to_hub == repository
+    else:
+        with pytest.raises(convnext_hf.errors.UserInputError, match=re.escape(refusal)):
+            parse_convert_args(argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lr", "1e-3", "--learning_rate", "4e-3"], "--lr 1e-3 and --learning_rate 4e-3 set the same"),
+        (["-b", "4", "--per_device_train_batch_size", "8"], "-b 4 and --per_device_train_batch_size 8 set the same"),
+        (["--epochs", "2", "--num-train-epochs=3"], "--epochs 2 and --num_train_epochs 3 set the same"),
+    ],
+)  # fmt: skip
+def test_one_setting_under_two_spellings_with_different_values_is_refused(argv, message):
+    with pytest.raises(convnext_hf.errors.UserInputError, match=re.escape(message)):
+        parse_args(["--train_dir", "x", "--variant", "atto", *argv])
+    agree = parse_args(["--train_dir", "x", "--variant", "atto", "--lr", "1e-3", "--learning_rate", "1e-3"])
+    assert agree.training.learning_rate == 1e-3
+    # One spelling repeated: the last one wins, as in argparse, so that an appended flag overrides.
+    appended = parse_args(["--train_dir", "x", "--variant", "atto", "--lr", "1e-3", "--lr", "4e-3"])
+    assert appended.training.learning_rate == 4e-3

@@ -187,3 +187,19 @@ def test_shapes_reach_map_085_on_unseen_scenes(tmp_path, one_thread):
     scores = json.loads((tmp_path / "scores" / "metrics.json").read_text())
     assert scores["num_images"] == 200
     assert scores["mAP"] >= 0.85, scores
+
+
+def test_class_folders_as_multi_label_data_keep_the_folder_names(tmp_path):
+    from convnext_hf.tasks.classification.data import load_image_data
+    from convnext_hf.train.arguments import DataArguments
+
+    for index, name in enumerate(("red", "green", "blue")):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for number in range(2):
+            pixels = np.full((8, 8, 3), 40 * index + number, dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "train" / name / f"{number}.png")
+    args = DataArguments(train_dir=str(tmp_path / "train"), train_val_split=0.0)
+    data = load_image_data(args, seed=0, cache_dir=str(tmp_path / "cache"), task="multi-label-classification")
+    assert data.label_names == ["blue", "green", "red"]  # the folders' names, not their ids "0", "1", "2"
+    rows = {tuple(row) for row in data.train["label"]}
+    assert rows == {(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)}

@@ -1,6 +1,7 @@
 """Runs that would mislead are refused by name before any work: zero training steps, configuration overrides the
 model does not have, processes that would not train together, evaluation of a folder that is not a classifier."""
 
+import importlib.metadata
 import json
 
 import numpy as np
@@ -189,6 +190,99 @@ def test_evaluate_refuses_a_folder_without_a_classifier(headless_folders, tmp_pa
     assert f"{model} is not an image classifier: {evidence}, so it has no classes to score" in error
     assert "labels" not in error and "train images" not in error
     assert not (tmp_path / "scores").exists()
+
+
+def test_push_to_hub_offline_or_without_a_token_is_refused_before_reading_data(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserInputError, match="--push_to_hub needs the network, but HF_HUB_OFFLINE is set"):
+        run(parse_args(_argv(tmp_path, "--push_to_hub")))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(UserInputError, match="--push_to_hub needs a Hugging Face token with write access"):
+        run(parse_args(_argv(tmp_path, "--push_to_hub")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_that_cannot_be_reached_stops_push_to_hub_before_training(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    class Unreachable:
+        def create_repo(self, *args, **kwargs):
+            raise ConnectionError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_not_a_real_token")
+    monkeypatch.setattr("transformers.trainer.hf_api", Unreachable)
+    _write_images(tmp_path / "never-read")
+    argv = _argv(tmp_path, "--push_to_hub", "--max_steps", "1", "--cache_dir", str(tmp_path / "cache"))
+    with pytest.raises(UserInputError) as error:
+        run(parse_args(argv))
+    assert str(error.value).startswith(
+        "--push_to_hub: creating the Hub repository failed before training: the Hub could not be reached"
+    )
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("convnext_atoo", "--model convnext_atoo is no folder, no preset (convnext_tiny, tiny...) and no Hub id "
+         "(owner/name); did you mean convnext_atto?"),
+        ("convnextv2_nanoo", "; did you mean convnextv2_nano?"),
+        ("./no-such-folder", "--model ./no-such-folder does not exist"),
+        ("someone/convnext-nowhere", "--model someone/convnext-nowhere cannot be loaded as a model"),
+    ],
+)  # fmt: skip
+def test_a_model_that_names_nothing_is_refused_before_reading_data(tmp_path, monkeypatch, model, message):
+    monkeypatch.chdir(tmp_path)
+    argv = _argv(tmp_path, "--cache_dir", str(tmp_path / "cache"))
+    argv[argv.index("--variant") : argv.index("--variant") + 2] = ["--model", model]
+    with pytest.raises(UserInputError) as error:
+        run(parse_args(argv))
+    assert message in str(error.value)
+
+
+def test_segmentation_images_without_masks_are_refused_by_that_before_the_class_names(tmp_path):
+    argv = _argv(tmp_path, "--task", "semantic-segmentation")
+    with pytest.raises(UserInputError, match="Segmentation needs the train masks: pass --train_mask_dir"):
+        run(parse_args(argv))
+
+
+def test_a_report_to_integration_that_is_not_installed_is_refused_before_reading_data(tmp_path, monkeypatch):
+    monkeypatch.setattr("transformers.integrations.integration_utils.is_wandb_available", lambda: False)
+    with pytest.raises(UserInputError, match="--report_to: WandbCallback requires wandb to be installed"):
+        run(parse_args([*_argv(tmp_path), "--report_to", "wandb"]))
+
+
+def test_a_trainer_flag_whose_package_is_missing_is_one_line(tmp_path, monkeypatch):
+    from transformers import dependency_versions_check
+
+    installed = dependency_versions_check.require_version
+
+    def deepspeed_missing(requirement, hint=None):
+        if requirement.startswith("deepspeed"):
+            raise importlib.metadata.PackageNotFoundError(f"The '{requirement}' distribution was not found")
+        return installed(requirement, hint)
+
+    monkeypatch.setattr(dependency_versions_check, "require_version", deepspeed_missing)
+    (tmp_path / "ds.json").write_text('{"zero_optimization": {"stage": 2}}')
+    with pytest.raises(UserInputError) as error:
+        parse_args([*_argv(tmp_path), "--deepspeed", str(tmp_path / "ds.json")])
+    assert "The 'deepspeed" in str(error.value) and str(error.value).endswith("drop the flag that needs it.")
+
+
+def test_fsdp_in_one_process_is_refused_before_reading_data(tmp_path):
+    with pytest.raises(UserInputError, match="--fsdp shards the model across processes, but this run is one process"):
+        run(parse_args(_argv(tmp_path, "--fsdp", "full_shard auto_wrap")))
+
+
+def test_the_trainers_own_checks_of_its_flags_are_one_line(tmp_path):
+    with pytest.raises(UserInputError) as error:
+        parse_args(_argv(tmp_path, "--eval_strategy", "no", "--load_best_model_at_end"))
+    assert "--load_best_model_at_end requires the save and eval strategy to match" in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 # flags -> the one line's start. Every case is refused as the arguments are parsed or the task checks them, before

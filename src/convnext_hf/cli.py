@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -125,9 +126,17 @@ def usage() -> str:
     )
 
 
+# Progress bars (tqdm's, and those of transformers, huggingface_hub and datasets) are redrawn with carriage returns
+# and cursor codes, which fill a log file; off a terminal they are turned off, unless the variables say otherwise.
+PROGRESS_BAR_SWITCHES = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS")
+
+
 def run_command(name: str, command_main: Callable[[list[str]], object], argv: Sequence[str]) -> int:
     """Run `command_main(argv)` as every entry point does: a `UserInputError` becomes one line on stderr and exit
     status 2; a result that is not an int (a report, metrics, None) means success."""
+    if not sys.stderr.isatty():
+        for variable in PROGRESS_BAR_SWITCHES:
+            os.environ.setdefault(variable, "1")
     try:
         status = command_main(list(argv))
     except UserInputError as error:

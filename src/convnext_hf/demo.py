@@ -106,11 +106,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         default=IMAGE_CLASSIFICATION,
         help="; ".join(f"{name}: {task.demo}" for name, task in demos.items()) + f" (default {IMAGE_CLASSIFICATION}).",
     )
-    parser.add_argument("--output_dir", default=None, help="Where the data and the model go (default: a new dated "
-                        "folder under the scenario's own, e.g. convnext-mnist-demo/<date-time>).")  # fmt: skip
-    for name, kind in (("epochs", float), ("learning_rate", float), ("batch_size", int)):
+    parser.add_argument("--output_dir", "--output", default=None, help="Where the data and the model go (default: "
+                        "a new dated folder under the scenario's own, e.g. convnext-mnist-demo/<date-time>).")
+    # The other spellings are those of `convnext-hf train` (timm's).
+    spellings = (("epochs", float, ()), ("learning_rate", float, ("--lr",)), ("batch_size", int, ("-b",)))
+    for name, kind, aliases in spellings:
         defaults = ", ".join(f"{task}: {dict(record.demo_defaults)[name]}" for task, record in demos.items())
-        parser.add_argument(f"--{name}", type=kind, help=f"Default {defaults}.")
+        parser.add_argument(f"--{name}", *aliases, type=kind, help=f"Default {defaults}.")
     parser.add_argument(
         "--train_per_class", type=int, default=None, help="Digits: train on fewer per class (all 400 by default)."
     )

@@ -36,9 +36,11 @@ def build_parser() -> CommandParser:
     parser.add_argument("--image_column_name")
     parser.add_argument("--label_column_name")
     parser.add_argument("--mask_column_name", help="Segmentation: the --validation_file column of mask paths.")
-    parser.add_argument("--output_dir", required=True, help="Folder for metrics.json, predictions.csv and plots.")
+    parser.add_argument(
+        "--output_dir", "--output", required=True, help="Folder for metrics.json, predictions.csv and plots."
+    )
     parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty --output_dir.")
-    parser.add_argument("--batch_size", type=int, default=64, help="Images per forward pass (default 64).")
+    parser.add_argument("--batch_size", "-b", type=int, default=64, help="Images per forward pass (default 64).")
     parser.add_argument("--max_eval_samples", type=int, help="Score at most this many images.")
     parser.add_argument("--on_bad_image", choices=("error", "skip"), default="error")
     parser.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda when available, else cpu).")

@@ -28,7 +28,10 @@ def check_model_folder(path: str | os.PathLike, flag: str = "--model", hub_ids: 
         return
     if os.path.exists(path):
         raise UserInputError(f"{flag} {path} is a file; pass {WRITERS}.")
-    looks_local = os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or os.sep in path
+    # `owner/name` is a Hub id; a second slash, or Windows' separator, only a path has.
+    looks_local = os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or (
+        os.sep != "/" and os.sep in path
+    )
     if not hub_ids or looks_local:
         raise UserInputError(f"{flag} {path} does not exist; pass {WRITERS}.")
 

@@ -51,8 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = CommandParser(
         prog="convnext-hf convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", help="which model: a zoo name, a comma-separated list of them or 'all'; or a "
-                        "checkpoint file, transformers or timm folder, or http(s) URL (the same as --checkpoint)")
+    parser.add_argument("--model", "--model_name_or_path", help="which model: a zoo name, a comma-separated list of "
+                        "them or 'all'; or a checkpoint file, transformers or timm folder, or http(s) URL (the same "
+                        "as --checkpoint)")
     parser.add_argument("--checkpoint", help="checkpoint file, transformers folder, or http(s) URL")
     parser.add_argument("--weights_file", metavar="NAME",
                         help="in a --checkpoint folder holding several weight files, the one to convert")
@@ -68,13 +69,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     parser.add_argument("--max_shard_size", default="2GB", help="largest safetensors shard (default 2GB)")
     parser.add_argument("--license", help="license for the model card (default: the release's, else 'unknown')")
-    parser.add_argument("--push_to_hub", metavar="REPO_ID",
-                        help="upload to this repository (with several --model names: a namespace)")
+    parser.add_argument("--push_to_hub", metavar="REPO_ID", nargs="?", const="",
+                        help="upload to this repository (with several --model names: a namespace); or name it with "
+                        "--hub_model_id, as train does")
+    parser.add_argument("--hub_model_id", metavar="REPO_ID", help="the repository --push_to_hub uploads to")
     parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
     parser.add_argument("--cache_dir", type=Path, default=None, help=CACHE_DIR_HELP)
     parser.add_argument("--zoo", type=Path, help="checkpoint registry JSON (default: the one shipped with convnext_hf)")
     parser.add_argument("--list_models", action="store_true", help="print the zoo and exit")
     args = parser.parse_args(argv)
+    _hub_repository(args)
     if not args.list_models:
         if args.output_dir is None:
             parser.error("--output_dir is required: the folder to write the converted model to.")
@@ -219,6 +223,19 @@ def summary_table(rows: list[tuple[str, ...]]) -> str:
     header = ("checkpoint", "status", "layout", "max diff", "seconds", "output")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _hub_repository(args: argparse.Namespace) -> None:
+    """Read train's spelling too: `--push_to_hub --hub_model_id REPO_ID` is `--push_to_hub REPO_ID`."""
+    if args.hub_model_id is not None:
+        if args.push_to_hub is None:
+            raise UserInputError("--hub_model_id names the repository of --push_to_hub; add --push_to_hub.")
+        if args.push_to_hub not in ("", args.hub_model_id):
+            raise UserInputError(f"--push_to_hub {args.push_to_hub} and --hub_model_id {args.hub_model_id} name two "
+                                 "repositories; give one.")  # fmt: skip
+        args.push_to_hub = args.hub_model_id
+    elif args.push_to_hub == "":
+        raise UserInputError("--push_to_hub needs the repository: --push_to_hub REPO_ID, or --hub_model_id REPO_ID.")
 
 
 def convert_many(entries: list[ZooEntry], args: argparse.Namespace, command: str) -> int:

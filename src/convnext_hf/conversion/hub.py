@@ -14,7 +14,8 @@ class HubPushError(UserInputError, RuntimeError):
     """The upload failed; the local output is complete and can be uploaded later."""
 
 
-def _hint(error: Exception) -> str:
+def failure_hint(error: Exception) -> str:
+    """Why a call to the Hub failed, in words: the token refused, the Hub unreachable, or else the upload."""
     status = getattr(getattr(error, "response", None), "status_code", None)
     if isinstance(error, HfHubHTTPError) and status in (401, 403):
         return "the Hub refused the token: log in with `hf auth login` or set HF_TOKEN to a token with write access"
@@ -42,7 +43,7 @@ def push_folder(folder: Path, repo_id: str, private: bool = False, token: str | 
         )
     except Exception as error:  # whatever failed, the user must learn that the local output is complete
         raise HubPushError(
-            f"The converted model is complete in {folder}, but pushing it to {repo_id} failed: {_hint(error)} "
+            f"The converted model is complete in {folder}, but pushing it to {repo_id} failed: {failure_hint(error)} "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Once that is fixed, "
             f"upload it with `hf upload {repo_id} {folder} .`"
         ) from error

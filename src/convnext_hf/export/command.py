@@ -31,7 +31,7 @@ def parse_args(argv: Sequence[str]) -> ExportOptions:
     parser.add_argument("engine", choices=list(ENGINE_FILES), help="onnx (ONNX Runtime) or openvino")
     parser.add_argument("output_dir_positional", nargs="?", type=Path, metavar="OUTPUT_DIR",
                         help="the older spelling of --output_dir")
-    parser.add_argument("--output_dir", type=Path,
+    parser.add_argument("--output_dir", "--output", type=Path,
                         help="folder to write (refused if not empty, unless --overwrite)")
     parser.add_argument("--model", "--model_name_or_path", dest="model_dir", type=Path, required=True,
                         help="a folder written by save_pretrained or convnext-hf convert/train")

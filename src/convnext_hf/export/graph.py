@@ -169,7 +169,9 @@ def name_dynamic_axes(path: Path) -> None:
     onnx.save(model_proto, str(path))
 
 
-class _DropMessages(logging.Filter):
+class DropMessages(logging.Filter):
+    """A logging filter that drops the records whose message contains `fragment`."""
+
     def __init__(self, fragment: str) -> None:
         super().__init__()
         self.fragment = fragment
@@ -184,7 +186,7 @@ def quiet_torch_export() -> Iterator[None]:
     warning per torchvision operator when torchvision is not installed (ConvNeXt uses none), and torch's own
     deprecation of LeafSpec inside its pytree code."""
     registration = logging.getLogger(TORCH_ONNX_REGISTRATION_LOGGER)
-    no_torchvision = _DropMessages("torchvision is not installed")
+    no_torchvision = DropMessages("torchvision is not installed")
     registration.addFilter(no_torchvision)
     try:
         with warnings.catch_warnings():

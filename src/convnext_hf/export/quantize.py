@@ -8,6 +8,7 @@ produce the outputs stay in float: the first hold the accuracy, the last cost li
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from PIL import Image
 from ..errors import UserInputError
 from ..image_processing_convnext import open_image_file
 from .engines import EngineModel
-from .graph import INPUT_NAME
+from .graph import INPUT_NAME, DropMessages
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 BATCH_SIZE = 32
@@ -100,18 +101,25 @@ def quantize_int8(float_path: Path, int8_path: Path, calibration_batches: Iterat
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     kept = output_layers(float_path)
-    quantize_static(
-        str(float_path),
-        str(int8_path),
-        CalibrationReader(calibration_batches),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(QUANTIZED_OPS),
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=kept,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
+    # The quantizer advises, on the root logger before and after every run, ONNX Runtime's optional pre-processing
+    # (shape inference and graph fusions); the recipe above, and the accuracies measured with it, use none.
+    advice = DropMessages("Please consider")
+    logging.getLogger().addFilter(advice)
+    try:
+        quantize_static(
+            str(float_path),
+            str(int8_path),
+            CalibrationReader(calibration_batches),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=kept,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    finally:
+        logging.getLogger().removeFilter(advice)
     return kept
 
 

@@ -213,7 +213,9 @@ class RecipeArguments:
         default=0.5, metadata={"help": "Probability of CutMix rather than Mixup when both are enabled."}
     )
     model_ema: bool = field(
-        default=False, metadata={"help": "Keep an EMA of the weights, evaluate it and save it as the final model."}
+        default=False,
+        metadata={"help": "Keep an EMA of the weights and evaluate it too; at the end the better of the live and the "
+                  "EMA weights on the validation images is saved (the EMA without validation images)."},
     )
     model_ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay per optimizer step."})
     base_learning_rate: float | None = field(
@@ -242,7 +244,9 @@ class OutputArguments:
     overwrite: bool = field(
         default=False, metadata={"help": "Train into a non-empty --output_dir (otherwise refused unless resuming)."}
     )
-    plots: bool = field(default=True, metadata={"help": "Write confusion-matrix and training-curve PNGs."})
+    plots: bool = field(
+        default=True, metadata={"help": "Write confusion-matrix and training-curve PNGs (--plots false: none)."}
+    )
 
 
 OUR_ARGUMENTS = (ModelArguments, DataArguments, RecipeArguments, OutputArguments)
@@ -281,6 +285,12 @@ BATCH_SIZE_SPELLINGS = ("-b", "--batch-size", "--batch_size")
 MODEL_FLAG = "--model"
 
 
+def timm_name(variant: str) -> str:
+    """timm's name of a variant preset (`convnext_tiny`, `convnextv2_atto`), which `--model` accepts too."""
+    prefix, size = ("convnextv2", variant[3:]) if variant.startswith("v2-") else ("convnext", variant)
+    return f"{prefix}_{size}".replace("-", "_")
+
+
 def variant_preset(name: str) -> str | None:
     """The variant a `--model` name stands for (`convnext_tiny`, timm's `convnextv2_atto`, or `tiny`), else None."""
     match = re.fullmatch(r"convnext(v2)?_(.+)", name)
@@ -293,6 +303,7 @@ def translate_aliases(argv: Sequence[str]) -> list[str]:
     """`argv` with every alias replaced by the flag it stands for: `--model` becomes `--variant` for a preset name (when
     no folder has that name), else `--model_name_or_path`; `--batch_size N` sets the training batch, and the
     evaluation batch unless that is given too. Each replacement is logged."""
+    _refuse_two_values(argv)
     translated: list[str] = []
     eval_flags = ("--per_device_eval_batch_size", "--per-device-eval-batch-size", "-vb", "--validation-batch-size")
     eval_batch_given = any(argument.split("=", 1)[0] in eval_flags for argument in argv)
@@ -325,6 +336,34 @@ def translate_aliases(argv: Sequence[str]) -> list[str]:
             translated.append(argument)
         index += 1
     return translated
+
+
+# Flags that aliases stand for and that take a value, by each spelling that sets them.
+_VALUE_SPELLINGS = {
+    **{alias: flag for alias, flag in ALIASES.items() if flag not in ("--overwrite", "--gradient_checkpointing")},
+    **{spelling: "--per_device_train_batch_size" for spelling in BATCH_SIZE_SPELLINGS},
+}
+
+
+def _refuse_two_values(arguments: Sequence[str]) -> None:
+    """Refuse one setting given under two spellings with different values (`--lr 1e-3 --learning_rate 4e-3`, `-b 8
+    --per_device_train_batch_size 16`): which one wins would depend on their order. One spelling repeated keeps
+    argparse's rule, the last one wins, so that appending a flag to a command line overrides it."""
+    given: dict[str, dict[str, str]] = {}
+    for index, argument in enumerate(arguments):
+        spelling, equals, value = argument.partition("=")
+        if spelling.startswith("--") and spelling not in _VALUE_SPELLINGS:
+            spelling = "--" + spelling[2:].replace("-", "_")
+        flag = _VALUE_SPELLINGS.get(spelling, spelling)
+        if flag not in _VALUE_SPELLINGS.values():
+            continue
+        if not equals:
+            value = arguments[index + 1] if index + 1 < len(arguments) else ""
+        given.setdefault(flag, {})[spelling] = value
+    for flag, values in given.items():
+        if len(set(values.values())) > 1:
+            listing = " and ".join(f"{spelling} {value}" for spelling, value in values.items())
+            raise UserInputError(f"{listing} set the same {flag}; give one of them.")
 
 
 def trainer_defaults() -> dict[str, object]:
@@ -406,7 +445,10 @@ def parse_args(argv: Sequence[str]) -> RunArguments:
     try:
         args = RunArguments(*parser.parse_args_into_dataclasses(args=argv), task_given=task_given)
     except ValueError as error:  # TrainingArguments' own checks of the flags it was given
-        raise UserInputError(str(error)) from error
+        raise UserInputError(" ".join(str(error).split())) from error  # one line, as every refusal
+    except ImportError as error:  # a flag whose package is not installed (--deepspeed without deepspeed)
+        reason = " ".join(str(error).split()).rstrip(".")
+        raise UserInputError(f"{reason}; install it, or drop the flag that needs it.") from error
     check_values(args)
     if not any(argument.split("=", 1)[0] in ("--output_dir", "--output-dir") for argument in argv):
         logger.info(

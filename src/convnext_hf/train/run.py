@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -21,9 +22,11 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 from ..atomic import check_apart, claim_output_dir, claims_output_dir, release_output_dir
 from ..cli import print_box
 from ..complexity import parameter_count
+from ..conversion.hub import failure_hint
 from ..errors import OutputExistsError, UserInputError
+from ..model_folder import check_model_folder, loading_model
 from ..tasks import TASKS, Task, get_task
-from .arguments import REFERENCE_BATCH_SIZE, RunArguments, parse_args
+from .arguments import REFERENCE_BATCH_SIZE, VARIANT_NAMES, RunArguments, parse_args, timm_name
 from .card import CardFacts
 from .data import ImageData
 from .ema import EMA_WEIGHTS_NAME, EmaCallback, ModelEma
@@ -79,6 +82,13 @@ def _check_launch(training: Any) -> None:
             "off, so each would train its own model on its share of the data; pass --use_cpu (with --ddp_backend "
             "gloo) to train them together on CPU."
         )
+    if training.fsdp and training.deepspeed:
+        raise UserInputError("--fsdp and --deepspeed each shard the model; pass one of them.")
+    if training.fsdp and training.parallel_mode != ParallelMode.DISTRIBUTED and not training.fsdp_config.get("xla"):
+        raise UserInputError(
+            "--fsdp shards the model across processes, but this run is one process: start it with torchrun or "
+            "accelerate launch (docs/training.md, More than one process), or drop --fsdp."
+        )
 
 
 def _check_training_length(training: Any) -> None:
@@ -99,6 +109,52 @@ def _check_evaluation(training: Any) -> None:
             f"{flag}: the metrics (top-k, mAP, mean IoU) are computed over all the validation predictions together, "
             "which this mode does not hand them; drop the flag."
         )
+
+
+def _check_hub(training: Any) -> None:
+    """Refuse --push_to_hub before any work when it cannot work: offline, or without a token."""
+    if not training.push_to_hub:
+        return
+    from huggingface_hub import constants, get_token
+
+    if constants.HF_HUB_OFFLINE:
+        raise UserInputError("--push_to_hub needs the network, but HF_HUB_OFFLINE is set; train without it and upload "
+                             "the folder later with `hf upload`.")  # fmt: skip
+    if training.hub_token is None and get_token() is None:
+        raise UserInputError("--push_to_hub needs a Hugging Face token with write access: log in with `hf auth login`, "
+                             "set HF_TOKEN or pass --hub_token.")  # fmt: skip
+
+
+def _check_reporting(training: Any) -> None:
+    """Refuse a --report_to integration that is unknown or not installed before any work: the Trainer builds their
+    callbacks (which check their package) only once the data and the model are ready."""
+    from transformers.integrations import get_reporting_integration_callbacks
+
+    try:
+        for callback in get_reporting_integration_callbacks(training.report_to):
+            callback()
+    except (ValueError, RuntimeError, ImportError) as error:
+        raise UserInputError(f"--report_to: {error}") from error
+
+
+def _check_model_source(model: Any) -> None:
+    """Refuse a --model that names no model before the data is read: a misspelt preset (with the nearest one), a
+    folder that is not a model, a Hub id that does not exist or cannot be reached."""
+    name = model.model_name_or_path
+    if name is None or model.variant is not None:  # none, or two: the model's builder asks for exactly one
+        return
+    check_model_folder(name)
+    if not os.path.isdir(name) and "/" not in name:
+        presets = [*VARIANT_NAMES, *(timm_name(variant) for variant in VARIANT_NAMES)]
+        close = difflib.get_close_matches(name, presets, n=1)
+        raise UserInputError(
+            f"--model {name} is no folder, no preset (convnext_tiny, tiny...) and no Hub id (owner/name)"
+            + (f"; did you mean {close[0]}?" if close else ".")
+        )
+    from transformers import AutoConfig
+
+    with loading_model(name):
+        AutoConfig.from_pretrained(name, revision=model.revision, cache_dir=model.cache_dir)
 
 
 def _check_batches(training: Any, num_train: int) -> None:
@@ -400,6 +456,8 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     _check_launch(training)
     _check_training_length(training)
     _check_evaluation(training)
+    _check_hub(training)
+    _check_reporting(training)
     checkpoint = _resume_checkpoint(training.resume_from_checkpoint, training.output_dir)
     _check_checkpoint(checkpoint, args.recipe.model_ema)
     set_seed(training.seed)
@@ -413,6 +471,7 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     # Checked now, so that a misspelt setting or a flag the task cannot use is refused before the data is read.
     getattr(requested.hooks, "configuration_overrides", config_overrides)(args.model)
     _check_task_arguments(args, requested)
+    _check_model_source(args.model)
     raw_data = _load_data(args, requested)
     _check_batches(training, len(raw_data.train))
     # The data may say more than the flag: a classification label column holding lists is multi-label.
@@ -462,7 +521,14 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     if trainer.is_world_process_zero():
         _write_report(trainer, args, raw_data, metrics, final, saved_weights)
     if training.push_to_hub:
-        trainer.push_to_hub()
+        try:
+            trainer.push_to_hub()
+        except Exception as error:  # the model is saved: say so, and how to upload it, rather than a traceback
+            raise UserInputError(
+                f"The trained model is complete in {training.output_dir}, but pushing it to the Hub failed: "
+                f"{failure_hint(error)} ({type(error).__name__}). Upload it with `hf upload REPO_ID "
+                f"{training.output_dir} .`"
+            ) from error
     if trainer.is_world_process_zero():
         weights = saved_weights.summary() if saved_weights is not None else "the live weights after the last step"
         summary = _run_summary(args, trainer, data, metrics, weights)

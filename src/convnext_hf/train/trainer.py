@@ -15,6 +15,8 @@ from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput, PredictionOutput
 
+from ..conversion.hub import failure_hint
+from ..errors import UserInputError
 from ..tasks import IMAGE_CLASSIFICATION, get_task
 from .card import CardFacts, build_model_card
 from .ema import ModelEma
@@ -102,6 +104,18 @@ class ConvNextTrainer(Trainer):
         self.layer_decay_type = layer_decay_type
         self.ema = ema
         self.card_facts: CardFacts | None = None
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Create the --push_to_hub repository, as the Trainer does before training; a Hub that cannot be reached or
+        that refuses the token stops the run in one line."""
+        try:
+            super().init_hf_repo(token, private)
+        except Exception as error:  # any failure of the Hub call, network or HTTP, before a step is trained
+            raise UserInputError(
+                f"--push_to_hub: creating the Hub repository failed before training: {failure_hint(error)} "
+                f"({type(error).__name__}). Fix that, or train without --push_to_hub and upload the folder later "
+                "with `hf upload`."
+            ) from error
 
     def compute_loss(
         self,

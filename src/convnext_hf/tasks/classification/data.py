@@ -64,7 +64,8 @@ def _check_sources(args: DataArguments) -> str:
     if sum(given.values()) != 1:
         raise UserInputError(
             "Name exactly one training data source: --train_dir (a folder with one subfolder per class), "
-            "--train_file (a CSV/JSON of image paths and labels) or --dataset_name (a Hub dataset)."
+            "--train_file (a CSV/JSON of image paths and labels) or --dataset_name (a Hub dataset). To score a model "
+            "without training it: convnext-hf evaluate."
         )
     if args.validation_dir is not None and args.train_dir is None:
         raise UserInputError("--validation_dir goes with --train_dir; for files use --validation_file.")
@@ -345,11 +346,15 @@ def _encode_multi_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDi
     """Turn each split's label lists into multi-hot float rows over the sorted union of the label names."""
     feature = data["train"].features["label"]
     class_names = getattr(getattr(feature, "feature", None), "names", None)
+    # Class folders give one ClassLabel id per image: its folder's name is the image's one label.
+    folder_names = feature.names if isinstance(feature, datasets.ClassLabel) else None
 
     def names_of(value: Any) -> list[str]:
         # A Hub sequence of ClassLabel holds ids: name them, so that both splits share one label map.
         if class_names is not None and isinstance(value, (list, tuple)):
             return [class_names[index] for index in value]
+        if folder_names is not None and isinstance(value, int):
+            return [folder_names[value]]
         return split_labels(value)
 
     names = sorted({name for dataset in data.values() for value in dataset["label"] for name in names_of(value)})

@@ -45,8 +45,8 @@ def build_model(
     """
     if (args.model_name_or_path is None) == (args.variant is None):
         raise UserInputError(
-            "Name exactly one model: --model_name_or_path (a saved folder or Hub id to fine-tune) or --variant "
-            "(e.g. atto or tiny, trained from scratch)."
+            "Name exactly one model: --model FOLDER_OR_HUB_ID (a saved model to fine-tune) or --model PRESET "
+            "(e.g. convnext_atto or tiny, trained from scratch; also --variant)."
         )
     overrides = {**config_overrides(args), "problem_type": MULTI_LABEL_PROBLEM if multi_label else None}
     if args.variant is not None:

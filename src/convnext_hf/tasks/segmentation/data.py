@@ -115,11 +115,24 @@ def _image_files(directory: str) -> dict[str, str]:
     return files
 
 
+def _require_masks(mask_dir: str | None, split: str) -> None:
+    if mask_dir is None:
+        flag = "--train_mask_dir" if split == "train" else "--validation_mask_dir"
+        raise UserInputError(f"Segmentation needs the {split} masks: pass {flag} (PNG masks with the images' stems).")
+
+
+def check_mask_folders(args: DataArguments) -> None:
+    """Refuse image folders given without their mask folders, before the class names are asked for."""
+    if args.train_dir is not None:
+        _require_masks(args.train_mask_dir, "train")
+    if args.validation_dir is not None:
+        _require_masks(args.validation_mask_dir, "validation")
+
+
 def pairs_from_folders(image_dir: str, mask_dir: str | None, split: str) -> datasets.Dataset:
     """Image and mask paths paired by file stem; every image needs a mask (`split` names the flags in errors)."""
+    _require_masks(mask_dir, split)
     flag = "--train_mask_dir" if split == "train" else "--validation_mask_dir"
-    if mask_dir is None:
-        raise UserInputError(f"Segmentation needs the {split} masks: pass {flag} (PNG masks with the images' stems).")
     check_data_folder(image_dir, f"--{split}_dir", "a folder of images")
     check_data_folder(mask_dir, flag, "a folder of PNG masks with the images' stems")
     images, masks = _image_files(image_dir), _image_files(mask_dir)

@@ -28,6 +28,7 @@ from ...train.mixup import Mixup
 from ...train.report import FinalEvaluation
 from .data import (
     PairedTransform,
+    check_mask_folders,
     collate_segmentation,
     load_segmentation_data,
     parse_id2label,
@@ -67,6 +68,7 @@ configuration_overrides = split_overrides
 
 def load_data(args: RunArguments) -> ImageData:
     """The image/mask pairs, with the class names of --id2label or of the UperNet being fine-tuned."""
+    check_mask_folders(args.data)
     label_names = segmentation_labels(args.model, args.data)
     return load_segmentation_data(args.data, label_names, seed=args.training.seed, cache_dir=args.model.cache_dir)
 

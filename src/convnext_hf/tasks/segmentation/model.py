@@ -88,7 +88,8 @@ def build_segmentation_model(
     """An UperNet for `label_names` from a variant, a ConvNeXt classification folder or an UperNet folder."""
     if (args.model_name_or_path is None) == (args.variant is None):
         raise UserInputError(
-            "Name exactly one model: --model_name_or_path (a ConvNeXt classification or UperNet folder) or --variant."
+            "Name exactly one model: --model FOLDER (a ConvNeXt classification or UperNet folder) or --model PRESET "
+            "(e.g. convnext_atto, trained from scratch; also --variant)."
         )
     head, backbone_overrides = split_overrides(args)
     if args.variant is not None:
