@@ -374,10 +374,48 @@ CASES: list[tuple[str, Callable[[Path], object], tuple[str, ...], tuple[str, ...
     ("convnext-hf-drop-path-rate-negative",
      lambda d: convnext_hf_folder(d / "hf", lambda c: c.update(drop_path_rate=-0.1)), (),
      ("drop_path_rate", "got -0.1")),
+    # Names and metadata beside the weights that describe another model (issue 15's leftovers).
+    ("timm-architecture-name-vs-weights",
+     lambda d: timm_folder(d / "timm", lambda c: without_sizes(c, "convnext_large.fb_in22k", "dims", "depths")), (),
+     ("'convnext_large.fb_in22k'", "dims [192, 384, 768, 1536]", "(16, 32, 64, 128)", "depths [3, 3, 27, 3]")),
+    ("timm-v2-architecture-name-depths-vs-weights",
+     lambda d: timm_folder(d / "timm", lambda c: without_sizes(c, "convnextv2_huge_ols", "depths")), (),
+     ("'convnextv2_huge_ols'", "v2-huge", "depths [3, 3, 27, 3]", "(1, 2, 3, 1)")),
+    ("timm-architecture-not-a-name",
+     lambda d: timm_folder(d / "timm", lambda c: c.update(architecture=["convnext_tiny"])), (), ("architecture",)),
+    ("mmcls-meta-classes-vs-head", lambda d: with_meta(d / "c.pth", "mini.mmcls.pth", CLASSES=["a"] * 5), (),
+     ("c.pth", "meta.CLASSES names 5 classes", "classification head has 7")),
+    ("mmpretrain-dataset-meta-classes-vs-head",
+     lambda d: with_meta(d / "c.pth", "mini.mmcls.pth", dataset_meta={"classes": ["a"] * 1000}), (),
+     ("meta.dataset_meta.classes names 1000 classes", "has 7")),
+    ("mmcls-meta-config-other-arch",
+     lambda d: with_meta(d / "c.pth", "mini.mmcls.pth", config="model = dict(backbone=dict(type='ConvNeXt', "
+                         "arch='large', drop_path_rate=0.5))"), (),
+     ("meta.config names the backbone arch='large'", "widths (16, 32, 64, 128)")),
+    ("mmseg-meta-classes-vs-decode-head",
+     lambda d: with_meta(d / "s.pth", "upernet-mini.mmseg.pth", CLASSES=[f"c{i}" for i in range(150)]), (),
+     ("meta.CLASSES names 150 classes", "decode head has 6")),
+    ("mmdet-meta-classes-vs-box-head",
+     lambda d: with_meta(d / "m.pth", "det-mini.mmdet.pth", CLASSES=[f"c{i}" for i in range(80)]), (),
+     ("meta.CLASSES names 80 classes", "box head", "has 3")),
     ("cache-dir-is-a-file",
      lambda d: ["--checkpoint", "http://127.0.0.1:9/x.pth", "--cache_dir", write(d / "cache", "mine")], (),
      ("cache", "is a file")),
 ]
+
+
+def without_sizes(config: dict, architecture: str, *fields: str) -> None:
+    """A timm config naming `architecture`, without the model_args `fields` that would override its sizes."""
+    config["architecture"] = architecture
+    for name in fields:
+        config["model_args"].pop(name)
+
+
+def with_meta(path: Path, fixture: str, **meta: object) -> Path:
+    """An mm* golden checkpoint with its `meta` updated."""
+    content = torch.load(FIXTURES / fixture, weights_only=True)
+    content["meta"].update(meta)
+    return torch_save(path, content)
 
 
 def legacy_declaring(path: Path, elements: int) -> Path:
@@ -593,3 +631,10 @@ def test_a_legacy_pth_and_shared_views_convert(tmp_path, capsys):
     assert "verified" in capsys.readouterr().out
     converted = load_file(tmp_path / "out" / "model.safetensors")
     assert torch.equal(converted["classifier.bias"], state["head.bias"])
+
+
+@pytest.mark.parametrize("architecture", ["convnext_xxlarge.clip_laion2b", "convnext_zepto_rms", "resnet50"])
+def test_a_timm_name_the_variant_table_cannot_map_is_not_refused(tmp_path, capsys, architecture):
+    folder = timm_folder(tmp_path / "timm", lambda c: without_sizes(c, architecture, "dims", "depths"))
+    assert run_convert("--checkpoint", folder, "--output_dir", tmp_path / "out") == 0
+    assert "verified" in capsys.readouterr().out

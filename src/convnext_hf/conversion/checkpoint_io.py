@@ -46,12 +46,14 @@ class UnsafeCheckpointError(UserInputError):
 
 @dataclass
 class Checkpoint:
-    """A flat mapping of parameter names to tensors, with the transformers config stored beside them, if any."""
+    """A flat mapping of parameter names to tensors, with the transformers config stored beside them, if any, and
+    the `meta` an mmcv / mmengine checkpoint stores with them (plain data, checked by `claims.mm_meta_claims`)."""
 
     tensors: dict[str, torch.Tensor]
     config: dict[str, Any] | None = None
     files: list[Path] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    meta: dict[str, Any] | None = None
 
 
 class PendingArray:
@@ -401,6 +403,7 @@ def _plain_tensors(content: dict[Any, torch.Tensor], path: Path) -> dict[str, to
 def _unwrap(content: Any, path: Path) -> Checkpoint:
     """Find the state dict inside a training checkpoint (`{"model": ...}`, `{"meta", "state_dict"}`, ...)."""
     left_out: list[str] = []
+    meta = content.get("meta") if isinstance(content, dict) and isinstance(content.get("meta"), dict) else None
     while isinstance(content, dict) and not all(isinstance(value, torch.Tensor) for value in content.values()):
         container = next((key for key in CONTAINER_KEYS if isinstance(content.get(key), dict)), None)
         if container is None:
@@ -427,7 +430,7 @@ def _unwrap(content: Any, path: Path) -> Checkpoint:
             f"also holds {left_out}, other weights than the ones converted (e.g. an EMA copy); to convert one of "
             "those, save it alone (`torch.save(checkpoint[NAME], PATH)`) and convert that file."
         )
-    return Checkpoint(tensors, files=[path], notices=[f"{path}: {notice}" for notice in notices])
+    return Checkpoint(tensors, files=[path], notices=[f"{path}: {notice}" for notice in notices], meta=meta)
 
 
 def _holds_tensors(value: Any) -> bool:

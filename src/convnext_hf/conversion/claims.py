@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from ..configuration_convnext import HIERARCHICAL_VARIANTS, V2_VARIANTS
 from ..errors import UserInputError
 from .architecture import Architecture
-from .naming import CLASSIFICATION, FEATURE_EXTRACTION
+from .naming import CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
 
 # The evaluation resolutions of released ConvNeXts reach 512; beyond this bound a resolution is a mistake (and the
 # processor would make images of gigabytes).
@@ -84,6 +86,52 @@ def check_resolution(resolution: Any, source: str) -> int:
             "(224 to 512); pass the resolution the checkpoint was evaluated at, e.g. --resolution 224."
         )
     return resolution
+
+
+# A timm model name: `convnext_<size>` or `convnextv2_<size>`, then suffixes choosing another stem, head or norm
+# (`_ols`, `_hnf`, `_mlp`, `_384_in22ft1k`, ...; they keep the size's widths and depths) and a `.tag` naming the
+# weights. Names of other forms, or sizes the variant table lacks (`xxlarge`, `zepto`), say nothing checkable.
+TIMM_NAME = re.compile(r"convnext(?P<v2>v2)?_(?P<size>[a-z]+)(?:_\w+)?(?:\.[\w.-]+)?")
+
+
+def timm_name_sizes(name: str) -> tuple[str, tuple[int, ...], tuple[int, ...]] | None:
+    """The variant a timm model name selects, with its widths and depths (None: a name the variant table cannot
+    map)."""
+    match = TIMM_NAME.fullmatch(name)
+    if match is None:
+        return None
+    size = match["size"]
+    if match["v2"]:
+        size = V2_VARIANTS.get(f"v2-{size}", "")
+    if size not in HIERARCHICAL_VARIANTS:
+        return None
+    return (f"v2-{size}" if match["v2"] else size, *HIERARCHICAL_VARIANTS[size])
+
+
+def _timm_name_claims(name: Any, model_args: Mapping[str, Any], arch: Architecture) -> None:
+    """Refuse a timm `architecture` whose variant has other widths or depths than the weights, where model_args do
+    not override them (timm builds the name's defaults updated by model_args). Only widths and depths are compared:
+    the suffixes change the stem, head or norm, which the weights and model_args already tell."""
+    if not isinstance(name, str):
+        raise UserInputError(
+            f"config.json's architecture is {name!r}; timm writes a model name there (e.g. 'convnext_tiny'). The "
+            "config is damaged: fix the field, or pass the weights alone."
+        )
+    variant = timm_name_sizes(name)
+    if variant is None:
+        return
+    size, hidden_sizes, depths = variant
+    named = {"dims": hidden_sizes, "depths": depths}
+    actual = {"dims": arch.hidden_sizes, "depths": arch.depths}
+    wrong = [field for field in named if field not in model_args and tuple(named[field]) != tuple(actual[field])]
+    if wrong:
+        said = " and ".join(f"{field} {list(named[field])}" for field in wrong)
+        have = " and ".join(f"{field} {tuple(actual[field])}" for field in wrong)
+        raise UserInputError(
+            f"Refusing to convert: config.json's architecture {name!r} is ConvNeXt-{size} ({said}), but the weights "
+            f"have {have}, and its model_args do not override them. The config describes another model; pass the "
+            "weights with their own config (or alone)."
+        )
 
 
 # One claim of a config: its name, the value claimed, whether the weights agree, what the weights have.
@@ -152,6 +200,7 @@ def timm_claims(config: Mapping[str, Any], model_args: Mapping[str, Any], arch: 
         if "num_classes" in where:
             claims.append(_same("num_classes", where["num_classes"], arch.num_labels))
     _refuse_contradictions(claims, "its timm config.json")
+    _timm_name_claims(config.get("architecture"), model_args, arch)
     if model_args.get("norm_eps") is None:
         return arch
     eps = positive_number(model_args["norm_eps"], "model_args.norm_eps (timm config.json, the LayerNorm eps)")
@@ -332,3 +381,55 @@ def timm_preprocessing(config: Mapping[str, Any], num_channels: int) -> dict[str
             f"{cfg['interpolation']!r}."
         )
     return checked
+
+
+# mmdetection's two-stage box heads classify into the dataset's classes plus background (softmax over num_classes + 1).
+DETECTOR_CLASSIFIER = re.compile(r"roi_head\.bbox_head(\.\d+)?\.fc_cls\.weight")
+# An mmcv / mmengine config (Python text) naming its backbone's variant: `arch='tiny'` (or "arch": "tiny").
+CONFIG_ARCH = re.compile(r"""\barch['"]?\s*[=:]\s*['"]([a-z]+)['"]""")
+
+
+def _head_classes(tensors: Mapping[str, torch.Tensor], arch: Architecture) -> tuple[int, str] | None:
+    """How many classes the checkpoint's head tells apart, and which head says so (None: no head counts classes)."""
+    if arch.num_labels and arch.task == CLASSIFICATION:
+        return arch.num_labels, "classification head"
+    if arch.num_labels and arch.task == SEGMENTATION:
+        return arch.num_labels, "decode head"
+    rows = {tuple(value.shape)[0] for key, value in tensors.items() if DETECTOR_CLASSIFIER.fullmatch(key)}
+    if len(rows) == 1:
+        return rows.pop() - 1, "box head (roi_head.bbox_head fc_cls, less the background row)"
+    return None
+
+
+def mm_meta_claims(
+    meta: Mapping[str, Any] | None, tensors: Mapping[str, torch.Tensor], arch: Architecture, source: str
+) -> None:
+    """An mmcls/mmpretrain, mmseg or mmdet checkpoint's `meta` checked against the weights: its class names
+    (`CLASSES`, mmpretrain's `dataset_meta.classes`) must number the head's classes, and the backbone variant its
+    config text names (`arch='tiny'`) must have the weights' widths and depths. The config is only searched as text;
+    nothing in `meta` is run."""
+    if not isinstance(meta, Mapping):
+        return
+    dataset_meta = meta.get("dataset_meta")
+    head = _head_classes(tensors, arch)
+    for where, classes in (("meta.CLASSES", meta.get("CLASSES")),
+                           ("meta.dataset_meta.classes",
+                            dataset_meta.get("classes") if isinstance(dataset_meta, Mapping) else None)):
+        if isinstance(classes, list | tuple) and head is not None and len(classes) != head[0]:
+            raise UserInputError(
+                f"Refusing to convert: {source}'s {where} names {len(classes)} classes, but the weights' {head[1]} has "
+                f"{head[0]}; the metadata belongs to another model (or the head was replaced). Pass an intact "
+                "checkpoint."
+            )
+    for where in ("config", "cfg"):
+        text = meta.get(where)
+        named = set(CONFIG_ARCH.findall(text)) if isinstance(text, str) else set()
+        if len(named) != 1 or (size := named.pop()) not in HIERARCHICAL_VARIANTS:
+            continue  # no variant, several (another model's in the config too), or a custom one: nothing to check
+        hidden_sizes, depths = HIERARCHICAL_VARIANTS[size]
+        if (tuple(hidden_sizes), tuple(depths)) != (arch.hidden_sizes, arch.depths):
+            raise UserInputError(
+                f"Refusing to convert: {source}'s meta.{where} names the backbone arch='{size}' (widths "
+                f"{list(hidden_sizes)}, depths {list(depths)}), but the weights have widths {arch.hidden_sizes} and "
+                f"depths {arch.depths}; the metadata belongs to another model. Pass an intact checkpoint."
+            )

@@ -18,6 +18,7 @@ from .claims import (
     check_stride,
     check_tensors,
     id2label,
+    mm_meta_claims,
     timm_claims,
     timm_label_names,
     timm_preprocessing,
@@ -177,6 +178,8 @@ def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int |
     official = layout.to_official(tensors)
     _refuse_biasless_norms(official.renamed)
     arch = detect_architecture(official.renamed)
+    source = str(checkpoint.files[0]) if checkpoint.files else "the checkpoint"
+    mm_meta_claims(checkpoint.meta, tensors, arch, source)
     preprocessing, assumed = None, ()
     if timm_args is not None:
         arch = timm_claims(config, timm_args, arch)
