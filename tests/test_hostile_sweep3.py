@@ -253,3 +253,19 @@ def test_demo_refuses_before_writing(tmp_path, capsys, case):
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and fragment.format(file=file) in error, error
     assert sorted(path.name for path in tmp_path.iterdir()) == ["file"] and file.read_text() == "mine"
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_float8_weights_convert_exactly_and_are_named(tmp_path, capsys, dtype):
+    """fp8 → fp32 is exact, so 8-bit weights convert; the note names the dtype, since the file is a reduced-precision
+    copy."""
+    state = load_file(FIXTURES / "mini.timm.safetensors")
+    state["head.fc.weight"] = state["head.fc.weight"].to(dtype)
+    folder = tmp_path / "fp8"
+    folder.mkdir()
+    save_file(state, folder / "model.safetensors")
+    weights = converted(tmp_path, folder)
+    error = capsys.readouterr().err
+    assert f"8-bit floats (1 in {str(dtype).removeprefix('torch.')})" in error and "value for value" in error, error
+    assert weights["classifier.weight"].dtype == torch.float32
+    assert torch.equal(weights["classifier.weight"], state["head.fc.weight"].float())

@@ -552,9 +552,35 @@ def load_checkpoint(path: str | Path, weights_file: str | None = None) -> Checkp
     if weights_file is not None and not path.is_dir():
         raise UserInputError(f"--weights_file chooses a file inside a checkpoint folder; {path} is not a folder.")
     if path.is_dir():
-        return _load_folder(path, weights_file)
-    if not path.is_file():
+        checkpoint = _load_folder(path, weights_file)
+    elif not path.is_file():
         raise UserInputError(f"Checkpoint {path} is not a regular file; pass a checkpoint file or folder.")
-    if path.stat().st_size == 0:
+    elif path.stat().st_size == 0:
         raise UserInputError(f"Checkpoint {path} is empty (0 bytes); the download or copy did not complete.")
-    return _load_file(path)
+    else:
+        checkpoint = _load_file(path)
+    checkpoint.notices += _float8_notices(checkpoint.tensors, path)
+    return checkpoint
+
+
+# 8-bit float weights are converted, not refused: every float8 value is a float32 value, so the float32 model holds
+# exactly the numbers of the file (as bfloat16 and float16 weights are). They are named because the file is a
+# reduced-precision copy: the converted model computes what it holds, not what the full-precision release would.
+FLOAT8_DTYPES = tuple(getattr(torch, name) for name in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
+                                                         "float8_e5m2fnuz") if hasattr(torch, name))  # fmt: skip
+
+
+def _float8_notices(tensors: dict[str, torch.Tensor], path: Path) -> list[str]:
+    """A notice naming the 8-bit float dtypes the weights are stored in (none: no notice)."""
+    counts: dict[str, int] = {}
+    for value in tensors.values():
+        if value.dtype in FLOAT8_DTYPES:
+            name = str(value.dtype).removeprefix("torch.")
+            counts[name] = counts.get(name, 0) + 1
+    if not counts:
+        return []
+    listing = ", ".join(f"{count} in {name}" for name, count in counts.items())
+    return [
+        f"{path}: weights stored as 8-bit floats ({listing}) are converted to float32 value for value (exactly); the "
+        "model computes what this reduced-precision copy holds, not what a full-precision release would."
+    ]
