@@ -638,3 +638,20 @@ def test_a_timm_name_the_variant_table_cannot_map_is_not_refused(tmp_path, capsy
     folder = timm_folder(tmp_path / "timm", lambda c: without_sizes(c, architecture, "dims", "depths"))
     assert run_convert("--checkpoint", folder, "--output_dir", tmp_path / "out") == 0
     assert "verified" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["new\nline.pth", "tab\tand 'quote'.pth", "bell\x07.pth", "nel\x85.pth"])
+def test_a_control_character_in_the_checkpoint_path_stays_inside_one_card_line(tmp_path, capsys, name):
+    """The card's command line (and its source) show such a path as bash's $'...' word: one line, and pasting it gives
+    back the path."""
+    source = tmp_path / name
+    shutil.copy(FIXTURES / "mini.fb.pth", source)
+    assert run_convert("--checkpoint", source, "--output_dir", tmp_path / "out") == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    command = next(line.strip() for line in card.splitlines() if line.startswith("    convnext-hf convert"))
+    assert command.endswith(f"--output_dir {tmp_path / 'out'}"), command
+    word = command.split(" ", 3)[3].rpartition(" --output_dir")[0]
+    assert word.startswith("$'") and "\n" not in word and "\t" not in word, word
+    echoed = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
+    assert echoed == os.fsencode(source)
+    assert f"Converted from `{word}`" in card

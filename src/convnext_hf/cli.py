@@ -10,6 +10,7 @@ import argparse
 import difflib
 import importlib
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -34,6 +35,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "export": ("convnext_hf.export.command", "export a saved model to ONNX or OpenVINO, checked against PyTorch; int8"),
 }
+
+
+# How bash's $'...' quoting spells the characters that need more than themselves.
+SHELL_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+# os.fsdecode's stand-ins for bytes that are not UTF-8 (surrogateescape): U+DC80..U+DCFF are the bytes 0x80..0xFF.
+SURROGATE_BYTES = range(0xDC80, 0xDD00)
+
+
+def _shell_escape(character: str) -> str:
+    code = ord(character)
+    if character in SHELL_ESCAPES:
+        return SHELL_ESCAPES[character]
+    if character.isprintable():
+        return character
+    if code in SURROGATE_BYTES:
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def shell_quote(argument: str) -> str:
+    """`argument` as one shell word on one line: shlex.quote, or bash's $'...' with escapes when it holds control
+    characters (a newline in a path would otherwise split the command line it is shown in, e.g. a model card's)."""
+    if argument.isprintable():
+        return shlex.quote(argument)
+    return "$'" + "".join(map(_shell_escape, argument)) + "'"
+
+
+def shell_join(arguments: Sequence[str]) -> str:
+    """A command line to show or paste, one shell word per argument (`shell_quote`), on one line."""
+    return " ".join(shell_quote(str(argument)) for argument in arguments)
 
 
 def unrecognized(arguments: Sequence[str], known: Sequence[str]) -> str:

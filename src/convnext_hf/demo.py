@@ -10,14 +10,13 @@ boxes and scores held-out scenes with `pipeline("object-detection")` (COCO mAP).
 from __future__ import annotations
 
 import os
-import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .atomic import claim_output_dir
-from .cli import CommandParser
+from .cli import CommandParser, shell_join
 from .errors import OutputExistsError, UserInputError
 from .tasks import IMAGE_CLASSIFICATION, TASKS, get_task
 
@@ -64,7 +63,7 @@ def train_and_score(
     from .train import main as train_main
 
     transformers_logging.set_verbosity_warning()
-    print("\nTraining with:\n  convnext-hf train " + shlex.join(argv) + "\n", flush=True)
+    print("\nTraining with:\n  convnext-hf train " + shell_join(argv) + "\n", flush=True)
     threads = torch.get_num_threads()
     # The demo models are small: on one thread they do not slow to a crawl when another process wants a core, as
     # several threads do (those of every small op wait for the one that is descheduled; see docs/training.md).

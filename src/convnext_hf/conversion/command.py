@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..cli import CommandParser
+from ..cli import CommandParser, shell_join
 from ..errors import UserInputError
 from .download import CACHE_DIR_HELP, default_cache_dir
 from .options import CONVNEXT_HF, DEFAULT_TOLERANCE, TARGETS
@@ -279,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     from .zoo_table import render_zoo_table
 
     transformers_logging.disable_progress_bar()  # one bar per checkpoint (ours) is enough
-    command = shlex.join(["convnext-hf", "convert", *argv])
+    command = shell_join(["convnext-hf", "convert", *argv])
     zoo = load_zoo(args.zoo)
     if args.list_models:
         print(render_zoo_table(zoo), end="")

@@ -3,6 +3,7 @@ it, and how it was converted and verified."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .. import __version__
 from ..card_table import facts_table
+from ..cli import shell_quote
 from ..complexity import count_macs, parameter_count
 from ..configuration_convnext import ConvNextConfig
 from ..errors import UserInputError
@@ -143,7 +145,7 @@ def usage(conversion: Conversion, model_id: str) -> str:
         lines.append("import convnext_hf  # pip install convnext-hf: registers ConvNeXt with the Auto classes")
     lines += [
         "",
-        f'model_id = "{model_id}"',
+        f"model_id = {json.dumps(model_id)}",  # a valid string literal whatever the path holds
         'image = Image.open("image.jpg").convert("RGB")',
         "processor = AutoImageProcessor.from_pretrained(model_id)",
         f"model = {auto_class}.from_pretrained(model_id).eval()",
@@ -229,7 +231,9 @@ def _results(entry: ZooEntry) -> str:
 
 
 def _verification(conversion: Conversion, provenance: Provenance) -> str:
-    source = f"`{provenance.location}`" + (f" (SHA-256 `{provenance.sha256}`)" if provenance.sha256 else "")
+    # A location with a control character (a newline in a path) is shown as a shell word, on one line.
+    location = provenance.location if provenance.location.isprintable() else shell_quote(provenance.location)
+    source = f"`{location}`" + (f" (SHA-256 `{provenance.sha256}`)" if provenance.sha256 else "")
     lines = [
         f"Converted from {source}, detected as the **{conversion.layout.name}** layout "
         f"({conversion.layout.description}), with convnext_hf {__version__}:",

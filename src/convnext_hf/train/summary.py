@@ -3,8 +3,9 @@ commands that use it next."""
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass, field
+
+from ..cli import shell_join, shell_quote
 
 
 @dataclass
@@ -40,10 +41,10 @@ def _metric_text(name: str, value: float) -> str:
 
 def next_commands(summary: RunSummary) -> list[str]:
     """Commands that use the saved folder: score it, export it, load it in a pipeline."""
-    folder = shlex.quote(summary.output_dir)
+    folder = shell_quote(summary.output_dir)
     commands = []
     if summary.evaluate_source:
-        source = shlex.join(summary.evaluate_source)
+        source = shell_join(summary.evaluate_source)
         commands.append(f"convnext-hf evaluate --model {folder} {source} --output_dir {folder}-evaluation")
     commands.append(f"convnext-hf export onnx --model {folder} --output_dir {folder}-onnx")
     imports = "import convnext_hf; " if summary.needs_package else ""
