@@ -228,6 +228,8 @@ def test_evaluate_refuses_classes_that_partly_match_the_model(tmp_path, capsys):
     assert "while ['dog'] are" in error and not (tmp_path / "out").exists()
 
 
+NAN_RATE = "--learning_rate nan is out of range: it takes a finite number > 0"
+
 # name -> (demo flags, fragment)
 BAD_DEMO = {
     "--output_dir a file": (["--output_dir", "{file}"], "--output_dir {file} is a file"),
@@ -238,6 +240,14 @@ BAD_DEMO = {
                                            "--train_per_class sizes the image-classification demo(s)"),
     "--train_per_class 0": (["--train_per_class", "0"], "--train_per_class must be positive, got 0"),
     "--epochs 0": (["--epochs", "0"], "--epochs must be positive, got 0"),
+    # Refused inside the training run, after the demo wrote its data: what it wrote is removed again.
+    "--learning_rate nan for the digits": (["--learning_rate", "nan", "--train_per_class", "1"], NAN_RATE),
+    "--learning_rate nan for segmentation": (
+        ["--task", "semantic-segmentation", "--learning_rate", "nan", "--train_images", "1"], NAN_RATE
+    ),
+    "--learning_rate nan for detection": (
+        ["--task", "object-detection", "--learning_rate", "nan", "--train_images", "1"], NAN_RATE
+    ),
 }  # fmt: skip
 
 
@@ -250,8 +260,10 @@ def test_demo_refuses_before_writing(tmp_path, capsys, case):
     if "--output_dir" not in flags:
         flags += ["--output_dir", str(tmp_path / "out")]
     assert cli_main(["demo", *flags]) == 2
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and fragment.format(file=file) in error, error
+    error = capsys.readouterr().err  # after progress bars, when the data was written before the refusal
+    message = error.splitlines()[-1]
+    assert message.startswith("convnext-hf demo: error: ") and fragment.format(file=file) in message, error
+    assert "Traceback" not in error and error.count("convnext-hf demo: error: ") == 1, error
     assert sorted(path.name for path in tmp_path.iterdir()) == ["file"] and file.read_text() == "mine"
 
 
@@ -269,3 +281,15 @@ def test_float8_weights_convert_exactly_and_are_named(tmp_path, capsys, dtype):
     assert f"8-bit floats (1 in {str(dtype).removeprefix('torch.')})" in error and "value for value" in error, error
     assert weights["classifier.weight"].dtype == torch.float32
     assert torch.equal(weights["classifier.weight"], state["head.fc.weight"].float())
+
+
+def test_a_demo_refused_inside_training_leaves_the_folder_as_it_found_it(tmp_path, capsys):
+    """An existing --output_dir (with --overwrite) keeps what it held; the digits the demo wrote are removed."""
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "mine.txt").write_text("mine")
+    flags = ["--learning_rate", "nan", "--train_per_class", "1", "--overwrite", "--output_dir", str(output)]
+    assert cli_main(["demo", *flags]) == 2
+    assert NAN_RATE in capsys.readouterr().err
+    assert sorted(path.name for path in output.iterdir()) == ["mine.txt"]
+    assert (output / "mine.txt").read_text() == "mine"

@@ -88,6 +88,18 @@ def claim_output_dir(output_dir: str | os.PathLike) -> None:
     _CLAIMED[output] = fd
 
 
+def first_missing(path: str | os.PathLike) -> str | None:
+    """The outermost folder of `path` that does not exist yet (None when `path` exists): what creating it creates."""
+    path = os.path.abspath(path)
+    missing = None
+    while not os.path.lexists(path):
+        missing, parent = path, os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
 def claims_output_dir(output_dir: str | os.PathLike) -> bool:
     """Whether this process holds `output_dir` (`claim_output_dir`)."""
     return _resolved(output_dir) in _CLAIMED

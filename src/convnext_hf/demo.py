@@ -10,12 +10,13 @@ boxes and scores held-out scenes with `pipeline("object-detection")` (COCO mAP).
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .atomic import claim_output_dir
+from .atomic import claim_output_dir, claims_output_dir, first_missing, release_output_dir
 from .cli import CommandParser, shell_join
 from .errors import OutputExistsError, UserInputError
 from .tasks import IMAGE_CLASSIFICATION, TASKS, get_task
@@ -35,6 +36,10 @@ class DemoSettings:
     overwrite: bool = False
     task: str = IMAGE_CLASSIFICATION
     train_images: int = 500
+    # Set once prepare_output_dir holds --output_dir: the outermost folder it made for it (None: it existed) and the
+    # entries the folder held before (None: not held yet), so that a refusal removes only what this demo wrote.
+    created: str | None = None
+    found: frozenset[str] | None = None
 
 
 def prepare_output_dir(settings: DemoSettings, root: str) -> None:
@@ -47,8 +52,28 @@ def prepare_output_dir(settings: DemoSettings, root: str) -> None:
         raise UserInputError(f"--output_dir {settings.output_dir} is a file; choose a folder path for the demo.")
     if os.path.isdir(settings.output_dir) and os.listdir(settings.output_dir) and not settings.overwrite:
         raise OutputExistsError(settings.output_dir)
+    created = first_missing(settings.output_dir)
+    found = frozenset(os.listdir(settings.output_dir)) if created is None else frozenset()
     # Held until the process ends: a second demo into the same folder is refused, not mixed with this one.
     claim_output_dir(settings.output_dir)
+    settings.created, settings.found = created, found
+
+
+def remove_what_was_written(settings: DemoSettings) -> None:
+    """After a refusal (from inside the training run, say, once the data is written): remove what this demo wrote
+    into its --output_dir, the folder too if it made it; entries that were there before stay."""
+    if settings.found is None or not claims_output_dir(settings.output_dir):
+        return  # refused before it held the folder: it wrote nothing there
+    if settings.created is not None:
+        shutil.rmtree(settings.created, ignore_errors=True)
+    else:
+        for entry in set(os.listdir(settings.output_dir)) - settings.found:
+            path = os.path.join(settings.output_dir, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+    release_output_dir(settings.output_dir)
 
 
 def train_and_score(
@@ -136,4 +161,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         if flag in given and not given[flag] > 0:
             raise UserInputError(f"--{flag} must be positive, got {given[flag]}.")
     settings = DemoSettings(**{**dict(task.demo_defaults), **given, "task": task.name})
-    return task.hooks.run_demo(settings)
+    try:
+        return task.hooks.run_demo(settings)
+    except UserInputError:
+        remove_what_was_written(settings)
+        raise

@@ -19,7 +19,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from transformers.training_args import ParallelMode
 from transformers.utils import SAFE_WEIGHTS_NAME
 
-from ..atomic import check_apart, claim_output_dir, claims_output_dir, release_output_dir
+from ..atomic import check_apart, claim_output_dir, claims_output_dir, first_missing, release_output_dir
 from ..cli import print_box
 from ..complexity import parameter_count
 from ..conversion.hub import failure_hint
@@ -410,18 +410,6 @@ def _load_data(args: RunArguments, task: Task) -> ImageData:
         return task.hooks.load_data(args)
 
 
-def _first_missing(path: str) -> str | None:
-    """The outermost folder of `path` that does not exist yet (None when `path` exists): what creating it creates."""
-    path = os.path.abspath(path)
-    missing = None
-    while not os.path.lexists(path):
-        missing, parent = path, os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return missing
-
-
 def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, float]:
     """Train as the arguments say and write the model folder; return the final metrics.
 
@@ -430,7 +418,7 @@ def run(args: RunArguments, callbacks: Sequence[TrainerCallback] = ()) -> dict[s
     checkpoint to resume from.
     """
     training = args.training
-    created = _first_missing(training.output_dir) if training.output_dir is not None else None
+    created = first_missing(training.output_dir) if training.output_dir is not None else None
     try:
         return _run(args, callbacks)
     except UserInputError:
