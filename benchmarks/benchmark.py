@@ -41,7 +41,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from convnext_hf import ConvNextConfig, ConvNextForImageClassification
 from convnext_hf.atomic import atomic_file
-from convnext_hf.cli import CommandParser
+from convnext_hf.cli import CommandParser, run_command
 from convnext_hf.complexity import count_macs
 from convnext_hf.configuration_convnext import HIERARCHICAL_VARIANTS
 from convnext_hf.conversion.layouts import TIMM_RULES
@@ -614,4 +614,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("benchmark.py", main, sys.argv[1:]))
