@@ -335,7 +335,10 @@ def test_heads_that_keep_our_backbone_load_with_trust_remote_code_without_convne
     for name, tensor in expected.items():
         torch.testing.assert_close(remote[name], tensor, atol=1e-5, rtol=0)
     assert report["labels"] == [segment["label"] for segment in segments]
-    assert torch.equal(remote["upernet_masks"], torch.from_numpy(np.stack([np.array(s["mask"]) for s in segments])))
+    # Masks are argmaxes of logits computed in two processes: a pixel whose classes tie to the last bits may flip.
+    masks = torch.from_numpy(np.stack([np.array(s["mask"]) for s in segments]))
+    assert remote["upernet_masks"].shape == masks.shape
+    assert (remote["upernet_masks"] != masks).float().mean().item() <= 1e-3
     assert [d["label"] for d in report["detections"]] == [d["label"] for d in detections] and len(detections) == 5
     for got, want in zip(report["detections"], detections, strict=True):
         assert abs(got["score"] - want["score"]) <= 1e-5
