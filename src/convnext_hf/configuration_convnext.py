@@ -279,3 +279,12 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
 
 
 __all__ = ["ConvNextConfig", "HIERARCHICAL_VARIANTS", "ISOTROPIC_VARIANTS", "V2_VARIANTS", "VARIANTS"]
+
+
+def total_stride_of(config: PreTrainedConfig) -> int:
+    """Downsampling from the image to the last feature map of ours, transformers' built-in ConvNext(V2) (which has no
+    `total_stride`: patchify stem, then each stage halves), or an UperNet's or detector's backbone."""
+    config = getattr(config, "backbone_config", None) or config
+    if hasattr(config, "total_stride"):
+        return config.total_stride
+    return config.patch_size * 2 ** (config.num_stages - 1)

@@ -19,12 +19,9 @@ import torch
 
 from ..configuration_convnext import HIERARCHICAL_VARIANTS, V2_VARIANTS
 from ..errors import UserInputError
+from ..image_processing_convnext import MAX_RESOLUTION
 from .architecture import Architecture
 from .naming import CLASSIFICATION, FEATURE_EXTRACTION, SEGMENTATION
-
-# The evaluation resolutions of released ConvNeXts reach 512; beyond this bound a resolution is a mistake (and the
-# processor would make images of gigabytes).
-MAX_RESOLUTION = 4096
 
 # Integer tensors a checkpoint may hold: BatchNorm's step counter (mmseg UperNet heads).
 INTEGER_BUFFER_SUFFIXES = (".num_batches_tracked",)
@@ -317,9 +314,8 @@ def timm_label_names(config: Mapping[str, Any], arch: Architecture) -> dict[int,
     return dict(enumerate(names))
 
 
-def check_stride(resolution: int, arch: Architecture, source: str) -> None:
+def check_stride(resolution: int, stride: int, source: str) -> None:
     """Refuse a resolution below the model's total stride: the last stage would get no pixels."""
-    stride = arch.patch_size * (1 if arch.isotropic else 2 ** (len(arch.depths) - 1))
     if resolution < stride:
         raise UserInputError(
             f"resolution {resolution} ({source}) is smaller than the model's total stride {stride}: its last stage "

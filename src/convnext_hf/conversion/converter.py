@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from ..configuration_convnext import total_stride_of
 from ..errors import UserInputError
 from ..portable import portable_head
 from .architecture import Architecture, detect_architecture
@@ -192,9 +193,10 @@ def convert(checkpoint: Checkpoint, target: str = CONVNEXT_HF, resolution: int |
     if resolution is None:
         resolution = (preprocessing or {}).get("input_size", [DEFAULT_RESOLUTION])[-1]
         check_resolution(resolution, "the timm config's pretrained_cfg.input_size")
-    check_stride(resolution, arch, "the evaluation resolution")
     labels = _labels(checkpoint, arch)
-    model = empty_model(arch, model_config(arch, labels.id2label, resolution, target), target)
+    config = model_config(arch, labels.id2label, resolution, target)
+    check_stride(resolution, total_stride_of(config), "the evaluation resolution")
+    model = empty_model(arch, config, target)
     mapped = rename(official.renamed, official_to_transformers(arch.task, arch.isotropic))
     weights = target_parameter_names(mapped.renamed, arch, target)
     _check_mapping(model, weights, official.unmatched + mapped.unmatched)

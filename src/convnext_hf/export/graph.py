@@ -20,6 +20,7 @@ import torch
 import transformers
 from torch import nn
 
+from ..configuration_convnext import total_stride_of
 from ..errors import UserInputError
 from ..model_folder import check_model_folder, load_model_folder, loading_model
 from ..tasks import export_form, export_refusal, export_suffixes
@@ -71,18 +72,9 @@ def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.flo
     with loading_model(model_dir):
         image_size = image_size_of(model_dir, backbone_config)
     return Exportable(
-        model, form.kind, fields, output_names, image_size, backbone_config.num_channels, total_stride(config),
+        model, form.kind, fields, output_names, image_size, backbone_config.num_channels, total_stride_of(config),
         form.scores_top1,
     )
-
-
-def total_stride(config: transformers.PreTrainedConfig) -> int:
-    """Downsampling from the image to the last feature map: ours, transformers' built-in ConvNext(V2), or UperNet's
-    backbone. The model refuses smaller inputs."""
-    config = getattr(config, "backbone_config", None) or config
-    if hasattr(config, "total_stride"):
-        return config.total_stride
-    return config.patch_size * 2 ** (config.num_stages - 1)
 
 
 def image_size_of(model_dir: str | os.PathLike, config: transformers.PreTrainedConfig) -> int:
