@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 def _check_output_dir(args: RunArguments) -> None:
     training = args.training
-    if training.output_dir is None:
-        raise UserInputError("--output_dir is required: the folder that receives the trained model.")
     if os.path.exists(training.output_dir) and not os.path.isdir(training.output_dir):
         raise UserInputError(f"--output_dir {training.output_dir} is a file; choose a folder path for the output.")
     data = args.data
