@@ -5,7 +5,8 @@ A new detector is sized to its backbone: transformers' defaults (d_model 256, 6 
 for backbones whose last stage is 768 channels wide or more; smaller ConvNeXts get d_model = half their last width
 rounded down to a power of two (at least 64; the deformable attention prefers such head widths), 3 decoder layers
 and 100 queries, which train in minutes on a CPU where the full head would dwarf the backbone. `--config_overrides`
-changes any of them (keys of the detector's configuration go to the detector, the rest to the ConvNeXt).
+changes any of them (keys of the detector's configuration go to the detector, the rest to the ConvNeXt); a `d_model`
+given there sizes the widths that follow from it (encoder width, feed-forward widths, attention heads) as well.
 
 It starts from a variant (all new), from a ConvNeXt folder (classification, backbone or converted COCO backbone:
 the backbone weights are copied in and the loaded and new parts are logged), or from a detector folder (everything
@@ -64,37 +65,36 @@ DETECTORS: dict[str, Detector] = {
 }
 
 
-def detector_size(backbone: ConvNextConfig, detector: Detector) -> dict[str, Any]:
-    """The detector settings sized to the backbone (see the module docstring)."""
+def detector_size(backbone: ConvNextConfig, detector: Detector, d_model: int | None = None) -> dict[str, Any]:
+    """The detector settings sized to the backbone, its widths to `d_model` when given (see the module docstring)."""
     width = backbone.hidden_sizes[-1]
     channels = [backbone.hidden_sizes[stage - 1] for stage in detector.stages]
-    if width >= FULL_SIZE_WIDTH:
-        sized: dict[str, Any] = {}
-        d_model = 256
-    else:
-        d_model = max(64, 2 ** int(math.log2(width // 2)))
+    small = width < FULL_SIZE_WIDTH
+    sized: dict[str, Any] = {"decoder_layers": 3, "num_queries": 100} if small else {}
+    if small or d_model is not None:
+        d_model = d_model or (max(64, 2 ** int(math.log2(width // 2))) if small else 256)
         heads = 8 if d_model % 8 == 0 and d_model >= 256 else 4
-        sized = {
-            "d_model": d_model,
-            "encoder_attention_heads": heads,
-            "decoder_attention_heads": heads,
-            "encoder_ffn_dim": 4 * d_model,
-            "decoder_ffn_dim": 4 * d_model,
-            "decoder_layers": 3,
-            "num_queries": 100,
-        }
+        sized.update(
+            {
+                "d_model": d_model,
+                "encoder_attention_heads": heads,
+                "decoder_attention_heads": heads,
+                "encoder_ffn_dim": 4 * d_model,
+                "decoder_ffn_dim": 4 * d_model,
+            }
+        )
     if detector.hybrid_encoder:
         strides = [backbone.total_stride // 2 ** (backbone.num_stages - stage) for stage in detector.stages]
         sized.update(
             {
                 "encoder_in_channels": channels,
                 "feat_strides": strides,
-                "encoder_hidden_dim": d_model,
-                "decoder_in_channels": [d_model] * len(channels),
+                "encoder_hidden_dim": d_model or 256,
+                "decoder_in_channels": [d_model or 256] * len(channels),
                 "num_feature_levels": len(channels),
             }
         )
-        if width < FULL_SIZE_WIDTH:
+        if small:
             sized["num_denoising"] = sized["num_queries"] // 3
     return sized
 
@@ -122,7 +122,8 @@ def new_detector(
     detector = DETECTORS[name]
     backbone.out_indices = list(detector.stages)
     config_class = getattr(transformers, detector.config_class)
-    settings = {**detector_size(backbone, detector), **(overrides or {})}
+    overrides = overrides or {}
+    settings = {**detector_size(backbone, detector, overrides.get("d_model")), **overrides}
     config = config_class(backbone_config=backbone, **settings, **config_label_maps(label_names))
     return getattr(transformers, detector.model_class)(config)
 
