@@ -40,6 +40,7 @@ from convnext_hf.evaluation_command import main as evaluate_main
 from convnext_hf.tasks import TASKS
 from convnext_hf.tasks.detection.demo import detect_held_out, detection_arguments
 from convnext_hf.train import main as train_main
+from convnext_hf.train.shapes import write_coco_folder
 
 TRAIN_SCENES, HELD_OUT_SCENES = 800, 100
 MIN_CONTRAST = 80
@@ -174,22 +175,7 @@ def _scene(rng: np.random.Generator, family: Family) -> tuple[Image.Image, list[
 def write_family(root: str, family: Family, count: int, seed: int) -> tuple[str, str]:
     """`count` scenes of `family` as `root/images/*.png` and `root/annotations.json` (COCO); return both paths."""
     rng = np.random.default_rng(seed)
-    images_dir = os.path.join(root, "images")
-    os.makedirs(images_dir, exist_ok=True)
-    images, annotations = [], []
-    for index in range(count):
-        image, objects = _scene(rng, family)
-        name = f"{index:05d}.png"
-        image.save(os.path.join(images_dir, name))
-        images.append({"id": index, "file_name": name, "width": family.side, "height": family.side})
-        for shape, box in objects:
-            annotations.append({"id": len(annotations) + 1, "image_id": index, "category_id": shape + 1, "bbox": box,
-                                "area": box[2] * box[3], "iscrowd": 0})  # fmt: skip
-    categories = [{"id": index + 1, "name": name} for index, name in enumerate(family.shapes)]
-    path = os.path.join(root, "annotations.json")
-    with open(path, "w", encoding="utf-8") as file:
-        json.dump({"images": images, "annotations": annotations, "categories": categories}, file)
-    return images_dir, path
+    return write_coco_folder(root, (_scene(rng, family) for _ in range(count)), family.shapes)
 
 
 def transfer(name: str, output_dir: str) -> dict[str, float]:

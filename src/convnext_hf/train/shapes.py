@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -166,25 +166,38 @@ def write_segmentation_folders(
     return folders
 
 
-def write_detection_folder(root: str, count: int, seed: int, size: int = 64) -> tuple[str, str]:
-    """Write `count` detection scenes as `root/images/<n>.png` and their boxes as `root/annotations.json` (COCO
-    format, `file_name` relative to the images folder); return the images folder and the annotation file."""
-    rng = np.random.default_rng(seed)
+def write_coco_folder(
+    root: str, scenes: Iterable[tuple[Image.Image, list[tuple[int, list[int]]]]], class_names: Sequence[str]
+) -> tuple[str, str]:
+    """Write scenes (an image and its objects as (class index, COCO box)) as `root/images/<n>.png` and
+    `root/annotations.json` (COCO, `file_name` relative to the images folder, category ids from 1); return both."""
     images_dir = os.path.join(root, "images")
     os.makedirs(images_dir, exist_ok=True)
     images, annotations = [], []
-    for index in range(count):
-        image, objects = draw_detection_scene(rng, size)
+    for index, (image, objects) in enumerate(scenes):
         name = f"{index:05d}.png"
         image.save(os.path.join(images_dir, name))
-        images.append({"id": index, "file_name": name, "width": size, "height": size})
-        for shape, box in objects:
+        images.append({"id": index, "file_name": name, "width": image.width, "height": image.height})
+        for class_index, box in objects:
             annotations.append({
-                "id": len(annotations) + 1, "image_id": index, "category_id": SHAPES.index(shape) + 1,
+                "id": len(annotations) + 1, "image_id": index, "category_id": class_index + 1,
                 "bbox": box, "area": box[2] * box[3], "iscrowd": 0,
             })  # fmt: skip
-    categories = [{"id": index + 1, "name": shape} for index, shape in enumerate(SHAPES)]
+    categories = [{"id": index + 1, "name": name} for index, name in enumerate(class_names)]
     path = os.path.join(root, "annotations.json")
     with open(path, "w", encoding="utf-8") as file:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, file)
     return images_dir, path
+
+
+def write_detection_folder(root: str, count: int, seed: int, size: int = 64) -> tuple[str, str]:
+    """Write `count` detection scenes as `root/images/<n>.png` and their boxes as `root/annotations.json` (COCO
+    format, `file_name` relative to the images folder); return the images folder and the annotation file."""
+    rng = np.random.default_rng(seed)
+
+    def scenes() -> Iterator[tuple[Image.Image, list[tuple[int, list[int]]]]]:
+        for _ in range(count):
+            image, objects = draw_detection_scene(rng, size)
+            yield image, [(SHAPES.index(shape), list(box)) for shape, box in objects]
+
+    return write_coco_folder(root, scenes(), SHAPES)
