@@ -77,10 +77,11 @@ def remove_what_was_written(settings: DemoSettings) -> None:
 
 
 def train_and_score(
-    argv: list[str], score: Callable[[], dict[str, Any]], started: float
+    argv: list[str], score: Callable[[], dict[str, Any]], started: float, one_thread: bool = True
 ) -> tuple[dict[str, float], dict[str, Any], dict[str, float]]:
-    """Print the one-line `convnext-hf train` command, run it, then `score()` the saved folder: the Trainer's
-    metrics, the held-out scores and the seconds spent (`started` is when the demo began writing its data)."""
+    """Print the one-line `convnext-hf train` command, run it (on one thread unless `one_thread` is False), then
+    `score()` the saved folder: the Trainer's metrics, the held-out scores and the seconds spent (`started` is when
+    the demo began writing its data)."""
     import datasets
     import torch
     from transformers.utils import logging as transformers_logging
@@ -92,7 +93,8 @@ def train_and_score(
     threads = torch.get_num_threads()
     # The demo models are small: on one thread they do not slow to a crawl when another process wants a core, as
     # several threads do (those of every small op wait for the one that is descheduled; see docs/training.md).
-    torch.set_num_threads(1)
+    if one_thread:
+        torch.set_num_threads(1)
     # datasets labels the indexing of local files "Downloading data"; its bars would suggest a download.
     datasets.disable_progress_bars()
     try:
