@@ -2,6 +2,7 @@
 and its sizing, the detection recipe, and (slow) a run whose folder the pipeline loads and evaluate scores alike."""
 
 import json
+import runpy
 from pathlib import Path
 
 import datasets
@@ -266,6 +267,25 @@ def test_detection_scenes_are_the_segmentation_scenes_with_tight_boxes():
         inside = mask[y : y + h, x : x + w] == SEGMENTATION_LABELS.index(shape)
         # Tight: the shape's pixels reach every edge of its box.
         assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+
+
+def test_transfer_benchmark_scenes_are_coco_folders_of_their_family(tmp_path):
+    # benchmarks/detection_transfer.py: every box inside its image, no smaller than the family's smallest object
+    # can be drawn, framing pixels that differ from the background around it.
+    benchmark = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "detection_transfer.py"))
+    for name, family in benchmark["FAMILIES"].items():
+        images_dir, annotations = benchmark["write_family"](str(tmp_path / name), family, 4, seed=0)
+        coco = json.loads(Path(annotations).read_text())
+        assert [category["name"] for category in coco["categories"]] == list(family.shapes)
+        assert len(coco["images"]) == 4 and len(coco["annotations"]) >= 4
+        for annotation in coco["annotations"]:
+            x, y, w, h = annotation["bbox"]
+            assert 0 <= x and 0 <= y and x + w <= family.side and y + h <= family.side
+            assert min(w, h) >= 0.5 * family.object_side[0] * family.side / 1.25, (name, annotation)
+            image = np.asarray(Image.open(Path(images_dir) / f"{annotation['image_id']:05d}.png"), dtype=float)
+            inside = image[y : y + h, x : x + w].reshape(-1, 3)
+            # The object's colour is at least 80 RGB from the background under it; noise is ±10.
+            assert np.linalg.norm(inside - np.median(inside, axis=0), axis=1).max() > 40
 
 
 def test_detection_layer_decay_follows_the_official_split():
