@@ -18,7 +18,7 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..cli import OneLineErrors
 from ..errors import UserInputError
@@ -162,6 +162,18 @@ class DataArguments:
             "paths, 'skip' leaves those images out.",
             "choices": BAD_IMAGE_POLICIES,
         },
+    )
+
+
+def scored_data_arguments(args: argparse.Namespace, **fields: Any) -> DataArguments:
+    """`convnext-hf evaluate`'s data flags as DataArguments whose training split is all the data to score."""
+    return DataArguments(
+        train_dir=args.validation_dir,
+        dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        train_val_split=0.0,
+        on_bad_image=args.on_bad_image,
+        **fields,
     )
 
 

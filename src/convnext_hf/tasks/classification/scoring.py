@@ -21,7 +21,7 @@ import transformers
 from ...errors import UserInputError
 from ...evaluation import load_model, predict, write_outputs
 from ...metrics import load_topk_accuracy
-from ...train.arguments import DataArguments
+from ...train.arguments import scored_data_arguments
 from ...train.report import confusion_matrix
 from .data import load_image_data
 
@@ -56,16 +56,12 @@ def label_ids(data_names: list[str], config: transformers.PretrainedConfig) -> t
 
 def load_labelled_images(args: argparse.Namespace, task: str | None = None) -> tuple[datasets.Dataset, list[str]]:
     """The labelled images to score (a Hub dataset's validation split, or the folder or file) and their names."""
-    data_args = DataArguments(
-        train_dir=args.validation_dir,
+    data_args = scored_data_arguments(
+        args,
         train_file=args.validation_file,
-        dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
         image_column_name=args.image_column_name,
         label_column_name=args.label_column_name,
-        train_val_split=0.0,
         max_eval_samples=args.max_eval_samples,
-        on_bad_image=args.on_bad_image,
     )
     data = load_image_data(data_args, seed=0, cache_dir=args.cache_dir, task=task, scoring=True)
     # A Hub dataset's validation split is the one to score; a folder or file is loaded as the only split.

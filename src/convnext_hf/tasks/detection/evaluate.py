@@ -19,7 +19,7 @@ import transformers
 
 from ...atomic import atomic_directory
 from ...errors import UserInputError
-from ...train.arguments import DataArguments
+from ...train.arguments import scored_data_arguments
 from ...train.report import METRICS_NAME, write_json
 from .data import coco_ground_truth, load_detection_data
 from .metrics import SUMMARY_KEYS
@@ -47,14 +47,7 @@ def evaluate(args: argparse.Namespace, config: transformers.PretrainedConfig) ->
     """Score the detector folder on the data; write metrics.json, predictions.json and predictions.png."""
     if args.validation_file is not None:
         raise UserInputError("A detector is scored on --validation_dir IMAGES --validation_annotations F.json.")
-    data_args = DataArguments(
-        train_dir=args.validation_dir,
-        train_annotations=args.validation_annotations,
-        dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
-        train_val_split=0.0,
-        on_bad_image=args.on_bad_image,
-    )
+    data_args = scored_data_arguments(args, train_annotations=args.validation_annotations)
     data = load_detection_data(data_args, seed=0, cache_dir=args.cache_dir)
     images = data.validation if data.validation is not None else data.train
     if args.max_eval_samples is not None:
