@@ -35,6 +35,14 @@ class SavedWeights:
     decay: float
     steps: int
 
+    def _comparison(self, other_suffix: str) -> str:
+        """The saved weights' score against the other weights' as a phrase; `other_suffix` follows the other's name."""
+        other = "live" if self.saved == "EMA" else "EMA"
+        return (
+            f"{self.saved} weights: {self.metric} {self.scores[self.saved]:.4f} against "
+            f"{self.scores[other]:.4f} for the {other}{other_suffix}"
+        )
+
     def sentence(self) -> str:
         """One line for the log, the summary and the model card."""
         horizon = (
@@ -43,21 +51,13 @@ class SavedWeights:
         )
         if self.metric is None:
             return f"Saved the EMA weights, not compared with the live weights (no validation images); {horizon}."
-        other = "live" if self.saved == "EMA" else "EMA"
-        return (
-            f"Saved the {self.saved} weights: {self.metric} {self.scores[self.saved]:.4f} against "
-            f"{self.scores[other]:.4f} for the {other} weights ({horizon})."
-        )
+        return f"Saved the {self._comparison(' weights')} ({horizon})."
 
     def summary(self) -> str:
         """The choice in a few words, for the results box."""
         if self.metric is None:
             return f"the EMA of the weights (decay {self.decay}; not compared: no validation images)"
-        other = "live" if self.saved == "EMA" else "EMA"
-        return (
-            f"the {self.saved} weights: {self.metric} {self.scores[self.saved]:.4f} against "
-            f"{self.scores[other]:.4f} for the {other} (EMA decay {self.decay})"
-        )
+        return f"the {self._comparison('')} (EMA decay {self.decay})"
 
     def as_dict(self) -> dict[str, Any]:
         """The choice as metrics.json states it."""
