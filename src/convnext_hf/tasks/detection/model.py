@@ -89,8 +89,9 @@ def detector_size(backbone: ConvNextConfig, detector: Detector, d_model: int | N
             {
                 "encoder_in_channels": channels,
                 "feat_strides": strides,
-                "encoder_hidden_dim": d_model or 256,
-                "decoder_in_channels": [d_model or 256] * len(channels),
+                # transformers' default width where the sizing left it.
+                "encoder_hidden_dim": sized.get("d_model", 256),
+                "decoder_in_channels": [sized.get("d_model", 256)] * len(channels),
                 "num_feature_levels": len(channels),
             }
         )
