@@ -76,3 +76,23 @@ def test_the_flag_table_has_one_name_per_row_and_matches_every_parser(monkeypatc
             for alias in re.findall(r"`(-[-\w]+)`", item):
                 for command in [owner.group(1)] if owner and owner.group(1) in commands else ticked:
                     assert alias in accepted[command], (flag, alias, command)
+
+
+def test_constraints_pin_every_dependency_the_package_names():
+    """The README installs with `-c constraints.txt`: every dependency of the package and its extras is pinned there
+    (`==`), so a new user's install is the set the suite last passed with (`.ci/newest --lock` writes it)."""
+    import tomllib
+
+    root = DOCS.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"].values()
+    requirements = project["dependencies"] + [requirement for extra in extras for requirement in extra]
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    names = {canonical(re.match(r"[A-Za-z0-9_.-]+", req).group()) for req in requirements} - {"convnext-hf"}
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==\S+", (root / "constraints.txt").read_text(), re.M)
+    pinned = {canonical(name) for name in pins}
+    assert sorted(names - pinned) == []
+    assert len(pins) == len(pinned), "a package is pinned twice"
