@@ -18,7 +18,7 @@ from typing import Any
 import datasets
 
 from ...errors import UserInputError
-from ...images import image_frames, read_image
+from ...images import image_frames
 from ...tasks import OBJECT_DETECTION
 from ...train.arguments import DataArguments
 from ...train.data import ImageData, hold_out_and_limit
@@ -240,7 +240,8 @@ def _from_objects(dataset: datasets.Dataset, split: str, num_labels: int, on_bad
     def convert(batch: dict) -> dict:
         out: dict[str, list] = {"image_id": [], "width": [], "height": [], "objects": []}
         for row, (image, objects) in enumerate(zip(batch["image"], batch["objects"], strict=True)):
-            width, height = read_image(image).size
+            # The displayed frame, in which boxes are read, from the file's header.
+            width, height = image_frames(image)[1]
             kept: dict[str, list] = {"bbox": [], "category": [], "area": [], "iscrowd": []}
             for box, category in zip(objects["bbox"], objects["category"], strict=True):
                 problem = box_problem(box, width, height)
@@ -259,7 +260,7 @@ def _from_objects(dataset: datasets.Dataset, split: str, num_labels: int, on_bad
             out["objects"].append(kept)
         return out
 
-    dataset = dataset.add_column("_row", list(range(len(dataset))))
+    dataset = dataset.add_column("_row", list(range(len(dataset)))).cast_column("image", datasets.Image(decode=False))
     converted = dataset.map(convert, batched=True, remove_columns=[c for c in dataset.column_names if c != "image"])
     if counts:
         message = f"{sum(counts.values())} box(es) in the {split} split cannot be trained on: {_examples(counts)}"
