@@ -59,7 +59,9 @@ def load_model(args: argparse.Namespace, auto_class: type) -> tuple[transformers
         if "classifier.weight" in missing and all(key.startswith("classifier.") for key in missing):
             raise _not_a_classifier(args.model, f"its weights have no classification head ({', '.join(missing)})")
 
-    model = load_model_folder(auto_class, args.model, missing_check=refuse_headless, cache_dir=args.cache_dir)
+    model = load_model_folder(
+        auto_class, args.model, missing_check=refuse_headless, needs_processor=True, cache_dir=args.cache_dir
+    )
     model = model.to(args.device).eval()
     with loading_model(args.model):
         return model, transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
