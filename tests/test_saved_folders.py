@@ -216,6 +216,16 @@ def test_every_save_path_refuses_non_finite_weights(tmp_path):
     assert not (tmp_path / "builtin").exists() and not (tmp_path / "ema.safetensors").exists()
 
 
+def test_non_finite_tensors_tells_overflowing_sums_from_nan_and_infinity():
+    tensors = {
+        "finite": torch.randn(100), "huge but finite": torch.full((3,), 3e38),
+        "huge bfloat16": torch.full((3,), 3e38, dtype=torch.bfloat16), "nan": torch.tensor([1.0, math.nan]),
+        "both infinities": torch.tensor([math.inf, -math.inf]),
+        "half inf": torch.tensor([math.inf], dtype=torch.float16), "integers": torch.tensor([1, 2]),
+    }  # fmt: skip
+    assert non_finite_tensors(tensors) == ["nan", "both infinities", "half inf"]
+
+
 def test_the_loss_guard_stops_before_the_step_on_a_nan_loss():
     guard = NonFiniteLossStop()
     state = transformers.TrainerState(global_step=4)

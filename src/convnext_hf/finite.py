@@ -29,11 +29,14 @@ def non_finite_tensors(tensors: Mapping[str, torch.Tensor] | nn.Module) -> list[
     names = [name for name, value in tensors.items() if torch.is_tensor(value) and value.is_floating_point()]
     if not names:
         return []
-    # One flag per tensor, read back at once: a single device synchronisation whatever the model's size. A sharded
-    # tensor (DTensor) is checked on the part this process holds.
-    flags = [torch.isfinite(_local(tensors[name])).all() for name in names]
-    finite = torch.stack([flag.to(flags[0].device) for flag in flags]).tolist()
-    return [name for name, ok in zip(names, finite, strict=True) if not ok]
+    # A sum is finite only when every element is (NaN and infinity propagate), and is a fast reduction: one flag per
+    # tensor, read back at once (a single device synchronisation). Only a tensor whose sum is not finite (a NaN, an
+    # infinity, or finite values overflowing the sum) is checked element by element. A sharded tensor (DTensor) is
+    # checked on the part this process holds.
+    sums = [_local(tensors[name]).sum(dtype=torch.promote_types(tensors[name].dtype, torch.float32)) for name in names]
+    sums_finite = torch.isfinite(torch.stack([value.to(sums[0].device) for value in sums])).tolist()
+    suspects = [name for name, ok in zip(names, sums_finite, strict=True) if not ok]
+    return [name for name in suspects if not torch.isfinite(_local(tensors[name])).all()]
 
 
 def refuse_non_finite(tensors: Mapping[str, torch.Tensor] | nn.Module, what: str, fix: str) -> None:
