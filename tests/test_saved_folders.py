@@ -19,11 +19,13 @@ from convnext_hf.errors import UserInputError
 from convnext_hf.finite import check_before_saving, non_finite_tensors
 from convnext_hf.image_processing_convnext import ConvNextHFImageProcessor
 from convnext_hf.model_folder import load_model_folder
+from convnext_hf.tasks.detection.model import DETECTORS, new_detector
 from convnext_hf.tasks.segmentation.model import _new_upernet, build_segmentation_model
 from convnext_hf.train import parse_args, run
 from convnext_hf.train.arguments import ModelArguments
 from convnext_hf.train.ema import ModelEma
 from convnext_hf.train.loss_guard import NonFiniteLossStop
+from convnext_hf.train.model import config_label_maps
 from convnext_hf.transformers_format import save_as_transformers
 
 TINY = {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]}
@@ -291,10 +293,30 @@ def test_a_resume_checkpoint_is_checked_like_any_folder(tmp_path, capsys):
 
     missing = {name: value for name, value in original.items() if name != "classifier.bias"}
     save_file(missing, checkpoint / "model.safetensors")
-    assert "1 missing; first: classifier.bias is not in the file" in refusal()
+    assert "1 missing; first: classifier.bias is not in the checkpoint" in refusal()
     poisoned = dict(original, **{"classifier.bias": torch.full_like(original["classifier.bias"], math.nan)})
     save_file(poisoned, checkpoint / "model.safetensors")
     assert "model.safetensors: 1 tensor(s) hold NaN or infinite values (classifier.bias)" in refusal()
     save_file(original, checkpoint / "model.safetensors")
     (checkpoint / "trainer_state.json").write_text(json.dumps({**state, "global_step": 10**9}))
     assert "says global_step 1000000000, beyond this run's last step (2 at most" in refusal()
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_a_detector_folder_fine_tunes_on_new_classes_with_only_its_class_heads_new(tmp_path, name):
+    torch.manual_seed(0)
+    backbone = ConvNextConfig(**TINY)
+    head = {"num_queries": 10, **({"num_denoising": 5} if name in ("rt_detr", "rt_detr_v2", "d_fine") else {})}
+    new_detector(name, backbone, ["a", "b", "c"], head).save_pretrained(tmp_path)
+    model_class = getattr(transformers, DETECTORS[name].model_class)
+    saved = load_model_folder(model_class, tmp_path).state_dict()
+    config = transformers.AutoConfig.from_pretrained(tmp_path)
+    config.update(config_label_maps(["a", "b", "c", "d"]))
+    state = load_model_folder(model_class, tmp_path, config=config, class_counts=(3, 4)).state_dict()
+    new = sorted(key for key in state if state[key].shape != saved[key].shape)
+    assert new and all("class" in key or "score" in key for key in new), new
+    for key in set(state) - set(new):
+        torch.testing.assert_close(state[key], saved[key], rtol=0, atol=0)
+    config.update(config_label_maps(["a", "b", "c", "d"]) | {"d_model": config.d_model * 2})
+    with pytest.raises(UserInputError, match="its weights do not fit its config.json"):
+        load_model_folder(model_class, tmp_path, config=config, class_counts=(3, 4))

@@ -49,6 +49,9 @@ def _image_problem(image: dict) -> str:
     try:
         read_image(image)
     except Exception as error:  # noqa: BLE001 - any decoding failure makes the image unusable
+        # The decoder's own error: the listing names the file already.
+        while error.__cause__ is not None:
+            error = error.__cause__
         return f"{type(error).__name__}: {error}"
     return ""
 

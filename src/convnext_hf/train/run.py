@@ -20,7 +20,6 @@ from transformers import TrainerCallback, set_seed
 from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.training_args import ParallelMode
-from transformers.utils import SAFE_WEIGHTS_NAME
 
 from ..atomic import check_apart, claim_output_dir, claims_output_dir, first_missing, release_output_dir
 from ..cli import print_box
@@ -247,20 +246,25 @@ def _check_checkpoint_fits(
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     # Weights tied to others are saved once, under their source's name.
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
-    names = [SAFE_WEIGHTS_NAME] + ([EMA_WEIGHTS_NAME] if model_ema else [])
-    for path in (os.path.join(checkpoint, name) for name in names):
-        if not os.path.isfile(path):
-            continue
-        with safe_open(path, "pt") as weights:
-            saved = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    # The model's weights (model.safetensors, or the shards its index names), then the EMA's.
+    groups = [folder_weights(Path(checkpoint), "--resume_from_checkpoint").files]
+    ema_file = Path(checkpoint) / EMA_WEIGHTS_NAME
+    if model_ema and ema_file.is_file():
+        groups.append([ema_file])
+    for files in groups:
+        path = files[0] if len(files) == 1 else Path(checkpoint)
+        saved = {}
+        for file in files:
+            with safe_open(file, "pt") as weights:
+                saved.update({name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()})
         unknown = sorted(set(saved) - set(expected))
         differ = [f"{name} {list(saved[name])} (the model's {list(expected[name])})"
                   for name in sorted(set(saved) & set(expected)) if saved[name] != expected[name]]  # fmt: skip
-        # The EMA file holds the averaged tensors only; the model file must hold every one.
-        missing = sorted(set(expected) - set(saved) - tied) if path.endswith(SAFE_WEIGHTS_NAME) else []
+        # The EMA file holds the averaged tensors only; the model's weights must hold every one.
+        missing = sorted(set(expected) - set(saved) - tied) if files[0] != ema_file else []
         if unknown or differ or missing:
             first = differ[0] if differ else (
-                f"{unknown[0]}, which the model does not have" if unknown else f"{missing[0]} is not in the file"
+                f"{unknown[0]}, which the model does not have" if unknown else f"{missing[0]} is not in the checkpoint"
             )
             raise UserInputError(
                 f"--resume_from_checkpoint: {path} holds the weights of another model than the flags describe "
@@ -268,8 +272,9 @@ def _check_checkpoint_fits(
                 f"first: {first}). Resume with the flags of that run (--variant/--model_name_or_path, "
                 "--config_overrides, the same data), or start a new run."
             )
-        refuse_non_finite(load_file(path), f"--resume_from_checkpoint: {path}", "the run had diverged by then; "
-                          "resume from an earlier checkpoint-* folder, or start a new run")  # fmt: skip
+        for file in files:
+            refuse_non_finite(load_file(file), f"--resume_from_checkpoint: {file}", "the run had diverged by then; "
+                              "resume from an earlier checkpoint-* folder, or start a new run")  # fmt: skip
 
 
 def _last_step(training: Any, num_train: int) -> int:
