@@ -7,7 +7,8 @@ on their 16-bit scale, palette, CMYK, grayscale and transparency (composited ont
 segmentation mask is read in the same frame but never colour-converted: its pixel values are class ids.
 
 Sources: a path, a binary file object, an undecoded `datasets.Image` entry (`{"path": ..., "bytes": ...}`), or a PIL
-image already opened (e.g. by `datasets.Image()`), which gets the same orientation and conversion.
+image already opened, which gets the same orientation and conversion. An image `datasets.Image()` decoded is already
+upright (it applies the same `exif_transpose`, which drops the orientation tag), so it is not turned a second time.
 """
 
 from __future__ import annotations
