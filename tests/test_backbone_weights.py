@@ -136,7 +136,7 @@ def test_what_is_not_a_convnext_head_or_folder_is_refused(folders, tmp_path):
     classifier = ConvNextForImageClassification(ConvNextConfig(**SIZES))
     classifier.config.save_pretrained(pickled)
     torch.save(classifier.state_dict(), pickled / "pytorch_model.bin")
-    with pytest.raises(UserInputError, match=r"no model.safetensors \(found pytorch_model.bin: pickles are not read\)"):
+    with pytest.raises(UserInputError, match=r"pickled: its weights are in pytorch_model.bin, a pickle, which is not"):
         load_backbone_weights(model, pickled)
     with pytest.raises(UserInputError, match="is not a folder"):
         load_backbone_weights(model, tmp_path / "absent")

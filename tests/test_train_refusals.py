@@ -385,8 +385,8 @@ def test_resuming_from_a_checkpoint_of_another_architecture_is_refused_by_name(t
     assert cli_main(["train", *argv]) == 2
     error = capsys.readouterr().err.rpartition("convnext-hf train: error: ")[2]
     assert error.startswith(f"--resume_from_checkpoint: {checkpoint / 'model.safetensors'} holds the weights of "
-                            "another model than the flags describe (14 tensor(s) of other shapes, 0 the model lacks; "
-                            "first: classifier.weight [2, 48] (the model's [2, 64])"), error  # fmt: skip
+                            "another model than the flags describe (14 tensor(s) of other shapes, 0 the model lacks, "
+                            "0 missing; first: classifier.weight [2, 48] (the model's [2, 64])"), error  # fmt: skip
     assert not (tmp_path / "out").exists()
 
 

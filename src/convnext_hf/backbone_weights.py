@@ -23,6 +23,8 @@ from torch import nn
 
 from .configuration_convnext import BUILTIN_MODEL_TYPES
 from .errors import UserInputError
+from .finite import refuse_non_finite
+from .model_folder import check_saved_folder
 from .modeling_convnext import ConvNextBackbone
 
 logger = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ BACKBONE_CLASSES = (ConvNextBackbone, transformers.ConvNextBackbone, transformer
 TRUNK_ANCHOR = re.compile(r"(.*)encoder\.stages\.0\.layers\.0\.dwconv\.weight")
 TRUNK_PARTS = ("embeddings.", "encoder.")
 NORMS = "hidden_states_norms."
+# How refusals of the source folder begin.
+SOURCE = "load_backbone_weights:"
 
 # The built-ins hard-code this eps in every LayerNorm a backbone uses, whatever their config says.
 BUILTIN_LAYER_NORM_EPS = 1e-6
@@ -92,28 +96,17 @@ def find_backbone(model: nn.Module) -> tuple[str, nn.Module]:
 
 
 def _read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The safetensors weights and the config of a saved folder."""
+    """The safetensors weights and the config of a saved folder, through the saved-folder gate (files, index,
+    finiteness)."""
     if not folder.is_dir():
         raise UserInputError(f"{folder} is not a folder; pass a saved model folder (config.json + safetensors).")
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise UserInputError(f"{folder} has no config.json; pass a folder written by save_pretrained.")
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    else:
-        files = ["model.safetensors"] if (folder / "model.safetensors").is_file() else []
-    if not files:
-        pickled = sorted(path.name for path in folder.glob("*.bin"))
-        found = f" (found {', '.join(pickled)}: pickles are not read)" if pickled else ""
-        raise UserInputError(
-            f"{folder} has no model.safetensors{found}; load_backbone_weights reads safetensors only. Convert the "
-            "checkpoint first (convnext-hf convert)."
-        )
+    weights = check_saved_folder(folder, SOURCE, hub_ids=False)
     tensors: dict[str, torch.Tensor] = {}
-    for name in files:
-        tensors.update(load_file(folder / name))
-    return tensors, json.loads(config_file.read_text())
+    for file in weights.files:
+        tensors.update(load_file(file))
+    refuse_non_finite(tensors, f"{SOURCE} {folder}", "the saved weights are broken (a diverged run?); pass an "
+                      "earlier checkpoint of the model")  # fmt: skip
+    return tensors, json.loads((folder / "config.json").read_text())
 
 
 def _trunk_prefix(tensors: dict[str, torch.Tensor], folder: Path) -> str:

@@ -1,4 +1,12 @@
-"""A model folder the user names (`--model`): refused in one line when it is not one, before and while loading."""
+"""A saved model folder the user names (`--model`, `load_backbone_weights`, a resume checkpoint): the one gate.
+
+Every command and API that reads a saved folder goes through `check_saved_folder` (files) and `load_model_folder`
+(the model), which check what the converter checks of a checkpoint folder: config.json a JSON object; weights in
+safetensors only (`model.safetensors`, or exactly the shards its index names, inside the folder: a pickle is refused
+by name and never loaded, a weight file the index does not name is refused rather than merged); each file intact
+(headers, sizes); the weights fitting the config (names, shapes, dtypes; the class heads the size of id2label); and
+every weight finite. Each refusal is one line naming the folder, the file or key, and the fix.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +14,26 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 
+from .conversion.checkpoint_io import INDEX_NAME, check_index, read_json, shard_names
 from .errors import UserInputError
+from .finite import refuse_non_finite
 
 WRITERS = "a folder written by save_pretrained, `convnext-hf convert` or `convnext-hf train`"
 # The logger of transformers' loading report, which our refusal of a folder whose weights do not fit replaces.
 LOADING_REPORT_LOGGER = "transformers.modeling_utils"
 NAMED_KEYS = 3  # weights named in a refusal per kind; the rest are counted
+SAFE_WEIGHTS_NAME = "model.safetensors"
+PROCESSOR_NAME = "preprocessor_config.json"
+# Files of pickled weights (torch.save and the like): named in a refusal, never opened.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+# safetensors dtypes of floating-point tensors: a model's float weight stored as another dtype is refused.
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ")
 
 
 def check_model_folder(path: str | os.PathLike, flag: str = "--model", hub_ids: bool = True) -> None:
@@ -50,6 +68,98 @@ def loading_model(path: str | os.PathLike, flag: str = "--model") -> Iterator[No
             from error
 
 
+@dataclass(frozen=True)
+class FolderWeights:
+    """The safetensors files a saved folder's model loads from, and the dtype of each tensor they hold."""
+
+    files: list[Path]
+    dtypes: dict[str, str]
+
+
+def _refuse(flag: str, folder: Path, problem: str, fix: str) -> UserInputError:
+    return UserInputError(f"{flag} {folder}: {problem}; {fix}.")
+
+
+def folder_weights(folder: Path, flag: str = "--model") -> FolderWeights:
+    """The weight files of a saved folder (`model.safetensors`, or the shards its index names), checked as the
+    converter checks a checkpoint folder: safetensors only, the index's shards present and no others, headers
+    intact, the index naming exactly the tensors its shards hold."""
+    single, index = folder / SAFE_WEIGHTS_NAME, folder / INDEX_NAME
+    if index.is_file():
+        if single.is_file():
+            raise _refuse(flag, folder, f"it holds both {SAFE_WEIGHTS_NAME} and {INDEX_NAME}, two sets of weights",
+                          "remove the one left from an earlier save")  # fmt: skip
+        try:
+            shards, weight_map = shard_names(index)
+        except UserInputError as error:
+            raise UserInputError(f"{flag} {folder}: {error}") from None
+        missing = [shard for shard in shards if not (folder / shard).is_file()]
+        if missing:
+            raise _refuse(flag, folder, f"{INDEX_NAME} names shard(s) that are not there: {_names(missing)}",
+                          "copy the whole folder")  # fmt: skip
+        stale = sorted(path.name for path in folder.glob("model*.safetensors") if path.name not in shards)
+        if stale:
+            problem = f"{_names(stale)} is not among the shards {INDEX_NAME} names (left from an earlier save?)"
+            raise _refuse(flag, folder, problem, "remove it, or restore the index it belongs to")
+        files = [folder / shard for shard in shards]
+    elif single.is_file():
+        files, weight_map = [single], None
+    else:
+        pickles = sorted(path.name for path in folder.iterdir() if path.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise _refuse(flag, folder, f"its weights are in {_names(pickles)}, a pickle, which is not loaded "
+                          "(unpickling can run code)", f"convert it to safetensors first: convnext-hf convert "
+                          f"--checkpoint {folder} --output_dir NEW_FOLDER")  # fmt: skip
+        raise _refuse(flag, folder, f"it has no {SAFE_WEIGHTS_NAME} (nor {INDEX_NAME})", f"pass {WRITERS}")
+    dtypes: dict[str, str] = {}
+    parts = []
+    for file in files:
+        try:
+            with safe_open(file, "pt") as weights:
+                held = {name: weights.get_slice(name).get_dtype() for name in weights.keys()}  # noqa: SIM118
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types for every kind of damage
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            problem = f"{file.name} is not a readable safetensors file, truncated or damaged ({reason})"
+            raise _refuse(flag, folder, problem, "copy or save the folder again") from None
+        dtypes.update(held)
+        parts.append((file.name, held))
+    if weight_map is not None:
+        try:
+            check_index(index, weight_map, parts)
+        except UserInputError as error:
+            raise UserInputError(f"{flag} {folder}: {error}") from None
+    return FolderWeights(files, dtypes)
+
+
+def check_saved_folder(
+    path: str | os.PathLike, flag: str = "--model", needs_processor: bool = False, hub_ids: bool = True
+) -> FolderWeights | None:
+    """Refuse a saved folder whose files cannot make a model (see `folder_weights`; with `needs_processor`, one
+    without preprocessor_config.json); None for a Hub id, which transformers fetches (safetensors only)."""
+    check_model_folder(path, flag, hub_ids)
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    try:
+        read_json(folder / "config.json", "a model's config.json")
+    except UserInputError as error:
+        raise UserInputError(f"{flag} {folder}: {error}") from None
+    if needs_processor and not (folder / PROCESSOR_NAME).is_file():
+        raise _refuse(flag, folder, f"it has no {PROCESSOR_NAME}, which says how images are resized and normalized "
+                      "for the model", "save the processor beside the model (processor.save_pretrained(folder)), or "
+                      f"pass {WRITERS}")  # fmt: skip
+    return folder_weights(folder, flag)
+
+
+def _label_sized(saved: Any, built: Any, class_counts: tuple[int, int]) -> bool:
+    """Whether two shapes differ only along one axis sized by the class count (old vs new; or one more, as
+    detectors' denoising embeddings): a class head made anew for other classes."""
+    saved, built = tuple(saved), tuple(built)
+    differ = [axis for axis in range(len(saved)) if saved[axis] != built[axis]] if len(saved) == len(built) else []
+    old, new = class_counts
+    return len(differ) == 1 and {saved[differ[0]], built[differ[0]]} in ({old, new}, {old + 1, new + 1})
+
+
 def _names(keys: list[str]) -> str:
     shown = ", ".join(keys[:NAMED_KEYS])
     return shown + (f" and {len(keys) - NAMED_KEYS} more" if len(keys) > NAMED_KEYS else "")
@@ -64,34 +174,59 @@ def load_model_folder(
     path: str | os.PathLike,
     flag: str = "--model",
     missing_check: Callable[[list[str]], None] | None = None,
+    needs_processor: bool = False,
+    class_counts: tuple[int, int] | None = None,
     **kwargs: Any,
 ) -> Any:
-    """`model_class.from_pretrained(path, **kwargs)`, refusing a folder whose weights do not fit its config.json
-    (weights missing, unexpected or of another shape) by name rather than initialising what is missing at random;
-    `missing_check` may refuse the missing weights first with a more specific message."""
+    """`model_class.from_pretrained(path, **kwargs)` through the gate: the folder's files checked first
+    (`check_saved_folder`), safetensors only, and the loaded weights refused by name when they do not fit the config
+    (missing, unexpected, of another shape or dtype) or are not finite, rather than initialised at random.
+
+    `missing_check` may refuse the missing weights first with a more specific message. `class_counts` (the folder's
+    classes, the new classes) lets the class heads alone be made anew, where the two differ.
+    """
+    weights = check_saved_folder(path, flag, needs_processor)
     report_logger = logging.getLogger(LOADING_REPORT_LOGGER)
     report_logger.addFilter(_drop_loading_report)
     try:
         with loading_model(path, flag):
             model, info = model_class.from_pretrained(
-                os.fspath(path), output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+                os.fspath(path), output_loading_info=True, ignore_mismatched_sizes=True, use_safetensors=True,
+                **kwargs,
             )
     finally:
         report_logger.removeFilter(_drop_loading_report)
     if missing_check is not None:
         missing_check(sorted(info["missing_keys"]))
+    mismatched = [(key, saved, built) for key, saved, built in sorted(info["mismatched_keys"])
+                  if class_counts is None or not _label_sized(saved, built, class_counts)]  # fmt: skip
     problems = []
     if info["missing_keys"]:
         problems.append(f"{len(info['missing_keys'])} missing: {_names(sorted(info['missing_keys']))}")
     if info["unexpected_keys"]:
         problems.append(f"{len(info['unexpected_keys'])} unexpected: {_names(sorted(info['unexpected_keys']))}")
-    if info["mismatched_keys"]:
-        shapes = [f"{key} {tuple(saved)} for {tuple(built)}" for key, saved, built in sorted(info["mismatched_keys"])]
+    if mismatched:
+        shapes = [f"{key} {tuple(saved)} for {tuple(built)}" for key, saved, built in mismatched]
         problems.append(f"{len(shapes)} of another shape: {_names(shapes)}")
+        num_labels = getattr(model.config, "num_labels", None)
+        heads = [(key, saved) for key, saved, built in mismatched if tuple(built)[:1] in ((num_labels,),)]
+        if heads and class_counts is None:
+            problems.append(f"config.json's id2label names {num_labels} classes, but {heads[0][0]} holds "
+                            f"{tuple(heads[0][1])[0]}")  # fmt: skip
     if problems:
         raise UserInputError(
             f"{flag} {os.fspath(path)}: its weights do not fit its config.json (weights {'; '.join(problems)}). The "
             f"two describe different models (was config.json edited, or the weights replaced?); pass {WRITERS}, "
             "which writes both from one model."
         )
+    if weights is not None:
+        state = model.state_dict()
+        retyped = [f"{key} ({weights.dtypes[key]})" for key in sorted(state)
+                   if key in weights.dtypes and state[key].is_floating_point()
+                   and weights.dtypes[key] not in FLOAT_DTYPES]  # fmt: skip
+        if retyped:
+            raise _refuse(flag, Path(path), f"weights stored as integers or booleans where the model has floats: "
+                          f"{_names(retyped)}", f"pass {WRITERS}")  # fmt: skip
+    refuse_non_finite(model, f"{flag} {os.fspath(path)}", "the saved weights are broken (a diverged run?); load an "
+                      "earlier checkpoint or train again with a lower learning rate")  # fmt: skip
     return model

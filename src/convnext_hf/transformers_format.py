@@ -16,6 +16,7 @@ import transformers
 from .atomic import atomic_directory
 from .configuration_convnext import ConvNextConfig
 from .errors import UserInputError
+from .finite import check_before_saving
 from .modeling_convnext import ConvNextBackbone, ConvNextForImageClassification, ConvNextModel, ConvNextPreTrainedModel
 
 TRANSFORMERS_CLASSES: dict[bool, dict[type[ConvNextPreTrainedModel], type[transformers.PreTrainedModel]]] = {
@@ -112,6 +113,7 @@ def save_as_transformers(
 ) -> Path:
     """Save `model` in the built-in's format: a folder plain transformers loads without `trust_remote_code`."""
     builtin = to_transformers(model)
+    check_before_saving(builtin, output_dir)
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
         builtin.save_pretrained(staging)
     return Path(output_dir)

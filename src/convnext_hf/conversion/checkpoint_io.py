@@ -449,7 +449,7 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     return content
 
 
-def _shard_names(index_file: Path) -> tuple[list[str], dict[str, str]]:
+def shard_names(index_file: Path) -> tuple[list[str], dict[str, str]]:
     """The shard files an index names, each checked to be a plain relative path inside the folder, and its weight
     map."""
     weight_map = read_json(index_file, "a checkpoint index").get("weight_map")
@@ -468,7 +468,7 @@ def _shard_names(index_file: Path) -> tuple[list[str], dict[str, str]]:
     return shards, weight_map
 
 
-def _check_index(index_file: Path, weight_map: dict[str, str], parts: list[tuple[str, dict]]) -> None:
+def check_index(index_file: Path, weight_map: dict[str, str], parts: list[tuple[str, dict]]) -> None:
     """Refuse an index whose weight map does not list exactly the tensors its shards hold, each in its shard."""
     actual = {name: shard for shard, tensors in parts for name in tensors}
     wrong = sorted(name for name in set(actual) | set(weight_map) if actual.get(name) != weight_map.get(name))
@@ -498,7 +498,7 @@ def _load_folder(path: Path, weights_file: str | None = None) -> Checkpoint:
     if weights_file is not None and not chosen_index:
         files = [path / weights_file]
     elif index_file.is_file():
-        shards, weight_map = _shard_names(index_file)
+        shards, weight_map = shard_names(index_file)
         files = [path / shard for shard in shards]
         missing = [file.name for file in files if not file.is_file()]
         if missing:
@@ -519,7 +519,7 @@ def _load_folder(path: Path, weights_file: str | None = None) -> Checkpoint:
     parts = [(file.name, checkpoint.tensors) for file, checkpoint in zip(files, loaded, strict=True)]
     notices = [notice for checkpoint in loaded for notice in checkpoint.notices]
     if weight_map is not None:
-        _check_index(index_file, weight_map, parts)
+        check_index(index_file, weight_map, parts)
     if len(files) > 1 and weight_map is None and weights_file is None:
         # Several files without an index: e.g. a model and its EMA copy, or safetensors beside a .bin. Merging them
         # would let one silently win, so they are converted only when they hold the very same tensors.

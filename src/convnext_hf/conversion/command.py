@@ -180,6 +180,7 @@ def convert_one(
 ) -> Outcome:
     """Convert one checkpoint into `output`, verify it, write its card; then push it if asked."""
     from ..atomic import atomic_directory
+    from ..finite import check_before_saving
     from .checkpoint_io import load_checkpoint
     from .converter import convert, reload, save
     from .hub import push_folder
@@ -195,6 +196,7 @@ def convert_one(
         conversion = convert(checkpoint, target=args.target, resolution=resolution)
         if entry:
             entry.check_matches(conversion.arch)
+        check_before_saving(conversion.model, output)
         save(conversion, staging, args.max_shard_size)
         diffs = None
         if args.verify:

@@ -13,6 +13,7 @@ import transformers
 
 from ..atomic import atomic_directory, check_output_dir
 from ..errors import UserInputError
+from ..finite import check_before_saving
 from ..image_processing_convnext import MAX_RESOLUTION
 from . import parity
 from .engines import ENGINE_FILES, ENGINE_PACKAGES, ONNX_FILE, EngineModel, engine_model, install, require_engine
@@ -108,6 +109,7 @@ def export(options: ExportOptions) -> dict:
             raise UserInputError(f"--validation_dir scores classifiers (top-1); {options.model_dir} is a "
                                  f"{exportable.task} model: leave it out.")  # fmt: skip
         validation = labelled_images(options.validation_dir, exportable.model.config.label2id)
+    check_before_saving(exportable.model, options.output_dir)
     with atomic_directory(options.output_dir, overwrite=options.overwrite) as staging:
         return _export_into(staging, options, exportable, calibration, validation)
 

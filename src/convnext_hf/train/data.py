@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -16,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import datasets
-from PIL import Image
 
 from ..errors import UserInputError
+from ..images import read_image
 from ..tasks import IMAGE_CLASSIFICATION
 
 logger = logging.getLogger(__name__)
@@ -48,10 +47,11 @@ class ImageData:
 def _image_problem(image: dict) -> str:
     """Why an undecoded image entry cannot be used ("" when it decodes)."""
     try:
-        source = io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]
-        with Image.open(source) as opened:
-            opened.load()
+        read_image(image)
     except Exception as error:  # noqa: BLE001 - any decoding failure makes the image unusable
+        # The decoder's own error: the listing names the file already.
+        while error.__cause__ is not None:
+            error = error.__cause__
         return f"{type(error).__name__}: {error}"
     return ""
 

@@ -18,6 +18,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from ..atomic import atomic_file
 from ..errors import UserInputError
+from ..finite import check_before_saving
 
 EMA_WEIGHTS_NAME = "ema.safetensors"
 
@@ -62,6 +63,7 @@ class ModelEma:
     def save(self, directory: str) -> None:
         """Write the average to `directory/ema.safetensors` (through a temporary file)."""
         path = os.path.join(directory, EMA_WEIGHTS_NAME)
+        check_before_saving(self.shadow, path)
         with atomic_file(path) as staging:
             save_file({name: value.contiguous() for name, value in self.shadow.items()}, str(staging))
 

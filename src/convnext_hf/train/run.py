@@ -5,26 +5,29 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import math
 import os
 import shutil
 import sys
 import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
+from safetensors.torch import load_file
 from transformers import TrainerCallback, set_seed
 from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.training_args import ParallelMode
-from transformers.utils import SAFE_WEIGHTS_NAME
 
 from ..atomic import check_apart, claim_output_dir, claims_output_dir, first_missing, release_output_dir
 from ..cli import print_box
 from ..complexity import parameter_count
 from ..conversion.hub import failure_hint
 from ..errors import OutputExistsError, UserInputError
-from ..model_folder import check_model_folder, loading_model
+from ..finite import refuse_non_finite
+from ..model_folder import check_model_folder, folder_weights, loading_model
 from ..tasks import TASKS, Task, get_task
 from .arguments import REFERENCE_BATCH_SIZE, VARIANT_NAMES, RunArguments, parse_args, timm_name
 from .card import CardFacts
@@ -179,24 +182,30 @@ def _resume_checkpoint(training_resume: str | bool | None, output_dir: str) -> s
     return str(training_resume)
 
 
-def _check_checkpoint(checkpoint: str | None, model_ema: bool) -> None:
+def _check_checkpoint(checkpoint: str | None, model_ema: bool) -> int | None:
     """Refuse a checkpoint the Trainer could not resume from (missing or unreadable state, weights or EMA file)
-    before any work, naming the file; reads headers only (safetensors) or the zip directory (torch.save files)."""
+    before any work, naming the file; its weights go through the saved-folder gate (`folder_weights`: files, index,
+    headers); reads headers only (safetensors) or the zip directory (torch.save files). Returns its global step."""
     if checkpoint is None:
-        return
+        return None
     state = os.path.join(checkpoint, TRAINER_STATE_NAME)
     try:
         with open(state, encoding="utf-8") as file:
-            if not isinstance(json.load(file), dict):
-                raise ValueError("not a JSON object")
+            content = json.load(file)
+        if not isinstance(content, dict):
+            raise ValueError("not a JSON object")
+        step = content.get("global_step", 0)
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"its global_step {step!r} is not a step number")
     except (OSError, ValueError) as error:
         raise UserInputError(f"--resume_from_checkpoint: {state} is missing or unreadable ({error}); resume from "
                              "another checkpoint-* folder.") from error  # fmt: skip
-    weights = [os.path.join(checkpoint, name) for name in (SAFE_WEIGHTS_NAME, EMA_WEIGHTS_NAME)]
-    if model_ema and not os.path.isfile(weights[1]):
+    folder_weights(Path(checkpoint), "--resume_from_checkpoint")
+    ema_weights = os.path.join(checkpoint, EMA_WEIGHTS_NAME)
+    if model_ema and not os.path.isfile(ema_weights):
         raise UserInputError(f"--resume_from_checkpoint: {checkpoint} has no {EMA_WEIGHTS_NAME}, it was saved without "
                              "--model_ema; resume without --model_ema, or start a new run.")  # fmt: skip
-    for path in weights:
+    for path in [ema_weights]:
         try:
             if os.path.isfile(path):
                 safe_open(path, "pt").keys()
@@ -208,6 +217,7 @@ def _check_checkpoint(checkpoint: str | None, model_ema: bool) -> None:
         if os.path.isfile(path) and not zipfile.is_zipfile(path):
             raise UserInputError(f"--resume_from_checkpoint: {path} is damaged (not a torch.save archive); resume "
                                  "from another checkpoint-* folder.")  # fmt: skip
+    return step
 
 
 def _check_task_arguments(args: RunArguments, task: Task) -> None:
@@ -217,29 +227,62 @@ def _check_task_arguments(args: RunArguments, task: Task) -> None:
         check_arguments(args)
 
 
-def _check_checkpoint_fits(checkpoint: str | None, model: Any, model_ema: bool) -> None:
-    """Refuse resuming from a checkpoint of another architecture (other widths, depths, heads or classes), naming
-    the file and its first mismatch; compares the safetensors headers with the model built from the flags."""
+def _check_checkpoint_fits(
+    checkpoint: str | None, model: Any, model_ema: bool, global_step: int | None, training: Any, num_train: int
+) -> None:
+    """Refuse resuming from a checkpoint of another architecture (other widths, depths, heads or classes) or missing
+    a tensor (it would restart from random), naming the file and its first problem; from weights holding NaN or
+    infinity; or from a step beyond the run's last. Compares the safetensors headers with the model built from the
+    flags, then reads the weights once for their finiteness."""
     if checkpoint is None:
         return
+    last_step = _last_step(training, num_train)
+    if global_step is not None and global_step > last_step:
+        raise UserInputError(
+            f"--resume_from_checkpoint: {os.path.join(checkpoint, TRAINER_STATE_NAME)} says global_step {global_step}, "
+            f"beyond this run's last step ({last_step} at most, from --max_steps/--num_train_epochs and the data); "
+            "resume from a checkpoint of this run, or raise --max_steps."
+        )
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    names = [SAFE_WEIGHTS_NAME] + ([EMA_WEIGHTS_NAME] if model_ema else [])
-    for path in (os.path.join(checkpoint, name) for name in names):
-        if not os.path.isfile(path):
-            continue
-        with safe_open(path, "pt") as weights:
-            saved = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    # Weights tied to others are saved once, under their source's name.
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    # The model's weights (model.safetensors, or the shards its index names), then the EMA's.
+    groups = [folder_weights(Path(checkpoint), "--resume_from_checkpoint").files]
+    ema_file = Path(checkpoint) / EMA_WEIGHTS_NAME
+    if model_ema and ema_file.is_file():
+        groups.append([ema_file])
+    for files in groups:
+        path = files[0] if len(files) == 1 else Path(checkpoint)
+        saved = {}
+        for file in files:
+            with safe_open(file, "pt") as weights:
+                saved.update({name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()})
         unknown = sorted(set(saved) - set(expected))
         differ = [f"{name} {list(saved[name])} (the model's {list(expected[name])})"
                   for name in sorted(set(saved) & set(expected)) if saved[name] != expected[name]]  # fmt: skip
-        if unknown or differ:
-            first = differ[0] if differ else f"{unknown[0]}, which the model does not have"
+        # The EMA file holds the averaged tensors only; the model's weights must hold every one.
+        missing = sorted(set(expected) - set(saved) - tied) if files[0] != ema_file else []
+        if unknown or differ or missing:
+            first = differ[0] if differ else (
+                f"{unknown[0]}, which the model does not have" if unknown else f"{missing[0]} is not in the checkpoint"
+            )
             raise UserInputError(
                 f"--resume_from_checkpoint: {path} holds the weights of another model than the flags describe "
-                f"({len(differ)} tensor(s) of other shapes, {len(unknown)} the model lacks; first: {first}). Resume "
-                "with the flags of that run (--variant/--model_name_or_path, --config_overrides, the same data), or "
-                "start a new run."
+                f"({len(differ)} tensor(s) of other shapes, {len(unknown)} the model lacks, {len(missing)} missing; "
+                f"first: {first}). Resume with the flags of that run (--variant/--model_name_or_path, "
+                "--config_overrides, the same data), or start a new run."
             )
+        for file in files:
+            refuse_non_finite(load_file(file), f"--resume_from_checkpoint: {file}", "the run had diverged by then; "
+                              "resume from an earlier checkpoint-* folder, or start a new run")  # fmt: skip
+
+
+def _last_step(training: Any, num_train: int) -> int:
+    """The most optimizer steps the run can take (an upper bound: every partial batch counted)."""
+    if training.max_steps > 0:
+        return training.max_steps
+    batches = -(-num_train // (training.per_device_train_batch_size * training.world_size))
+    return -(-batches // training.gradient_accumulation_steps) * math.ceil(training.num_train_epochs)
 
 
 def _total_batch(training: Any) -> int:
@@ -445,7 +488,7 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     _check_hub(training)
     _check_reporting(training)
     checkpoint = _resume_checkpoint(training.resume_from_checkpoint, training.output_dir)
-    _check_checkpoint(checkpoint, args.recipe.model_ema)
+    global_step = _check_checkpoint(checkpoint, args.recipe.model_ema)
     set_seed(training.seed)
     _apply_base_learning_rate(args)
     if args.recipe.unfreeze_last_stages and not args.recipe.freeze_backbone:
@@ -468,7 +511,7 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     if args.recipe.freeze_backbone:
         frozen = freeze_backbone(model, args.recipe.unfreeze_last_stages)
         logger.info("Frozen: %d backbone parameter tensors (%s)", len(frozen), _trained_part(args))
-    _check_checkpoint_fits(checkpoint, model, args.recipe.model_ema)
+    _check_checkpoint_fits(checkpoint, model, args.recipe.model_ema, global_step, training, len(raw_data.train))
     data = task.hooks.attach_transforms(args, raw_data, processor)
     trainer = _build_trainer(args, data, model, processor, callbacks, task)
     if trainer.ema is not None and checkpoint is not None:

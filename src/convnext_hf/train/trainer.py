@@ -17,9 +17,11 @@ from transformers.trainer_utils import EvalLoopOutput, PredictionOutput
 
 from ..conversion.hub import failure_hint
 from ..errors import UserInputError
+from ..finite import check_before_saving
 from ..tasks import IMAGE_CLASSIFICATION, get_task
 from .card import CardFacts, build_model_card
 from .ema import ModelEma
+from .loss_guard import NonFiniteLossStop
 from .mixup import Mixup
 from .optim import parameter_groups
 from .report import write_text
@@ -104,6 +106,8 @@ class ConvNextTrainer(Trainer):
         self.layer_decay_type = layer_decay_type
         self.ema = ema
         self.card_facts: CardFacts | None = None
+        self.loss_guard = NonFiniteLossStop()
+        self.add_callback(self.loss_guard)
 
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
         """Create the --push_to_hub repository, as the Trainer does before training; a Hub that cannot be reached or
@@ -126,7 +130,14 @@ class ConvNextTrainer(Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """The task's loss: on mixed batches while training, on the true labels while evaluating."""
         loss, outputs = self.task.hooks.compute_loss(model, inputs, self.mixup)
+        if model.training:
+            self.loss_guard.observe(loss)
         return (loss, outputs) if return_outputs else loss
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Save the model (final folder or checkpoint) as the Trainer does, unless its weights are not finite."""
+        check_before_saving(state_dict if state_dict is not None else self.model, output_dir or self.args.output_dir)
+        super()._save(output_dir, state_dict)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer over the recipe's parameter groups."""

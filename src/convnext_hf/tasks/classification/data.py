@@ -23,6 +23,7 @@ from PIL import Image
 from ...data_folder import check_data_folder
 from ...errors import UserInputError
 from ...image_processing_convnext import ConvNextHFImageProcessor
+from ...images import read_image
 from ...train.arguments import DataArguments
 from ...train.data import (
     FILE_BUILDERS,
@@ -535,16 +536,16 @@ def with_transforms(
     processor: ConvNextHFImageProcessor,
 ) -> ImageData:
     """Attach the on-the-fly transforms: augmentation for training, the image processor for validation; both read
-    the images with the processor's conversion (alpha, 16-bit, palette and grayscale alike)."""
+    the images with `read_image` (displayed frame; alpha, 16-bit, palette and grayscale as the processor converts)."""
+
+    def read(images: list) -> list[Image.Image]:
+        return [read_image(image, convert_rgb=processor.do_convert_rgb) for image in images]
 
     def train_batch(batch: dict) -> dict:
-        return {
-            "pixel_values": [train_transform(processor.convert_image(image)) for image in batch["image"]],
-            "labels": batch["label"],
-        }
+        return {"pixel_values": [train_transform(image) for image in read(batch["image"])], "labels": batch["label"]}
 
     def eval_batch(batch: dict) -> dict:
-        pixel_values = processor(batch["image"], return_tensors="pt")["pixel_values"]
+        pixel_values = processor(read(batch["image"]), return_tensors="pt")["pixel_values"]
         return {"pixel_values": list(pixel_values), "labels": batch["label"]}
 
     validation = data.validation.with_transform(eval_batch) if data.validation is not None else None

@@ -11,6 +11,7 @@ from torch import nn
 from ...configuration_convnext import ConvNextConfig
 from ...errors import UserInputError
 from ...image_processing_convnext import ConvNextHFImageProcessor
+from ...model_folder import load_model_folder
 from ...modeling_convnext import ConvNextForImageClassification
 from ...train.arguments import ModelArguments
 from ...train.model import checked_update, config_label_maps, config_overrides, new_config
@@ -63,9 +64,11 @@ def build_model(
             f"{model_labels}. Pass --replace_head to train a new classifier for your classes, or name the class "
             "folders as the model does."
         )
+    known_classes = config.num_labels
     checked_update(config, {**overrides, **config_label_maps(label_names)}, args.model_name_or_path)
-    model = ConvNextForImageClassification.from_pretrained(
-        args.model_name_or_path, config=config, ignore_mismatched_sizes=new_head, **hub_kwargs
+    model = load_model_folder(
+        ConvNextForImageClassification, args.model_name_or_path, config=config,
+        class_counts=(known_classes, config.num_labels) if new_head else None, **hub_kwargs,
     )
     if new_head:
         # A same-shaped head would have loaded from the checkpoint: start it afresh, with the model's own init.

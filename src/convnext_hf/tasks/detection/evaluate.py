@@ -19,6 +19,8 @@ import transformers
 
 from ...atomic import atomic_directory
 from ...errors import UserInputError
+from ...evaluation import load_model
+from ...images import read_image
 from ...train.arguments import scored_data_arguments
 from ...train.report import METRICS_NAME, write_json
 from .data import coco_ground_truth, load_detection_data
@@ -52,9 +54,7 @@ def evaluate(args: argparse.Namespace, config: transformers.PretrainedConfig) ->
     images = data.validation if data.validation is not None else data.train
     if args.max_eval_samples is not None:
         images = images.select(range(min(args.max_eval_samples, len(images))))
-    model = transformers.AutoModelForObjectDetection.from_pretrained(args.model, cache_dir=args.cache_dir)
-    model = model.to(args.device).eval()
-    processor = transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
+    model, processor = load_model(args, transformers.AutoModelForObjectDetection)
     label_ids = _label_ids(data.label_names, config)
     ground_truth = coco_ground_truth(images, data.label_names)
     extra = [name for name in config.id2label.values() if name not in data.label_names]
@@ -100,5 +100,5 @@ def _picture(images: Any, detections: list[dict], label_ids: list[int], config: 
             "boxes": [[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in found)],
         }
         names = [str(config.id2label[index]) for index in range(config.num_labels)]
-        pictures.append(draw_detections(row["image"], row["objects"]["bbox"], result, names))
+        pictures.append(draw_detections(read_image(row["image"]), row["objects"]["bbox"], result, names))
     save_prediction_grid(pictures, path)

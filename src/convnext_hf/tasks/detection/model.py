@@ -26,6 +26,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ...backbone_weights import load_backbone_weights
 from ...configuration_convnext import ConvNextConfig
 from ...errors import UserInputError
+from ...model_folder import load_model_folder
 from ...train.arguments import ModelArguments
 from ...train.model import config_fields, config_label_maps, config_overrides
 
@@ -184,8 +185,8 @@ def _fine_tune_detector(
     config.backbone_config.update(backbone_overrides)
     config.update({**head, **config_label_maps(label_names)})
     model_class = getattr(transformers, DETECTORS[config.model_type].model_class)
-    model = model_class.from_pretrained(
-        args.model_name_or_path, config=config, ignore_mismatched_sizes=True, **hub_kwargs
+    model = load_model_folder(
+        model_class, args.model_name_or_path, config=config, class_counts=(len(known), len(label_names)), **hub_kwargs
     )
     if known != label_names:
         logger.info("New class heads for %d classes: %s", len(label_names), label_names)

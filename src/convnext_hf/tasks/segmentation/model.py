@@ -23,6 +23,7 @@ from ...configuration_convnext import ConvNextConfig
 from ...conversion.architecture import PSP_POOL_SCALES, UperNetHead
 from ...conversion.targets import ALL_STAGES
 from ...errors import UserInputError
+from ...model_folder import load_model_folder
 from ...train.arguments import ModelArguments
 from ...train.model import checked_update, config_fields, config_label_maps, config_overrides, new_config
 from .upernet import segmentation_processor, upernet_head_config
@@ -103,8 +104,9 @@ def build_segmentation_model(
         config.backbone_config = ConvNextConfig.from_dict(config.backbone_config.to_dict())
         checked_update(config.backbone_config, backbone_overrides, args.model_name_or_path)
         config.update({**head, **config_label_maps(label_names)})
-        model = transformers.UperNetForSemanticSegmentation.from_pretrained(
-            args.model_name_or_path, config=config, ignore_mismatched_sizes=True, **hub_kwargs
+        model = load_model_folder(
+            transformers.UperNetForSemanticSegmentation, args.model_name_or_path, config=config,
+            class_counts=(len(known), len(label_names)), **hub_kwargs,
         )
         if known != label_names or args.replace_head:
             # Same-sized classifiers would have loaded with another dataset's classes: start them afresh.
