@@ -407,28 +407,43 @@ def folder_with_corrupt_image(tmp_path):
     return train_dir
 
 
-def test_corrupt_images_are_refused_with_their_paths(folder_with_corrupt_image, cache_dir, tmp_path):
-    argv = tiny_args(folder_with_corrupt_image, tmp_path / "out", cache_dir, "--max_steps", "1")
+def test_corrupt_images_stop_the_run_in_one_line_naming_the_first(folder_with_corrupt_image, cache_dir, tmp_path):
+    # One epoch without validation reads every training image, so the loader meets a broken one.
+    argv = tiny_args(folder_with_corrupt_image, tmp_path / "out", cache_dir, "--num_train_epochs", "1",
+                     "--train_val_split", "0")  # fmt: skip
     with pytest.raises(ValueError) as error:
         run(parse_args(argv))
     message = str(error.value)
-    assert "2 unreadable image(s) in the training data" in message
-    assert str(folder_with_corrupt_image / "red" / "broken.jpg") in message
-    assert str(folder_with_corrupt_image / "green" / "truncated.png") in message
-    assert "--on_bad_image skip" in message
-    assert not (tmp_path / "out").exists(), "refused before training started"
+    named = [name for name in ("red/broken.jpg", "green/truncated.png") if name in message]
+    assert len(named) == 1 and message.startswith(f"Unreadable image {folder_with_corrupt_image}/{named[0]} (")
+    assert "\n" not in message and "--on_bad_image skip" in message
+    assert not (tmp_path / "out").exists(), "a refused run leaves no folder behind"
 
 
-def test_corrupt_images_are_skipped_when_asked(folder_with_corrupt_image, cache_dir, tmp_path, caplog):
+def test_corrupt_images_are_skipped_and_counted_without_a_pre_pass(folder_with_corrupt_image, cache_dir, tmp_path,
+                                                                     caplog, monkeypatch):  # fmt: skip
+    import convnext_hf.tasks.classification.data as classification_data
+
+    def no_pre_pass(*args, **kwargs):
+        raise AssertionError("a training run must not decode every image before it starts")
+
+    monkeypatch.setattr(classification_data, "find_bad_images", no_pre_pass)
     argv = tiny_args(
         folder_with_corrupt_image, tmp_path / "out", cache_dir,
         "--on_bad_image", "skip", "--num_train_epochs", "1", "--train_val_split", "0.25",
     )  # fmt: skip
     with caplog.at_level("WARNING"):
         run(parse_args(argv))
+    assert "2 unreadable image(s) were skipped" in caplog.text
     assert "broken.jpg" in caplog.text and "truncated.png" in caplog.text
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
-    assert state["global_step"] == 3  # 12 good images, 9 for training, batch 4
+    assert state["global_step"] == 3  # 14 listed images, 10 for training, batch 4
+    unreadable = json.loads((tmp_path / "out" / "metrics.json").read_text())["unreadable_images"]
+    assert unreadable["count"] == 2
+    expected = [folder_with_corrupt_image / "green" / "truncated.png", folder_with_corrupt_image / "red" / "broken.jpg"]
+    assert sorted(path.split(" (")[0] for path in unreadable["first"]) == [str(path) for path in expected]
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "2 unreadable image(s) were skipped (--on_bad_image skip)" in card and "broken.jpg" in card
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,10 @@
-"""What every task's data has in common: the splits with their label names, and the up-front check of the images.
+"""What every task's data has in common: the splits with their label names, reading an image, finding unreadable
+images and exact copies.
 
-Each task loads its own data (`tasks/<task>`) into an `ImageData`; unreadable images are found here, before training
-starts, rather than halfway through a run.
+Each task loads its own data (`tasks/<task>`) into an `ImageData`. Classification reads its images in the loader
+(`read_images`: an unreadable one is reported there, by the Trainer); segmentation and `convnext-hf evaluate` check
+them before they start (`find_bad_images`). Exact copies are found from file sizes first and remembered per listing
+(`exact_copy_digests`), so that a second run on the same folder hashes nothing.
 """
 
 from __future__ import annotations
@@ -9,7 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import logging
+import os
+import stat
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,12 +24,15 @@ from typing import Any
 import datasets
 from PIL import Image
 
+from ..atomic import atomic_file
 from ..errors import UserInputError
 from ..tasks import IMAGE_CLASSIFICATION
 
 logger = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ("image", "img", "image_path", "path", "file")
+# The batch entry that names the images the loader could not read ("PATH (WHY)"), for the Trainer to skip or stop at.
+UNREADABLE = "unreadable_images"
 FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
@@ -45,15 +54,35 @@ class ImageData:
         return replace(self, train=train, validation=validation)
 
 
-def _image_problem(image: dict) -> str:
+def decode_image(image: dict) -> Image.Image:
+    """An undecoded image entry (its file's path, or its embedded bytes) read into a PIL image, fully decoded."""
+    source = io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]
+    opened = Image.open(source)
+    opened.load()
+    return opened
+
+
+def image_problem(image: dict) -> str:
     """Why an undecoded image entry cannot be used ("" when it decodes)."""
     try:
-        source = io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]
-        with Image.open(source) as opened:
-            opened.load()
+        decode_image(image).close()
     except Exception as error:  # noqa: BLE001 - any decoding failure makes the image unusable
         return f"{type(error).__name__}: {error}"
     return ""
+
+
+def read_images(images: Sequence[dict]) -> tuple[list[Image.Image | None], list[str]]:
+    """Undecoded image entries read as the loader needs them: each image (None when it cannot be read) and, per
+    entry, "" or "PATH (WHY)" naming an unreadable one, for the Trainer to skip or stop at (`UnreadableImages`)."""
+    read, problems = [], []
+    for row, image in enumerate(images):
+        try:
+            read.append(decode_image(image))
+            problems.append("")
+        except Exception as error:  # noqa: BLE001 - any decoding failure makes the image unusable
+            read.append(None)
+            problems.append(f"{image.get('path') or f'<embedded image {row}>'} ({type(error).__name__}: {error})")
+    return read, problems
 
 
 @contextlib.contextmanager
@@ -72,7 +101,7 @@ def find_bad_images(dataset: datasets.Dataset, num_proc: int | None = None) -> l
     """Decode every image once; return (row, path or '<row N>', reason) for each that fails."""
     raw = dataset.cast_column("image", datasets.Image(decode=False))
     problems = raw.map(
-        lambda batch: {"problem": [_image_problem(image) for image in batch["image"]]},
+        lambda batch: {"problem": [image_problem(image) for image in batch["image"]]},
         batched=True,
         num_proc=num_proc,
         remove_columns=raw.column_names,
@@ -104,6 +133,90 @@ def image_digests(dataset: datasets.Dataset, column: str = "image", num_proc: in
         remove_columns=[column],
         desc="Hashing images",
     )["digest"]
+
+
+# Exact copies have equal sizes and equal ends: the last bytes of a JPEG (its entropy-coded data) tell most files of
+# one size apart, so only files that agree on both are hashed in full.
+_TAIL_BYTES = 4096
+COPIES_CACHE = "convnext-hf-copies"
+
+
+def _file_entries(dataset: datasets.Dataset, column: str) -> list[str] | None:
+    """The file path of every image entry, or None when some image is embedded (its bytes are in the data)."""
+    raw = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    entries = raw.with_format("arrow")[:][column].combine_chunks()
+    if entries.field("bytes").null_count != len(entries):
+        return None
+    return entries.field("path").to_pylist()
+
+
+def _status(path: str) -> tuple[int | None, int | None]:
+    """(size, modification time) of a regular file; (None, None) for anything else, which the loader reports."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None, None
+    return (status.st_size, status.st_mtime_ns) if stat.S_ISREG(status.st_mode) else (None, None)
+
+
+def _tail(path: str, size: int) -> bytes:
+    with open(path, "rb") as file:
+        file.seek(max(size - _TAIL_BYTES, 0))
+        return file.read()
+
+
+def file_copy_digests(paths: Sequence[str]) -> dict[str, str]:
+    """A digest per distinct file that two files share exactly when their bytes are equal: the SHA-256 of files that
+    another file matches in size and last bytes, the path itself for the others (most files: one stat each)."""
+    sizes = {path: _status(path)[0] for path in set(paths)}
+    by_size: dict[int, list[str]] = defaultdict(list)
+    for path, size in sizes.items():
+        if size is not None:
+            by_size[size].append(path)
+    digests = {path: f"file:{path}" for path in sizes}
+    for group in (group for group in by_size.values() if len(group) > 1):
+        by_tail: dict[bytes, list[str]] = defaultdict(list)
+        for path in group:
+            by_tail[_tail(path, sizes[path])].append(path)
+        for same in (same for same in by_tail.values() if len(same) > 1):
+            digests.update((path, _digest({"path": path})) for path in same)
+    return digests
+
+
+def _listing_key(paths: Sequence[str]) -> str:
+    """A name for a set of files as they are now: their paths, sizes and modification times."""
+    digest = hashlib.sha256()
+    for path in sorted(set(paths)):
+        size, modified = _status(path)
+        digest.update(f"{path}\0{size}\0{modified}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def exact_copy_digests(
+    splits: Sequence[datasets.Dataset], cache_dir: str | None, column: str = "image", num_proc: int | None = None
+) -> list[list[str]]:
+    """Per split, a digest per image that two images share exactly when their bytes are equal.
+
+    Files: by size and last bytes first (`file_copy_digests`), remembered under `cache_dir` for this listing (paths,
+    sizes, modification times), so that a later run on the same files reads none of them. Embedded images: the
+    SHA-256 of their bytes (datasets caches the pass with the dataset).
+    """
+    files = [_file_entries(split, column) for split in splits]
+    if any(paths is None for paths in files):
+        return [image_digests(split, column, num_proc) for split in splits]
+    every = [path for paths in files for path in paths]
+    folder = os.path.join(cache_dir or str(datasets.config.HF_DATASETS_CACHE), COPIES_CACHE)
+    cached = os.path.join(folder, f"{_listing_key(every)}.json")
+    try:
+        with open(cached, encoding="utf-8") as file:
+            hashed = json.load(file)
+    except (OSError, ValueError):
+        digests = file_copy_digests(every)
+        hashed = {path: digest for path, digest in digests.items() if not digest.startswith("file:")}
+        os.makedirs(folder, exist_ok=True)
+        with atomic_file(cached) as staging:
+            staging.write_text(json.dumps(hashed), encoding="utf-8")
+    return [[hashed.get(path, f"file:{path}") for path in paths] for paths in files]
 
 
 def image_paths(dataset: datasets.Dataset, column: str = "image") -> list[str]:

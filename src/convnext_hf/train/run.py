@@ -23,6 +23,7 @@ from ..atomic import check_apart, claim_output_dir, claims_output_dir, first_mis
 from ..cli import print_box
 from ..complexity import parameter_count
 from ..conversion.hub import failure_hint
+from ..cores import available_cores, default_loader_workers
 from ..errors import OutputExistsError, UserInputError
 from ..model_folder import check_model_folder, loading_model
 from ..tasks import TASKS, Task, get_task
@@ -242,6 +243,22 @@ def _check_checkpoint_fits(checkpoint: str | None, model: Any, model_ema: bool) 
             )
 
 
+def _set_loader_workers(args: RunArguments, num_train: int | None) -> None:
+    """Without --dataloader_num_workers, load with this process's share of the cores but one (no more workers than
+    batches in an epoch), kept alive between epochs; say how many."""
+    training = args.training
+    if not args.workers_given:
+        batches = None if num_train is None else -(-num_train // training.per_device_train_batch_size)
+        training.dataloader_num_workers = default_loader_workers(batches)
+        training.dataloader_persistent_workers = training.dataloader_num_workers > 0
+    workers = training.dataloader_num_workers
+    logger.info(
+        "Loading images with %s per process (%d CPU core(s) available%s; --dataloader_num_workers sets it).",
+        f"{workers} worker process(es), {training.dataloader_prefetch_factor or 2} batches ahead each" if workers
+        else "the training process itself", available_cores(), "" if args.workers_given else ", one left for training",
+    )  # fmt: skip
+
+
 def _total_batch(training: Any) -> int:
     """Images per optimizer step: per-device batch × processes × gradient accumulation."""
     return training.per_device_train_batch_size * training.world_size * training.gradient_accumulation_steps
@@ -399,6 +416,7 @@ def _build_trainer(
         layer_decay=recipe.layer_decay,
         layer_decay_type=recipe.layer_decay_type,
         ema=ema,
+        on_bad_image=args.data.on_bad_image,
     )
 
 
@@ -460,6 +478,7 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     _check_model_source(args.model)
     raw_data = _load_data(args, requested)
     _check_batches(training, len(raw_data.train))
+    _set_loader_workers(args, len(raw_data.train))
     # The data may say more than the flag: a classification label column holding lists is multi-label.
     task = get_task(raw_data.task)
     if task is not requested:
@@ -478,6 +497,7 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     if saved_weights is not None:
         logger.info(saved_weights.sentence())
     final = _final_evaluation(trainer, data, prediction)
+    unreadable = _note_unreadable(trainer, raw_data)
     metrics = {**train_result.metrics, **final.metrics}
     image_size = _image_size(processor)
     trainer.card_facts = CardFacts(
@@ -505,7 +525,7 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     trainer.save_model()
     trainer.save_state()
     if trainer.is_world_process_zero():
-        _write_report(trainer, args, raw_data, metrics, final, saved_weights)
+        _write_report(trainer, args, raw_data, metrics, final, saved_weights, unreadable)
     if training.push_to_hub:
         try:
             trainer.push_to_hub()
@@ -563,6 +583,25 @@ def _run_summary(
     )
 
 
+# How many unreadable images metrics.json, the log and the card name (all are counted).
+UNREADABLE_SHOWN = 10
+
+
+def _note_unreadable(trainer: ConvNextTrainer, raw_data: ImageData) -> dict[str, Any] | None:
+    """The images the loaders skipped as unreadable (--on_bad_image skip), counted and the first named, in the log
+    and the data notes of the card; metrics.json's entry (None when every image was read)."""
+    unreadable = trainer.unreadable_images()
+    if not unreadable:
+        return None
+    note = (
+        f"{len(unreadable)} unreadable image(s) were skipped (--on_bad_image skip): "
+        f"{'; '.join(unreadable[:UNREADABLE_SHOWN])}{' …' if len(unreadable) > UNREADABLE_SHOWN else ''}."
+    )
+    logger.warning(note)
+    raw_data.notes.append(note)
+    return {"count": len(unreadable), "first": unreadable[:UNREADABLE_SHOWN]}
+
+
 def _backbone_weights(model: Any) -> str | None:
     """What `load_backbone_weights` copied into the model's backbone, in one paragraph (None when it did not run)."""
     report = getattr(model, "backbone_weights_report", None)
@@ -576,11 +615,14 @@ def _write_report(
     metrics: dict[str, float],
     final: FinalEvaluation,
     saved_weights: SavedWeights | None,
+    unreadable: dict[str, Any] | None = None,
 ) -> None:
     output_dir = args.training.output_dir
     names = raw_data.label_names
     hooks = trainer.task.hooks
     report: dict[str, Any] = {"metrics": metrics, "label_names": names}
+    if unreadable is not None:
+        report["unreadable_images"] = unreadable
     if saved_weights is not None:
         report["saved_weights"] = saved_weights.as_dict()
     counts = final.counts

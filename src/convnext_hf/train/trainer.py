@@ -19,6 +19,7 @@ from ..conversion.hub import failure_hint
 from ..errors import UserInputError
 from ..tasks import IMAGE_CLASSIFICATION, get_task
 from .card import CardFacts, build_model_card
+from .data import UNREADABLE
 from .ema import ModelEma
 from .mixup import Mixup
 from .optim import parameter_groups
@@ -80,6 +81,9 @@ class ConvNextTrainer(Trainer):
       same number under every launcher (the Trainer's weighs each batch's mean by the batch size, counting the
       images of a short last batch more than once).
 
+    - Unreadable images: the loader leaves them out of their batch and names them; `--on_bad_image error` stops the
+      run at the first in one line, `skip` trains on and counts them for the log, metrics.json and the card.
+
     Its model card (written at the end of a run and by `push_to_hub`) is the ConvNeXt card built from `card_facts`.
     """
 
@@ -91,6 +95,7 @@ class ConvNextTrainer(Trainer):
         layer_decay: float = 1.0,
         layer_decay_type: str = "group",
         ema: ModelEma | None = None,
+        on_bad_image: str = "error",
         **kwargs: Any,
     ) -> None:
         with warnings.catch_warnings():
@@ -104,6 +109,35 @@ class ConvNextTrainer(Trainer):
         self.layer_decay_type = layer_decay_type
         self.ema = ema
         self.card_facts: CardFacts | None = None
+        self.on_bad_image = on_bad_image
+        # Insertion-ordered set of the unreadable images met so far (each epoch meets them again).
+        self.unreadable: dict[str, None] = {}
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The Trainer's, after taking out the images the loader could not read: `--on_bad_image error` stops at
+        the first, `skip` counts them (`unreadable_images`) and trains on the rest of the batch."""
+        problems = inputs.pop(UNREADABLE, None) or []
+        if problems and self.on_bad_image == "error":
+            raise UserInputError(
+                f"Unreadable image {problems[0]}: remove or replace it, or pass --on_bad_image skip to train without "
+                "the unreadable images (`convnext-hf check` lists them all)."
+            )
+        self.unreadable.update(dict.fromkeys(problems))
+        if problems and "pixel_values" not in inputs:
+            raise UserInputError(
+                f"No image of a batch could be read ({len(problems)}: {', '.join(problems[:3])}); most of the data "
+                "seems unreadable: `convnext-hf check` lists the unreadable images."
+            )
+        return super()._prepare_inputs(inputs)
+
+    def unreadable_images(self) -> list[str]:
+        """The images ("PATH (WHY)") that the loaders of every process could not read and skipped, in order."""
+        found = list(self.unreadable)
+        if self.args.world_size > 1:
+            from accelerate.utils import gather_object
+
+            found = gather_object(found)
+        return list(dict.fromkeys(found))
 
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
         """Create the --push_to_hub repository, as the Trainer does before training; a Hub that cannot be reached or

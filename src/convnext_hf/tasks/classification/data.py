@@ -1,8 +1,10 @@
-"""Labelled images for classification: loading, label maps, the up-front image check, the split, the batch pipeline.
+"""Labelled images for classification: loading, label maps, the split, the batch pipeline.
 
-Every source becomes a `datasets.Dataset` with an `image` column (decoded to PIL on access) and a `label` ClassLabel
-column shared by the training and validation splits. Problems that would otherwise stop a run halfway (an unreadable
-image, a single class, no images) are found here, before training starts.
+Every source becomes a `datasets.Dataset` with an `image` column and a `label` ClassLabel column shared by the
+training and validation splits. An image folder is listed (`os.scandir`), not indexed by `datasets`' `imagefolder`
+builder, so that a run starts at the cost of listing its files. Problems that would otherwise stop a run halfway (a
+single class, no images, a label missing) are found here, before training starts; unreadable images are found where
+they are read anyway, in the loader (`with_transforms`, `collate`), and skipped or stopped at by the Trainer.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ from ...train.arguments import DataArguments
 from ...train.data import (
     FILE_BUILDERS,
     IMAGE_COLUMNS,
+    UNREADABLE,
     ImageData,
     drop_validation_copies,
+    exact_copy_digests,
     find_bad_images,
     hold_out_and_limit,
-    image_digests,
     image_paths,
     local_files_quietly,
+    read_images,
     repeated_images,
 )
 from .. import IMAGE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION
@@ -76,17 +80,36 @@ def _check_sources(args: DataArguments) -> str:
     return next(kind for kind, present in given.items() if present)
 
 
-def _class_folders(directory: str) -> dict[str, int]:
-    """Number of image files under each immediate subfolder of `directory` ("." for files directly in it)."""
+def _image_files(directory: str, extensions: set[str]) -> list[str]:
+    """The image files at any depth under `directory`, hidden files and folders aside, sorted."""
+    found, folders = [], [directory]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    folders.append(entry.path)
+                elif os.path.splitext(entry.name)[1].lower() in extensions:
+                    found.append(entry.path)
+    return sorted(found)
+
+
+def _class_folders(directory: str) -> dict[str, list[str]]:
+    """The image files under each immediate subfolder of `directory` (at any depth; "." for files directly in it)."""
     extensions = {ext.lower() for ext in Image.registered_extensions()}
-    counts: dict[str, int] = {}
-    for folder, _, names in os.walk(directory):
-        images = sum(os.path.splitext(name)[1].lower() in extensions for name in names)
-        if images:
-            relative = os.path.relpath(folder, directory)
-            top = relative.split(os.sep)[0]
-            counts[top] = counts.get(top, 0) + images
-    return counts
+    classes: dict[str, list[str]] = {}
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                files = _image_files(entry.path, extensions)
+                if files:
+                    classes[entry.name] = files
+            elif os.path.splitext(entry.name)[1].lower() in extensions:
+                classes.setdefault(".", []).append(entry.path)
+    return classes
 
 
 def _empty_class_folders(directory: str, classes: dict[str, int]) -> list[str]:
@@ -101,9 +124,10 @@ def _load_folders(
     splits = {"train": args.train_dir}
     if args.validation_dir is not None:
         splits["validation"] = args.validation_dir
+    listed = {}
     for split, directory in splits.items():
         check_data_folder(directory, _flag(split, "dir", words), CLASS_FOLDERS)
-        classes = _class_folders(directory)
+        classes = listed[split] = _class_folders(os.path.abspath(directory))
         if not classes:
             raise UserInputError(
                 f"No images found in {directory}: arrange the {words[split]} images as "
@@ -111,8 +135,8 @@ def _load_folders(
             )
         if "." in classes:
             raise UserInputError(
-                f"{classes['.']} image(s) lie directly in {directory}, outside any class subfolder; move each image "
-                f"into the subfolder of its class: {directory}/<class_name>/<image>."
+                f"{len(classes['.'])} image(s) lie directly in {directory}, outside any class subfolder; move each "
+                f"image into the subfolder of its class: {directory}/<class_name>/<image>."
             )
         empty = _empty_class_folders(directory, classes)
         if empty and words is TRAINING_WORDS and split == "train":
@@ -129,10 +153,16 @@ def _load_folders(
                 f"{directory} holds one class ({next(iter(classes))!r}); a classifier needs at least two. "
                 f"Put each class's images in its own subfolder: {directory}/<class_name>/<image>."
             )
-    # One builder call for both splits, so class ids come from the union of the class folders.
-    files = {split: os.path.join(os.path.abspath(directory), "**") for split, directory in splits.items()}
-    with local_files_quietly():
-        return datasets.load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
+    # Class ids come from the union of both splits' class folders, in sorted order.
+    names = sorted({name for classes in listed.values() for name in classes})
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    data = {}
+    for split, classes in listed.items():
+        rows = [(path, names.index(name)) for name, paths in sorted(classes.items()) for path in paths]
+        data[split] = datasets.Dataset.from_dict(
+            {"image": [path for path, _ in rows], "label": [label for _, label in rows]}, features=features
+        )
+    return datasets.DatasetDict(data)
 
 
 def _csv_as_text(splits: dict[str, str]) -> dict[str, Any]:
@@ -452,19 +482,21 @@ def _remove_repeats(
     data: datasets.DatasetDict,
     label_names: list[str],
     multi_label: bool,
-    num_proc: int | None,
+    cache_dir: str | None,
     words: dict[str, str],
     notes: list[str],
 ) -> datasets.DatasetDict:
     """One row per image in each split (repeats noted, contradicting labels refused), no file in both splits, and no
-    validation image identical to a training one (left out, noted): all before the split, so none leaks into it."""
+    validation image identical to a training one (left out, noted): all before the split, so none leaks into it.
+    Copies are found by size and last bytes first, once per listing (`exact_copy_digests`)."""
     if multi_label:
         fix = "merge their label lists into one row"
     else:
         fix = "for several labels per image, train with --task multi-label-classification"
     found = {}
-    for split, dataset in data.items():
-        digests, paths = image_digests(dataset, num_proc=num_proc), image_paths(dataset)
+    every_digest = exact_copy_digests(list(data.values()), cache_dir)
+    for (split, dataset), digests in zip(data.items(), every_digest, strict=True):
+        paths = image_paths(dataset)
         if multi_label:
             labels = [" ".join(n for n, hot in zip(label_names, row, strict=True) if hot) for row in dataset["label"]]
         else:
@@ -511,15 +543,18 @@ def load_image_data(
         data, label_names = _encode_labels(data)
         if not (scoring or single_label_given):
             _refuse_combined_labels(label_names)
-    data = datasets.DatasetDict(
-        {
-            split: _drop_bad_images(dataset, words[split], args.on_bad_image, num_proc, notes)
-            for split, dataset in data.items()
-        }
-    )
-    if not scoring:
-        # Scoring takes the images as given; a training run must not learn one image twice or validate on it.
-        data = _remove_repeats(data, label_names, multi_label, num_proc, words, notes)
+    if scoring:
+        # Scoring reads the images outside the Trainer, so they are checked here, on every core; a training run
+        # finds unreadable images as its loader reads them.
+        data = datasets.DatasetDict(
+            {
+                split: _drop_bad_images(dataset, words[split], args.on_bad_image, num_proc, notes)
+                for split, dataset in data.items()
+            }
+        )
+    else:
+        # A training run must not learn one image twice or validate on it.
+        data = _remove_repeats(data, label_names, multi_label, cache_dir, words, notes)
     (_check_multi_labels if multi_label else _check_classes)(data, label_names, source, scoring)
     train, validation = data["train"], data.get("validation")
     train, validation = hold_out_and_limit(
@@ -535,26 +570,38 @@ def with_transforms(
     processor: ConvNextHFImageProcessor,
 ) -> ImageData:
     """Attach the on-the-fly transforms: augmentation for training, the image processor for validation; both read
-    the images with the processor's conversion (alpha, 16-bit, palette and grayscale alike)."""
+    the images (`read_images`) with the processor's conversion (alpha, 16-bit, palette and grayscale alike). An
+    image that cannot be read has no pixel values and is named under `UNREADABLE` (`collate` leaves it out)."""
 
     def train_batch(batch: dict) -> dict:
-        return {
-            "pixel_values": [train_transform(processor.convert_image(image)) for image in batch["image"]],
-            "labels": batch["label"],
-        }
+        images, problems = read_images(batch["image"])
+        pixel_values = [None if image is None else train_transform(processor.convert_image(image)) for image in images]
+        return {"pixel_values": pixel_values, "labels": batch["label"], UNREADABLE: problems}
 
     def eval_batch(batch: dict) -> dict:
-        pixel_values = processor(batch["image"], return_tensors="pt")["pixel_values"]
-        return {"pixel_values": list(pixel_values), "labels": batch["label"]}
+        images, problems = read_images(batch["image"])
+        readable = [image for image in images if image is not None]
+        pixel_values = iter(processor(readable, return_tensors="pt")["pixel_values"] if readable else [])
+        return {"pixel_values": [None if image is None else next(pixel_values) for image in images],
+                "labels": batch["label"], UNREADABLE: problems}  # fmt: skip
 
-    validation = data.validation.with_transform(eval_batch) if data.validation is not None else None
-    return data.with_splits(data.train.with_transform(train_batch), validation)
+    def undecoded(dataset: datasets.Dataset) -> datasets.Dataset:
+        return dataset.cast_column("image", datasets.Image(decode=False))
+
+    validation = undecoded(data.validation).with_transform(eval_batch) if data.validation is not None else None
+    return data.with_splits(undecoded(data.train).with_transform(train_batch), validation)
 
 
-def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack examples into a batch of `pixel_values` and `labels`: class ids, or float multi-hot rows."""
-    labels = [example["labels"] for example in examples]
+def collate(examples: list[dict]) -> dict[str, Any]:
+    """Stack examples into a batch of `pixel_values` and `labels` (class ids, or float multi-hot rows), leaving out
+    the images that could not be read; the batch names those under `UNREADABLE` for the Trainer."""
+    readable = [example for example in examples if example["pixel_values"] is not None]
+    batch: dict[str, Any] = {UNREADABLE: [example[UNREADABLE] for example in examples if example.get(UNREADABLE)]}
+    if not readable:
+        return batch
+    labels = [example["labels"] for example in readable]
     return {
-        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+        "pixel_values": torch.stack([example["pixel_values"] for example in readable]),
         "labels": torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], list) else torch.long),
+        **batch,
     }
