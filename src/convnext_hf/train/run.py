@@ -253,9 +253,10 @@ def _set_loader_workers(args: RunArguments, num_train: int | None) -> None:
         training.dataloader_persistent_workers = training.dataloader_num_workers > 0
     workers = training.dataloader_num_workers
     logger.info(
-        "Loading images with %s per process (%d CPU core(s) available%s; --dataloader_num_workers sets it).",
-        f"{workers} worker process(es), {training.dataloader_prefetch_factor or 2} batches ahead each" if workers
-        else "the training process itself", available_cores(), "" if args.workers_given else ", one left for training",
+        "Loading images %s (%d CPU core(s) available%s; --dataloader_num_workers sets it).",
+        f"in {workers} worker process(es) per training process, each {training.dataloader_prefetch_factor or 2} "
+        "batches ahead" if workers else "in the training process itself", available_cores(),
+        "" if args.workers_given else ", one left for training",
     )  # fmt: skip
 
 
