@@ -158,10 +158,21 @@ class DataArguments:
     on_bad_image: str = field(
         default="error",
         metadata={
-            "help": "An unreadable image found by the check before training: 'error' stops with the list of "
-            "paths, 'skip' leaves those images out.",
+            "help": "An image that cannot be read (found as the loader reads it; `convnext-hf check` finds them all "
+            "up front): 'error' stops the run at the first, naming it; 'skip' trains on without it and counts it "
+            "in the log, metrics.json and the model card.",
             "choices": BAD_IMAGE_POLICIES,
         },
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream --dataset_name (a Hub id, or a folder of parquet or webdataset .tar shards) instead "
+                  "of loading it whole: split between processes and loader workers, reshuffled every epoch; needs "
+                  "--max_steps."},
+    )
+    shuffle_buffer_size: int = field(
+        default=1000,
+        metadata={"help": "With --streaming: examples each loader worker shuffles among (besides the shard order)."},
     )
 
 

@@ -41,13 +41,15 @@ class ImageData:
     """The training and validation splits, their label names, a description of the source for the model card, and
     the task they were loaded for (a classification label column holding lists makes it multi-label)."""
 
-    train: datasets.Dataset
-    validation: datasets.Dataset | None
+    train: datasets.Dataset | Any
+    validation: datasets.Dataset | Any | None
     label_names: list[str]
     source: str
     task: str = IMAGE_CLASSIFICATION
     # What the checks before training left out or found, one sentence each, for the log and the model card.
     notes: list[str] = field(default_factory=list)
+    # Streamed splits (`train.streaming.EpochStream`): no length, read as the run goes.
+    streaming: bool = False
 
     def with_splits(self, train: datasets.Dataset, validation: datasets.Dataset | None) -> ImageData:
         """The same data with other splits (e.g. with their transforms attached)."""

@@ -243,14 +243,19 @@ def _check_checkpoint_fits(checkpoint: str | None, model: Any, model_ema: bool) 
             )
 
 
-def _set_loader_workers(args: RunArguments, num_train: int | None) -> None:
+def _set_loader_workers(args: RunArguments, num_train: int | None, shards: int | None = None) -> None:
     """Without --dataloader_num_workers, load with this process's share of the cores but one (no more workers than
-    batches in an epoch), kept alive between epochs; say how many."""
+    batches in an epoch), kept alive between epochs; a stream gets no more workers than this process has shards (a
+    worker reads whole shards). Say how many."""
     training = args.training
     if not args.workers_given:
         batches = None if num_train is None else -(-num_train // training.per_device_train_batch_size)
         training.dataloader_num_workers = default_loader_workers(batches)
         training.dataloader_persistent_workers = training.dataloader_num_workers > 0
+    if shards is not None and training.dataloader_num_workers > shards:
+        logger.info("%d loader workers for %d shard(s) of the stream in this process: %d, one per shard.",
+                    training.dataloader_num_workers, shards, shards)  # fmt: skip
+        training.dataloader_num_workers = shards
     workers = training.dataloader_num_workers
     logger.info(
         "Loading images %s (%d CPU core(s) available%s; --dataloader_num_workers sets it).",
@@ -478,8 +483,11 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     _check_task_arguments(args, requested)
     _check_model_source(args.model)
     raw_data = _load_data(args, requested)
-    _check_batches(training, len(raw_data.train))
-    _set_loader_workers(args, len(raw_data.train))
+    if raw_data.streaming:
+        _set_loader_workers(args, None, raw_data.train.n_shards)
+    else:
+        _check_batches(training, len(raw_data.train))
+        _set_loader_workers(args, len(raw_data.train))
     # The data may say more than the flag: a classification label column holding lists is multi-label.
     task = get_task(raw_data.task)
     if task is not requested:
@@ -509,8 +517,8 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
         dataset=data.source,
         hub_dataset=args.data.dataset_name,
         label_names=data.label_names,
-        num_train=len(data.train),
-        num_validation=len(data.validation) if data.validation is not None else 0,
+        num_train="streamed" if data.streaming else len(data.train),
+        num_validation=_validation_count(data, final),
         image_size=image_size,
         hyperparameters=_hyperparameters(args, task, image_size, _backbone_config(model).drop_path_rate),
         results=final.metrics,
@@ -538,14 +546,28 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
             ) from error
     if trainer.is_world_process_zero():
         weights = saved_weights.summary() if saved_weights is not None else "the live weights after the last step"
-        summary = _run_summary(args, trainer, data, metrics, weights)
+        summary = _run_summary(args, trainer, data, metrics, weights, _validation_count(data, final))
         summary.needs_package = trainer.card_facts.loading_note is not None
         print_box(summary_lines(summary))
     return metrics
 
 
+def _validation_count(data: ImageData, final: FinalEvaluation) -> int:
+    """The validation images: the split's length, or for a stream the images the final evaluation scored."""
+    if data.validation is None:
+        return 0
+    if not data.streaming:
+        return len(data.validation)
+    return int(final.counts.sum()) if final.counts is not None else 0
+
+
 def _run_summary(
-    args: RunArguments, trainer: ConvNextTrainer, data: ImageData, metrics: dict[str, float], saved_weights: str
+    args: RunArguments,
+    trainer: ConvNextTrainer,
+    data: ImageData,
+    metrics: dict[str, float],
+    saved_weights: str,
+    validation_images: int,
 ) -> RunSummary:
     """What the results box shows: the folder, the final metrics, the weights saved, the checkpoints kept."""
     output_dir = args.training.output_dir
@@ -556,6 +578,9 @@ def _run_summary(
             source += ["--validation_mask_dir", given.validation_mask_dir]
     elif given.validation_file is not None:
         validation, source = given.validation_file, ["--validation_file", given.validation_file]
+    elif given.dataset_name is not None:
+        validation = f"the validation split of {given.dataset_name}{', streamed' if data.streaming else ''}"
+        source = ["--dataset_name", given.dataset_name]
     else:
         validation = f"{given.train_val_split:.0%} of the training data, held out"
         source = ["--validation_dir", "IMAGES"]
@@ -571,7 +596,7 @@ def _run_summary(
         metrics=metrics,
         saved_weights=saved_weights,
         validation=validation if data.validation is not None else None,
-        validation_images=len(data.validation) if data.validation is not None else 0,
+        validation_images=validation_images,
         checkpoints=sorted(
             (name for name in os.listdir(output_dir) if name.startswith(PREFIX_CHECKPOINT_DIR)),
             key=lambda name: int(name.rsplit("-", 1)[-1]) if name.rsplit("-", 1)[-1].isdigit() else -1,

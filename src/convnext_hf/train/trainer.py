@@ -24,6 +24,7 @@ from .ema import ModelEma
 from .mixup import Mixup
 from .optim import parameter_groups
 from .report import write_text
+from .streaming import EpochStream
 
 
 @dataclass
@@ -129,6 +130,28 @@ class ConvNextTrainer(Trainer):
                 "seems unreadable: `convnext-hf check` lists the unreadable images."
             )
         return super()._prepare_inputs(inputs)
+
+    def get_train_dataloader(self) -> Any:
+        """The Trainer's, but a stream (`EpochStream`) is already this process's share: it is loaded as it is, not
+        handed to accelerate, which would share it out again."""
+        if not isinstance(self.train_dataset, EpochStream):
+            return super().get_train_dataloader()
+        args = self.args
+        workers = args.dataloader_num_workers
+        return torch.utils.data.DataLoader(
+            self.train_dataset, batch_size=self._train_batch_size, collate_fn=self.data_collator,
+            num_workers=workers, pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and workers > 0,
+            prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
+        )  # fmt: skip
+
+    def get_resumed_dataloader(self, dataloader: Any, num_batches: int) -> Any:
+        """Resuming mid-run: a stream starts after the batches already trained on without decoding them; other data
+        is skipped as the Trainer does."""
+        if isinstance(self.train_dataset, EpochStream):
+            self.train_dataset.resume_after(num_batches)
+            return dataloader
+        return super().get_resumed_dataloader(dataloader, num_batches)
 
     def unreadable_images(self) -> list[str]:
         """The images ("PATH (WHY)") that the loaders of every process could not read and skipped, in order."""

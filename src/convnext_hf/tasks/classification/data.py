@@ -204,7 +204,7 @@ def _load_files(
     options = _csv_as_text(splits) if builder == "csv" else {}
     with local_files_quietly():
         data = datasets.load_dataset(builder, data_files=splits, cache_dir=cache_dir, **options)
-    image_column = _find_column(data["train"], args.image_column_name, IMAGE_COLUMNS, "image")
+    image_column = find_column(data["train"].column_names, args.image_column_name, IMAGE_COLUMNS, "image")
 
     # Paths in the file are relative to the file's own folder.
     def absolute_paths(batch: dict, split: str) -> dict:
@@ -231,24 +231,25 @@ def _load_hub(
     return datasets.DatasetDict(splits)
 
 
-def _find_column(dataset: datasets.Dataset, requested: str | None, candidates: tuple[str, ...], what: str) -> str:
+def find_column(columns: list[str], requested: str | None, candidates: tuple[str, ...], what: str) -> str:
+    """The column named `requested`, else the first of `candidates` the data has; refused when there is none."""
     if requested is not None:
-        if requested not in dataset.column_names:
-            raise UserInputError(f"Column {requested!r} not found; the data has columns {dataset.column_names}.")
+        if requested not in columns:
+            raise UserInputError(f"Column {requested!r} not found; the data has columns {columns}.")
         return requested
     for name in candidates:
-        if name in dataset.column_names:
+        if name in columns:
             return name
     raise UserInputError(
-        f"No {what} column found among {dataset.column_names}; name it with --{what}_column_name."
+        f"No {what} column found among {columns}; name it with --{what}_column_name."
         + (" For an image folder, put each class's images in its own subfolder." if what == "label" else "")
     )
 
 
 def _standardize_columns(data: datasets.DatasetDict, args: DataArguments) -> datasets.DatasetDict:
     """Rename the image and label columns to `image` and `label`, drop the others, and decode images to PIL."""
-    image_column = _find_column(data["train"], args.image_column_name, IMAGE_COLUMNS, "image")
-    label_column = _find_column(data["train"], args.label_column_name, LABEL_COLUMNS, "label")
+    image_column = find_column(data["train"].column_names, args.image_column_name, IMAGE_COLUMNS, "image")
+    label_column = find_column(data["train"].column_names, args.label_column_name, LABEL_COLUMNS, "label")
     renamed = {}
     for split, dataset in data.items():
         dataset = dataset.select_columns([image_column, label_column])
@@ -529,6 +530,11 @@ def load_image_data(
     `scoring` loads the one split `convnext-hf evaluate` scores: its messages speak of the scored images, and one
     class is enough.
     """
+    if args.streaming:
+        raise UserInputError(
+            "--streaming trains single-label classification (--task image-classification); drop --streaming to "
+            "load the data as a whole."
+        )
     words = SCORING_WORDS if scoring else TRAINING_WORDS
     notes: list[str] = []
     kind = _check_sources(args)
@@ -585,8 +591,11 @@ def with_transforms(
         return {"pixel_values": [None if image is None else next(pixel_values) for image in images],
                 "labels": batch["label"], UNREADABLE: problems}  # fmt: skip
 
-    def undecoded(dataset: datasets.Dataset) -> datasets.Dataset:
-        return dataset.cast_column("image", datasets.Image(decode=False))
+    def undecoded(dataset: Any) -> Any:
+        # A stream (`EpochStream`) is undecoded already.
+        if isinstance(dataset, datasets.Dataset):
+            return dataset.cast_column("image", datasets.Image(decode=False))
+        return dataset
 
     validation = undecoded(data.validation).with_transform(eval_batch) if data.validation is not None else None
     return data.with_splits(undecoded(data.train).with_transform(train_batch), validation)
