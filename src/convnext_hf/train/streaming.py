@@ -7,7 +7,10 @@ without end (`--max_steps` ends the run), reshuffled every epoch (shard order an
 stay undecoded until this process's share is picked, and are decoded by the transform the task attaches.
 
 Resuming mid-run regenerates the same order and drops the examples the checkpoint's steps trained on before they are
-decoded (`resume_after`): the data is read again up to that point, but no image is decoded or augmented twice.
+decoded (`resume_after`): the data is read again up to that point, but no image is decoded or augmented twice. The
+loader's workers take turns, a batch each, and a new loader starts with the first worker: the workers before the one
+whose turn it was give one empty batch first, which the resumed loader drops (`AfterPlaceholders`), so that the run
+goes on in exactly the order it would have.
 """
 
 from __future__ import annotations
@@ -19,6 +22,12 @@ from typing import Any
 import datasets
 import torch
 from datasets.distributed import split_dataset_by_node
+
+from .data import UNREADABLE
+
+# An example of an empty batch (no pixel values: the task's collate leaves it out), given by a resumed worker whose
+# turn has passed.
+PLACEHOLDER = {"pixel_values": None, "labels": None, UNREADABLE: ""}
 
 
 class EpochStream(torch.utils.data.IterableDataset):
@@ -56,18 +65,25 @@ class EpochStream(torch.utils.data.IterableDataset):
         transformed.transform = transform
         return transformed
 
-    def resume_after(self, batches: int) -> None:
-        """Start after the first `batches` batches this process's loader gave (set before the loader starts)."""
+    def resume_after(self, batches: int, workers: int) -> int:
+        """Start after the first `batches` batches this process's loader of `workers` workers gave (set before the
+        loader starts); returns the empty batches it gives first (for `AfterPlaceholders` to drop)."""
         self.skipped_batches = batches
+        return batches % workers if workers else 0
 
-    def _skipped_examples(self) -> int:
-        """The examples this worker gave to the batches already trained on: workers take turns, a batch each."""
+    def _resume_position(self) -> tuple[int, bool]:
+        """(the examples this worker gave to the batches already trained on, whether it gives an empty batch first):
+        workers take turns, a batch each."""
         info = torch.utils.data.get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        return len(range(worker, self.skipped_batches, workers)) * self.batch_size
+        done = len(range(worker, self.skipped_batches, workers)) * self.batch_size
+        return done, worker < self.skipped_batches % workers
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        skip = self._skipped_examples() if self.training else 0
+        skip, placeholder = self._resume_position() if self.training else (0, False)
+        if placeholder:
+            for _ in range(self.batch_size):
+                yield dict(PLACEHOLDER)
         epoch = 0
         while True:
             self.stream.set_epoch(epoch)
@@ -85,3 +101,17 @@ class EpochStream(torch.utils.data.IterableDataset):
             if not self.training or read == 0:
                 return
             epoch += 1
+
+
+class AfterPlaceholders:
+    """A resumed stream's loader without the empty batches its workers give first (`EpochStream.resume_after`)."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, placeholders: int) -> None:
+        self.loader = loader
+        self.placeholders = placeholders
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = iter(self.loader)
+        for _ in range(self.placeholders):
+            next(batches)
+        yield from batches

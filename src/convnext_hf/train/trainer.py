@@ -24,7 +24,7 @@ from .ema import ModelEma
 from .mixup import Mixup
 from .optim import parameter_groups
 from .report import write_text
-from .streaming import EpochStream
+from .streaming import AfterPlaceholders, EpochStream
 
 
 @dataclass
@@ -149,8 +149,8 @@ class ConvNextTrainer(Trainer):
         """Resuming mid-run: a stream starts after the batches already trained on without decoding them; other data
         is skipped as the Trainer does."""
         if isinstance(self.train_dataset, EpochStream):
-            self.train_dataset.resume_after(num_batches)
-            return dataloader
+            placeholders = self.train_dataset.resume_after(num_batches, self.args.dataloader_num_workers)
+            return AfterPlaceholders(dataloader, placeholders)
         return super().get_resumed_dataloader(dataloader, num_batches)
 
     def unreadable_images(self) -> list[str]:
