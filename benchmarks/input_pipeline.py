@@ -23,9 +23,9 @@ import time
 import torch
 
 from convnext_hf import ConvNextConfig, ConvNextForImageClassification
+from convnext_hf.images import read_image
 from convnext_hf.tasks import get_task
 from convnext_hf.train import parse_args
-from convnext_hf.train.data import decode_image
 from convnext_hf.train.run import _set_loader_workers
 
 
@@ -34,11 +34,11 @@ def per_worker(folder: str, transform, processor, count: int) -> dict[str, float
     paths = sorted(os.path.join(root, name) for root, _, names in os.walk(folder) for name in names)[:count]
     started = time.process_time()
     for path in paths:
-        decode_image({"path": path, "bytes": None}).convert("RGB")
+        read_image(path)
     decode = len(paths) / (time.process_time() - started)
     started = time.process_time()
     for path in paths:
-        transform(processor.convert_image(decode_image({"path": path, "bytes": None})))
+        transform(read_image(path))
     recipe = len(paths) / (time.process_time() - started)
     return {"decode_images_per_s": decode, "recipe_images_per_s": recipe}
 

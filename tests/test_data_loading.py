@@ -89,7 +89,7 @@ def test_the_loader_names_unreadable_images_and_collate_leaves_them_out(tmp_path
     broken.write_bytes(b"not a JPEG")
     images, problems = read_images([{"path": str(good), "bytes": None}, {"path": str(broken), "bytes": None}])
     assert images[0].size == (16, 16) and images[1] is None
-    assert problems[0] == "" and problems[1].startswith(f"{broken} (UnidentifiedImageError")
+    assert problems[0] == "" and problems[1].startswith(f"{broken} (") and problems[1].endswith(")")
     import torch
 
     batch = collate([

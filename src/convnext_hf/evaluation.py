@@ -24,10 +24,10 @@ import datasets
 import numpy as np
 import torch
 import transformers
-from transformers.image_utils import load_image
 
 from .atomic import atomic_directory
 from .errors import UserInputError
+from .images import read_image
 from .model_folder import check_model_folder, load_model_folder, loading_model
 from .tasks import (
     IMAGE_CLASSIFICATION,
@@ -75,7 +75,7 @@ def predict(
     started = time.perf_counter()
     for start in range(0, len(images), args.batch_size):
         batch = images[start : start + args.batch_size]["image"]
-        inputs = processor([load_image(image) for image in batch], return_tensors="pt").to(model.device)
+        inputs = processor([read_image(image) for image in batch], return_tensors="pt").to(model.device)
         model_started = time.perf_counter()
         with torch.inference_mode():
             logits.append(model(**inputs).logits.float().cpu().numpy())

@@ -21,6 +21,7 @@ The file imports nothing from this project: `save_pretrained` copies it next to 
 import os
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -267,7 +268,7 @@ def _decode(image: Image.Image) -> None:
         ) from err
 
 
-def _to_standard_mode(image: Image.Image, convert_rgb: bool = True) -> Image.Image:
+def to_standard_mode(image: Image.Image, convert_rgb: bool = True) -> Image.Image:
     """Read a PIL image of any supported mode as 8-bit RGB, transparency composited onto white; or, without
     `convert_rgb`, as 8 bits per channel keeping its channels (L, LA, RGB or RGBA: alpha is kept)."""
     _decode(image)
@@ -302,51 +303,57 @@ def _to_standard_mode(image: Image.Image, convert_rgb: bool = True) -> Image.Ima
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
-def _check_pixel_limit(size: tuple[int, int], path: Path) -> None:
+def _check_pixel_limit(size: tuple[int, int], name: str) -> None:
     """Refuse to decode an image file larger than MAX_IMAGE_PIXELS (a decompression-bomb guard)."""
     width, height = size
     if width * height > MAX_IMAGE_PIXELS:
         raise ValueError(
-            f"{path} declares {width} x {height} = {width * height:,} pixels, over the limit of "
+            f"{name} declares {width} x {height} = {width * height:,} pixels, over the limit of "
             f"{MAX_IMAGE_PIXELS:,} (a decompression-bomb guard); downscale the file before preprocessing."
         )
 
 
-def open_image_file(path: Path, convert_rgb: bool) -> Image.Image:
-    """Read an image file as `_to_standard_mode` does, honouring its EXIF orientation, with clear errors for
-    unreadable files."""
-    if not path.is_file():
-        raise ValueError(f"no image file at {path}; pass an existing file path, or the decoded image itself.")
+def open_displayed(source: Path | BinaryIO, name: str | None = None) -> Image.Image:
+    """Decode an image file (a path or a binary file object) in its displayed frame, EXIF orientation applied as
+    transformers' `load_image` applies it, its pixels in the file's own mode; clear errors for unreadable files."""
+    name = name or str(getattr(source, "name", None) or source)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            opened = Image.open(path)
+            opened = Image.open(source)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
             raise ValueError(
-                f"{path} is too large to decode safely ({err}); the limit is {MAX_IMAGE_PIXELS:,} pixels. "
+                f"{name} is too large to decode safely ({err}); the limit is {MAX_IMAGE_PIXELS:,} pixels. "
                 "Downscale the file before preprocessing."
             ) from err
         except OSError as err:
             raise ValueError(
-                f"{path} is not a readable image file ({err}); check that it is a complete image (PNG, JPEG, "
+                f"{name} is not a readable image file ({err}); check that it is a complete image (PNG, JPEG, "
                 "...) or decode it yourself and pass the image."
             ) from err
     with opened:
-        _check_pixel_limit(opened.size, path)
+        _check_pixel_limit(opened.size, name)
         _decode(opened)
-        return _to_standard_mode(ImageOps.exif_transpose(opened), convert_rgb)
+        return ImageOps.exif_transpose(opened)
+
+
+def open_image_file(path: Path, convert_rgb: bool) -> Image.Image:
+    """Read an image file as `to_standard_mode` does, in its displayed frame (see `open_displayed`)."""
+    if not path.is_file():
+        raise ValueError(f"no image file at {path}; pass an existing file path, or the decoded image itself.")
+    return to_standard_mode(open_displayed(path), convert_rgb)
 
 
 def _image_to_pil(image: object, input_data_format: str | ChannelDimension | None, convert_rgb: bool) -> Image.Image:
-    """Convert one accepted image input to a PIL image in a standard mode (see `_to_standard_mode`)."""
+    """Convert one accepted image input to a PIL image in a standard mode (see `to_standard_mode`)."""
     if isinstance(image, (str, os.PathLike)):
         return open_image_file(Path(image), convert_rgb)
     if isinstance(image, Image.Image):
-        return _to_standard_mode(image, convert_rgb)
+        return to_standard_mode(image, convert_rgb)
     if isinstance(image, torch.Tensor):
         image = _tensor_to_numpy(image)
     if isinstance(image, np.ndarray):
-        return _to_standard_mode(_array_to_pil(image, input_data_format), convert_rgb)
+        return to_standard_mode(_array_to_pil(image, input_data_format), convert_rgb)
     raise TypeError(f"cannot preprocess an object of type {type(image).__name__}; pass {_ACCEPTED_INPUTS}.")
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserInputError
-from ..image_processing_convnext import open_image_file
+from ..images import read_image as read_any_image
 from .engines import EngineModel
 from .graph import INPUT_NAME, DropMessages
 
@@ -40,10 +40,11 @@ def image_files(directory: str | os.PathLike, flag: str) -> list[Path]:
 
 
 def read_image(path: Path, flag: str) -> Image.Image:
-    """The RGB image in the file, as the image processor reads a path; an unreadable file is refused by name."""
+    """The RGB image in the file, as every command reads one (`images.read_image`); an unreadable file is refused by
+    name."""
     try:
-        return open_image_file(path, convert_rgb=True).convert("RGB")
-    except ValueError as error:
+        return read_any_image(path)
+    except UserInputError as error:
         raise UserInputError(f"{flag}: {error} Remove the file from the folder, or replace it.") from error
 
 

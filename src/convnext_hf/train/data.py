@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from PIL import Image
 
 from ..atomic import atomic_file
 from ..errors import UserInputError
+from ..images import read_image, source_name
 from ..tasks import IMAGE_CLASSIFICATION
 
 logger = logging.getLogger(__name__)
@@ -56,34 +56,27 @@ class ImageData:
         return replace(self, train=train, validation=validation)
 
 
-def decode_image(image: dict) -> Image.Image:
-    """An undecoded image entry (its file's path, or its embedded bytes) read into a PIL image, fully decoded."""
-    source = io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]
-    opened = Image.open(source)
-    opened.load()
-    return opened
-
-
 def image_problem(image: dict) -> str:
     """Why an undecoded image entry cannot be used ("" when it decodes)."""
     try:
-        decode_image(image).close()
+        read_image(image)
     except Exception as error:  # noqa: BLE001 - any decoding failure makes the image unusable
         return f"{type(error).__name__}: {error}"
     return ""
 
 
-def read_images(images: Sequence[dict]) -> tuple[list[Image.Image | None], list[str]]:
-    """Undecoded image entries read as the loader needs them: each image (None when it cannot be read) and, per
-    entry, "" or "PATH (WHY)" naming an unreadable one, for the Trainer to skip or stop at (`UnreadableImages`)."""
+def read_images(images: Sequence[dict], convert_rgb: bool = True) -> tuple[list[Image.Image | None], list[str]]:
+    """Undecoded image entries read as the loader needs them (`read_image`): each image (None when it cannot be read)
+    and, per entry, "" or "PATH (WHY)" naming an unreadable one, for the Trainer to skip or stop at."""
     read, problems = [], []
-    for row, image in enumerate(images):
+    for image in images:
         try:
-            read.append(decode_image(image))
+            read.append(read_image(image, convert_rgb=convert_rgb))
             problems.append("")
         except Exception as error:  # noqa: BLE001 - any decoding failure makes the image unusable
+            name = source_name(image)
             read.append(None)
-            problems.append(f"{image.get('path') or f'<embedded image {row}>'} ({type(error).__name__}: {error})")
+            problems.append(f"{name} ({str(error).removeprefix(f'{name}: ')})")
     return read, problems
 
 

@@ -576,16 +576,17 @@ def with_transforms(
     processor: ConvNextHFImageProcessor,
 ) -> ImageData:
     """Attach the on-the-fly transforms: augmentation for training, the image processor for validation; both read
-    the images (`read_images`) with the processor's conversion (alpha, 16-bit, palette and grayscale alike). An
-    image that cannot be read has no pixel values and is named under `UNREADABLE` (`collate` leaves it out)."""
+    the images with `read_image` (`read_images`: displayed frame; alpha, 16-bit, palette and grayscale as the processor
+    converts). An image that cannot be read has no pixel values and is named under `UNREADABLE` (`collate` leaves it
+    out)."""
 
     def train_batch(batch: dict) -> dict:
-        images, problems = read_images(batch["image"])
-        pixel_values = [None if image is None else train_transform(processor.convert_image(image)) for image in images]
+        images, problems = read_images(batch["image"], convert_rgb=processor.do_convert_rgb)
+        pixel_values = [None if image is None else train_transform(image) for image in images]
         return {"pixel_values": pixel_values, "labels": batch["label"], UNREADABLE: problems}
 
     def eval_batch(batch: dict) -> dict:
-        images, problems = read_images(batch["image"])
+        images, problems = read_images(batch["image"], convert_rgb=processor.do_convert_rgb)
         readable = [image for image in images if image is not None]
         pixel_values = iter(processor(readable, return_tensors="pt")["pixel_values"] if readable else [])
         return {"pixel_values": [None if image is None else next(pixel_values) for image in images],

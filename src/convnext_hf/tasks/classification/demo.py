@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from ...cli import print_box
 from ...demo import DemoSettings, prepare_output_dir, time_line, train_and_score
 from ...errors import UserInputError
+from ...images import read_image
 
 DIGIT_SIDE = 28
 DEFAULT_ROOT = "convnext-mnist-demo"
@@ -106,7 +107,7 @@ def classify_held_out(model_dir: str, held_out_dir: str, batch_size: int = 250) 
     scores = np.zeros((len(paths), len(label2id)), dtype=np.float32)
     with tqdm(total=len(paths), desc="Classifying held-out digits", unit="image") as progress:
         for start in range(0, len(paths), batch_size):
-            chunk = [Image.open(path) for path in paths[start : start + batch_size]]
+            chunk = [read_image(path) for path in paths[start : start + batch_size]]
             for row, predictions in enumerate(classifier(chunk, top_k=len(label2id), batch_size=batch_size)):
                 for prediction in predictions:
                     scores[start + row, label2id[prediction["label"]]] = prediction["score"]

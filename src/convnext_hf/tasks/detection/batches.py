@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...images import read_image
 from ...train.data import ImageData
 from .augment import BoxAugment
 
@@ -31,7 +32,7 @@ def with_detection_transforms(data: ImageData, augment: BoxAugment | None, proce
     def encode(batch: dict, train: bool) -> dict:
         images, targets = [], []
         for image, image_id, objects in zip(batch["image"], batch["image_id"], batch["objects"], strict=True):
-            image = image.convert("RGB")
+            image = read_image(image)
             boxes, categories, crowd = objects["bbox"], objects["category"], objects["iscrowd"]
             if train and augment is not None:
                 not_crowd = [index for index, flag in enumerate(crowd) if not flag]

@@ -16,9 +16,9 @@ from collections import Counter
 from typing import Any
 
 import datasets
-from PIL import Image
 
 from ...errors import UserInputError
+from ...images import image_frames
 from ...tasks import OBJECT_DETECTION
 from ...train.arguments import DataArguments
 from ...train.data import ImageData, hold_out_and_limit
@@ -89,13 +89,27 @@ def coco_label_names(coco: dict, path: str) -> tuple[list[str], dict[int, int]]:
     return names, {int(category["id"]): index for index, category in enumerate(categories)}
 
 
-def _image_size(path: str) -> tuple[int, int] | None:
-    """(width, height) read from the file's header, or None when it cannot be opened."""
+def _image_frames(path: str) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(width, height) as stored and as displayed (EXIF orientation applied), from the file's header; None when it
+    cannot be opened."""
     try:
-        with Image.open(path) as image:
-            return image.size
+        return image_frames(path)
     except Exception:  # noqa: BLE001 - any failure to open makes the image unusable
         return None
+
+
+def _size_problem(image: dict, path: str, frames: tuple[tuple[int, int], tuple[int, int]]) -> str:
+    """Why the file's width/height (when given) fit neither the image as stored nor as displayed ("" when it fits):
+    boxes are read in the displayed frame, which annotation tools show, and some tools write the stored size."""
+    if "width" not in image or "height" not in image:
+        return ""
+    (stored, displayed), given = frames, (int(image["width"]), int(image["height"]))
+    if given in (stored, displayed):
+        return ""
+    frame = f"{displayed[0]}×{displayed[1]}" + (
+        "" if stored == displayed else f" as displayed ({stored[0]}×{stored[1]} as stored, before its EXIF rotation)"
+    )
+    return f"{path}: is {frame}, the file says {image['width']}×{image['height']}"
 
 
 def load_coco(
@@ -138,15 +152,16 @@ def load_coco(
     bad_images: dict[int, str] = {}
     for image_id, image in images.items():
         path = os.path.join(images_dir, str(image.get("file_name", "")))
-        size = _image_size(path) if os.path.isfile(path) else None
+        frames = _image_frames(path) if os.path.isfile(path) else None
         if not os.path.isfile(path):
             bad_images[image_id] = f"{path}: missing"
-        elif size is None:
+        elif frames is None:
             bad_images[image_id] = f"{path}: unreadable"
-        elif "width" in image and "height" in image and (int(image["width"]), int(image["height"])) != size:
-            bad_images[image_id] = f"{path}: is {size[0]}×{size[1]}, the file says {image['width']}×{image['height']}"
+        elif _size_problem(image, path, frames):
+            bad_images[image_id] = _size_problem(image, path, frames)
         else:
-            image["width"], image["height"], image["path"] = size[0], size[1], path
+            # Boxes are checked against, and trained in, the displayed frame that `read_image` returns.
+            (image["width"], image["height"]), image["path"] = frames[1], path
     if bad_images:
         listing = "\n".join(f"  {line}" for line in list(bad_images.values())[:10])
         if on_bad_image == "error":
@@ -225,7 +240,8 @@ def _from_objects(dataset: datasets.Dataset, split: str, num_labels: int, on_bad
     def convert(batch: dict) -> dict:
         out: dict[str, list] = {"image_id": [], "width": [], "height": [], "objects": []}
         for row, (image, objects) in enumerate(zip(batch["image"], batch["objects"], strict=True)):
-            width, height = image.size
+            # The displayed frame, in which boxes are read, from the file's header.
+            width, height = image_frames(image)[1]
             kept: dict[str, list] = {"bbox": [], "category": [], "area": [], "iscrowd": []}
             for box, category in zip(objects["bbox"], objects["category"], strict=True):
                 problem = box_problem(box, width, height)
@@ -244,7 +260,7 @@ def _from_objects(dataset: datasets.Dataset, split: str, num_labels: int, on_bad
             out["objects"].append(kept)
         return out
 
-    dataset = dataset.add_column("_row", list(range(len(dataset))))
+    dataset = dataset.add_column("_row", list(range(len(dataset)))).cast_column("image", datasets.Image(decode=False))
     converted = dataset.map(convert, batched=True, remove_columns=[c for c in dataset.column_names if c != "image"])
     if counts:
         message = f"{sum(counts.values())} box(es) in the {split} split cannot be trained on: {_examples(counts)}"

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ...cli import print_box
 from ...demo import DemoSettings, prepare_output_dir, time_line, train_and_score
+from ...images import read_image
 from ...train.shapes import SHAPES, write_detection_folder
 
 DETECTION_ROOT = "convnext-detection-demo"
@@ -82,7 +83,7 @@ def detect_held_out(model_dir: str, images_dir: str, annotations: str) -> dict:
 
     detector = pipeline("object-detection", model=model_dir, device="cpu")
     scenes, names = load_coco(images_dir, annotations, "held-out")
-    images = [image.convert("RGB") for image in tqdm(scenes["image"], desc="Detecting in held-out scenes",
+    images = [read_image(image) for image in tqdm(scenes["image"], desc="Detecting in held-out scenes",
                                                       unit="image")]  # fmt: skip
     detections = pipeline_detections(detector, images, scenes["image_id"], {name: i for i, name in enumerate(names)})
     return coco_metrics(coco_ground_truth(scenes, names), detections)

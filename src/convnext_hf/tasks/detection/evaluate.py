@@ -19,6 +19,7 @@ import transformers
 
 from ...atomic import atomic_directory
 from ...errors import UserInputError
+from ...images import read_image
 from ...train.arguments import scored_data_arguments
 from ...train.report import METRICS_NAME, write_json
 from .data import coco_ground_truth, load_detection_data
@@ -100,5 +101,5 @@ def _picture(images: Any, detections: list[dict], label_ids: list[int], config: 
             "boxes": [[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in found)],
         }
         names = [str(config.id2label[index]) for index in range(config.num_labels)]
-        pictures.append(draw_detections(row["image"], row["objects"]["bbox"], result, names))
+        pictures.append(draw_detections(read_image(row["image"]), row["objects"]["bbox"], result, names))
     save_prediction_grid(pictures, path)

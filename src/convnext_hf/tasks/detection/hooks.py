@@ -19,6 +19,7 @@ from transformers import EvalPrediction
 from transformers.trainer_utils import PredictionOutput
 
 from ...errors import UserInputError
+from ...images import read_image
 from ...portable import needs_convnext_hf_sentence, portable_head
 from ...train.arguments import RunArguments
 from ...train.card import TaskCard
@@ -189,7 +190,7 @@ def write_plots(trainer: Any, raw_data: ImageData, final: FinalEvaluation, outpu
     if raw_data.validation is None or len(raw_data.validation) == 0:
         return
     rows = raw_data.validation.select(range(min(count, len(raw_data.validation))))
-    images = [image.convert("RGB") for image in rows["image"]]
+    images = [read_image(image) for image in rows["image"]]
     results = predict(trainer.model, trainer.processing_class, images, PIPELINE_THRESHOLD)
     pictures = [
         draw_detections(image, objects["bbox"], result, raw_data.label_names)

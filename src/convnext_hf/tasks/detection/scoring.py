@@ -16,8 +16,8 @@ import datasets
 import torch
 from PIL import Image
 from transformers import EvalPrediction
-from transformers.image_utils import load_image
 
+from ...images import read_image
 from .metrics import SUMMARY_KEYS, coco_metrics, detections_from_results
 
 # pipeline("object-detection")'s default score threshold: what a user of the saved folder gets.
@@ -44,7 +44,7 @@ def predict(
     model.eval()
     results = []
     for start in range(0, len(images), batch_size):
-        batch = [load_image(image) for image in images[start : start + batch_size]]
+        batch = [read_image(image) for image in images[start : start + batch_size]]
         inputs = processor(images=batch, return_tensors="pt").to(model.device)
         outputs = model(**inputs)
         sizes = [(image.height, image.width) for image in batch]
@@ -66,7 +66,7 @@ def score_dataset(
     detections: list[dict] = []
     for start in range(0, len(dataset), batch_size):
         rows = dataset[start : start + batch_size]
-        images = [image.convert("RGB") for image in rows["image"]]
+        images = [read_image(image) for image in rows["image"]]
         results = predict(model, processor, images, threshold, batch_size)
         detections += detections_from_results(rows["image_id"], results, label_ids)
     return coco_metrics(ground_truth, detections), detections

@@ -5,7 +5,6 @@ Masks are single-channel PNGs of class ids; 255 marks pixels that do not count, 
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from PIL import Image
 
 from ...data_folder import check_data_folder
 from ...errors import UserInputError
+from ...images import ImageSource, image_frames, read_image, read_mask, source_name
 from ...train.arguments import DataArguments, ModelArguments
 from ...train.augment import to_pixel_values
 from ...train.data import (
@@ -252,14 +252,13 @@ def _check_masks(dataset: datasets.Dataset, split: str, num_labels: int) -> None
     """Refuse, with counts and paths, masks of another size than their image (they would be stretched over it) and
     masks holding ids beyond the classes (read as the ids they are, 16-bit ones included; 255 is ignored)."""
     images, masks = image_paths(dataset), image_paths(dataset, "mask")
-    raw = dataset.cast_column("image", datasets.Image(decode=False)).cast_column("mask", datasets.Image())
+    raw = dataset.cast_column("image", datasets.Image(decode=False)).cast_column("mask", datasets.Image(decode=False))
     mismatched, unknown, wrong_mode = [], Counter(), []
     examples: dict[int, list[str]] = {}
     for row, pair in enumerate(raw):
-        mask, image = pair["mask"], pair["image"]
-        # The header gives the size; the image itself is decoded by the check of unreadable files.
-        with Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]) as opened:
-            image_size = opened.size
+        mask, image = read_mask(pair["mask"]), pair["image"]
+        # The header gives the displayed size; the image itself is decoded by the check of unreadable files.
+        image_size = image_frames(image)[1]
         if mask.size != image_size:
             mismatched.append(f"{masks[row]} ({mask.width}×{mask.height}) for {images[row]} "
                               f"({image_size[0]}×{image_size[1]})")  # fmt: skip
@@ -292,23 +291,25 @@ def _check_masks(dataset: datasets.Dataset, split: str, num_labels: int) -> None
         )
 
 
-def mask_ids(mask: Image.Image, num_labels: int) -> np.ndarray:
-    """A mask image as an (H, W) array of its pixel values, refused when it is not one channel of ids."""
+def mask_ids(source: ImageSource, num_labels: int) -> np.ndarray:
+    """A mask (read by `read_mask`) as an (H, W) array of its pixel values, refused when it is not one channel of
+    ids."""
+    mask = read_mask(source)
     if mask.mode not in MASK_MODES:
         raise UserInputError(
-            f"Mask {getattr(mask, 'filename', '')} is a {mask.mode} image; masks must be single-channel PNGs whose "
+            f"Mask {source_name(source)} is a {mask.mode} image; masks must be single-channel PNGs whose "
             f"pixels are class ids (0..{num_labels - 1}, {IGNORE_INDEX} ignored)."
         )
     return np.asarray(mask, dtype=np.int64)
 
 
-def mask_array(mask: Image.Image, num_labels: int) -> np.ndarray:
-    """A mask image as an (H, W) array of class ids, refused when it is not one channel of ids below `num_labels`."""
-    ids = mask_ids(mask, num_labels)
+def mask_array(source: ImageSource, num_labels: int) -> np.ndarray:
+    """A mask as an (H, W) array of class ids, refused when it is not one channel of ids below `num_labels`."""
+    ids = mask_ids(source, num_labels)
     unknown = np.setdiff1d(np.unique(ids), [*range(num_labels), IGNORE_INDEX])
     if unknown.size:
         raise UserInputError(
-            f"Mask {getattr(mask, 'filename', '')} holds class id(s) {unknown.tolist()}, but --id2label names "
+            f"Mask {source_name(source)} holds class id(s) {unknown.tolist()}, but --id2label names "
             f"{num_labels} classes (0..{num_labels - 1}); {IGNORE_INDEX} marks pixels to ignore."
         )
     return ids
@@ -334,11 +335,11 @@ class PairedTransform:
     image_mean: Sequence[float] | None
     image_std: Sequence[float] | None
 
-    def __call__(self, image: Image.Image, mask: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = Image.fromarray(mask_array(mask, self.num_labels).astype(np.uint8))
+    def __call__(self, image: ImageSource, mask: ImageSource) -> tuple[torch.Tensor, torch.Tensor]:
+        image, ids = read_image(image), Image.fromarray(mask_array(mask, self.num_labels).astype(np.uint8))
         scale = random.uniform(*self.scale_range) * self.size / min(image.size)
         new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.convert("RGB").resize(new_size, Image.Resampling.BILINEAR)
+        image = image.resize(new_size, Image.Resampling.BILINEAR)
         ids = ids.resize(new_size, Image.Resampling.NEAREST)
         if min(image.size) < self.size:
             padded = (max(self.size, image.width), max(self.size, image.height))
@@ -368,7 +369,7 @@ def with_segmentation_transforms(
         return {"pixel_values": [pixels for pixels, _ in pairs], "labels": [ids for _, ids in pairs]}
 
     def eval_batch(batch: dict) -> dict:
-        images = [image.convert("RGB") for image in batch["image"]]
+        images = [read_image(image) for image in batch["image"]]
         masks = [mask_array(mask, num_labels).astype(np.uint8) for mask in batch["mask"]]
         encoded = processor(images, segmentation_maps=masks, return_tensors="pt")
         return {"pixel_values": list(encoded["pixel_values"]), "labels": list(encoded["labels"].long())}

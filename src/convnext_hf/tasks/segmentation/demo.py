@@ -11,11 +11,11 @@ import os
 import time
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from ...cli import print_box
 from ...demo import DemoSettings, prepare_output_dir, time_line, train_and_score
+from ...images import read_image, read_mask
 from ...train.shapes import SEGMENTATION_LABELS, write_segmentation_folders
 
 SEGMENTATION_ROOT = "convnext-shapes-demo"
@@ -69,9 +69,9 @@ def segment_held_out(model_dir: str, images_dir: str, masks_dir: str) -> dict[st
     label2id = segmenter.model.config.label2id
     counts = np.zeros((len(label2id), len(label2id)), dtype=np.int64)
     for name in tqdm(sorted(os.listdir(images_dir)), desc="Segmenting held-out scenes", unit="image"):
-        truth = np.asarray(Image.open(os.path.join(masks_dir, name)))
+        truth = np.asarray(read_mask(os.path.join(masks_dir, name)))
         predicted = np.zeros_like(truth)
-        for segment in segmenter(Image.open(os.path.join(images_dir, name))):
+        for segment in segmenter(read_image(os.path.join(images_dir, name))):
             predicted[np.asarray(segment["mask"]) > 0] = label2id[segment["label"]]
         counts += confusion_counts(predicted, truth, len(label2id))
     return iou_scores(counts)

@@ -14,6 +14,7 @@ import torch
 import transformers
 from PIL import Image
 
+from ...images import read_image
 from .data import IGNORE_INDEX, mask_array
 
 OVERLAY_NAME = "prediction_overlay.png"
@@ -29,7 +30,7 @@ def draw_overlay(rows: Sequence[tuple[Image.Image, np.ndarray, np.ndarray]], num
     colours = palette(num_labels)
     pictures = []
     for image, truth, predicted in rows:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+        pixels = np.asarray(read_image(image), dtype=np.float32)
 
         def blend(ids: np.ndarray, pixels: np.ndarray = pixels) -> np.ndarray:
             coloured = colours[np.clip(ids, 0, num_labels - 1)].astype(np.float32)
@@ -57,7 +58,7 @@ def plot_prediction_overlay(
     rows = []
     model.eval()
     for example in pairs.select(range(min(count, len(pairs)))):
-        image = example["image"].convert("RGB")
+        image = read_image(example["image"])
         truth = mask_array(example["mask"], num_labels)
         with torch.no_grad():
             logits = model(**processor(image, return_tensors="pt").to(model.device)).logits

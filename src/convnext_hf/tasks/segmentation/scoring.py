@@ -21,11 +21,10 @@ import datasets
 import numpy as np
 import torch
 import transformers
-from PIL import Image
-from transformers.image_utils import load_image
 
 from ...errors import UserInputError
 from ...evaluation import load_model, write_outputs
+from ...images import read_image
 from ...metrics.mean_iou import confusion_counts, iou_scores
 from ...train.arguments import DataArguments
 from .data import IGNORE_INDEX, drop_bad_pairs, mask_ids, pairs_from_file, pairs_from_folders
@@ -69,10 +68,9 @@ def label_map(processor: Any, num_labels: int) -> tuple[bool, str]:
     return False, f"as they are: ids 0..{num_labels - 1} are the classes, {IGNORE_INDEX} is ignored"
 
 
-def read_mask(path: str, num_labels: int, reduce: bool) -> np.ndarray:
+def model_class_ids(path: str, num_labels: int, reduce: bool) -> np.ndarray:
     """A mask's class ids as the model's classes (reduced when the processor reduces labels; 255 ignored)."""
-    with Image.open(path) as mask:
-        ids = mask_ids(mask, num_labels)
+    ids = mask_ids(path, num_labels)
     if reduce:
         # The processor's own reduce_label: 0 becomes 255 (ignored), every other id moves down by one.
         ids = np.where(ids == 0, IGNORE_INDEX, ids - 1)
@@ -84,7 +82,7 @@ def check_masks(masks: list[str], num_labels: int, reduce: bool, mapping: str) -
     """Refuse, by path and with pixel counts, masks holding ids beyond the model's classes."""
     bad = []
     for path in masks:
-        ids = read_mask(path, num_labels, reduce)
+        ids = model_class_ids(path, num_labels, reduce)
         values, counts = np.unique(ids[(ids != IGNORE_INDEX) & ((ids < 0) | (ids >= num_labels))], return_counts=True)
         if values.size:
             shift = 1 if reduce else 0
@@ -115,7 +113,7 @@ def evaluate(args: argparse.Namespace, config: transformers.PretrainedConfig) ->
     started = time.perf_counter()
     for start in range(0, len(pairs), args.batch_size):
         batch = pairs[start : start + args.batch_size]
-        images = [load_image(path) for path in batch["image"]]
+        images = [read_image(path) for path in batch["image"]]
         inputs = processor(images=images, return_tensors="pt").to(model.device)
         model_started = time.perf_counter()
         with torch.inference_mode():
@@ -126,7 +124,7 @@ def evaluate(args: argparse.Namespace, config: transformers.PretrainedConfig) ->
         maps = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
         for image, image_path, mask_path, predicted in zip(images, batch["image"], batch["mask"], maps, strict=True):
             predicted = predicted.cpu().numpy()
-            truth = read_mask(mask_path, num_labels, reduce)
+            truth = model_class_ids(mask_path, num_labels, reduce)
             if truth.shape != predicted.shape:
                 raise UserInputError(
                     f"Mask {mask_path} is {truth.shape[1]}×{truth.shape[0]} pixels but its image {image_path} is "
