@@ -19,9 +19,9 @@ import convnext_hf
 from convnext_hf.train import parse_args, run
 from convnext_hf.train.streaming import EpochStream
 from convnext_hf.train.trainer import ConvNextTrainer
+from helpers import DRIVER, GREY_STEP
 
 NUM_TRAIN, NUM_VALIDATION, SHARDS, BATCH = 32, 7, 4, 4
-GREY_STEP = 7
 TINY_CONFIG = json.dumps({"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]})
 
 
@@ -165,27 +165,6 @@ def test_streaming_refusals_are_one_line(extra, message, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-DRIVER = f"""
-import json, os, sys
-from convnext_hf.train import main
-from convnext_hf.train.trainer import ConvNextTrainer
-
-seen = []
-train_step = ConvNextTrainer.training_step
-
-def recording_step(self, model, inputs, *args, **kwargs):
-    mean, std = self.processing_class.image_mean[0], self.processing_class.image_std[0]
-    grey = (inputs["pixel_values"][:, 0, 0, 0] * std + mean) * 255
-    seen.extend(round(value / {GREY_STEP}) for value in grey.tolist())
-    return train_step(self, model, inputs, *args, **kwargs)
-
-ConvNextTrainer.training_step = recording_step
-main(sys.argv[2:])
-with open(os.path.join(sys.argv[1], "seen-rank" + os.environ["RANK"] + ".json"), "w") as file:
-    json.dump(seen, file)
-"""
-
-
 @pytest.mark.slow
 def test_two_processes_stream_disjoint_shares_and_score_validation_once(tmp_path):
     folder = write_webdataset_shards(tmp_path / "shards")
@@ -200,7 +179,7 @@ def test_two_processes_stream_disjoint_shares_and_score_validation_once(tmp_path
            "HF_HUB_OFFLINE": "1"}  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-5000:]
-    seen = [json.loads((tmp_path / f"seen-rank{rank}.json").read_text()) for rank in (0, 1)]
+    seen = [json.loads((tmp_path / f"seen-rank{rank}.json").read_text())["seen"] for rank in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == NUM_TRAIN // 2, "each process trains on its half"
     assert not set(seen[0]) & set(seen[1]), "the processes' shares are disjoint"
     assert sorted(seen[0] + seen[1]) == list(range(NUM_TRAIN)), "together they use every sample once"
