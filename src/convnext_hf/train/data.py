@@ -205,6 +205,8 @@ def exact_copy_digests(
     try:
         with open(cached, encoding="utf-8") as file:
             hashed = json.load(file)
+        if not isinstance(hashed, dict):
+            raise ValueError(f"{cached} is not a search result")
     except (OSError, ValueError):
         digests = file_copy_digests(every)
         hashed = {path: digest for path, digest in digests.items() if not digest.startswith("file:")}
@@ -214,10 +216,15 @@ def exact_copy_digests(
     return [[hashed.get(path, f"file:{path}") for path in paths] for paths in files]
 
 
+def column_values(dataset: datasets.Dataset, column: str) -> list:
+    """A column's values as a list, read in one go (iterating a `datasets` column formats it row by row); an image
+    column gives its undecoded entries."""
+    return dataset.select_columns([column]).with_format("arrow")[:][column].to_pylist()
+
+
 def image_paths(dataset: datasets.Dataset, column: str = "image") -> list[str]:
     """The file of every image entry ('<row N>' for images embedded without one)."""
-    raw = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))[column]
-    return [image.get("path") or f"<row {row}>" for row, image in enumerate(raw)]
+    return [image.get("path") or f"<row {row}>" for row, image in enumerate(column_values(dataset, column))]
 
 
 def _listing(paths: Sequence[str], limit: int = 5) -> str:

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
+from datasets.utils.stratify import stratified_shuffle_split_generate_indices
 from PIL import Image
 
 from ...data_folder import check_data_folder
@@ -31,6 +33,7 @@ from ...train.data import (
     IMAGE_COLUMNS,
     UNREADABLE,
     ImageData,
+    column_values,
     drop_validation_copies,
     exact_copy_digests,
     find_bad_images,
@@ -284,7 +287,7 @@ def class_order(names: Any) -> list[str]:
 def _refuse_missing_labels(data: datasets.DatasetDict, words: dict[str, str]) -> None:
     """Refuse images without a label (an empty cell, null): they would become a class named "None"."""
     for split, dataset in data.items():
-        missing = [row for row, value in enumerate(dataset["label"]) if label_text(value) is None]
+        missing = [row for row, value in enumerate(column_values(dataset, "label")) if label_text(value) is None]
         if missing:
             paths = image_paths(dataset.select(missing[:5]))
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -305,7 +308,7 @@ def _encode_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDict, li
                     f"split's {feature.names}; give both splits the same class names."
                 )
         return data, list(feature.names)
-    names = class_order(label_text(value) for dataset in data.values() for value in dataset["label"])
+    names = class_order(label_text(value) for dataset in data.values() for value in column_values(dataset, "label"))
     class_label = datasets.ClassLabel(names=names)
 
     def encode(batch: dict) -> dict:
@@ -388,7 +391,8 @@ def _encode_multi_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDi
             return [folder_names[value]]
         return split_labels(value)
 
-    names = sorted({name for dataset in data.values() for value in dataset["label"] for name in names_of(value)})
+    values = [value for dataset in data.values() for value in column_values(dataset, "label")]
+    names = sorted({name for value in values for name in names_of(value)})
     index = {name: position for position, name in enumerate(names)}
     multi_hot = datasets.List(datasets.Value("float32"), length=len(names))
 
@@ -434,7 +438,7 @@ def _check_multi_labels(data: datasets.DatasetDict, label_names: list[str], sour
         raise UserInputError(f"The {'scored' if scoring else 'training'} data from {source} has no usable images.")
     if scoring:
         return
-    counts = torch.tensor(list(data["train"]["label"])).sum(dim=0)
+    counts = torch.tensor(column_values(data["train"], "label")).sum(dim=0)
     unseen = [name for name, count in zip(label_names, counts.tolist(), strict=True) if count == 0]
     if len(label_names) < 2 or unseen:
         raise UserInputError(
@@ -453,7 +457,7 @@ def _check_classes(data: datasets.DatasetDict, label_names: list[str], source: s
             f"The data from {source} has {len(label_names)} class(es) {label_names}; a classifier needs at least "
             "two. For an image folder, put each class's images in its own subfolder: DIR/<class_name>/<image>."
         )
-    counts = torch.bincount(torch.tensor(list(data["train"]["label"])), minlength=len(label_names))
+    counts = torch.bincount(torch.tensor(column_values(data["train"], "label")), minlength=len(label_names))
     empty = [label_names[index] for index in torch.nonzero(counts == 0).flatten().tolist()]
     if empty:
         raise UserInputError(
@@ -473,9 +477,15 @@ def _split(dataset: datasets.Dataset, fraction: float, num_classes: int, seed: i
         # Multi-hot rows cannot be stratified by one class.
         split = dataset.train_test_split(test_size=held_out, seed=seed)
         return split["train"], split["test"]
-    counts = torch.bincount(torch.tensor(list(dataset["label"])), minlength=num_classes)
-    stratified = int(counts.min()) >= 2 and num_classes <= held_out <= len(dataset) - num_classes
-    split = dataset.train_test_split(test_size=held_out, seed=seed, stratify_by_column="label" if stratified else None)
+    labels = np.asarray(column_values(dataset, "label"))
+    counts = np.bincount(labels, minlength=num_classes)
+    if int(counts.min()) >= 2 and num_classes <= held_out <= len(dataset) - num_classes:
+        # datasets' own stratified split, fed the labels in one read (train_test_split reads them row by row).
+        train_rows, held_out_rows = next(stratified_shuffle_split_generate_indices(
+            labels, len(dataset) - held_out, held_out, rng=np.random.default_rng(seed)
+        ))  # fmt: skip
+        return dataset.select(train_rows), dataset.select(held_out_rows)
+    split = dataset.train_test_split(test_size=held_out, seed=seed)
     return split["train"], split["test"]
 
 
@@ -497,11 +507,11 @@ def _remove_repeats(
     found = {}
     every_digest = exact_copy_digests(list(data.values()), cache_dir)
     for (split, dataset), digests in zip(data.items(), every_digest, strict=True):
-        paths = image_paths(dataset)
+        paths, rows = image_paths(dataset), column_values(dataset, "label")
         if multi_label:
-            labels = [" ".join(n for n, hot in zip(label_names, row, strict=True) if hot) for row in dataset["label"]]
+            labels = [" ".join(n for n, hot in zip(label_names, row, strict=True) if hot) for row in rows]
         else:
-            labels = [label_names[index] for index in dataset["label"]]
+            labels = [label_names[index] for index in rows]
         kept = repeated_images(words[split], labels, digests, paths, notes, fix)
         if len(kept) < len(dataset):
             dataset = dataset.select(kept)
