@@ -204,3 +204,21 @@ main(sys.argv[2:])
 with open(os.path.join(sys.argv[1], "seen-rank" + os.environ["RANK"] + ".json"), "w") as file:
     json.dump({{"seen": seen, "weight_sums": sums}}, file)
 """
+
+
+def ban_network(monkeypatch) -> list:
+    """Refuse every network connection (recorded in the list returned); local Unix sockets, which the loader's worker
+    processes use to hand their batches over, still connect."""
+    import socket
+
+    attempts = []
+    connect = socket.socket.connect
+
+    def no_network(self, address):
+        if self.family == getattr(socket, "AF_UNIX", None):
+            return connect(self, address)
+        attempts.append(address)
+        raise OSError(f"network disabled in this test: {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    return attempts

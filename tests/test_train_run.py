@@ -5,7 +5,6 @@ import json
 import os
 import re
 import runpy
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from convnext_hf.train import parse_args, run
 from convnext_hf.train.ema import EMA_WEIGHTS_NAME
 from convnext_hf.train.mixup import Mixup, smooth_one_hot, soft_target_cross_entropy
 from convnext_hf.train.trainer import ConvNextTrainer
+from helpers import ban_network
 
 ROOT = Path(__file__).parents[1]
 CLASSES = ("blue", "green", "red")
@@ -594,13 +594,7 @@ def test_python_dash_m_entry_point_shows_trainer_flags(monkeypatch, capsys):
 def test_demo_runs_end_to_end_on_a_few_digits(tmp_path, capsys, monkeypatch):
     from convnext_hf.demo import main as demo_main
 
-    attempts = []
-
-    def no_network(self, address):
-        attempts.append(address)
-        raise OSError(f"network disabled in this test: {address}")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
+    attempts = ban_network(monkeypatch)
     summary = demo_main(["--output_dir", str(tmp_path / "demo"), "--train_per_class", "6", "--epochs", "1"])
     assert attempts == [], "the demo must not reach for the network"
     printed = capsys.readouterr().out
