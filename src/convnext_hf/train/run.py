@@ -212,10 +212,14 @@ def _check_checkpoint(checkpoint: str | None, model_ema: bool) -> None:
 
 
 def _check_task_arguments(args: RunArguments, task: Task) -> None:
-    """The task's refusal of flags that do not apply to it (its `check_arguments` hook, when it has one)."""
+    """The task's refusal of flags that do not apply to it (its `check_arguments` hook, when it has one), and of
+    --streaming for a task that loads its data whole."""
     check_arguments = getattr(task.hooks, "check_arguments", None)
     if check_arguments is not None:
         check_arguments(args)
+    if args.data.streaming and not getattr(task.hooks, "STREAMS", False):
+        raise UserInputError(f"--streaming: {task.name} loads its data whole (a task streams when its loader can); "
+                             "drop --streaming.")  # fmt: skip
 
 
 def _check_checkpoint_fits(checkpoint: str | None, model: Any, model_ema: bool) -> None:

@@ -540,11 +540,6 @@ def load_image_data(
     `scoring` loads the one split `convnext-hf evaluate` scores: its messages speak of the scored images, and one
     class is enough.
     """
-    if args.streaming:
-        raise UserInputError(
-            "--streaming trains single-label classification (--task image-classification); drop --streaming to "
-            "load the data as a whole."
-        )
     words = SCORING_WORDS if scoring else TRAINING_WORDS
     notes: list[str] = []
     kind = _check_sources(args)

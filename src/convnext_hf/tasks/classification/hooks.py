@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 preprocess_logits = None
+# --streaming: `load_data` streams --dataset_name (tasks/classification/streaming.py).
+STREAMS = True
 
 
 def load_data(args: RunArguments) -> ImageData:
