@@ -155,7 +155,7 @@ def test_resuming_does_not_decode_the_samples_already_trained_on():
         ((), "--streaming reads data of unknown length, so epochs cannot set the run's length: give --max_steps N"),
         (("--max_steps", "2", "--train_dir", "."), "--streaming reads --dataset_name: a Hub id, or a folder of"),
         (("--max_steps", "2", "--task", "multi-label-classification"),
-         "--streaming: multi-label-classification loads its data whole (a task streams when its loader can); drop"),
+         "--streaming: multi-label-classification loads its data whole (streaming trains single-label image-class"),
     ],
     ids=["no --max_steps", "--train_dir", "multi-label"],
 )

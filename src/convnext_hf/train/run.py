@@ -218,8 +218,8 @@ def _check_task_arguments(args: RunArguments, task: Task) -> None:
     if check_arguments is not None:
         check_arguments(args)
     if args.data.streaming and not getattr(task.hooks, "STREAMS", False):
-        raise UserInputError(f"--streaming: {task.name} loads its data whole (a task streams when its loader can); "
-                             "drop --streaming.")  # fmt: skip
+        raise UserInputError(f"--streaming: {task.name} loads its data whole (streaming trains single-label "
+                             "image-classification); drop --streaming.")  # fmt: skip
 
 
 def _check_checkpoint_fits(checkpoint: str | None, model: Any, model_ema: bool) -> None:
