@@ -170,3 +170,55 @@ def build_head(name: str, backbone_config: transformers.PreTrainedConfig) -> tra
     build, out_indices = HEADS[name]
     backbone_config.out_indices = out_indices
     return build(backbone_config).eval()
+
+
+# Runs in each torchrun process: `convnext-hf train` with a spy on the Trainer's training step that writes down which
+# images the process trained on, and with a spy on saving that writes down the sum of the weights it holds (the same on
+# both ranks only when the gradients are averaged between them). Every training image is one flat grey level,
+# GREY_STEP × its number, which survives cropping and resizing; un-normalizing the first pixel gives the number back.
+GREY_STEP = 8
+DRIVER = f"""
+import json, os, sys
+from convnext_hf.train import main
+from convnext_hf.train.trainer import ConvNextTrainer
+
+seen = []
+train_step = ConvNextTrainer.training_step
+
+def recording_step(self, model, inputs, *args, **kwargs):
+    mean, std = self.processing_class.image_mean[0], self.processing_class.image_std[0]
+    grey = (inputs["pixel_values"][:, 0, 0, 0] * std + mean) * 255
+    seen.extend(round(value / {GREY_STEP}) for value in grey.tolist())
+    return train_step(self, model, inputs, *args, **kwargs)
+
+ConvNextTrainer.training_step = recording_step
+sums = []
+save_model = ConvNextTrainer.save_model
+
+def recording_save(self, *args, **kwargs):
+    sums.append(sum(value.double().sum().item() for value in self.model.state_dict().values()))
+    return save_model(self, *args, **kwargs)
+
+ConvNextTrainer.save_model = recording_save
+main(sys.argv[2:])
+with open(os.path.join(sys.argv[1], "seen-rank" + os.environ["RANK"] + ".json"), "w") as file:
+    json.dump({{"seen": seen, "weight_sums": sums}}, file)
+"""
+
+
+def ban_network(monkeypatch) -> list:
+    """Refuse every network connection (recorded in the list returned); local Unix sockets, which the loader's worker
+    processes use to hand their batches over, still connect."""
+    import socket
+
+    attempts = []
+    connect = socket.socket.connect
+
+    def no_network(self, address):
+        if self.family == getattr(socket, "AF_UNIX", None):
+            return connect(self, address)
+        attempts.append(address)
+        raise OSError(f"network disabled in this test: {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    return attempts

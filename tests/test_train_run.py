@@ -5,7 +5,6 @@ import json
 import os
 import re
 import runpy
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from convnext_hf.train import parse_args, run
 from convnext_hf.train.ema import EMA_WEIGHTS_NAME
 from convnext_hf.train.mixup import Mixup, smooth_one_hot, soft_target_cross_entropy
 from convnext_hf.train.trainer import ConvNextTrainer
+from helpers import ban_network
 
 ROOT = Path(__file__).parents[1]
 CLASSES = ("blue", "green", "red")
@@ -407,28 +407,44 @@ def folder_with_corrupt_image(tmp_path):
     return train_dir
 
 
-def test_corrupt_images_are_refused_with_their_paths(folder_with_corrupt_image, cache_dir, tmp_path):
-    argv = tiny_args(folder_with_corrupt_image, tmp_path / "out", cache_dir, "--max_steps", "1")
-    with pytest.raises(ValueError) as error:
-        run(parse_args(argv))
-    message = str(error.value)
-    assert "2 unreadable image(s) in the training data" in message
-    assert str(folder_with_corrupt_image / "red" / "broken.jpg") in message
-    assert str(folder_with_corrupt_image / "green" / "truncated.png") in message
-    assert "--on_bad_image skip" in message
-    assert not (tmp_path / "out").exists(), "refused before training started"
+def test_corrupt_images_stop_the_run_in_one_line_naming_the_first(folder_with_corrupt_image, cache_dir, tmp_path,
+                                                                   capsys):  # fmt: skip
+    # One epoch without validation reads every training image, so the loader meets a broken one.
+    argv = tiny_args(folder_with_corrupt_image, tmp_path / "out", cache_dir, "--num_train_epochs", "1",
+                     "--train_val_split", "0")  # fmt: skip
+    assert cli_main(["train", *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    prefix = f"convnext-hf train: error: Unreadable image {folder_with_corrupt_image}/"
+    named = [name for name in ("red/broken.jpg", "green/truncated.png") if lines[-1].startswith(prefix + name + " (")]
+    assert len(named) == 1 and "--on_bad_image skip" in lines[-1]
+    assert not any("Traceback" in line for line in lines)
+    assert not (tmp_path / "out").exists(), "a refused run leaves no folder behind"
 
 
-def test_corrupt_images_are_skipped_when_asked(folder_with_corrupt_image, cache_dir, tmp_path, caplog):
+def test_corrupt_images_are_skipped_and_counted_without_a_pre_pass(folder_with_corrupt_image, cache_dir, tmp_path,
+                                                                     caplog, monkeypatch):  # fmt: skip
+    import convnext_hf.tasks.classification.data as classification_data
+
+    def no_pre_pass(*args, **kwargs):
+        raise AssertionError("a training run must not decode every image before it starts")
+
+    monkeypatch.setattr(classification_data, "find_bad_images", no_pre_pass)
     argv = tiny_args(
         folder_with_corrupt_image, tmp_path / "out", cache_dir,
         "--on_bad_image", "skip", "--num_train_epochs", "1", "--train_val_split", "0.25",
     )  # fmt: skip
     with caplog.at_level("WARNING"):
         run(parse_args(argv))
+    assert "2 unreadable image(s) were skipped" in caplog.text
     assert "broken.jpg" in caplog.text and "truncated.png" in caplog.text
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
-    assert state["global_step"] == 3  # 12 good images, 9 for training, batch 4
+    assert state["global_step"] == 3  # 14 listed images, 10 for training, batch 4
+    unreadable = json.loads((tmp_path / "out" / "metrics.json").read_text())["unreadable_images"]
+    assert unreadable["count"] == 2
+    expected = [folder_with_corrupt_image / "green" / "truncated.png", folder_with_corrupt_image / "red" / "broken.jpg"]
+    assert sorted(path.split(" (")[0] for path in unreadable["first"]) == [str(path) for path in expected]
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "2 unreadable image(s) were skipped (--on_bad_image skip)" in card and "broken.jpg" in card
 
 
 @pytest.mark.parametrize(
@@ -579,13 +595,7 @@ def test_python_dash_m_entry_point_shows_trainer_flags(monkeypatch, capsys):
 def test_demo_runs_end_to_end_on_a_few_digits(tmp_path, capsys, monkeypatch):
     from convnext_hf.demo import main as demo_main
 
-    attempts = []
-
-    def no_network(self, address):
-        attempts.append(address)
-        raise OSError(f"network disabled in this test: {address}")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
+    attempts = ban_network(monkeypatch)
     summary = demo_main(["--output_dir", str(tmp_path / "demo"), "--train_per_class", "6", "--epochs", "1"])
     assert attempts == [], "the demo must not reach for the network"
     printed = capsys.readouterr().out

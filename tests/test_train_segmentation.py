@@ -3,7 +3,6 @@
 import json
 import logging
 import random
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from convnext_hf.tasks.segmentation.demo import segmentation_arguments
 from convnext_hf.train import parse_args, run
 from convnext_hf.train.optim import layer_id, parameter_groups
 from convnext_hf.train.shapes import SEGMENTATION_LABELS, write_segmentation_folders
+from helpers import ban_network
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ID2LABEL = json.dumps(list(SEGMENTATION_LABELS))
@@ -251,13 +251,7 @@ def test_shapes_reach_miou_06_on_unseen_scenes(tmp_path):
 
 
 def test_segmentation_demo_runs_offline_and_the_pipeline_agrees_with_the_trainer(tmp_path, capsys, monkeypatch):
-    attempts = []
-
-    def no_network(self, address):
-        attempts.append(address)
-        raise OSError(f"network disabled in this test: {address}")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
+    attempts = ban_network(monkeypatch)
     summary = demo_main(["--task", "segmentation", "--output_dir", str(tmp_path / "demo"), "--train_images", "8",
                          "--epochs", "1", "--batch_size", "4"])  # fmt: skip
     assert attempts == []

@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "convert a checkpoint (official, timm, mmcls/mmseg, PASSL, transformers) to a Hub-ready folder",
     ),
     "export": ("convnext_hf.export.command", "export a saved model to ONNX or OpenVINO, checked against PyTorch; int8"),
+    "check": (
+        "convnext_hf.check_command",
+        "decode every image of a classification dataset on every core: unreadable images, repeats, copies",
+    ),
 }
 
 

@@ -28,6 +28,8 @@ training (`trainable` tasks; `convnext-hf train`):
     report_fields(final: FinalEvaluation, label_names: list[str]) -> dict[str, Any]   extra metrics.json entries
     write_plots(trainer, raw_data: ImageData, final: FinalEvaluation, output_dir: str) -> None
     CARD: TaskCard                                               what the trained model's card says
+    STREAMS: bool                                                optional: `load_data` streams --dataset_name under
+                                                                 --streaming (default: the flag is refused)
 evaluation (`convnext-hf evaluate`, tasks with a scorer):
     evaluate(args: argparse.Namespace, config: PreTrainedConfig) -> dict[str, Any]   writes the output folder
 demo (`convnext-hf demo --task NAME`, tasks whose record has `demo`):

@@ -158,10 +158,21 @@ class DataArguments:
     on_bad_image: str = field(
         default="error",
         metadata={
-            "help": "An unreadable image found by the check before training: 'error' stops with the list of "
-            "paths, 'skip' leaves those images out.",
+            "help": "An image that cannot be read (found as the loader reads it; `convnext-hf check` finds them all "
+            "up front): 'error' stops the run at the first, naming it; 'skip' trains on without it and counts it "
+            "in the log, metrics.json and the model card.",
             "choices": BAD_IMAGE_POLICIES,
         },
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream --dataset_name (a Hub id, or a folder of parquet or webdataset .tar shards) instead "
+                  "of loading it whole: split between processes and loader workers, reshuffled every epoch; needs "
+                  "--max_steps."},
+    )
+    shuffle_buffer_size: int = field(
+        default=1000,
+        metadata={"help": "With --streaming: examples each loader worker shuffles among (besides the shard order)."},
     )
 
 
@@ -446,6 +457,8 @@ class RunArguments:
     training: TrainingArguments
     # Whether --task was on the command line: naming the single-label task keeps labels that look combined.
     task_given: bool = False
+    # Whether --dataloader_num_workers was: without it the run takes its share of the machine's cores.
+    workers_given: bool = False
 
 
 def parse_args(argv: Sequence[str]) -> RunArguments:
@@ -453,9 +466,10 @@ def parse_args(argv: Sequence[str]) -> RunArguments:
     argv = translate_aliases(argv)
     parser = build_parser(argv)
     parser.parse_args(argv)  # refuses unknown flags by name, with a suggestion
-    task_given = any(argument.split("=", 1)[0] == "--task" for argument in argv)
+    flags = {"--" + argument.split("=", 1)[0][2:].replace("-", "_") for argument in argv if argument.startswith("--")}
     try:
-        args = RunArguments(*parser.parse_args_into_dataclasses(args=argv), task_given=task_given)
+        args = RunArguments(*parser.parse_args_into_dataclasses(args=argv), task_given="--task" in flags,
+                            workers_given="--dataloader_num_workers" in flags)  # fmt: skip
     except ValueError as error:  # TrainingArguments' own checks of the flags it was given
         raise UserInputError(" ".join(str(error).split())) from error  # one line, as every refusal
     except ImportError as error:  # a flag whose package is not installed (--deepspeed without deepspeed)

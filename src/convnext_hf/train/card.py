@@ -43,7 +43,7 @@ class CardFacts:
     dataset: str
     hub_dataset: str | None
     label_names: list[str]
-    num_train: int
+    num_train: int | str  # "streamed" for a stream, whose length is not known
     num_validation: int
     image_size: int
     hyperparameters: dict[str, Any]

@@ -1,28 +1,38 @@
-"""What every task's data has in common: the splits with their label names, and the up-front check of the images.
+"""What every task's data has in common: the splits with their label names, reading an image, finding unreadable
+images and exact copies.
 
-Each task loads its own data (`tasks/<task>`) into an `ImageData`; unreadable images are found here, before training
-starts, rather than halfway through a run.
+Each task loads its own data (`tasks/<task>`) into an `ImageData`. Classification reads its images in the loader
+(`read_images`: an unreadable one is reported there, by the Trainer); segmentation and `convnext-hf evaluate` check
+them before they start (`find_bad_images`). Exact copies are found from file sizes first and remembered per listing
+(`exact_copy_digests`), so that a second run on the same folder hashes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
+import os
+import stat
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import datasets
+from PIL import Image
 
+from ..atomic import atomic_file
 from ..errors import UserInputError
-from ..images import read_image
+from ..images import read_image, source_name
 from ..tasks import IMAGE_CLASSIFICATION
 
 logger = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ("image", "img", "image_path", "path", "file")
+# The batch entry that names the images the loader could not read ("PATH (WHY)"), for the Trainer to skip or stop at.
+UNREADABLE = "unreadable_images"
 FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
@@ -31,20 +41,22 @@ class ImageData:
     """The training and validation splits, their label names, a description of the source for the model card, and
     the task they were loaded for (a classification label column holding lists makes it multi-label)."""
 
-    train: datasets.Dataset
-    validation: datasets.Dataset | None
+    train: datasets.Dataset | Any
+    validation: datasets.Dataset | Any | None
     label_names: list[str]
     source: str
     task: str = IMAGE_CLASSIFICATION
     # What the checks before training left out or found, one sentence each, for the log and the model card.
     notes: list[str] = field(default_factory=list)
+    # Streamed splits (`train.streaming.EpochStream`): no length, read as the run goes.
+    streaming: bool = False
 
     def with_splits(self, train: datasets.Dataset, validation: datasets.Dataset | None) -> ImageData:
         """The same data with other splits (e.g. with their transforms attached)."""
         return replace(self, train=train, validation=validation)
 
 
-def _image_problem(image: dict) -> str:
+def image_problem(image: dict) -> str:
     """Why an undecoded image entry cannot be used ("" when it decodes)."""
     try:
         read_image(image)
@@ -54,6 +66,21 @@ def _image_problem(image: dict) -> str:
             error = error.__cause__
         return f"{type(error).__name__}: {error}"
     return ""
+
+
+def read_images(images: Sequence[dict], convert_rgb: bool = True) -> tuple[list[Image.Image | None], list[str]]:
+    """Undecoded image entries read as the loader needs them (`read_image`): each image (None when it cannot be read)
+    and, per entry, "" or "PATH (WHY)" naming an unreadable one, for the Trainer to skip or stop at."""
+    read, problems = [], []
+    for image in images:
+        try:
+            read.append(read_image(image, convert_rgb=convert_rgb))
+            problems.append("")
+        except Exception as error:  # noqa: BLE001 - any decoding failure makes the image unusable
+            name = source_name(image)
+            read.append(None)
+            problems.append(f"{name} ({str(error).removeprefix(f'{name}: ')})")
+    return read, problems
 
 
 @contextlib.contextmanager
@@ -72,7 +99,7 @@ def find_bad_images(dataset: datasets.Dataset, num_proc: int | None = None) -> l
     """Decode every image once; return (row, path or '<row N>', reason) for each that fails."""
     raw = dataset.cast_column("image", datasets.Image(decode=False))
     problems = raw.map(
-        lambda batch: {"problem": [_image_problem(image) for image in batch["image"]]},
+        lambda batch: {"problem": [image_problem(image) for image in batch["image"]]},
         batched=True,
         num_proc=num_proc,
         remove_columns=raw.column_names,
@@ -106,10 +133,101 @@ def image_digests(dataset: datasets.Dataset, column: str = "image", num_proc: in
     )["digest"]
 
 
+# Exact copies have equal sizes and equal ends: the last bytes of a JPEG (its entropy-coded data) tell most files of
+# one size apart, so only files that agree on both are hashed in full.
+_TAIL_BYTES = 4096
+COPIES_CACHE = "convnext-hf-copies"
+
+
+def _file_entries(dataset: datasets.Dataset, column: str) -> list[str] | None:
+    """The file path of every image entry, or None when some image is embedded (its bytes are in the data)."""
+    raw = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    entries = raw.with_format("arrow")[:][column].combine_chunks()
+    if entries.field("bytes").null_count != len(entries):
+        return None
+    return entries.field("path").to_pylist()
+
+
+def _status(path: str) -> tuple[int | None, int | None]:
+    """(size, modification time) of a regular file; (None, None) for anything else, which the loader reports."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None, None
+    return (status.st_size, status.st_mtime_ns) if stat.S_ISREG(status.st_mode) else (None, None)
+
+
+def _tail(path: str, size: int) -> bytes:
+    with open(path, "rb") as file:
+        file.seek(max(size - _TAIL_BYTES, 0))
+        return file.read()
+
+
+def file_copy_digests(paths: Sequence[str]) -> dict[str, str]:
+    """A digest per distinct file that two files share exactly when their bytes are equal: the SHA-256 of files that
+    another file matches in size and last bytes, the path itself for the others (most files: one stat each)."""
+    sizes = {path: _status(path)[0] for path in set(paths)}
+    by_size: dict[int, list[str]] = defaultdict(list)
+    for path, size in sizes.items():
+        if size is not None:
+            by_size[size].append(path)
+    digests = {path: f"file:{path}" for path in sizes}
+    for group in (group for group in by_size.values() if len(group) > 1):
+        by_tail: dict[bytes, list[str]] = defaultdict(list)
+        for path in group:
+            by_tail[_tail(path, sizes[path])].append(path)
+        for same in (same for same in by_tail.values() if len(same) > 1):
+            digests.update((path, _digest({"path": path})) for path in same)
+    return digests
+
+
+def _listing_key(paths: Sequence[str]) -> str:
+    """A name for a set of files as they are now: their paths, sizes and modification times."""
+    digest = hashlib.sha256()
+    for path in sorted(set(paths)):
+        size, modified = _status(path)
+        digest.update(f"{path}\0{size}\0{modified}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def exact_copy_digests(
+    splits: Sequence[datasets.Dataset], cache_dir: str | None, column: str = "image", num_proc: int | None = None
+) -> list[list[str]]:
+    """Per split, a digest per image that two images share exactly when their bytes are equal.
+
+    Files: by size and last bytes first (`file_copy_digests`), remembered under `cache_dir` for this listing (paths,
+    sizes, modification times), so that a later run on the same files reads none of them. Embedded images: the
+    SHA-256 of their bytes (datasets caches the pass with the dataset).
+    """
+    files = [_file_entries(split, column) for split in splits]
+    if any(paths is None for paths in files):
+        return [image_digests(split, column, num_proc) for split in splits]
+    every = [path for paths in files for path in paths]
+    folder = os.path.join(cache_dir or str(datasets.config.HF_DATASETS_CACHE), COPIES_CACHE)
+    cached = os.path.join(folder, f"{_listing_key(every)}.json")
+    try:
+        with open(cached, encoding="utf-8") as file:
+            hashed = json.load(file)
+        if not isinstance(hashed, dict):
+            raise ValueError(f"{cached} is not a search result")
+    except (OSError, ValueError):
+        digests = file_copy_digests(every)
+        hashed = {path: digest for path, digest in digests.items() if not digest.startswith("file:")}
+        os.makedirs(folder, exist_ok=True)
+        with atomic_file(cached) as staging:
+            staging.write_text(json.dumps(hashed), encoding="utf-8")
+    return [[hashed.get(path, f"file:{path}") for path in paths] for paths in files]
+
+
+def column_values(dataset: datasets.Dataset, column: str) -> list:
+    """A column's values as a list, read in one go (iterating a `datasets` column formats it row by row); an image
+    column gives its undecoded entries."""
+    return dataset.select_columns([column]).with_format("arrow")[:][column].to_pylist()
+
+
 def image_paths(dataset: datasets.Dataset, column: str = "image") -> list[str]:
     """The file of every image entry ('<row N>' for images embedded without one)."""
-    raw = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))[column]
-    return [image.get("path") or f"<row {row}>" for row, image in enumerate(raw)]
+    return [image.get("path") or f"<row {row}>" for row, image in enumerate(column_values(dataset, column))]
 
 
 def _listing(paths: Sequence[str], limit: int = 5) -> str:

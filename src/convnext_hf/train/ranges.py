@@ -67,6 +67,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train_val_split": (_within(0, 1, high_open=True), "a fraction in [0, 1) (0: no held-out validation)"),
     "max_train_samples": POSITIVE_INTEGER,
     "max_eval_samples": POSITIVE_INTEGER,
+    "shuffle_buffer_size": POSITIVE_INTEGER,
     # RecipeArguments
     "layer_decay": (_within(0, 1, low_open=True), "a factor in (0, 1] (1 disables it; the paper fine-tunes with 0.8)"),
     "rrc_scale_min": (_within(0, 1, low_open=True), "an area fraction in (0, 1] (the paper uses 0.08)"),

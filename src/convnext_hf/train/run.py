@@ -25,6 +25,7 @@ from ..atomic import check_apart, claim_output_dir, claims_output_dir, first_mis
 from ..cli import print_box
 from ..complexity import parameter_count
 from ..conversion.hub import failure_hint
+from ..cores import available_cores, default_loader_workers
 from ..errors import OutputExistsError, UserInputError
 from ..finite import refuse_non_finite
 from ..model_folder import check_model_folder, folder_weights, loading_model
@@ -221,10 +222,14 @@ def _check_checkpoint(checkpoint: str | None, model_ema: bool) -> int | None:
 
 
 def _check_task_arguments(args: RunArguments, task: Task) -> None:
-    """The task's refusal of flags that do not apply to it (its `check_arguments` hook, when it has one)."""
+    """The task's refusal of flags that do not apply to it (its `check_arguments` hook, when it has one), and of
+    --streaming for a task that loads its data whole."""
     check_arguments = getattr(task.hooks, "check_arguments", None)
     if check_arguments is not None:
         check_arguments(args)
+    if args.data.streaming and not getattr(task.hooks, "STREAMS", False):
+        raise UserInputError(f"--streaming: {task.name} loads its data whole (streaming trains single-label "
+                             "image-classification); drop --streaming.")  # fmt: skip
 
 
 def _check_checkpoint_fits(
@@ -283,6 +288,28 @@ def _last_step(training: Any, num_train: int) -> int:
         return training.max_steps
     batches = -(-num_train // (training.per_device_train_batch_size * training.world_size))
     return -(-batches // training.gradient_accumulation_steps) * math.ceil(training.num_train_epochs)
+
+
+def _set_loader_workers(args: RunArguments, num_train: int | None, shards: int | None = None) -> None:
+    """Without --dataloader_num_workers, load with this process's share of the cores but one (no more workers than
+    batches in an epoch), kept alive between epochs; a stream gets no more workers than this process has shards (a
+    worker reads whole shards). Say how many."""
+    training = args.training
+    if not args.workers_given:
+        batches = None if num_train is None else -(-num_train // training.per_device_train_batch_size)
+        training.dataloader_num_workers = default_loader_workers(batches)
+        training.dataloader_persistent_workers = training.dataloader_num_workers > 0
+    if shards is not None and training.dataloader_num_workers > shards:
+        logger.info("%d loader workers for %d shard(s) of the stream in this process: %d, one per shard.",
+                    training.dataloader_num_workers, shards, shards)  # fmt: skip
+        training.dataloader_num_workers = shards
+    workers = training.dataloader_num_workers
+    logger.info(
+        "Loading images %s (%d CPU core(s) available%s; --dataloader_num_workers sets it).",
+        f"in {workers} worker process(es) per training process, each {training.dataloader_prefetch_factor or 2} "
+        "batches ahead" if workers else "in the training process itself", available_cores(),
+        "" if args.workers_given else ", one left for training",
+    )  # fmt: skip
 
 
 def _total_batch(training: Any) -> int:
@@ -442,6 +469,7 @@ def _build_trainer(
         layer_decay=recipe.layer_decay,
         layer_decay_type=recipe.layer_decay_type,
         ema=ema,
+        on_bad_image=args.data.on_bad_image,
     )
 
 
@@ -502,7 +530,11 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     _check_task_arguments(args, requested)
     _check_model_source(args.model)
     raw_data = _load_data(args, requested)
-    _check_batches(training, len(raw_data.train))
+    if raw_data.streaming:
+        _set_loader_workers(args, None, raw_data.train.n_shards)
+    else:
+        _check_batches(training, len(raw_data.train))
+        _set_loader_workers(args, len(raw_data.train))
     # The data may say more than the flag: a classification label column holding lists is multi-label.
     task = get_task(raw_data.task)
     if task is not requested:
@@ -521,6 +553,7 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     if saved_weights is not None:
         logger.info(saved_weights.sentence())
     final = _final_evaluation(trainer, data, prediction)
+    unreadable = _note_unreadable(trainer, raw_data)
     metrics = {**train_result.metrics, **final.metrics}
     image_size = _image_size(processor)
     trainer.card_facts = CardFacts(
@@ -531,8 +564,8 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
         dataset=data.source,
         hub_dataset=args.data.dataset_name,
         label_names=data.label_names,
-        num_train=len(data.train),
-        num_validation=len(data.validation) if data.validation is not None else 0,
+        num_train="streamed" if data.streaming else len(data.train),
+        num_validation=_validation_count(data, final),
         image_size=image_size,
         hyperparameters=_hyperparameters(args, task, image_size, _backbone_config(model).drop_path_rate),
         results=final.metrics,
@@ -548,7 +581,7 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     trainer.save_model()
     trainer.save_state()
     if trainer.is_world_process_zero():
-        _write_report(trainer, args, raw_data, metrics, final, saved_weights)
+        _write_report(trainer, args, raw_data, metrics, final, saved_weights, unreadable)
     if training.push_to_hub:
         try:
             trainer.push_to_hub()
@@ -560,14 +593,28 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
             ) from error
     if trainer.is_world_process_zero():
         weights = saved_weights.summary() if saved_weights is not None else "the live weights after the last step"
-        summary = _run_summary(args, trainer, data, metrics, weights)
+        summary = _run_summary(args, trainer, data, metrics, weights, _validation_count(data, final))
         summary.needs_package = trainer.card_facts.loading_note is not None
         print_box(summary_lines(summary))
     return metrics
 
 
+def _validation_count(data: ImageData, final: FinalEvaluation) -> int:
+    """The validation images: the split's length, or for a stream the images the final evaluation scored."""
+    if data.validation is None:
+        return 0
+    if not data.streaming:
+        return len(data.validation)
+    return int(final.counts.sum()) if final.counts is not None else 0
+
+
 def _run_summary(
-    args: RunArguments, trainer: ConvNextTrainer, data: ImageData, metrics: dict[str, float], saved_weights: str
+    args: RunArguments,
+    trainer: ConvNextTrainer,
+    data: ImageData,
+    metrics: dict[str, float],
+    saved_weights: str,
+    validation_images: int,
 ) -> RunSummary:
     """What the results box shows: the folder, the final metrics, the weights saved, the checkpoints kept."""
     output_dir = args.training.output_dir
@@ -578,6 +625,9 @@ def _run_summary(
             source += ["--validation_mask_dir", given.validation_mask_dir]
     elif given.validation_file is not None:
         validation, source = given.validation_file, ["--validation_file", given.validation_file]
+    elif given.dataset_name is not None:
+        validation = f"the validation split of {given.dataset_name}{', streamed' if data.streaming else ''}"
+        source = ["--dataset_name", given.dataset_name]
     else:
         validation = f"{given.train_val_split:.0%} of the training data, held out"
         source = ["--validation_dir", "IMAGES"]
@@ -593,7 +643,7 @@ def _run_summary(
         metrics=metrics,
         saved_weights=saved_weights,
         validation=validation if data.validation is not None else None,
-        validation_images=len(data.validation) if data.validation is not None else 0,
+        validation_images=validation_images,
         checkpoints=sorted(
             (name for name in os.listdir(output_dir) if name.startswith(PREFIX_CHECKPOINT_DIR)),
             key=lambda name: int(name.rsplit("-", 1)[-1]) if name.rsplit("-", 1)[-1].isdigit() else -1,
@@ -604,6 +654,25 @@ def _run_summary(
         # Classifiers save this package's classes (loaded as remote code); other heads are transformers' own.
         remote_code=task.auto_class == "AutoModelForImageClassification",
     )
+
+
+# How many unreadable images metrics.json, the log and the card name (all are counted).
+UNREADABLE_SHOWN = 10
+
+
+def _note_unreadable(trainer: ConvNextTrainer, raw_data: ImageData) -> dict[str, Any] | None:
+    """The images the loaders skipped as unreadable (--on_bad_image skip), counted and the first named, in the log
+    and the data notes of the card; metrics.json's entry (None when every image was read)."""
+    unreadable = trainer.unreadable_images()
+    if not unreadable:
+        return None
+    note = (
+        f"{len(unreadable)} unreadable image(s) were skipped (--on_bad_image skip): "
+        f"{'; '.join(unreadable[:UNREADABLE_SHOWN])}{' …' if len(unreadable) > UNREADABLE_SHOWN else ''}."
+    )
+    logger.warning(note)
+    raw_data.notes.append(note)
+    return {"count": len(unreadable), "first": unreadable[:UNREADABLE_SHOWN]}
 
 
 def _backbone_weights(model: Any) -> str | None:
@@ -619,11 +688,14 @@ def _write_report(
     metrics: dict[str, float],
     final: FinalEvaluation,
     saved_weights: SavedWeights | None,
+    unreadable: dict[str, Any] | None = None,
 ) -> None:
     output_dir = args.training.output_dir
     names = raw_data.label_names
     hooks = trainer.task.hooks
     report: dict[str, Any] = {"metrics": metrics, "label_names": names}
+    if unreadable is not None:
+        report["unreadable_images"] = unreadable
     if saved_weights is not None:
         report["saved_weights"] = saved_weights.as_dict()
     counts = final.counts

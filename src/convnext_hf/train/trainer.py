@@ -20,11 +20,13 @@ from ..errors import UserInputError
 from ..finite import check_before_saving
 from ..tasks import IMAGE_CLASSIFICATION, get_task
 from .card import CardFacts, build_model_card
+from .data import UNREADABLE
 from .ema import ModelEma
 from .loss_guard import NonFiniteLossStop
 from .mixup import Mixup
 from .optim import parameter_groups
 from .report import write_text
+from .streaming import AfterPlaceholders, EpochStream
 
 
 @dataclass
@@ -82,6 +84,9 @@ class ConvNextTrainer(Trainer):
       same number under every launcher (the Trainer's weighs each batch's mean by the batch size, counting the
       images of a short last batch more than once).
 
+    - Unreadable images: the loader leaves them out of their batch and names them; `--on_bad_image error` stops the
+      run at the first in one line, `skip` trains on and counts them for the log, metrics.json and the card.
+
     Its model card (written at the end of a run and by `push_to_hub`) is the ConvNeXt card built from `card_facts`.
     """
 
@@ -93,6 +98,7 @@ class ConvNextTrainer(Trainer):
         layer_decay: float = 1.0,
         layer_decay_type: str = "group",
         ema: ModelEma | None = None,
+        on_bad_image: str = "error",
         **kwargs: Any,
     ) -> None:
         with warnings.catch_warnings():
@@ -108,6 +114,57 @@ class ConvNextTrainer(Trainer):
         self.card_facts: CardFacts | None = None
         self.loss_guard = NonFiniteLossStop()
         self.add_callback(self.loss_guard)
+        self.on_bad_image = on_bad_image
+        # Insertion-ordered set of the unreadable images met so far (each epoch meets them again).
+        self.unreadable: dict[str, None] = {}
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The Trainer's, after taking out the images the loader could not read: `--on_bad_image error` stops at
+        the first, `skip` counts them (`unreadable_images`) and trains on the rest of the batch."""
+        problems = inputs.pop(UNREADABLE, None) or []
+        if problems and self.on_bad_image == "error":
+            raise UserInputError(
+                f"Unreadable image {problems[0]}: remove or replace it, or pass --on_bad_image skip to train without "
+                "the unreadable images (`convnext-hf check` lists them all)."
+            )
+        self.unreadable.update(dict.fromkeys(problems))
+        if problems and "pixel_values" not in inputs:
+            raise UserInputError(
+                f"No image of a batch could be read ({len(problems)}: {', '.join(problems[:3])}); most of the data "
+                "seems unreadable: `convnext-hf check` lists the unreadable images."
+            )
+        return super()._prepare_inputs(inputs)
+
+    def get_train_dataloader(self) -> Any:
+        """The Trainer's, but a stream (`EpochStream`) is already this process's share: it is loaded as it is, not
+        handed to accelerate, which would share it out again."""
+        if not isinstance(self.train_dataset, EpochStream):
+            return super().get_train_dataloader()
+        args = self.args
+        workers = args.dataloader_num_workers
+        return torch.utils.data.DataLoader(
+            self.train_dataset, batch_size=self._train_batch_size, collate_fn=self.data_collator,
+            num_workers=workers, pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and workers > 0,
+            prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
+        )  # fmt: skip
+
+    def get_resumed_dataloader(self, dataloader: Any, num_batches: int) -> Any:
+        """Resuming mid-run: a stream starts after the batches already trained on without decoding them; other data
+        is skipped as the Trainer does."""
+        if isinstance(self.train_dataset, EpochStream):
+            placeholders = self.train_dataset.resume_after(num_batches, self.args.dataloader_num_workers)
+            return AfterPlaceholders(dataloader, placeholders)
+        return super().get_resumed_dataloader(dataloader, num_batches)
+
+    def unreadable_images(self) -> list[str]:
+        """The images ("PATH (WHY)") that the loaders of every process could not read and skipped, in order."""
+        found = list(self.unreadable)
+        if self.args.world_size > 1:
+            from accelerate.utils import gather_object
+
+            found = gather_object(found)
+        return list(dict.fromkeys(found))
 
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
         """Create the --push_to_hub repository, as the Trainer does before training; a Hub that cannot be reached or

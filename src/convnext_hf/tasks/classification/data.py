@@ -1,8 +1,10 @@
-"""Labelled images for classification: loading, label maps, the up-front image check, the split, the batch pipeline.
+"""Labelled images for classification: loading, label maps, the split, the batch pipeline.
 
-Every source becomes a `datasets.Dataset` with an `image` column (decoded to PIL on access) and a `label` ClassLabel
-column shared by the training and validation splits. Problems that would otherwise stop a run halfway (an unreadable
-image, a single class, no images) are found here, before training starts.
+Every source becomes a `datasets.Dataset` with an `image` column and a `label` ClassLabel column shared by the
+training and validation splits. An image folder is listed (`os.scandir`), not indexed by `datasets`' `imagefolder`
+builder, so that a run starts at the cost of listing its files. Problems that would otherwise stop a run halfway (a
+single class, no images, a label missing) are found here, before training starts; unreadable images are found where
+they are read anyway, in the loader (`with_transforms`, `collate`), and skipped or stopped at by the Trainer.
 """
 
 from __future__ import annotations
@@ -17,24 +19,28 @@ from collections.abc import Callable
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
+from datasets.utils.stratify import stratified_shuffle_split_generate_indices
 from PIL import Image
 
 from ...data_folder import check_data_folder
 from ...errors import UserInputError
 from ...image_processing_convnext import ConvNextHFImageProcessor
-from ...images import read_image
 from ...train.arguments import DataArguments
 from ...train.data import (
     FILE_BUILDERS,
     IMAGE_COLUMNS,
+    UNREADABLE,
     ImageData,
+    column_values,
     drop_validation_copies,
+    exact_copy_digests,
     find_bad_images,
     hold_out_and_limit,
-    image_digests,
     image_paths,
     local_files_quietly,
+    read_images,
     repeated_images,
 )
 from .. import IMAGE_CLASSIFICATION, MULTI_LABEL_CLASSIFICATION
@@ -77,17 +83,36 @@ def _check_sources(args: DataArguments) -> str:
     return next(kind for kind, present in given.items() if present)
 
 
-def _class_folders(directory: str) -> dict[str, int]:
-    """Number of image files under each immediate subfolder of `directory` ("." for files directly in it)."""
+def _image_files(directory: str, extensions: set[str]) -> list[str]:
+    """The image files at any depth under `directory`, hidden files and folders aside, sorted."""
+    found, folders = [], [directory]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    folders.append(entry.path)
+                elif os.path.splitext(entry.name)[1].lower() in extensions:
+                    found.append(entry.path)
+    return sorted(found)
+
+
+def _class_folders(directory: str) -> dict[str, list[str]]:
+    """The image files under each immediate subfolder of `directory` (at any depth; "." for files directly in it)."""
     extensions = {ext.lower() for ext in Image.registered_extensions()}
-    counts: dict[str, int] = {}
-    for folder, _, names in os.walk(directory):
-        images = sum(os.path.splitext(name)[1].lower() in extensions for name in names)
-        if images:
-            relative = os.path.relpath(folder, directory)
-            top = relative.split(os.sep)[0]
-            counts[top] = counts.get(top, 0) + images
-    return counts
+    classes: dict[str, list[str]] = {}
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                files = _image_files(entry.path, extensions)
+                if files:
+                    classes[entry.name] = files
+            elif os.path.splitext(entry.name)[1].lower() in extensions:
+                classes.setdefault(".", []).append(entry.path)
+    return classes
 
 
 def _empty_class_folders(directory: str, classes: dict[str, int]) -> list[str]:
@@ -102,9 +127,10 @@ def _load_folders(
     splits = {"train": args.train_dir}
     if args.validation_dir is not None:
         splits["validation"] = args.validation_dir
+    listed = {}
     for split, directory in splits.items():
         check_data_folder(directory, _flag(split, "dir", words), CLASS_FOLDERS)
-        classes = _class_folders(directory)
+        classes = listed[split] = _class_folders(os.path.abspath(directory))
         if not classes:
             raise UserInputError(
                 f"No images found in {directory}: arrange the {words[split]} images as "
@@ -112,8 +138,8 @@ def _load_folders(
             )
         if "." in classes:
             raise UserInputError(
-                f"{classes['.']} image(s) lie directly in {directory}, outside any class subfolder; move each image "
-                f"into the subfolder of its class: {directory}/<class_name>/<image>."
+                f"{len(classes['.'])} image(s) lie directly in {directory}, outside any class subfolder; move each "
+                f"image into the subfolder of its class: {directory}/<class_name>/<image>."
             )
         empty = _empty_class_folders(directory, classes)
         if empty and words is TRAINING_WORDS and split == "train":
@@ -130,10 +156,16 @@ def _load_folders(
                 f"{directory} holds one class ({next(iter(classes))!r}); a classifier needs at least two. "
                 f"Put each class's images in its own subfolder: {directory}/<class_name>/<image>."
             )
-    # One builder call for both splits, so class ids come from the union of the class folders.
-    files = {split: os.path.join(os.path.abspath(directory), "**") for split, directory in splits.items()}
-    with local_files_quietly():
-        return datasets.load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
+    # Class ids come from the union of both splits' class folders, in sorted order.
+    names = sorted({name for classes in listed.values() for name in classes})
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    data = {}
+    for split, classes in listed.items():
+        rows = [(path, names.index(name)) for name, paths in sorted(classes.items()) for path in paths]
+        data[split] = datasets.Dataset.from_dict(
+            {"image": [path for path, _ in rows], "label": [label for _, label in rows]}, features=features
+        )
+    return datasets.DatasetDict(data)
 
 
 def _csv_as_text(splits: dict[str, str]) -> dict[str, Any]:
@@ -175,7 +207,7 @@ def _load_files(
     options = _csv_as_text(splits) if builder == "csv" else {}
     with local_files_quietly():
         data = datasets.load_dataset(builder, data_files=splits, cache_dir=cache_dir, **options)
-    image_column = _find_column(data["train"], args.image_column_name, IMAGE_COLUMNS, "image")
+    image_column = find_column(data["train"].column_names, args.image_column_name, IMAGE_COLUMNS, "image")
 
     # Paths in the file are relative to the file's own folder.
     def absolute_paths(batch: dict, split: str) -> dict:
@@ -202,24 +234,25 @@ def _load_hub(
     return datasets.DatasetDict(splits)
 
 
-def _find_column(dataset: datasets.Dataset, requested: str | None, candidates: tuple[str, ...], what: str) -> str:
+def find_column(columns: list[str], requested: str | None, candidates: tuple[str, ...], what: str) -> str:
+    """The column named `requested`, else the first of `candidates` the data has; refused when there is none."""
     if requested is not None:
-        if requested not in dataset.column_names:
-            raise UserInputError(f"Column {requested!r} not found; the data has columns {dataset.column_names}.")
+        if requested not in columns:
+            raise UserInputError(f"Column {requested!r} not found; the data has columns {columns}.")
         return requested
     for name in candidates:
-        if name in dataset.column_names:
+        if name in columns:
             return name
     raise UserInputError(
-        f"No {what} column found among {dataset.column_names}; name it with --{what}_column_name."
+        f"No {what} column found among {columns}; name it with --{what}_column_name."
         + (" For an image folder, put each class's images in its own subfolder." if what == "label" else "")
     )
 
 
 def _standardize_columns(data: datasets.DatasetDict, args: DataArguments) -> datasets.DatasetDict:
     """Rename the image and label columns to `image` and `label`, drop the others, and decode images to PIL."""
-    image_column = _find_column(data["train"], args.image_column_name, IMAGE_COLUMNS, "image")
-    label_column = _find_column(data["train"], args.label_column_name, LABEL_COLUMNS, "label")
+    image_column = find_column(data["train"].column_names, args.image_column_name, IMAGE_COLUMNS, "image")
+    label_column = find_column(data["train"].column_names, args.label_column_name, LABEL_COLUMNS, "label")
     renamed = {}
     for split, dataset in data.items():
         dataset = dataset.select_columns([image_column, label_column])
@@ -254,7 +287,7 @@ def class_order(names: Any) -> list[str]:
 def _refuse_missing_labels(data: datasets.DatasetDict, words: dict[str, str]) -> None:
     """Refuse images without a label (an empty cell, null): they would become a class named "None"."""
     for split, dataset in data.items():
-        missing = [row for row, value in enumerate(dataset["label"]) if label_text(value) is None]
+        missing = [row for row, value in enumerate(column_values(dataset, "label")) if label_text(value) is None]
         if missing:
             paths = image_paths(dataset.select(missing[:5]))
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -275,7 +308,7 @@ def _encode_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDict, li
                     f"split's {feature.names}; give both splits the same class names."
                 )
         return data, list(feature.names)
-    names = class_order(label_text(value) for dataset in data.values() for value in dataset["label"])
+    names = class_order(label_text(value) for dataset in data.values() for value in column_values(dataset, "label"))
     class_label = datasets.ClassLabel(names=names)
 
     def encode(batch: dict) -> dict:
@@ -358,7 +391,8 @@ def _encode_multi_labels(data: datasets.DatasetDict) -> tuple[datasets.DatasetDi
             return [folder_names[value]]
         return split_labels(value)
 
-    names = sorted({name for dataset in data.values() for value in dataset["label"] for name in names_of(value)})
+    values = [value for dataset in data.values() for value in column_values(dataset, "label")]
+    names = sorted({name for value in values for name in names_of(value)})
     index = {name: position for position, name in enumerate(names)}
     multi_hot = datasets.List(datasets.Value("float32"), length=len(names))
 
@@ -404,7 +438,7 @@ def _check_multi_labels(data: datasets.DatasetDict, label_names: list[str], sour
         raise UserInputError(f"The {'scored' if scoring else 'training'} data from {source} has no usable images.")
     if scoring:
         return
-    counts = torch.tensor(list(data["train"]["label"])).sum(dim=0)
+    counts = torch.tensor(column_values(data["train"], "label")).sum(dim=0)
     unseen = [name for name, count in zip(label_names, counts.tolist(), strict=True) if count == 0]
     if len(label_names) < 2 or unseen:
         raise UserInputError(
@@ -423,7 +457,7 @@ def _check_classes(data: datasets.DatasetDict, label_names: list[str], source: s
             f"The data from {source} has {len(label_names)} class(es) {label_names}; a classifier needs at least "
             "two. For an image folder, put each class's images in its own subfolder: DIR/<class_name>/<image>."
         )
-    counts = torch.bincount(torch.tensor(list(data["train"]["label"])), minlength=len(label_names))
+    counts = torch.bincount(torch.tensor(column_values(data["train"], "label")), minlength=len(label_names))
     empty = [label_names[index] for index in torch.nonzero(counts == 0).flatten().tolist()]
     if empty:
         raise UserInputError(
@@ -443,9 +477,15 @@ def _split(dataset: datasets.Dataset, fraction: float, num_classes: int, seed: i
         # Multi-hot rows cannot be stratified by one class.
         split = dataset.train_test_split(test_size=held_out, seed=seed)
         return split["train"], split["test"]
-    counts = torch.bincount(torch.tensor(list(dataset["label"])), minlength=num_classes)
-    stratified = int(counts.min()) >= 2 and num_classes <= held_out <= len(dataset) - num_classes
-    split = dataset.train_test_split(test_size=held_out, seed=seed, stratify_by_column="label" if stratified else None)
+    labels = np.asarray(column_values(dataset, "label"))
+    counts = np.bincount(labels, minlength=num_classes)
+    if int(counts.min()) >= 2 and num_classes <= held_out <= len(dataset) - num_classes:
+        # datasets' own stratified split, fed the labels in one read (train_test_split reads them row by row).
+        train_rows, held_out_rows = next(stratified_shuffle_split_generate_indices(
+            labels, len(dataset) - held_out, held_out, rng=np.random.default_rng(seed)
+        ))  # fmt: skip
+        return dataset.select(train_rows), dataset.select(held_out_rows)
+    split = dataset.train_test_split(test_size=held_out, seed=seed)
     return split["train"], split["test"]
 
 
@@ -453,23 +493,25 @@ def _remove_repeats(
     data: datasets.DatasetDict,
     label_names: list[str],
     multi_label: bool,
-    num_proc: int | None,
+    cache_dir: str | None,
     words: dict[str, str],
     notes: list[str],
 ) -> datasets.DatasetDict:
     """One row per image in each split (repeats noted, contradicting labels refused), no file in both splits, and no
-    validation image identical to a training one (left out, noted): all before the split, so none leaks into it."""
+    validation image identical to a training one (left out, noted): all before the split, so none leaks into it.
+    Copies are found by size and last bytes first, once per listing (`exact_copy_digests`)."""
     if multi_label:
         fix = "merge their label lists into one row"
     else:
         fix = "for several labels per image, train with --task multi-label-classification"
     found = {}
-    for split, dataset in data.items():
-        digests, paths = image_digests(dataset, num_proc=num_proc), image_paths(dataset)
+    every_digest = exact_copy_digests(list(data.values()), cache_dir)
+    for (split, dataset), digests in zip(data.items(), every_digest, strict=True):
+        paths, rows = image_paths(dataset), column_values(dataset, "label")
         if multi_label:
-            labels = [" ".join(n for n, hot in zip(label_names, row, strict=True) if hot) for row in dataset["label"]]
+            labels = [" ".join(n for n, hot in zip(label_names, row, strict=True) if hot) for row in rows]
         else:
-            labels = [label_names[index] for index in dataset["label"]]
+            labels = [label_names[index] for index in rows]
         kept = repeated_images(words[split], labels, digests, paths, notes, fix)
         if len(kept) < len(dataset):
             dataset = dataset.select(kept)
@@ -512,15 +554,18 @@ def load_image_data(
         data, label_names = _encode_labels(data)
         if not (scoring or single_label_given):
             _refuse_combined_labels(label_names)
-    data = datasets.DatasetDict(
-        {
-            split: _drop_bad_images(dataset, words[split], args.on_bad_image, num_proc, notes)
-            for split, dataset in data.items()
-        }
-    )
-    if not scoring:
-        # Scoring takes the images as given; a training run must not learn one image twice or validate on it.
-        data = _remove_repeats(data, label_names, multi_label, num_proc, words, notes)
+    if scoring:
+        # Scoring reads the images outside the Trainer, so they are checked here, on every core; a training run
+        # finds unreadable images as its loader reads them.
+        data = datasets.DatasetDict(
+            {
+                split: _drop_bad_images(dataset, words[split], args.on_bad_image, num_proc, notes)
+                for split, dataset in data.items()
+            }
+        )
+    else:
+        # A training run must not learn one image twice or validate on it.
+        data = _remove_repeats(data, label_names, multi_label, cache_dir, words, notes)
     (_check_multi_labels if multi_label else _check_classes)(data, label_names, source, scoring)
     train, validation = data["train"], data.get("validation")
     train, validation = hold_out_and_limit(
@@ -536,26 +581,42 @@ def with_transforms(
     processor: ConvNextHFImageProcessor,
 ) -> ImageData:
     """Attach the on-the-fly transforms: augmentation for training, the image processor for validation; both read
-    the images with `read_image` (displayed frame; alpha, 16-bit, palette and grayscale as the processor converts)."""
-
-    def read(images: list) -> list[Image.Image]:
-        return [read_image(image, convert_rgb=processor.do_convert_rgb) for image in images]
+    the images with `read_image` (`read_images`: displayed frame; alpha, 16-bit, palette and grayscale as the processor
+    converts). An image that cannot be read has no pixel values and is named under `UNREADABLE` (`collate` leaves it
+    out)."""
 
     def train_batch(batch: dict) -> dict:
-        return {"pixel_values": [train_transform(image) for image in read(batch["image"])], "labels": batch["label"]}
+        images, problems = read_images(batch["image"], convert_rgb=processor.do_convert_rgb)
+        pixel_values = [None if image is None else train_transform(image) for image in images]
+        return {"pixel_values": pixel_values, "labels": batch["label"], UNREADABLE: problems}
 
     def eval_batch(batch: dict) -> dict:
-        pixel_values = processor(read(batch["image"]), return_tensors="pt")["pixel_values"]
-        return {"pixel_values": list(pixel_values), "labels": batch["label"]}
+        images, problems = read_images(batch["image"], convert_rgb=processor.do_convert_rgb)
+        readable = [image for image in images if image is not None]
+        pixel_values = iter(processor(readable, return_tensors="pt")["pixel_values"] if readable else [])
+        return {"pixel_values": [None if image is None else next(pixel_values) for image in images],
+                "labels": batch["label"], UNREADABLE: problems}  # fmt: skip
 
-    validation = data.validation.with_transform(eval_batch) if data.validation is not None else None
-    return data.with_splits(data.train.with_transform(train_batch), validation)
+    def undecoded(dataset: Any) -> Any:
+        # A stream (`EpochStream`) is undecoded already.
+        if isinstance(dataset, datasets.Dataset):
+            return dataset.cast_column("image", datasets.Image(decode=False))
+        return dataset
+
+    validation = undecoded(data.validation).with_transform(eval_batch) if data.validation is not None else None
+    return data.with_splits(undecoded(data.train).with_transform(train_batch), validation)
 
 
-def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack examples into a batch of `pixel_values` and `labels`: class ids, or float multi-hot rows."""
-    labels = [example["labels"] for example in examples]
+def collate(examples: list[dict]) -> dict[str, Any]:
+    """Stack examples into a batch of `pixel_values` and `labels` (class ids, or float multi-hot rows), leaving out
+    the images that could not be read; the batch names those under `UNREADABLE` for the Trainer."""
+    readable = [example for example in examples if example["pixel_values"] is not None]
+    batch: dict[str, Any] = {UNREADABLE: [example[UNREADABLE] for example in examples if example.get(UNREADABLE)]}
+    if not readable:
+        return batch
+    labels = [example["labels"] for example in readable]
     return {
-        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+        "pixel_values": torch.stack([example["pixel_values"] for example in readable]),
         "labels": torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], list) else torch.long),
+        **batch,
     }

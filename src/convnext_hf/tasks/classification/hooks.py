@@ -30,6 +30,7 @@ from .demo import run_demo
 from .model import build_model as build_classifier
 from .model import build_processor as build_classifier_processor
 from .scoring import evaluate
+from .streaming import load_streamed_images
 
 __all__ = [
     "CARD",
@@ -50,10 +51,15 @@ __all__ = [
 ]
 
 preprocess_logits = None
+# --streaming: `load_data` streams --dataset_name (tasks/classification/streaming.py).
+STREAMS = True
 
 
 def load_data(args: RunArguments) -> ImageData:
-    """The labelled images; a label column holding lists makes them multi-label (`ImageData.task` says so)."""
+    """The labelled images; a label column holding lists makes them multi-label (`ImageData.task` says so). With
+    --streaming, this process's share of the streamed splits."""
+    if args.data.streaming:
+        return load_streamed_images(args)
     return load_image_data(
         args.data, seed=args.training.seed, cache_dir=args.model.cache_dir, single_label_given=args.task_given
     )
