@@ -187,3 +187,38 @@ def test_good_objects_rows_convert():
     converted = _from_objects(_objects_dataset([{"bbox": [[1, 2, 3, 4]], "category": [1]}]), "train", 2, "error")
     assert converted[0]["objects"]["bbox"] == [[1.0, 2.0, 3.0, 4.0]]
     assert converted[0]["objects"]["category"] == [1]
+
+
+# label file -> what the one-line refusal says
+LABEL_FILES = {
+    "ragged.csv": ("image,label\na.png,x\nb.png,y,extra\n", "row 3: 3 cells under a header of 2 columns"),
+    "latin1.csv": (b"image,label\na.png,\xe9t\xe9\n", "byte 18: the file is not UTF-8 text"),
+    "columns.csv": ("image,image,label\na.png,b.png,x\n", 'the header ["image", "image", "label"] names a column'),
+    "header.csv": ("image,label\n", "no rows of images (only a header)"),
+    "empty.csv": ("", "row 1: no header (the file is empty)"),
+    "quote.csv": ('image,label\n"a.png,x\n', "not a CSV file (unexpected end of data)"),
+    "absolute.csv": ("image,label\n/etc/passwd,x\n", "row 2, column 'image': \"/etc/passwd\" is an absolute path"),
+    "escape.csv": ("image,label\n../../a.png,x\n", "row 2, column 'image': \"../../a.png\" leads out of"),
+    "escape.jsonl": ('{"image": "../a.png", "label": "x"}\n', "row 1, column 'image': \"../a.png\" leads out of"),
+    "number.jsonl": ('{"image": "a.png", "label": "x"}\n5\n', 'line 2: 5 is not an object'),
+    "broken.jsonl": ('{"image": "a.png", "label": "x"}\n{"image"\n', "line 2: not JSON"),
+    "deep.json": ("[" * 100_000 + "]" * 100_000, "values nested too deeply"),
+    "newline.csv": ('image,label\na.png,"x\ny"\nb.png,y\n', 'class 0: "x\\ny" holds control characters'),
+    "escape code.csv": ('image,label\na.png,"x\x1b[2J"\nb.png,y\n', 'holds control characters'),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LABEL_FILES))
+def test_hostile_label_file_is_refused_in_one_line(tmp_path, name):
+    from convnext_hf.tasks.classification.data import load_image_data
+
+    content, expected = LABEL_FILES[name]
+    for image in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8), (len(image), 0, 0)).save(tmp_path / image)
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    args = DataArguments(train_file=str(path), train_val_split=0.0)
+    with pytest.raises(UserInputError) as refusal:
+        load_image_data(args, seed=0, cache_dir=str(tmp_path / "cache"), scoring=True)
+    assert expected in str(refusal.value)
+    assert "\n" not in str(refusal.value)

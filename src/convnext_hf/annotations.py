@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from .errors import UserInputError
@@ -116,3 +117,91 @@ def read_json_file(path: str, flag: str, what: str) -> Any:
         raise UserInputError(f"{flag} {path} is not JSON ({error}); pass {what}.") from None
     except RecursionError:
         raise UserInputError(f"{flag} {path} nests its values too deeply to be {what}; pass {what}.") from None
+
+
+LABEL_FILE_FIX = (
+    "Fix the file: a header row of column names, then one row per image with its path (relative to the file's "
+    "folder) and its label(s); or JSON lines, one object per image."
+)
+
+
+def _csv_rows(path: str, problems: Problems) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of a UTF-8 CSV file; undecodable text and unbalanced quotes recorded as problems."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            rows = list(csv.reader(file, strict=True))
+    except UnicodeDecodeError as error:
+        problems.add(f"byte {error.start}", "the file is not UTF-8 text")
+        return [], []
+    except csv.Error as error:
+        problems.add("", f"not a CSV file ({error})")
+        return [], []
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        problems.add("row 1", "no header (the file is empty)")
+        return [], []
+    return rows[0], rows[1:]
+
+
+def _json_rows(path: str, problems: Problems) -> tuple[list[str], list[dict]]:
+    """The objects of a JSON file (a list of objects) or JSON-lines file (one object a line), with their keys."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except UnicodeDecodeError as error:
+        problems.add(f"byte {error.start}", "the file is not UTF-8 text")
+        return [], []
+    try:
+        whole = json.loads(text)
+        whole = whole if isinstance(whole, list) else [whole]
+        entries = [(f"[{index}]", entry) for index, entry in enumerate(whole)]
+    except json.JSONDecodeError:
+        entries = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    entries.append((f"line {number}", json.loads(line)))
+                except json.JSONDecodeError as error:
+                    problems.add(f"line {number}", f"not JSON ({error.msg})")
+    except RecursionError:
+        problems.add("", "values nested too deeply")
+        return [], []
+    rows = []
+    for where, entry in entries:
+        if isinstance(entry, dict):
+            rows.append(entry)
+        else:
+            problems.add(where, f"{shown_value(entry)} is not an object of an image's columns")
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    if not rows and not problems:
+        problems.add("", "no rows (the file is empty)")
+    return keys, rows
+
+
+def check_label_file(path: str, flag: str, path_columns: Sequence[tuple[str, ...]]) -> None:
+    """A CSV or JSON(-lines) file of image paths and labels checked where it enters: readable, one cell per column in
+    every row (CSV), column names given once, and the paths in it (for each tuple of `path_columns`, the first of its
+    names the file has) confined to the file's folder."""
+    problems = Problems(f"{flag} {path}")
+    csv_file = path.lower().endswith(".csv")
+    columns, rows = (_csv_rows if csv_file else _json_rows)(path, problems)
+    problems.refuse(LABEL_FILE_FIX)
+    if csv_file:
+        repeated = sorted({name for name in columns if columns.count(name) > 1})
+        if repeated or not all(name.strip() for name in columns):
+            problems.add("row 1", f"the header {shown_value(columns)} names a column twice or leaves one unnamed")
+        for number, row in enumerate(rows, start=2):
+            if len(row) != len(columns) and any(cell.strip() for cell in row):
+                problems.add(f"row {number}", f"{len(row)} cells under a header of {len(columns)} columns")
+        rows = [dict(zip(columns, row, strict=False)) for row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        problems.add("", "no rows of images (only a header)")
+    base = os.path.dirname(os.path.abspath(path))
+    for candidates in path_columns:
+        column = next((name for name in candidates if name in columns), None)
+        for number, row in enumerate(rows if column else []):
+            _, refused = confined_path(base, row.get(column))
+            if refused:
+                problems.add(f"row {number + 2 if csv_file else number + 1}, column {column!r}", refused)
+    problems.refuse(LABEL_FILE_FIX)
