@@ -215,15 +215,24 @@ PROGRESS_BAR_SWITCHES = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DAT
 
 
 def run_command(name: str, command_main: Callable[[list[str]], object], argv: Sequence[str]) -> int:
-    """Run `command_main(argv)` as every entry point does: a `UserInputError` becomes one line on stderr and exit
+    """Run `command_main(argv)` as every entry point does: a `UserInputError`, or the system's refusal of a write (a
+    full disk, the file-size limit, a read-only folder: `atomic.write_refusal`), becomes one line on stderr and exit
     status 2; a result that is not an int (a report, metrics, None) means success."""
     if not sys.stderr.isatty():
         for variable in PROGRESS_BAR_SWITCHES:
             os.environ.setdefault(variable, "1")
+    from .atomic import write_refusal
+
     try:
         status = command_main(list(argv))
     except UserInputError as error:
         print(f"{name}: error: {error}", file=sys.stderr)
+        return USER_ERROR_EXIT_STATUS
+    except Exception as error:  # noqa: BLE001 - only the system's refusal of a write is reported; the rest re-raised
+        refusal = write_refusal(error)
+        if refusal is None:
+            raise
+        print(f"{name}: error: {printable(refusal)}", file=sys.stderr)
         return USER_ERROR_EXIT_STATUS
     return status if isinstance(status, int) else 0
 
