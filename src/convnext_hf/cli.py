@@ -125,9 +125,18 @@ def refuse_two_values(given: Sequence[tuple[str, str, str]]) -> None:
             raise UserInputError(f"{listing} set the same {setting}; give one of them.")
 
 
+def _in_range(namespace: argparse.Namespace) -> argparse.Namespace:
+    """`namespace`, its numbers checked against the one bounds table of every command (`train.ranges.RANGES`)."""
+    from .train.ranges import check_ranges
+
+    check_ranges((namespace,))
+    return namespace
+
+
 class OneLineErrors:
     """argparse errors as one line, exit status 2: unknown flags named with the nearest known one ("did you mean").
-    Abbreviated flags are refused rather than guessed. A mixin for `argparse.ArgumentParser` subclasses."""
+    Abbreviated flags are refused rather than guessed, one option given two values under two spellings is refused,
+    and every number is checked against the bounds table. A mixin for `argparse.ArgumentParser` subclasses."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("allow_abbrev", False)
@@ -141,7 +150,7 @@ class OneLineErrors:
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
             self.error(unrecognized(extras, self.option_strings()))
-        return namespace
+        return _in_range(namespace)
 
     def parse_intermixed_args(self, args: Sequence[str] | None = None, namespace: object = None) -> argparse.Namespace:
         """Parse positionals wherever they stand among the options (`export onnx --model M OUT`), refusing any
@@ -151,7 +160,7 @@ class OneLineErrors:
         namespace, extras = self.parse_known_intermixed_args(args, namespace)
         if extras:
             self.error(unrecognized(extras, self.option_strings()))
-        return namespace
+        return _in_range(namespace)
 
     def refuse_two_values(self) -> None:
         """Refuse two spellings of one option (`--output-dir A --output_dir B`) given different values."""

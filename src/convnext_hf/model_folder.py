@@ -95,3 +95,38 @@ def load_model_folder(
             "which writes both from one model."
         )
     return model
+
+
+def load_config(path: str | os.PathLike, flag: str = "--model", **kwargs: Any) -> Any:
+    """The folder's configuration (`AutoConfig`), refused in one line when it cannot be read or when a setting lies
+    outside its range (`train.ranges.CONFIG_RANGES`: a detector of 10^6 queries, UperNet pool scales of 0), before any
+    model is built from it."""
+    import transformers
+
+    from .train.ranges import check_config_ranges
+
+    with loading_model(path, flag):
+        config = transformers.AutoConfig.from_pretrained(os.fspath(path), **kwargs)
+    check_config_ranges(config.to_dict(), f"{flag} {os.fspath(path)} (config.json)")
+    return config
+
+
+def load_image_processor(
+    path: str | os.PathLike, flag: str = "--model", missing_ok: bool = False, **kwargs: Any
+) -> Any:
+    """The folder's image processor (`AutoImageProcessor`), refused in one line when it cannot be read (None instead
+    when `missing_ok`) or when its sizes lie outside their range (`train.ranges.PROCESSOR_RANGES`: a 30000² resize),
+    before any image is resized."""
+    import transformers
+
+    from .train.ranges import check_processor_ranges
+
+    try:
+        with loading_model(path, flag):
+            processor = transformers.AutoImageProcessor.from_pretrained(os.fspath(path), **kwargs)
+    except UserInputError:
+        if missing_ok:
+            return None
+        raise
+    check_processor_ranges(processor, f"{flag} {os.fspath(path)}")
+    return processor

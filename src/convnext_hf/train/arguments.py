@@ -464,11 +464,9 @@ def parse_args(argv: Sequence[str]) -> RunArguments:
 
 
 def check_values(args: RunArguments) -> None:
-    """Refuse values no run can use, before anything is read or written: numbers outside their range (`RANGES`) and
-    a RandAugment spec the augmentation cannot express."""
+    """Refuse values no run can use, before anything is read or written: a RandAugment spec the augmentation cannot
+    express (numbers outside their range are refused by the parser, `cli.OneLineErrors`)."""
     from .augment import RandAugment
-    from .ranges import check_ranges
 
-    check_ranges((args.model, args.data, args.recipe, args.output, args.training))
     if args.recipe.rand_augment is not None:
         RandAugment.from_string(args.recipe.rand_augment)

@@ -19,6 +19,7 @@ import transformers
 
 from ...atomic import atomic_directory
 from ...errors import UserInputError
+from ...model_folder import load_image_processor
 from ...train.arguments import scored_data_arguments
 from ...train.report import METRICS_NAME, write_json
 from .data import coco_ground_truth, load_detection_data
@@ -54,7 +55,7 @@ def evaluate(args: argparse.Namespace, config: transformers.PretrainedConfig) ->
         images = images.select(range(min(args.max_eval_samples, len(images))))
     model = transformers.AutoModelForObjectDetection.from_pretrained(args.model, cache_dir=args.cache_dir)
     model = model.to(args.device).eval()
-    processor = transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
+    processor = load_image_processor(args.model, cache_dir=args.cache_dir)
     label_ids = _label_ids(data.label_names, config)
     ground_truth = coco_ground_truth(images, data.label_names)
     extra = [name for name in config.id2label.values() if name not in data.label_names]
