@@ -223,6 +223,12 @@ def usage() -> str:
 PROGRESS_BAR_SWITCHES = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS")
 
 
+def one_line(error: BaseException) -> str:
+    """A refusal's message as the one line every command prints: a listing's lines joined, and what a user chose
+    (a class name, a path) shown escaped (`printable`)."""
+    return printable(" ".join(line.strip() for line in str(error).splitlines() if line.strip()))
+
+
 def run_command(name: str, command_main: Callable[[list[str]], object], argv: Sequence[str]) -> int:
     """Run `command_main(argv)` as every entry point does: a `UserInputError`, or the system's refusal of a write (a
     full disk, the file-size limit, a read-only folder: `atomic.write_refusal`), becomes one line on stderr and exit
@@ -235,13 +241,13 @@ def run_command(name: str, command_main: Callable[[list[str]], object], argv: Se
     try:
         status = command_main(list(argv))
     except UserInputError as error:
-        print(f"{name}: error: {error}", file=sys.stderr)
+        print(f"{name}: error: {one_line(error)}", file=sys.stderr)
         return USER_ERROR_EXIT_STATUS
     except Exception as error:  # noqa: BLE001 - only the system's refusal of a write is reported; the rest re-raised
         refusal = write_refusal(error)
         if refusal is None:
             raise
-        print(f"{name}: error: {printable(refusal)}", file=sys.stderr)
+        print(f"{name}: error: {one_line(refusal)}", file=sys.stderr)
         return USER_ERROR_EXIT_STATUS
     return status if isinstance(status, int) else 0
 

@@ -97,16 +97,64 @@ def load_model_folder(
     return model
 
 
+# Errors transformers raises on a settings file whose values have the wrong type or shape (a list where a name
+# belongs, null for a count): hostile data, not a bug, once the file is read.
+_WRONG_SHAPE = (TypeError, AttributeError, KeyError, IndexError, OverflowError, ZeroDivisionError)
+# config.json entries every transformers configuration reads, and the JSON types each may have (null: the default).
+_NULL = type(None)
+_COMMON_CONFIG_TYPES = {
+    "model_type": (str,), "architectures": (list, _NULL), "num_labels": (int, _NULL), "id2label": (dict, _NULL),
+    "label2id": (dict, _NULL), "auto_map": (dict, _NULL), "problem_type": (str, _NULL),
+    "backbone_config": (dict, _NULL),
+}  # fmt: skip
+
+
+@contextmanager
+def _reading(path: str | os.PathLike, flag: str, file: str) -> Iterator[None]:
+    """Within the block, an error of transformers' reading `file` of the folder becomes one `UserInputError`."""
+    try:
+        with loading_model(path, flag):
+            yield
+    except UserInputError:
+        raise
+    except _WRONG_SHAPE as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise UserInputError(f"{flag} {os.fspath(path)}: {file} holds a value of the wrong type or shape ({reason}); "
+                             f"pass {WRITERS}.") from error  # fmt: skip
+
+
+def _check_config_file(path: str | os.PathLike, flag: str) -> None:
+    """A local folder's config.json read as data first: a JSON object whose common entries have their JSON types."""
+    from .annotations import Problems, read_json_file, shown_value
+
+    file = os.path.join(os.fspath(path), "config.json")
+    if not os.path.isfile(file):
+        return
+    settings = read_json_file(file, flag, WRITERS)
+    problems = Problems(f"{flag} {file}")
+    if not isinstance(settings, dict):
+        problems.add("", f"the file holds a JSON {type(settings).__name__}, not an object")
+    else:
+        for key, kinds in _COMMON_CONFIG_TYPES.items():
+            value = settings.get(key)
+            if key in settings and (not isinstance(value, kinds) or isinstance(value, bool)):
+                names = " or ".join("null" if kind is _NULL else kind.__name__ for kind in kinds)
+                problems.add(key, f"{shown_value(value)} is not a {names}")
+    problems.refuse(f"Pass {WRITERS}.")
+
+
 def load_config(path: str | os.PathLike, flag: str = "--model", **kwargs: Any) -> Any:
-    """The folder's configuration (`AutoConfig`), refused in one line when it cannot be read or when a setting lies
-    outside its range (`train.ranges.CONFIG_RANGES`: a detector of 10^6 queries, UperNet pool scales of 0), before any
-    model is built from it."""
+    """The folder's configuration (`AutoConfig`), refused in one line when it cannot be read, holds values of the wrong
+    type, or a setting lies outside its range (`train.ranges.CONFIG_RANGES`: a detector of 10^6 queries, UperNet pool
+    scales of 0), before any model is built from it. No code from the folder runs."""
     import transformers
 
     from .train.ranges import check_config_ranges
 
-    with loading_model(path, flag):
-        config = transformers.AutoConfig.from_pretrained(os.fspath(path), **kwargs)
+    _check_config_file(path, flag)
+    with _reading(path, flag, "config.json"):
+        # An auto_map naming a model type nothing registered is refused, not prompted for.
+        config = transformers.AutoConfig.from_pretrained(os.fspath(path), trust_remote_code=False, **kwargs)
     check_config_ranges(config.to_dict(), f"{flag} {os.fspath(path)} (config.json)")
     return config
 
@@ -115,18 +163,22 @@ def load_image_processor(
     path: str | os.PathLike, flag: str = "--model", missing_ok: bool = False, **kwargs: Any
 ) -> Any:
     """The folder's image processor (`AutoImageProcessor`), refused in one line when it cannot be read (None instead
-    when `missing_ok`) or when its sizes lie outside their range (`train.ranges.PROCESSOR_RANGES`: a 30000² resize),
-    before any image is resized."""
+    when `missing_ok`), when its sizes lie outside their range (`train.ranges.PROCESSOR_RANGES`: a 30000² resize), or
+    when it cannot process a small image (a size of null, a mean of the wrong length): before any real image is."""
     import transformers
+    from PIL import Image
 
     from .train.ranges import check_processor_ranges
 
     try:
-        with loading_model(path, flag):
-            processor = transformers.AutoImageProcessor.from_pretrained(os.fspath(path), **kwargs)
+        with _reading(path, flag, "preprocessor_config.json"):
+            processor = transformers.AutoImageProcessor.from_pretrained(os.fspath(path), trust_remote_code=False,
+                                                                        **kwargs)  # fmt: skip
     except UserInputError:
         if missing_ok:
             return None
         raise
     check_processor_ranges(processor, f"{flag} {os.fspath(path)}")
+    with _reading(path, flag, "preprocessor_config.json"):
+        processor(images=Image.new("RGB", (8, 8)), return_tensors="pt")
     return processor
