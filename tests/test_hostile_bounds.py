@@ -105,3 +105,24 @@ def test_detector_folder_config_out_of_range_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "decoder_layers": 0}))
     with pytest.raises(UserInputError, match=r"\(config.json\): decoder_layers 0 is out of range"):
         load_config(tmp_path)
+
+
+def test_export_refuses_a_folder_whose_processor_or_config_asks_for_30000_pixels(tmp_path):
+    from convnext_hf import ConvNextConfig, ConvNextForImageClassification, ConvNextHFImageProcessor
+    from convnext_hf.export.graph import load_exportable
+
+    ConvNextForImageClassification(ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_labels=2)).save_pretrained(
+        tmp_path
+    )
+    ConvNextHFImageProcessor(size={"shortest_edge": 32}).save_pretrained(tmp_path)
+    assert load_exportable(tmp_path).image_size == 32
+    processor = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    huge = {"height": 30000, "width": 30000}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({**processor, "crop_size": huge}))
+    with pytest.raises(UserInputError, match="crop_size.height 30000 is out of range"):
+        load_exportable(tmp_path)
+    (tmp_path / "preprocessor_config.json").unlink()
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "image_size": 30000}))
+    with pytest.raises(UserInputError, match=r"\(config.json\): image_size 30000 is out of range"):
+        load_exportable(tmp_path)

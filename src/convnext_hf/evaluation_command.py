@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .cli import CommandParser
+from .cli import CommandParser, printable
 from .errors import UserInputError
 
 
@@ -85,5 +85,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                   "--validation_file": args.validation_file})  # fmt: skip
     report = evaluate_folder(args)
     print_table(report)
-    print(f"Written: {os.path.join(args.output_dir, METRICS_NAME)}")
+    print(f"Written: {printable(os.path.join(args.output_dir, METRICS_NAME))}")
     return report

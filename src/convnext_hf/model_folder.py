@@ -109,6 +109,10 @@ _COMMON_CONFIG_TYPES = {
 }  # fmt: skip
 
 
+# The image mode with as many channels as a processor normalizes: the small image its trial run processes.
+_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
 @contextmanager
 def _reading(path: str | os.PathLike, flag: str, file: str) -> Iterator[None]:
     """Within the block, an error of transformers' reading `file` of the folder becomes one `UserInputError`."""
@@ -179,6 +183,8 @@ def load_image_processor(
             return None
         raise
     check_processor_ranges(processor, f"{flag} {os.fspath(path)}")
+    mean = getattr(processor, "image_mean", None)
+    mode = _MODES.get(len(mean), "RGB") if isinstance(mean, list | tuple) else "RGB"
     with _reading(path, flag, "preprocessor_config.json"):
-        processor(images=Image.new("RGB", (8, 8)), return_tensors="pt")
+        processor(images=Image.new(mode, (8, 8)), return_tensors="pt")
     return processor

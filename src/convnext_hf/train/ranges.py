@@ -159,13 +159,16 @@ WIDTH = (_integer(1, MAX_WIDTH), f"an integer from 1 to {MAX_WIDTH} channels")
 FEED_FORWARD = (_integer(1, MAX_FEED_FORWARD), f"an integer from 1 to {MAX_FEED_FORWARD} channels")
 HEADS = (_integer(1, MAX_HEADS), f"an integer from 1 to {MAX_HEADS}")
 DROPOUT = (_within(0, 1, high_open=True), "a rate in [0, 1)")
+WIDTHS = (_integers(1, MAX_WIDTH), f"a list of integers from 1 to {MAX_WIDTH} channels")
 
 # model setting (a key of --config_overrides or of a saved config.json) -> (predicate, the valid range in words).
-# The ConvNeXt's own settings are checked by its configuration (`ConvNextConfig._validate`, with the same bounds);
-# these are the detector's and UperNet's, and any number anywhere must be finite.
+# The ConvNeXt's stage sizes are bounded by its configuration's MAX_STAGE_DEPTH and MAX_WIDTH (which
+# `ConvNextConfig._validate` also enforces, for folders read without this table); the rest are the detector's and
+# UperNet's, and any number anywhere must be finite.
 CONFIG_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "depths": (_integers(1, MAX_STAGE_DEPTH), f"a list of integers from 1 to {MAX_STAGE_DEPTH} blocks a stage"),
-    "hidden_sizes": (_integers(1, MAX_WIDTH), f"a list of integers from 1 to {MAX_WIDTH} channels a stage"),
+    "hidden_sizes": WIDTHS,
+    "image_size": PIXELS,
     # detectors (DETR family)
     "num_queries": (_integer(1, MAX_QUERIES), f"an integer from 1 to {MAX_QUERIES}"),
     "d_model": WIDTH,
@@ -180,8 +183,8 @@ CONFIG_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_feature_levels": (_integer(1, 8), "an integer from 1 to 8"),
     "encoder_n_points": (_integer(1, 64), "an integer from 1 to 64"),
     "num_denoising": (_integer(0, MAX_QUERIES), f"an integer from 0 to {MAX_QUERIES}"),
-    "encoder_in_channels": (_integers(1, MAX_WIDTH), f"a list of integers from 1 to {MAX_WIDTH} channels"),
-    "decoder_in_channels": (_integers(1, MAX_WIDTH), f"a list of integers from 1 to {MAX_WIDTH} channels"),
+    "encoder_in_channels": WIDTHS,
+    "decoder_in_channels": WIDTHS,
     "dropout": DROPOUT,
     "attention_dropout": DROPOUT,
     "activation_dropout": DROPOUT,
@@ -238,14 +241,18 @@ def _non_finite(value: Any, path: str) -> str | None:
     return None
 
 
-def check_config_ranges(settings: Mapping[str, Any], source: str) -> None:
-    """Refuse the first model setting (of `--config_overrides`, or of a saved configuration named by `source`) outside
-    its range in `CONFIG_RANGES`, or holding a NaN or an infinity anywhere."""
+def check_config_ranges(settings: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    """Refuse the first model setting (of `--config_overrides`, or of a saved configuration named by `source`, its
+    sub-configurations such as `backbone_config` included) outside its range in `CONFIG_RANGES`, or holding a NaN or
+    an infinity anywhere."""
     for key, value in settings.items():
+        if isinstance(value, Mapping):
+            check_config_ranges(value, source, f"{prefix}{key}.")
+            continue
         if key in CONFIG_RANGES and value is not None and not CONFIG_RANGES[key][0](value):
-            raise UserInputError(f"{source}: {key} {json.dumps(value)} is out of range: it takes "
+            raise UserInputError(f"{source}: {prefix}{key} {json.dumps(value)} is out of range: it takes "
                                  f"{CONFIG_RANGES[key][1]}.")  # fmt: skip
-        found = _non_finite(value, key)
+        found = _non_finite(value, f"{prefix}{key}")
         if found is not None:
             raise UserInputError(f"{source}: {found} is {json.dumps(value)}, not a finite number.")
 

@@ -10,6 +10,7 @@ that is missing or whose size disagrees with the file) are found here and report
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
 from typing import Any
@@ -54,6 +55,8 @@ def box_problem(box: Any, width: int, height: int) -> str:
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         return "not four numbers [x, y, width, height]"
     x, y, w, h = (float(value) for value in box)
+    if not all(math.isfinite(value) for value in (x, y, w, h)):
+        return "not finite (NaN or infinity)"
     if not w > 0 or not h > 0:
         return "degenerate (width or height not above 0)"
     if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE or y + h > height + BOX_TOLERANCE:
