@@ -126,3 +126,14 @@ def test_export_refuses_a_folder_whose_processor_or_config_asks_for_30000_pixels
     (tmp_path / "config.json").write_text(json.dumps({**config, "image_size": 30000}))
     with pytest.raises(UserInputError, match=r"\(config.json\): image_size 30000 is out of range"):
         load_exportable(tmp_path)
+
+
+def test_a_billion_classes_in_config_json_is_refused_before_any_label_map(tmp_path):
+    """Found by the fuzzer: transformers builds id2label for num_labels before any check (a MemoryError)."""
+    from convnext_hf import ConvNextConfig
+
+    ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1]).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_labels": 10**9}))
+    with pytest.raises(UserInputError, match=r"num_labels 1000000000 is out of range: it takes a number of classes"):
+        load_config(tmp_path)

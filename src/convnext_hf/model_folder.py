@@ -128,8 +128,10 @@ def _reading(path: str | os.PathLike, flag: str, file: str) -> Iterator[None]:
 
 
 def _check_config_file(path: str | os.PathLike, flag: str) -> None:
-    """A local folder's config.json read as data first: a JSON object whose common entries have their JSON types."""
+    """A local folder's config.json read as data first: a JSON object whose common entries have their JSON types and
+    whose numbers lie in their ranges, before transformers builds anything from it (a label map of 10^9 classes)."""
     from .annotations import Problems, read_json_file, shown_value
+    from .train.ranges import check_config_ranges
 
     file = os.path.join(os.fspath(path), "config.json")
     if not os.path.isfile(file):
@@ -145,6 +147,7 @@ def _check_config_file(path: str | os.PathLike, flag: str) -> None:
                 names = " or ".join("null" if kind is _NULL else kind.__name__ for kind in kinds)
                 problems.add(key, f"{shown_value(value)} is not a {names}")
     problems.refuse(f"Pass {WRITERS}.")
+    check_config_ranges(settings, f"{flag} {os.fspath(path)} (config.json)")
 
 
 def load_config(path: str | os.PathLike, flag: str = "--model", **kwargs: Any) -> Any:

@@ -35,6 +35,8 @@ MAX_QUERIES = 5000
 MAX_LAYERS = 64
 MAX_HEADS = 64
 MAX_FEED_FORWARD = 16384
+# Most classes a model may have: ImageNet-22k has 21841, LVIS 1203; transformers builds a label map of this size.
+MAX_LABELS = 100_000
 # UperNet's pyramid pooling: output sizes of its adaptive pools (the official ones: 1, 2, 3, 6).
 MAX_POOL_SCALE = 64
 
@@ -169,6 +171,7 @@ CONFIG_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "depths": (_integers(1, MAX_STAGE_DEPTH), f"a list of integers from 1 to {MAX_STAGE_DEPTH} blocks a stage"),
     "hidden_sizes": WIDTHS,
     "image_size": PIXELS,
+    "num_labels": (_integer(0, MAX_LABELS), f"a number of classes from 0 to {MAX_LABELS}"),
     # detectors (DETR family)
     "num_queries": (_integer(1, MAX_QUERIES), f"an integer from 1 to {MAX_QUERIES}"),
     "d_model": WIDTH,
