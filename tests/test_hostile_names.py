@@ -29,3 +29,21 @@ def test_box_lines_stay_in_the_box(capsys):
     assert lines[3] == "│ output: /tmp/out\\nput    │"
     assert "\x1b" not in "".join(lines)
     assert len({len(line) for line in lines}) == 1
+
+
+def test_model_card_shows_chosen_names_without_breaking_its_tables():
+    from convnext_hf.train.card import CardFacts, build_model_card
+
+    names = ["a|b", "back`tick", "plain"]
+    facts = CardFacts(
+        model_name="out\ndir", base_model=None, variant="atto", architecture="ConvNeXt-atto", dataset="/data/\x1b[2Jx",
+        hub_dataset=None, label_names=names, num_train=3, num_validation=3, image_size=32,
+        hyperparameters={"note": "x|y"}, results={"eval_accuracy": 0.5},
+        task="object-detection", per_label={"a|b": 0.25, "back`tick": 0.5, "plain": 0.75},
+    )  # fmt: skip
+    text = build_model_card(facts, "out").text
+    assert "# out\\ndir" in text and "\x1b" not in text and "/data/\\x1b[2Jx" in text
+    assert "3 classes: `a|b`, ``back`tick``, `plain`." in text
+    assert "| a\\|b | 25.00% |" in text and "| note | x\\|y |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert all(line.replace("\\|", "").count("|") == 3 for line in rows)
