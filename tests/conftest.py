@@ -6,9 +6,17 @@ import os
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.manual_seed(0)
+
+# The fuzzer's profiles (tests/test_fuzz.py): `ci`, the default, runs a few derandomized examples per property (the
+# same ones every run, seconds in all); `long` (HYPOTHESIS_PROFILE=long) runs many random ones (docs/security.md).
+_FUZZ = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
+settings.register_profile("ci", max_examples=12, derandomize=True, database=None, **_FUZZ)
+settings.register_profile("long", max_examples=400, **_FUZZ)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

@@ -343,14 +343,31 @@ def test_convert_takes_trains_spelling_of_the_hub_repository(tmp_path, flags, re
     [
         (["--lr", "1e-3", "--learning_rate", "4e-3"], "--lr 1e-3 and --learning_rate 4e-3 set the same"),
         (["-b", "4", "--per_device_train_batch_size", "8"], "-b 4 and --per_device_train_batch_size 8 set the same"),
-        (["--epochs", "2", "--num-train-epochs=3"], "--epochs 2 and --num_train_epochs 3 set the same"),
+        (["--epochs", "2", "--num-train-epochs=3"], "--epochs 2 and --num-train-epochs 3 set the same"),
+        (["--learning-rate", "0.5", "--learning_rate", "0.001"], "--learning-rate 0.5 and --learning_rate 0.001 set"),
+        (["--weight-decay", "0.5", "--weight_decay", "0"], "--weight-decay 0.5 and --weight_decay 0 set"),
+        (["--model", "convnext_femto"], "--variant atto and --model femto set the same --variant"),
+        (["--model", "some/repo", "--model_name_or_path", "other/repo"], "--model some/repo and --model_name_or_path"),
     ],
 )  # fmt: skip
 def test_one_setting_under_two_spellings_with_different_values_is_refused(argv, message):
     with pytest.raises(convnext_hf.errors.UserInputError, match=re.escape(message)):
         parse_args(["--train_dir", "x", "--variant", "atto", *argv])
+    same_model = parse_args(["--train_dir", "x", "--variant", "femto", "--model", "convnext_femto"])
+    assert same_model.model.variant == "femto"
     agree = parse_args(["--train_dir", "x", "--variant", "atto", "--lr", "1e-3", "--learning_rate", "1e-3"])
     assert agree.training.learning_rate == 1e-3
     # One spelling repeated: the last one wins, as in argparse, so that an appended flag overrides.
     appended = parse_args(["--train_dir", "x", "--variant", "atto", "--lr", "1e-3", "--lr", "4e-3"])
     assert appended.training.learning_rate == 4e-3
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export", "convert"])
+def test_other_commands_refuse_two_spellings_of_one_flag(command, capsys):
+    from convnext_hf.cli import main as cli_main
+
+    argv = {"export": ["onnx"], "convert": ["--checkpoint", "c.pth"]}.get(command, [])
+    assert cli_main([command, *argv, "--output-dir", "a", "--output_dir", "b", "--model", "m"]) == 2
+    error = capsys.readouterr().err.strip()
+    refusal = "--output-dir a and --output_dir b set the same --output_dir; give one of them."
+    assert error == f"convnext-hf {command}: error: {refusal}"

@@ -31,8 +31,10 @@ BAD_CONFIGS = {
     "a float head_hidden_size": ({"head_hidden_size": 1.5}, "head_hidden_size must be a positive width"),
     "head_init_scale NaN": ({"head_init_scale": float("nan")}, "head_init_scale must be a finite number"),
     "a 10^6 patch (96 TB stem)": ({"patch_size": 10**6}, "over the limit of 1e\\+10"),
-    "10^9 blocks": ({"depths": [10**9, 1, 1, 1]}, "over the limit of 1e\\+10"),
-    "a 10^7 wide stage": ({"hidden_sizes": [10**7, 16, 24, 32]}, "over the limit of 1e\\+10"),
+    "10^9 blocks": ({"depths": [10**9, 1, 1, 1]}, "depths must hold integers from 1 to 128"),
+    "10^6 blocks (3 GB under the parameter cap)": ({"depths": [10**6, 1, 1, 1]}, "depths must hold integers from 1"),
+    "a 10^7 wide stage": ({"hidden_sizes": [10**7, 16, 24, 32]}, "hidden_sizes must hold integers from 1 to 8192"),
+    "128 blocks of 8192 (over the cap)": ({"hidden_sizes": [8192] * 4, "depths": [128] * 4}, "over the limit of 1e"),
     "out_features naming a missing stage": ({"out_features": ["stage7"]}, "stage7"),
     "out_indices beyond the stages": ({"out_indices": [9]}, r"\[9\]"),
 }
@@ -199,7 +201,8 @@ OVERLAPS = {
         "--train_dir", "lies inside"),
     "evaluate --max_eval_samples -1": (
         lambda m, v, t: ["evaluate", "--model", m, "--validation_dir", v, "--output_dir", t / "o",
-                         "--max_eval_samples", "-1"], "--max_eval_samples", "positive"),
+                         "--max_eval_samples", "-1"],
+        "--max_eval_samples -1", "out of range: it takes an integer >= 1"),
 }  # fmt: skip
 
 

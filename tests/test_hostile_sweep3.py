@@ -238,8 +238,8 @@ BAD_DEMO = {
     ),
     "--train_per_class for segmentation": (["--task", "semantic-segmentation", "--train_per_class", "5"],
                                            "--train_per_class sizes the image-classification demo(s)"),
-    "--train_per_class 0": (["--train_per_class", "0"], "--train_per_class must be positive, got 0"),
-    "--epochs 0": (["--epochs", "0"], "--epochs must be positive, got 0"),
+    "--train_per_class 0": (["--train_per_class", "0"], "--train_per_class 0 is out of range: it takes an integer"),
+    "--epochs 0": (["--epochs", "0"], "--epochs 0 is out of range: it takes a number of epochs in (0, 1e+06]"),
     # Refused inside the training run, after the demo wrote its data: what it wrote is removed again.
     "--learning_rate nan for the digits": (["--learning_rate", "nan", "--train_per_class", "1"], NAN_RATE),
     "--learning_rate nan for segmentation": (

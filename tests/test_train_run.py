@@ -499,14 +499,16 @@ def test_non_empty_output_dir_and_ambiguous_sources_are_refused(folders, cache_d
 def test_csv_of_paths_and_labels_and_fine_tuning_with_a_new_head(full_recipe_run, folders, cache_dir, tmp_path):
     pretrained, _ = full_recipe_run
     train_dir, _ = folders
+    # Paths in a label file stay inside its folder: the file lies at the root of the data.
+    labels = train_dir.parent / "labels-new-head.csv"
     rows = ["file,category"] + [
-        f"{os.path.relpath(train_dir / name / f'{index}.png', tmp_path)},{'warm' if name == 'red' else 'cold'}"
+        f"{os.path.relpath(train_dir / name / f'{index}.png', labels.parent)},{'warm' if name == 'red' else 'cold'}"
         for name in CLASSES
         for index in range(8)
     ]
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    labels.write_text("\n".join(rows) + "\n")
     argv = [
-        "--train_file", str(tmp_path / "labels.csv"), "--model_name_or_path", str(pretrained),
+        "--train_file", str(labels), "--model_name_or_path", str(pretrained),
         "--recipe", "paper-finetune", "--max_steps", "2", "--per_device_train_batch_size", "4",
         "--output_dir", str(tmp_path / "out"), "--cache_dir", cache_dir, "--report_to", "none", "--plots", "false",
     ]  # fmt: skip
@@ -529,22 +531,25 @@ def test_csv_of_paths_and_labels_and_fine_tuning_with_a_new_head(full_recipe_run
 
 def test_json_lines_files_share_one_label_map(folders, cache_dir, tmp_path):
     train_dir, val_dir = folders
+    # Paths in a label file stay inside its folder: the files lie at the root of the data.
+    root = train_dir.parent
 
     def write(path, directory, names):
-        lines = [json.dumps({"image_path": str(directory / name / f"{index}.png"), "labels": name})
+        lines = [json.dumps({"image_path": os.path.relpath(directory / name / f"{index}.png", root), "labels": name})
                  for name in names for index in range(3)]  # fmt: skip
         path.write_text("\n".join(lines) + "\n")
 
-    write(tmp_path / "train.jsonl", train_dir, ["red", "blue"])
-    write(tmp_path / "val.jsonl", val_dir, ["red"])
-    argv = ["--train_file", str(tmp_path / "train.jsonl"), "--validation_file", str(tmp_path / "val.jsonl"),
+    train_file, val_file = root / "train-shared-map.jsonl", root / "val-shared-map.jsonl"
+    write(train_file, train_dir, ["red", "blue"])
+    write(val_file, val_dir, ["red"])
+    argv = ["--train_file", str(train_file), "--validation_file", str(val_file),
             "--variant", "atto", "--config_overrides", TINY_CONFIG, "--image_size", "32", "--max_steps", "1",
             "--cache_dir", cache_dir, "--report_to", "none", "--plots", "false"]  # fmt: skip
     run(parse_args(argv + ["--output_dir", str(tmp_path / "out")]))
     report = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert report["label_names"] == ["blue", "red"]
     assert np.array(report["confusion_matrix"]).sum(axis=1).tolist() == [0, 3], "the validation reds are class 1"
-    write(tmp_path / "val.jsonl", val_dir, ["green"])
+    write(val_file, val_dir, ["green"])
     with pytest.raises(ValueError, match=r"\['green'\] have no training images"):
         run(parse_args(argv + ["--output_dir", str(tmp_path / "out2")]))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -32,8 +33,9 @@ from .errors import OutputExistsError, UserInputError
 
 try:
     import fcntl
+    import resource
 except ImportError:  # Windows: no flock; debris is then never taken for dead and is left for the user
-    fcntl = None
+    fcntl = resource = None
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ def _lock(path: Path, blocking: bool = False) -> int | None:
 # Folders this process writes in place (a training run's or a demo's --output_dir), with the descriptor holding
 # their flock.
 _CLAIMED: dict[Path, int] = {}
+# The folder this process claimed last, released or not: where a failed write of a run's own files went.
+_CLAIMED_EVER: list[Path] = []
 
 
 def claim_output_dir(output_dir: str | os.PathLike) -> None:
@@ -86,6 +90,7 @@ def claim_output_dir(output_dir: str | os.PathLike) -> None:
             "another folder."
         )
     _CLAIMED[output] = fd
+    _CLAIMED_EVER[:] = [output]
 
 
 def first_missing(path: str | os.PathLike) -> str | None:
@@ -219,6 +224,70 @@ def _exception_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+# What the system says when it refuses a write, and what the user can do about it.
+WRITE_ERRORS = {
+    errno.ENOSPC: "the disk is full; free space or choose another folder",
+    errno.EDQUOT: "the disk quota is used up; free space or choose another folder",
+    errno.EFBIG: "the file would pass the file-size limit (ulimit -f); raise it or choose another folder",
+    errno.EROFS: "the file system is read-only; choose a folder you can write to",
+    errno.EACCES: "permission denied; choose paths you can read and write",
+    errno.EPERM: "the operation is not permitted (an immutable or append-only folder?); choose another folder",
+}
+# Of these, the refusals that only a write meets (the others may also refuse reading an input).
+_WRITE_ONLY_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+# Errors of writers that report the system's refusal in their own words: safetensors (Rust's "os error N") and
+# torch.save (its zip writer's, without the cause).
+_OS_ERROR_NUMBER = re.compile(r"\(os error (\d+)\)")
+_SEP = re.escape(os.sep)
+_STAGED = re.compile(rf"(^|{_SEP})\.([^{_SEP}]+)\.{PARTIAL}-\d+-[0-9a-f]+(?={_SEP}|$)")
+_TORCH_WRITE_FAILURE = re.compile(r"inline_container|PytorchStreamWriter|iostream error|file write failed")
+
+
+def _failed_write(error: BaseException, folder: Path | None) -> tuple[int, str | None] | None:
+    """The errno of the system's refusal behind `error` (or one in its chain) and the path it names (a copy's
+    destination), None when it is not one."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in WRITE_ERRORS:
+            return error.errno, error.filename2 or error.filename
+        number = _OS_ERROR_NUMBER.search(str(error))
+        if number and int(number.group(1)) in WRITE_ERRORS:
+            return int(number.group(1)), None
+        if isinstance(error, RuntimeError) and _TORCH_WRITE_FAILURE.search(str(error)):
+            # torch does not say why: the file-size limit or a full disk are the causes it cannot write past.
+            if resource is not None and resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+                return errno.EFBIG, None
+            if folder is not None and os.statvfs(folder).f_bavail == 0:
+                return errno.ENOSPC, None
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def write_refusal(error: BaseException) -> UserInputError | None:
+    """The one-line refusal, naming the path and the cause, of a write the system refused (a full disk, the file-size
+    limit, a read-only, immutable or forbidden folder) anywhere in a command; None when `error` is not one. Outputs are
+    staged (`atomic_file`, `atomic_directory`), so such a failure leaves the old output as it was."""
+    output = getattr(error, "output_path", None) or next(iter(_CLAIMED_EVER), None)
+    folder = next((path for path in (output, *getattr(output, "parents", ())) if path and path.is_dir()), None)
+    found = _failed_write(error, folder)
+    if found is None:
+        return None
+    number, path = found
+    if path is not None:  # a file inside a staging folder is named by its place in the output
+        path = _STAGED.sub(r"\1\2", os.fsdecode(path))
+    verb = "write" if number in _WRITE_ONLY_ERRORS else "open"
+    return UserInputError(f"cannot {verb} {path or output or 'the output'}: {os.strerror(number)} "
+                          f"({WRITE_ERRORS[number]}); no output was replaced.")  # fmt: skip
+
+
+def _remember_output(error: BaseException, output: Path) -> None:
+    """Note on `error` the output being written when it happened, for `write_refusal`'s message."""
+    if getattr(error, "output_path", None) is None:
+        with suppress(AttributeError, TypeError):
+            error.output_path = output
+
+
 def _unwritable(output: Path, error: OSError) -> UserInputError:
     """The refusal of an output whose folder cannot be created or written."""
     return UserInputError(f"cannot write {output}: {error.strerror or error} ({error.filename}); choose a folder you "
@@ -237,8 +306,9 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
             try:
                 yield staging
                 os.replace(staging, path)
-            except BaseException:
+            except BaseException as error:
                 staging.unlink(missing_ok=True)
+                _remember_output(error, path)
                 raise
     finally:
         if lock is not None:
@@ -318,6 +388,9 @@ def atomic_directory(output_dir: str | os.PathLike, overwrite: bool = False) -> 
             try:
                 yield staging
                 _move_into_place(staging, output, before, token)
+            except BaseException as error:
+                _remember_output(error, output)
+                raise
             finally:
                 with suppress(FileNotFoundError):
                     shutil.rmtree(staging)

@@ -12,7 +12,7 @@ import importlib
 import os
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import NoReturn
 
 from .errors import USER_ERROR_EXIT_STATUS, UserInputError
@@ -58,6 +58,16 @@ def _shell_escape(character: str) -> str:
     return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
+def printable(text: object) -> str:
+    """`text` on one line with no terminal codes: each control character (a newline, an escape that would recolour or
+    move the cursor) written as its visible escape (`\\n`, `\\x1b`). The one escaping rule of everything shown to a
+    reader (terminal boxes, model cards), whatever names and paths a user chose."""
+    text = str(text)
+    return text if text.isprintable() else "".join(
+        character if character.isprintable() else _shell_escape(character) for character in text
+    )
+
+
 def shell_quote(argument: str) -> str:
     """`argument` as one shell word on one line: shlex.quote, or bash's $'...' with escapes when it holds control
     characters (a newline in a path would otherwise split the command line it is shown in, e.g. a model card's)."""
@@ -88,30 +98,79 @@ def unrecognized(arguments: Sequence[str], known: Sequence[str]) -> str:
     return f"unrecognized argument {flag}{suggestion}"
 
 
+def spelled_values(
+    arguments: Sequence[str], setting_of: Callable[[str], str | None], switches: Collection[str] = ()
+) -> list[tuple[str, str, str]]:
+    """(spelling, setting, value) of each flag in `arguments` that `setting_of` maps to a setting: the value is the
+    text after `=`, or the next argument unless that is a flag or the spelling one of the `switches` ("")."""
+    found = []
+    for index, argument in enumerate(arguments):
+        spelling, equals, value = argument.partition("=")
+        setting = setting_of(spelling) if spelling.startswith("-") else None
+        if setting is None:
+            continue
+        if not equals:
+            following = arguments[index + 1] if index + 1 < len(arguments) else ""
+            value = "" if following.startswith("--") or spelling in switches else following
+        found.append((spelling, setting, value))
+    return found
+
+
+def refuse_two_values(given: Sequence[tuple[str, str, str]]) -> None:
+    """Refuse one setting given under two spellings with different values (`--learning-rate 0.5 --learning_rate
+    0.001`, `--lr 1e-3 --learning_rate 4e-3`): which one wins would depend on their order. One spelling repeated keeps
+    argparse's rule, the last one wins, so that appending a flag to a command line overrides it."""
+    values: dict[str, dict[str, str]] = {}
+    for spelling, setting, value in given:
+        values.setdefault(setting, {})[spelling] = value
+    for setting, spellings in values.items():
+        if len(set(spellings.values())) > 1:
+            listing = " and ".join(f"{spelling} {shell_quote(value)}" for spelling, value in spellings.items())
+            raise UserInputError(f"{listing} set the same {setting}; give one of them.")
+
+
+def _in_range(namespace: argparse.Namespace) -> argparse.Namespace:
+    """`namespace`, its numbers checked against the one bounds table of every command (`train.ranges.RANGES`)."""
+    from .train.ranges import check_ranges
+
+    check_ranges((namespace,))
+    return namespace
+
+
 class OneLineErrors:
     """argparse errors as one line, exit status 2: unknown flags named with the nearest known one ("did you mean").
-    Abbreviated flags are refused rather than guessed. A mixin for `argparse.ArgumentParser` subclasses."""
+    Abbreviated flags are refused rather than guessed, one option given two values under two spellings is refused,
+    and every number is checked against the bounds table. A mixin for `argparse.ArgumentParser` subclasses."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
     def parse_args(self, args: Sequence[str] | None = None, namespace: object = None) -> argparse.Namespace:
-        """Parse, refusing any argument no option takes with a suggestion."""
+        """Parse, refusing any argument no option takes with a suggestion, and two spellings of one option given
+        different values."""
         self.given = list(sys.argv[1:] if args is None else args)
+        self.refuse_two_values()
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
             self.error(unrecognized(extras, self.option_strings()))
-        return namespace
+        return _in_range(namespace)
 
     def parse_intermixed_args(self, args: Sequence[str] | None = None, namespace: object = None) -> argparse.Namespace:
         """Parse positionals wherever they stand among the options (`export onnx --model M OUT`), refusing any
-        argument no option takes with a suggestion."""
+        argument no option takes with a suggestion, and two spellings of one option given different values."""
         self.given = list(sys.argv[1:] if args is None else args)
+        self.refuse_two_values()
         namespace, extras = self.parse_known_intermixed_args(args, namespace)
         if extras:
             self.error(unrecognized(extras, self.option_strings()))
-        return namespace
+        return _in_range(namespace)
+
+    def refuse_two_values(self) -> None:
+        """Refuse two spellings of one option (`--output-dir A --output_dir B`) given different values."""
+        settings = {option: "--" + action.dest for action in self._actions for option in action.option_strings}
+        switches = {option for action in self._actions if action.nargs == 0 for option in action.option_strings}
+        refuse_two_values(spelled_values(self.given, settings.get, switches))
 
     def option_strings(self) -> list[str]:
         """Every spelling of every option, aliases included."""
@@ -142,7 +201,9 @@ class CommandParser(OneLineErrors, argparse.ArgumentParser):
 
 
 def print_box(lines: Sequence[str]) -> None:
-    """Print the lines in a box, the first one as its title (the summary that ends `demo` and `train`)."""
+    """Print the lines in a box, the first one as its title (the summary that ends `demo` and `train`); control
+    characters in them are shown escaped (`printable`), so that a path or a name cannot break the box."""
+    lines = [printable(line) for line in lines]
     width = max(len(line) for line in lines)
     print("\n┌" + "─" * (width + 2) + "┐")
     for index, line in enumerate(lines):
@@ -166,16 +227,31 @@ def usage() -> str:
 PROGRESS_BAR_SWITCHES = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS")
 
 
+def one_line(error: BaseException) -> str:
+    """A refusal's message as the one line every command prints: a listing's lines joined, and what a user chose
+    (a class name, a path) shown escaped (`printable`)."""
+    return printable(" ".join(line.strip() for line in str(error).splitlines() if line.strip()))
+
+
 def run_command(name: str, command_main: Callable[[list[str]], object], argv: Sequence[str]) -> int:
-    """Run `command_main(argv)` as every entry point does: a `UserInputError` becomes one line on stderr and exit
+    """Run `command_main(argv)` as every entry point does: a `UserInputError`, or the system's refusal of a write (a
+    full disk, the file-size limit, a read-only folder: `atomic.write_refusal`), becomes one line on stderr and exit
     status 2; a result that is not an int (a report, metrics, None) means success."""
     if not sys.stderr.isatty():
         for variable in PROGRESS_BAR_SWITCHES:
             os.environ.setdefault(variable, "1")
+    from .atomic import write_refusal
+
     try:
         status = command_main(list(argv))
     except UserInputError as error:
-        print(f"{name}: error: {error}", file=sys.stderr)
+        print(f"{name}: error: {one_line(error)}", file=sys.stderr)
+        return USER_ERROR_EXIT_STATUS
+    except Exception as error:  # noqa: BLE001 - only the system's refusal of a write is reported; the rest re-raised
+        refusal = write_refusal(error)
+        if refusal is None:
+            raise
+        print(f"{name}: error: {one_line(refusal)}", file=sys.stderr)
         return USER_ERROR_EXIT_STATUS
     return status if isinstance(status, int) else 0
 

@@ -42,6 +42,10 @@ VARIANTS = (*HIERARCHICAL_VARIANTS, *ISOTROPIC_VARIANTS, *V2_VARIANTS)
 # Largest network a configuration may describe: ten times ConvNeXt-XXLarge (846M), 34 GB as float32; beyond it a
 # config is a mistake whose model would exhaust memory while being built.
 MAX_PARAMETERS = 10_000_000_000
+# Deepest stage and widest one a configuration may have: about four times the published ones (36 blocks in
+# isotropic-large, widths up to 3072 in XXLarge), so that one edited number cannot ask for gigabytes under the cap.
+MAX_STAGE_DEPTH = 128
+MAX_WIDTH = 8192
 
 
 def _is_int(value: Any) -> bool:
@@ -187,10 +191,12 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
             )
         if not self.depths:
             raise ValueError("depths is empty: a ConvNeXt needs at least one stage.")
-        for name in ("hidden_sizes", "depths"):
+        for name, most in (("hidden_sizes", MAX_WIDTH), ("depths", MAX_STAGE_DEPTH)):
             values = getattr(self, name)
             if any(not _is_int(v) or v <= 0 for v in values):
                 raise ValueError(f"{name} must hold positive integers, got {values}.")
+            if any(v > most for v in values):
+                raise ValueError(f"{name} must hold integers from 1 to {most}, got {values}.")
         for name in ("num_channels", "patch_size", "image_size"):
             if not _is_int(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")

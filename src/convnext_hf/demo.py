@@ -159,9 +159,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             raise UserInputError(
                 f"--{flag} sizes the {' and '.join(owners)} demo(s); --task {task.name} would ignore it. Drop it."
             )
-    for flag in ("train_per_class", "train_images", "epochs", "batch_size"):
-        if flag in given and not given[flag] > 0:
-            raise UserInputError(f"--{flag} must be positive, got {given[flag]}.")
     settings = DemoSettings(**{**dict(task.demo_defaults), **given, "task": task.name})
     try:
         return task.hooks.run_demo(settings)

@@ -28,7 +28,7 @@ import transformers
 from .atomic import atomic_directory
 from .errors import UserInputError
 from .images import read_image
-from .model_folder import check_model_folder, load_model_folder, loading_model
+from .model_folder import check_model_folder, load_config, load_image_processor, load_model_folder
 from .tasks import (
     IMAGE_CLASSIFICATION,
     MULTI_LABEL_CLASSIFICATION,
@@ -63,8 +63,7 @@ def load_model(args: argparse.Namespace, auto_class: type) -> tuple[transformers
         auto_class, args.model, missing_check=refuse_headless, needs_processor=True, cache_dir=args.cache_dir
     )
     model = model.to(args.device).eval()
-    with loading_model(args.model):
-        return model, transformers.AutoImageProcessor.from_pretrained(args.model, cache_dir=args.cache_dir)
+    return model, load_image_processor(args.model, cache_dir=args.cache_dir)
 
 
 def predict(
@@ -98,8 +97,7 @@ def predict(
 def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     """Score the model folder on the data with its task's scorer; the scorer writes the output folder."""
     check_model_folder(args.model)
-    with loading_model(args.model):
-        config = transformers.AutoConfig.from_pretrained(args.model, cache_dir=args.cache_dir)
+    config = load_config(args.model, cache_dir=args.cache_dir)
     task = task_of_config(config)
     scorers = [name for name, record in TASKS.items() if record.module and hasattr(record.hooks, "evaluate")]
     if task is None and not config.architectures and config.model_type != "upernet":

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .cli import CommandParser
+from .cli import CommandParser, printable
 from .errors import UserInputError
 
 
@@ -71,10 +71,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     sources = [args.validation_dir, args.validation_file, args.dataset_name]
     if sum(source is not None for source in sources) != 1:
         raise UserInputError("Name exactly one of --validation_dir, --validation_file or --dataset_name.")
-    if args.batch_size < 1:
-        raise UserInputError(f"--batch_size must be a positive number of images, got {args.batch_size}.")
-    if args.max_eval_samples is not None and args.max_eval_samples < 1:
-        raise UserInputError(f"--max_eval_samples must be a positive number of images, got {args.max_eval_samples}.")
     import torch
 
     from .atomic import check_apart, check_output_dir
@@ -89,5 +85,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                   "--validation_file": args.validation_file})  # fmt: skip
     report = evaluate_folder(args)
     print_table(report)
-    print(f"Written: {os.path.join(args.output_dir, METRICS_NAME)}")
+    print(f"Written: {printable(os.path.join(args.output_dir, METRICS_NAME))}")
     return report

@@ -186,6 +186,8 @@ def load_model_folder(
     classes, the new classes) lets the class heads alone be made anew, where the two differ.
     """
     weights = check_saved_folder(path, flag, needs_processor)
+    if weights is not None:
+        _check_config_file(path, flag)
     report_logger = logging.getLogger(LOADING_REPORT_LOGGER)
     report_logger.addFilter(_drop_loading_report)
     try:
@@ -230,3 +232,99 @@ def load_model_folder(
     refuse_non_finite(model, f"{flag} {os.fspath(path)}", "the saved weights are broken (a diverged run?); load an "
                       "earlier checkpoint or train again with a lower learning rate")  # fmt: skip
     return model
+
+
+# Errors transformers raises on a settings file whose values have the wrong type or shape (a list where a name
+# belongs, null for a count): hostile data, not a bug, once the file is read.
+_WRONG_SHAPE = (TypeError, AttributeError, KeyError, IndexError, OverflowError, ZeroDivisionError)
+# config.json entries every transformers configuration reads, and the JSON types each may have (null: the default).
+_NULL = type(None)
+_COMMON_CONFIG_TYPES = {
+    "model_type": (str,), "architectures": (list, _NULL), "num_labels": (int, _NULL), "id2label": (dict, _NULL),
+    "label2id": (dict, _NULL), "auto_map": (dict, _NULL), "problem_type": (str, _NULL),
+    "backbone_config": (dict, _NULL),
+}  # fmt: skip
+
+
+# The image mode with as many channels as a processor normalizes: the small image its trial run processes.
+_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+@contextmanager
+def _reading(path: str | os.PathLike, flag: str, file: str) -> Iterator[None]:
+    """Within the block, an error of transformers' reading `file` of the folder becomes one `UserInputError`."""
+    try:
+        with loading_model(path, flag):
+            yield
+    except UserInputError:
+        raise
+    except _WRONG_SHAPE as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise UserInputError(f"{flag} {os.fspath(path)}: {file} holds a value of the wrong type or shape ({reason}); "
+                             f"pass {WRITERS}.") from error  # fmt: skip
+
+
+def _check_config_file(path: str | os.PathLike, flag: str) -> None:
+    """A local folder's config.json read as data first: a JSON object whose common entries have their JSON types and
+    whose numbers lie in their ranges, before transformers builds anything from it (a label map of 10^9 classes)."""
+    from .annotations import Problems, read_json_file, shown_value
+    from .train.ranges import check_config_ranges
+
+    file = os.path.join(os.fspath(path), "config.json")
+    if not os.path.isfile(file):
+        return
+    settings = read_json_file(file, flag, WRITERS)
+    problems = Problems(f"{flag} {file}")
+    if not isinstance(settings, dict):
+        problems.add("", f"the file holds a JSON {type(settings).__name__}, not an object")
+    else:
+        for key, kinds in _COMMON_CONFIG_TYPES.items():
+            value = settings.get(key)
+            if key in settings and (not isinstance(value, kinds) or isinstance(value, bool)):
+                names = " or ".join("null" if kind is _NULL else kind.__name__ for kind in kinds)
+                problems.add(key, f"{shown_value(value)} is not a {names}")
+    problems.refuse(f"Pass {WRITERS}.")
+    check_config_ranges(settings, f"{flag} {os.fspath(path)} (config.json)")
+
+
+def load_config(path: str | os.PathLike, flag: str = "--model", **kwargs: Any) -> Any:
+    """The folder's configuration (`AutoConfig`), refused in one line when it cannot be read, holds values of the wrong
+    type, or a setting lies outside its range (`train.ranges.CONFIG_RANGES`: a detector of 10^6 queries, UperNet pool
+    scales of 0), before any model is built from it. No code from the folder runs."""
+    import transformers
+
+    from .train.ranges import check_config_ranges
+
+    _check_config_file(path, flag)
+    with _reading(path, flag, "config.json"):
+        # An auto_map naming a model type nothing registered is refused, not prompted for.
+        config = transformers.AutoConfig.from_pretrained(os.fspath(path), trust_remote_code=False, **kwargs)
+    check_config_ranges(config.to_dict(), f"{flag} {os.fspath(path)} (config.json)")
+    return config
+
+
+def load_image_processor(
+    path: str | os.PathLike, flag: str = "--model", missing_ok: bool = False, **kwargs: Any
+) -> Any:
+    """The folder's image processor (`AutoImageProcessor`), refused in one line when it cannot be read (None instead
+    when `missing_ok`), when its sizes lie outside their range (`train.ranges.PROCESSOR_RANGES`: a 30000² resize), or
+    when it cannot process a small image (a size of null, a mean of the wrong length): before any real image is."""
+    import transformers
+    from PIL import Image
+
+    from .train.ranges import check_processor_ranges
+
+    try:
+        with _reading(path, flag, "preprocessor_config.json"):
+            processor = transformers.AutoImageProcessor.from_pretrained(os.fspath(path), trust_remote_code=False,
+                                                                        **kwargs)  # fmt: skip
+    except UserInputError:
+        if missing_ok:
+            return None
+        raise
+    check_processor_ranges(processor, f"{flag} {os.fspath(path)}")
+    mean = getattr(processor, "image_mean", None)
+    mode = _MODES.get(len(mean), "RGB") if isinstance(mean, list | tuple) else "RGB"
+    with _reading(path, flag, "preprocessor_config.json"):
+        processor(images=Image.new(mode, (8, 8)), return_tensors="pt")
+    return processor

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..cli import CommandParser, shell_join
+from ..card_table import markdown_cell
+from ..cli import CommandParser, printable, shell_join
 from ..errors import UserInputError
 from .download import CACHE_DIR_HELP, default_cache_dir
 from .options import CONVNEXT_HF, DEFAULT_TOLERANCE, TARGETS
@@ -223,7 +224,7 @@ def summary_table(rows: list[tuple[str, ...]]) -> str:
     """Markdown table of a batch run."""
     header = ("checkpoint", "status", "layout", "max diff", "seconds", "output")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    return "\n".join(lines + ["| " + " | ".join(markdown_cell(cell) for cell in row) + " |" for row in rows])
 
 
 def _hub_repository(args: argparse.Namespace) -> None:
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     verified = "not verified" if outcome.max_diff is None else f"verified, max |diff| {outcome.max_diff:.2e}"
     if outcome.assumed:
         verified += f"; taken from config.json, not checkable in the weights: {', '.join(outcome.assumed)}"
-    print(f"{outcome.output}: {outcome.architecture}; {outcome.layout} layout; {verified}.")
+    print(f"{printable(outcome.output)}: {outcome.architecture}; {outcome.layout} layout; {verified}.")
     if outcome.dropped:
         print(f"dropped (no transformers counterpart): {dropped_listing(outcome.dropped)}")
     if outcome.url:

@@ -9,12 +9,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
-import transformers
 
 from ..atomic import atomic_directory, check_output_dir
 from ..errors import UserInputError
 from ..finite import check_before_saving
 from ..image_processing_convnext import MAX_RESOLUTION
+from ..model_folder import load_image_processor
 from . import parity
 from .engines import ENGINE_FILES, ENGINE_PACKAGES, ONNX_FILE, EngineModel, engine_model, install, require_engine
 from .graph import DYNAMIC_AXES, INPUT_NAME, Exportable, export_onnx, load_exportable
@@ -188,7 +188,7 @@ def _quantize(
     validation: tuple[list[Path], list[int]] | None,
 ) -> dict:
     """Quantize with the calibration images, write the int8 model, and score float and int8 on validation images."""
-    processor = transformers.AutoImageProcessor.from_pretrained(str(options.model_dir))
+    processor = load_image_processor(options.model_dir)
     int8_onnx = scratch / "int8" / ONNX_FILE
     int8_onnx.parent.mkdir()
     kept = quantize_int8(float_onnx, int8_onnx, pixel_batches(processor, calibration, "--calibration_dir"))

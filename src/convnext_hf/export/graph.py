@@ -22,7 +22,7 @@ from torch import nn
 
 from ..configuration_convnext import total_stride_of
 from ..errors import UserInputError
-from ..model_folder import check_model_folder, load_model_folder, loading_model
+from ..model_folder import check_model_folder, load_config, load_image_processor, load_model_folder, loading_model
 from ..tasks import export_form, export_refusal, export_suffixes
 from .options import DEFAULT_OPSET
 
@@ -51,8 +51,7 @@ def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.flo
     import convnext_hf  # noqa: F401  (registers our model type with the Auto classes)
 
     check_model_folder(model_dir, hub_ids=False)
-    with loading_model(model_dir):
-        config = transformers.AutoConfig.from_pretrained(str(model_dir))
+    config = load_config(model_dir)
     architecture = (config.architectures or [""])[0]
     refusal = export_refusal(architecture)
     if refusal is not None:
@@ -81,7 +80,7 @@ def image_size_of(model_dir: str | os.PathLike, config: transformers.PreTrainedC
     """The side of the images the model's processor makes (its crop), else the config's `image_size`."""
     if not (Path(model_dir) / "preprocessor_config.json").is_file():
         return int(getattr(config, "image_size", 224))
-    processor = transformers.AutoImageProcessor.from_pretrained(str(model_dir))
+    processor = load_image_processor(model_dir)
     size = processor.crop_size if getattr(processor, "crop_size", None) else processor.size
     size = dict(size)
     return int(size.get("shortest_edge") or size.get("height"))

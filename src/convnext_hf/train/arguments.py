@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..cli import OneLineErrors
+from ..cli import OneLineErrors, refuse_two_values, spelled_values
 from ..errors import UserInputError
 from ..tasks import IMAGE_CLASSIFICATION, TASKS
 from .recipes import RECIPES, recipe_defaults
@@ -361,32 +361,25 @@ def translate_aliases(argv: Sequence[str]) -> list[str]:
     return translated
 
 
-# Flags that aliases stand for and that take a value, by each spelling that sets them.
-_VALUE_SPELLINGS = {
-    **{alias: flag for alias, flag in ALIASES.items() if flag not in ("--overwrite", "--gradient_checkpointing")},
-    **{spelling: "--per_device_train_batch_size" for spelling in BATCH_SIZE_SPELLINGS},
-}
+def _setting(spelling: str) -> str | None:
+    """The flag a command-line spelling sets: an alias's flag, or the flag itself in the underscore spelling."""
+    if spelling in BATCH_SIZE_SPELLINGS:
+        return "--per_device_train_batch_size"
+    if spelling in ALIASES:
+        return ALIASES[spelling]
+    return "--" + spelling[2:].replace("-", "_") if spelling.startswith("--") else None
 
 
 def _refuse_two_values(arguments: Sequence[str]) -> None:
-    """Refuse one setting given under two spellings with different values (`--lr 1e-3 --learning_rate 4e-3`, `-b 8
-    --per_device_train_batch_size 16`): which one wins would depend on their order. One spelling repeated keeps
-    argparse's rule, the last one wins, so that appending a flag to a command line overrides it."""
-    given: dict[str, dict[str, str]] = {}
-    for index, argument in enumerate(arguments):
-        spelling, equals, value = argument.partition("=")
-        if spelling.startswith("--") and spelling not in _VALUE_SPELLINGS:
-            spelling = "--" + spelling[2:].replace("-", "_")
-        flag = _VALUE_SPELLINGS.get(spelling, spelling)
-        if flag not in _VALUE_SPELLINGS.values():
-            continue
-        if not equals:
-            value = arguments[index + 1] if index + 1 < len(arguments) else ""
-        given.setdefault(flag, {})[spelling] = value
-    for flag, values in given.items():
-        if len(set(values.values())) > 1:
-            listing = " and ".join(f"{spelling} {value}" for spelling, value in values.items())
-            raise UserInputError(f"{listing} set the same {flag}; give one of them.")
+    """Refuse one setting given under two spellings with different values, aliases and `--model` included (`--model
+    convnext_femto --variant atto`, `--model A --model_name_or_path B`, `-b 8 --per_device_train_batch_size 16`)."""
+    given = []
+    for spelling, setting, value in spelled_values(arguments, _setting):
+        if setting == MODEL_FLAG:
+            preset = None if os.path.isdir(value) else variant_preset(value)
+            setting, value = ("--variant", preset) if preset else ("--model_name_or_path", value)
+        given.append((spelling, setting, value))
+    refuse_two_values(given)
 
 
 def trainer_defaults() -> dict[str, object]:
@@ -485,11 +478,9 @@ def parse_args(argv: Sequence[str]) -> RunArguments:
 
 
 def check_values(args: RunArguments) -> None:
-    """Refuse values no run can use, before anything is read or written: numbers outside their range (`RANGES`) and
-    a RandAugment spec the augmentation cannot express."""
+    """Refuse values no run can use, before anything is read or written: a RandAugment spec the augmentation cannot
+    express (numbers outside their range are refused by the parser, `cli.OneLineErrors`)."""
     from .augment import RandAugment
-    from .ranges import check_ranges
 
-    check_ranges((args.model, args.data, args.recipe, args.output, args.training))
     if args.recipe.rand_augment is not None:
         RandAugment.from_string(args.recipe.rand_augment)

@@ -12,7 +12,8 @@ import transformers
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .. import __version__
-from ..card_table import facts_table
+from ..card_table import code_span, facts_table
+from ..cli import printable
 from ..tasks import IMAGE_CLASSIFICATION, get_task
 
 
@@ -89,7 +90,7 @@ def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
         eval_results=eval_results or None,
     )
     origin = (
-        f"fine-tuned from [`{facts.base_model}`]({_link(facts.base_model)})"
+        f"fine-tuned from [{code_span(facts.base_model)}]({printable(_link(facts.base_model))})"
         if facts.base_model
         else f"trained from scratch (starting from variant `{facts.variant}`)"
     )
@@ -99,18 +100,18 @@ def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
         results["loss"] = f"{facts.results['eval_loss']:.4f}"
     weights = f"\n\nBackbone weights: {facts.backbone_weights}" if facts.backbone_weights else ""
     body = f"""
-# {facts.model_name}
+# {printable(facts.model_name)}
 
-{spec.what} ("A ConvNet for the 2020s", Liu et al., CVPR 2022), {origin} on {facts.dataset}, with
+{spec.what} ("A ConvNet for the 2020s", Liu et al., CVPR 2022), {origin} on {printable(facts.dataset)}, with
 convnext-hf {__version__} and transformers' `Trainer`.
 
 Architecture: {facts.architecture}.{weights}
 
 ## Data
 
-{len(facts.label_names)} classes: {", ".join(f"`{name}`" for name in shown)}.
+{len(facts.label_names)} classes: {", ".join(code_span(name) for name in shown)}.
 {facts.num_train} training images, {facts.num_validation} validation images, at {facts.image_size}×{facts.image_size}.
-{"".join(f"{chr(10)}- {note}" for note in facts.data_notes)}
+{"".join(f"{chr(10)}- {printable(note)}" for note in facts.data_notes)}
 
 ## Results on the validation images
 

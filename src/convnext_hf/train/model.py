@@ -18,6 +18,7 @@ from ..configuration_convnext import ConvNextConfig
 from ..conversion.labels import label_maps
 from ..errors import UserInputError
 from .arguments import ModelArguments
+from .ranges import check_config_ranges
 
 # The stage a backbone parameter belongs to: its block's stage, or the stage whose output a norm normalizes.
 _STAGE_PARAMETER = re.compile(r"^encoder\.stages\.(\d+)\.|^hidden_states_norms\.stage(\d+)\.")
@@ -78,8 +79,8 @@ def config_fields(config_class: type) -> dict[str, Any]:
 
 
 def check_overrides(overrides: dict[str, Any], fields: dict[str, Any]) -> None:
-    """Refuse --config_overrides keys that are not settings of the model (naming the nearest) or values of the
-    wrong type."""
+    """Refuse --config_overrides keys that are not settings of the model (naming the nearest), values of the wrong
+    type, and values outside their range (`ranges.CONFIG_RANGES`)."""
     for key, value in overrides.items():
         if key in _SET_BY_THE_RUN:
             raise UserInputError(
@@ -97,6 +98,7 @@ def check_overrides(overrides: dict[str, Any], fields: dict[str, Any]) -> None:
             raise UserInputError(
                 f"--config_overrides: {key!r} is {json.dumps(value)}; it takes {_type_name(fields[key])}."
             )
+    check_config_ranges(overrides, "--config_overrides")
 
 
 def _type_name(expected: Any) -> str:

@@ -24,6 +24,7 @@ import torch
 from datasets.utils.stratify import stratified_shuffle_split_generate_indices
 from PIL import Image
 
+from ...annotations import Problems, check_label_file, check_label_names, confined_path
 from ...data_folder import check_data_folder
 from ...errors import UserInputError
 from ...image_processing_convnext import ConvNextHFImageProcessor
@@ -203,6 +204,8 @@ def _load_files(
             kind = "is a folder" if os.path.isdir(path) else "does not exist"
             raise UserInputError(f"{_flag(split, 'file', words)} {path} {kind}; pass a CSV or JSON (lines) file "
                                  "of image paths and labels.")  # fmt: skip
+        image_columns = (args.image_column_name,) if args.image_column_name else IMAGE_COLUMNS
+        check_label_file(path, _flag(split, "file", words), [image_columns])
     builder = FILE_BUILDERS[extensions.pop()]
     options = _csv_as_text(splits) if builder == "csv" else {}
     with local_files_quietly():
@@ -212,7 +215,7 @@ def _load_files(
     # Paths in the file are relative to the file's own folder.
     def absolute_paths(batch: dict, split: str) -> dict:
         base = os.path.dirname(os.path.abspath(splits[split]))
-        return {image_column: [os.path.join(base, str(path)) for path in batch[image_column]]}
+        return {image_column: [confined_path(base, path)[0] for path in batch[image_column]]}
 
     data = datasets.DatasetDict(
         {split: data[split].map(absolute_paths, batched=True, fn_kwargs={"split": split}) for split in data}
@@ -571,6 +574,9 @@ def load_image_data(
     train, validation = hold_out_and_limit(
         train, validation, args, seed, lambda dataset, fraction, seed: _split(dataset, fraction, len(label_names), seed)
     )
+    problems = Problems(f"the class names of {source}")
+    check_label_names([(f"class {index}", name) for index, name in enumerate(label_names)], problems)
+    problems.refuse("Name each class with text on one line (no newlines or terminal escapes).")
     task_name = MULTI_LABEL_CLASSIFICATION if multi_label else IMAGE_CLASSIFICATION
     return ImageData(train, validation, label_names, source, task_name, notes)
 

@@ -9,19 +9,21 @@ that is missing or whose size disagrees with the file) are found here and report
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
 from collections import Counter
 from typing import Any
 
 import datasets
 
+from ...annotations import Problems, check_label_names, confined_path
 from ...errors import UserInputError
 from ...images import image_frames
 from ...tasks import OBJECT_DETECTION
 from ...train.arguments import DataArguments
 from ...train.data import ImageData, hold_out_and_limit
+from .annotations import check_objects, read_coco
 
 logger = logging.getLogger(__name__)
 
@@ -53,28 +55,13 @@ def box_problem(box: Any, width: int, height: int) -> str:
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         return "not four numbers [x, y, width, height]"
     x, y, w, h = (float(value) for value in box)
+    if not all(math.isfinite(value) for value in (x, y, w, h)):
+        return "not finite (NaN or infinity)"
     if not w > 0 or not h > 0:
         return "degenerate (width or height not above 0)"
     if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE or y + h > height + BOX_TOLERANCE:
         return f"outside its {width}×{height} image"
     return ""
-
-
-def _read_coco(path: str, split: str) -> dict:
-    flag = f"--{split}_annotations"
-    if path is None:
-        raise UserInputError(f"Object detection needs {flag} F.json: a COCO annotation file for the {split} images.")
-    if not os.path.isfile(path):
-        raise UserInputError(f"{flag} {path} does not exist; pass a COCO annotation file (.json).")
-    try:
-        with open(path, encoding="utf-8") as file:
-            coco = json.load(file)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserInputError(f"{flag} {path} is not JSON: {error}") from None
-    missing = [key for key in ("images", "annotations", "categories") if not isinstance(coco.get(key), list)]
-    if not isinstance(coco, dict) or missing:
-        raise UserInputError(f"{path} is not a COCO detection file: it lacks the list(s) {missing}.")
-    return coco
 
 
 def coco_label_names(coco: dict, path: str) -> tuple[list[str], dict[int, int]]:
@@ -128,7 +115,7 @@ def load_coco(
     """
     if not os.path.isdir(images_dir):
         raise UserInputError(f"The {split} image folder {images_dir} does not exist.")
-    coco = _read_coco(annotations_path, split)
+    coco = read_coco(annotations_path, split, images_dir)
     names, index_of = coco_label_names(coco, annotations_path)
     if label_names is not None and names != label_names:
         raise UserInputError(
@@ -151,7 +138,7 @@ def load_coco(
         )
     bad_images: dict[int, str] = {}
     for image_id, image in images.items():
-        path = os.path.join(images_dir, str(image.get("file_name", "")))
+        path, _ = confined_path(images_dir, image["file_name"])
         frames = _image_frames(path) if os.path.isfile(path) else None
         if not os.path.isfile(path):
             bad_images[image_id] = f"{path}: missing"
@@ -180,6 +167,8 @@ def load_coco(
         if annotation["image_id"] in bad_images:
             continue
         problem = box_problem(annotation.get("bbox"), image["width"], image["height"])
+        if not problem and annotation.get("area", 1) <= 0:
+            problem = "area not above 0"
         if problem:
             bad_boxes[problem] += 1
             continue
@@ -235,6 +224,7 @@ def _from_objects(dataset: datasets.Dataset, split: str, num_labels: int, on_bad
             f"The {split} split lacks the column(s) {missing}; object detection reads an `image` column and an "
             "`objects` column of {'bbox': [[x, y, w, h], ...], 'category': [...]}, as transformers' example."
         )
+    check_objects(dataset["objects"], split, num_labels)
     counts: Counter = Counter()
 
     def convert(batch: dict) -> dict:
@@ -279,6 +269,9 @@ def _load_hub(args: DataArguments, cache_dir: str | None) -> tuple[dict[str, dat
     if validation is not None:
         splits["validation"] = data[validation]
     names = _hub_label_names(data["train"], args)
+    problems = Problems(f"{args.dataset_name}'s class names")
+    check_label_names([(f"names[{index}]", name) for index, name in enumerate(names)], problems)
+    problems.refuse("Give each class a different non-empty name on one line (--id2label).")
     checked = {split: _from_objects(dataset, split, len(names), args.on_bad_box) for split, dataset in splits.items()}
     return checked, names
 
@@ -306,9 +299,13 @@ def load_detection_data(args: DataArguments, seed: int, cache_dir: str | None = 
     else:
         splits, names = _load_hub(args, cache_dir)
         source = args.dataset_name
-    boxes = sum(len(objects["category"]) for objects in splits["train"]["objects"])
+    crowd = [flag for objects in splits["train"]["objects"] for flag in objects["iscrowd"]]
+    boxes = crowd.count(0)
     if boxes == 0:
-        raise UserInputError(f"The training data from {source} has no boxes to learn from.")
+        crowds = f" ({len(crowd)} crowd region(s), iscrowd 1, which are not objects to learn)" if crowd else ""
+        raise UserInputError(
+            f"The training data from {source} has no boxes to learn from{crowds}; annotate the objects with iscrowd 0."
+        )
     train, validation = splits["train"], splits.get("validation")
     train, validation = hold_out_and_limit(train, validation, args, seed)
     logger.info(

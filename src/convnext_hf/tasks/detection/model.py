@@ -26,7 +26,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from ...backbone_weights import load_backbone_weights
 from ...configuration_convnext import ConvNextConfig
 from ...errors import UserInputError
-from ...model_folder import load_model_folder
+from ...model_folder import load_config, load_image_processor, load_model_folder
 from ...train.arguments import ModelArguments
 from ...train.model import config_fields, config_label_maps, config_overrides
 
@@ -141,7 +141,7 @@ def build_detector(args: ModelArguments, label_names: list[str]) -> transformers
             "Name exactly one model: --model_name_or_path (a ConvNeXt or detector folder) or --variant."
         )
     hub_kwargs = {"revision": args.revision, "cache_dir": args.cache_dir}
-    config = None if args.variant else transformers.AutoConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
+    config = None if args.variant else load_config(args.model_name_or_path, "--model_name_or_path", **hub_kwargs)
     if config is not None and _detector_name(config) is not None:
         return _fine_tune_detector(args, config, label_names, hub_kwargs)
     # Ours, or transformers' built-in ConvNeXt (V1/V2), which ConvNextConfig.from_pretrained reads too.
@@ -198,10 +198,8 @@ def build_detection_processor(args: ModelArguments, model: transformers.PreTrain
     rescale and normalize as ImageNet (the ConvNeXt's pre-training), no padding."""
     size = args.image_size
     if size is None and args.model_name_or_path is not None:
-        try:
-            size = transformers.AutoImageProcessor.from_pretrained(args.model_name_or_path).size.get("height")
-        except (OSError, ValueError, KeyError):
-            size = None
+        processor = load_image_processor(args.model_name_or_path, "--model_name_or_path", missing_ok=True)
+        size = getattr(processor, "size", {}).get("height") if processor is not None else None
     processor_class = getattr(transformers, DETECTORS[model.config.model_type].processor_class)
     return processor_class(
         size={"height": size or DEFAULT_IMAGE_SIZE, "width": size or DEFAULT_IMAGE_SIZE},

@@ -19,6 +19,7 @@ import torch
 import transformers
 from PIL import Image
 
+from ...annotations import check_label_file, confined_path
 from ...data_folder import check_data_folder
 from ...errors import UserInputError
 from ...images import ImageSource, image_frames, read_image, read_mask, source_name
@@ -153,6 +154,9 @@ def pairs_from_file(path: str, args: DataArguments, cache_dir: str | None) -> da
     extension = os.path.splitext(path)[1].lower()
     if extension not in FILE_BUILDERS or not os.path.isfile(path):
         raise UserInputError(f"{path} is not an existing .csv, .json or .jsonl file of image and mask paths.")
+    columns = [(args.image_column_name,) if args.image_column_name else IMAGE_COLUMNS,
+               (args.mask_column_name,) if args.mask_column_name else MASK_COLUMNS]  # fmt: skip
+    check_label_file(path, "the file of image and mask paths", columns)
     with local_files_quietly():
         table = datasets.load_dataset(FILE_BUILDERS[extension], data_files={"rows": path}, cache_dir=cache_dir)["rows"]
     image_column = _column(table, args.image_column_name, IMAGE_COLUMNS, "image")
@@ -160,8 +164,8 @@ def pairs_from_file(path: str, args: DataArguments, cache_dir: str | None) -> da
     base = os.path.dirname(os.path.abspath(path))
     return datasets.Dataset.from_dict(
         {
-            "image": [os.path.join(base, str(value)) for value in table[image_column]],
-            "mask": [os.path.join(base, str(value)) for value in table[mask_column]],
+            "image": [confined_path(base, value)[0] for value in table[image_column]],
+            "mask": [confined_path(base, value)[0] for value in table[mask_column]],
         }
     )
 

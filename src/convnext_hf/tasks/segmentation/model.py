@@ -23,7 +23,7 @@ from ...configuration_convnext import ConvNextConfig
 from ...conversion.architecture import PSP_POOL_SCALES, UperNetHead
 from ...conversion.targets import ALL_STAGES
 from ...errors import UserInputError
-from ...model_folder import load_model_folder
+from ...model_folder import load_config, load_image_processor, load_model_folder
 from ...train.arguments import ModelArguments
 from ...train.model import checked_update, config_fields, config_label_maps, config_overrides, new_config
 from .upernet import segmentation_processor, upernet_head_config
@@ -97,7 +97,7 @@ def build_segmentation_model(
         backbone = new_config(args.variant, out_indices=ALL_STAGES, **backbone_overrides)
         return _new_upernet(backbone, label_names, head)
     hub_kwargs = {"revision": args.revision, "cache_dir": args.cache_dir}
-    config = transformers.AutoConfig.from_pretrained(args.model_name_or_path, **hub_kwargs)
+    config = load_config(args.model_name_or_path, "--model_name_or_path", **hub_kwargs)
     if config.model_type == "upernet":
         known = [config.id2label[index] for index in range(config.num_labels)]
         # Portable folders store the built-in backbone config (portable_head); training runs on ours, same weights.
@@ -134,8 +134,6 @@ def build_segmentation_processor(args: ModelArguments) -> transformers.BaseImage
     """Resize to --image_size (default: the UperNet folder's size, or 512) and normalize as ImageNet; labels as is."""
     size = args.image_size
     if size is None and args.model_name_or_path is not None:
-        try:
-            size = transformers.AutoImageProcessor.from_pretrained(args.model_name_or_path).size.get("height")
-        except OSError:
-            size = None
+        processor = load_image_processor(args.model_name_or_path, "--model_name_or_path", missing_ok=True)
+        size = getattr(processor, "size", {}).get("height") if processor is not None else None
     return segmentation_processor(size or DEFAULT_CROP_SIZE, reduce_labels=False)
