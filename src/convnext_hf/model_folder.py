@@ -24,6 +24,8 @@ from .conversion.checkpoint_io import INDEX_NAME, check_index, read_json, shard_
 from .errors import UserInputError
 from .finite import refuse_non_finite
 
+logger = logging.getLogger(__name__)
+
 WRITERS = "a folder written by save_pretrained, `convnext-hf convert` or `convnext-hf train`"
 # The logger of transformers' loading report, which our refusal of a folder whose weights do not fit replaces.
 LOADING_REPORT_LOGGER = "transformers.modeling_utils"
@@ -176,6 +178,7 @@ def load_model_folder(
     missing_check: Callable[[list[str]], None] | None = None,
     needs_processor: bool = False,
     class_counts: tuple[int, int] | None = None,
+    head: str | None = None,
     **kwargs: Any,
 ) -> Any:
     """`model_class.from_pretrained(path, **kwargs)` through the gate: the folder's files checked first
@@ -183,7 +186,9 @@ def load_model_folder(
     (missing, unexpected, of another shape or dtype) or are not finite, rather than initialised at random.
 
     `missing_check` may refuse the missing weights first with a more specific message. `class_counts` (the folder's
-    classes, the new classes) lets the class heads alone be made anew, where the two differ.
+    classes, the new classes) lets the class heads alone be made anew, where the two differ. `head` (a prefix, e.g.
+    "classifier.") lets that head be made anew when the folder holds none of it: a backbone folder (FCMAE
+    pre-training, a `ConvNextModel`) fine-tuned with a head.
     """
     weights = check_saved_folder(path, flag, needs_processor)
     if weights is not None:
@@ -200,6 +205,10 @@ def load_model_folder(
         report_logger.removeFilter(_drop_loading_report)
     if missing_check is not None:
         missing_check(sorted(info["missing_keys"]))
+    head_keys = {key for key in model.state_dict() if head is not None and key.startswith(head)}
+    if head_keys and head_keys <= set(info["missing_keys"]):
+        logger.info("%s holds no %s weights (a backbone folder): the head starts afresh", os.fspath(path), head)
+        info["missing_keys"] = sorted(set(info["missing_keys"]) - head_keys)
     mismatched = [(key, saved, built) for key, saved, built in sorted(info["mismatched_keys"])
                   if class_counts is None or not _label_sized(saved, built, class_counts)]  # fmt: skip
     problems = []

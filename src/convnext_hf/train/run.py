@@ -233,7 +233,7 @@ def _check_task_arguments(args: RunArguments, task: Task) -> None:
 
 
 def _check_checkpoint_fits(
-    checkpoint: str | None, model: Any, model_ema: bool, global_step: int | None, training: Any, num_train: int
+    checkpoint: str | None, model: Any, model_ema: bool, global_step: int | None, training: Any, num_train: int | None
 ) -> None:
     """Refuse resuming from a checkpoint of another architecture (other widths, depths, heads or classes) or missing
     a tensor (it would restart from random), naming the file and its first problem; from weights holding NaN or
@@ -282,8 +282,9 @@ def _check_checkpoint_fits(
                               "resume from an earlier checkpoint-* folder, or start a new run")  # fmt: skip
 
 
-def _last_step(training: Any, num_train: int) -> int:
-    """The most optimizer steps the run can take (an upper bound: every partial batch counted)."""
+def _last_step(training: Any, num_train: int | None) -> int:
+    """The most optimizer steps the run can take (an upper bound: every partial batch counted); a stream (no length)
+    always has --max_steps."""
     if training.max_steps > 0:
         return training.max_steps
     batches = -(-num_train // (training.per_device_train_batch_size * training.world_size))
@@ -530,11 +531,13 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     _check_task_arguments(args, requested)
     _check_model_source(args.model)
     raw_data = _load_data(args, requested)
+    # A stream's length is unknown: --max_steps, which streaming requires, bounds the run instead.
+    num_train = None if raw_data.streaming else len(raw_data.train)
     if raw_data.streaming:
         _set_loader_workers(args, None, raw_data.train.n_shards)
     else:
-        _check_batches(training, len(raw_data.train))
-        _set_loader_workers(args, len(raw_data.train))
+        _check_batches(training, num_train)
+        _set_loader_workers(args, num_train)
     # The data may say more than the flag: a classification label column holding lists is multi-label.
     task = get_task(raw_data.task)
     if task is not requested:
@@ -543,7 +546,7 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     if args.recipe.freeze_backbone:
         frozen = freeze_backbone(model, args.recipe.unfreeze_last_stages)
         logger.info("Frozen: %d backbone parameter tensors (%s)", len(frozen), _trained_part(args))
-    _check_checkpoint_fits(checkpoint, model, args.recipe.model_ema, global_step, training, len(raw_data.train))
+    _check_checkpoint_fits(checkpoint, model, args.recipe.model_ema, global_step, training, num_train)
     data = task.hooks.attach_transforms(args, raw_data, processor)
     trainer = _build_trainer(args, data, model, processor, callbacks, task)
     if trainer.ema is not None and checkpoint is not None:

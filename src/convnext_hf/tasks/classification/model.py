@@ -68,7 +68,7 @@ def build_model(
     checked_update(config, {**overrides, **config_label_maps(label_names)}, args.model_name_or_path)
     model = load_model_folder(
         ConvNextForImageClassification, args.model_name_or_path, config=config,
-        class_counts=(known_classes, config.num_labels) if new_head else None, **hub_kwargs,
+        class_counts=(known_classes, config.num_labels) if new_head else None, head="classifier.", **hub_kwargs,
     )
     if new_head:
         # A same-shaped head would have loaded from the checkpoint: start it afresh, with the model's own init.
