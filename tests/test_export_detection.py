@@ -2,6 +2,7 @@
 ONNX and OpenVINO graphs give PyTorch's detections, and refusals (tampered graphs, options a detector does not take)."""
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -225,4 +226,18 @@ def test_options_a_detector_does_not_take_are_refused(untrained, tmp_path, optio
         options = {**options, "calibration_dir": tmp_path / "calibration"}
     with pytest.raises(UserInputError, match=message):
         export(ExportOptions("onnx", untrained, tmp_path / "out", **options))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_detector_without_a_square_resizing_processor_is_refused(untrained, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(untrained, folder)
+    config = folder / "preprocessor_config.json"
+    settings = json.loads(config.read_text())
+    config.write_text(json.dumps({**settings, "size": {"height": SIDE, "width": SIDE - 16}}))
+    with pytest.raises(UserInputError, match=r"makes images of size \{'height': 64, 'width': 48\}.*square"):
+        export(ExportOptions("onnx", folder, tmp_path / "out"))
+    config.unlink()
+    with pytest.raises(UserInputError, match="has no preprocessor_config.json"):
+        export(ExportOptions("onnx", folder, tmp_path / "out"))
     assert not (tmp_path / "out").exists()

@@ -54,8 +54,8 @@ IMAGE_FEATURE_EXTRACTION = "image-feature-extraction"
 OBJECT_DETECTION = "object-detection"
 
 INT8_DETECTOR_REFUSAL = (
-    "int8 detectors are not offered: the export of a detector must reproduce PyTorch's detections (boxes IoU >= 0.99, "
-    "scores within 1e-3), which int8 activations do not"
+    "int8 detectors are not offered: an exported detector must reproduce PyTorch's detections (boxes IoU >= 0.99, "
+    "scores within 1e-3), and no int8 detector has been measured against that check"
 )
 
 

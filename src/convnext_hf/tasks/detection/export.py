@@ -73,7 +73,17 @@ class CheckImages:
 def check_data(options: ExportOptions, exportable: Exportable) -> CheckImages:
     """The check images: --validation_dir with --validation_annotations (COCO, read and checked as training reads
     them), else generated scenes at the processor's size."""
+    if not (Path(options.model_dir) / "preprocessor_config.json").is_file():
+        raise UserInputError(f"{options.model_dir} has no preprocessor_config.json: the detection check runs the "
+                             "detector's own image processor; save it beside the model (train does).")  # fmt: skip
     processor = transformers.AutoImageProcessor.from_pretrained(str(options.model_dir))
+    size = dict(getattr(processor, "size", None) or {})
+    if not processor.do_resize or size.get("height") != size.get("width") or "height" not in size:
+        raise UserInputError(
+            f"{options.model_dir}'s image processor makes images of size {size} (resize {processor.do_resize}); a "
+            "detector's graph takes one fixed size, so export needs a processor that resizes to a square height × "
+            "width, as convnext-hf train writes it."
+        )
     if (options.validation_dir is None) != (options.validation_annotations is None):
         raise UserInputError(
             "--validation_dir and --validation_annotations go together: the check images and their COCO boxes "
@@ -242,7 +252,11 @@ def check_export(exportable: Exportable, engine_model: EngineModel, check: Check
         pixel_values = check.processor(images=images, return_tensors="pt")["pixel_values"].float()
         outputs = model(pixel_values=pixel_values)
         ours = [outputs[name] for name in exportable.output_names]
-        theirs = [torch.from_numpy(array) for array in engine_model(pixel_values.numpy())]
+        try:
+            theirs = [torch.from_numpy(array) for array in engine_model(pixel_values.numpy())]
+        except Exception as error:  # an engine that fails on the check images fails the check; say how
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return {"failures": [f"the engine failed on a batch of {len(images)} check images ({reason})"]}
         for name, tensor, array in zip(exportable.output_names, ours, theirs, strict=True):
             raw[name] = max(raw[name], float((tensor - array).abs().max()))
         sizes = [(image.height, image.width) for image in images]
