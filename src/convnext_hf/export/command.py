@@ -4,11 +4,16 @@
     convnext-hf export openvino --model DIR --output_dir OUTPUT_DIR [--static_shape H W]
     convnext-hf export onnx --model DIR --output_dir OUTPUT_DIR --quantize int8 --calibration_dir IMAGES
                             [--validation_dir DIR]
+    convnext-hf export onnx --model DETECTOR --output_dir OUTPUT_DIR
+                            [--validation_dir IMAGES --validation_annotations F.json]
 
 (OUTPUT_DIR may also follow the engine without --output_dir, the older spelling.)
 
 The export runs once in its engine against PyTorch on two random inputs (with dynamic axes, of two different sizes)
-and is refused if they disagree beyond the tolerance. OUTPUT_DIR gets the model file (model.onnx, or
+and is refused if they disagree beyond the tolerance. A detector (a folder of `convnext-hf train --task
+object-detection`) is exported at its processor's size and checked by its detections instead, on --validation_dir
+with --validation_annotations (COCO; adds the mAP) or on generated scenes: matched boxes IoU >= 0.99, scores within
+1e-3, mAP within 0.002 (docs/deployment.md, Detectors). OUTPUT_DIR gets the model file (model.onnx, or
 openvino_model.xml/.bin), config.json, preprocessor_config.json and export_report.json.
 """
 

@@ -32,6 +32,10 @@ evaluation (`convnext-hf evaluate`, tasks with a scorer):
     evaluate(args: argparse.Namespace, config: PreTrainedConfig) -> dict[str, Any]   writes the output folder
 demo (`convnext-hf demo --task NAME`, tasks whose record has `demo`):
     run_demo(settings: DemoSettings) -> dict[str, float]    (its defaults: the record's `demo_defaults`)
+export check (`convnext-hf export`, in the module an ExportForm's `check` names; forms checked by their predictions):
+    check_data(options: ExportOptions, exportable: Exportable) -> Any   the check's inputs, read and refused early
+    check_export(exportable, engine_model, inputs) -> dict      the report's `parity`: the measured numbers, a
+                                                                `summary` line and `failures` (empty: it passed)
 """
 
 from __future__ import annotations
