@@ -59,7 +59,8 @@ OBJECT_DETECTION = "object-detection"
 
 INT8_DETECTOR_REFUSAL = (
     "int8 detectors are not offered: an exported detector must reproduce PyTorch's detections (boxes IoU >= 0.99, "
-    "scores within 1e-3), and no int8 detector has been measured against that check"
+    "scores within 1e-3), and static int8 does not (measured on a small trained RT-DETR: 44 of its 60 detections "
+    "have no int8 counterpart at IoU >= 0.99, matched scores differ by up to 3.0e-3)"
 )
 
 
