@@ -199,6 +199,9 @@ BAD_EXPORT_FLAGS = {
     "--calibration_images without --quantize": (["--calibration_images", "3"], "--calibration_images serves int8"),
     "calibration flags without --quantize": (
         ["--calibration_dir", ".", "--calibration_images", "3"], "--calibration_dir, --calibration_images serve int8"),
+    "--validation_dir without --quantize": (["--validation_dir", "."], "--validation_dir serves int8 quantization"),
+    "--validation_annotations for a classifier": (
+        ["--validation_annotations", "boxes.json"], "--validation_annotations serves the detection check"),
 }
 
 

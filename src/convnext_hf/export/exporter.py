@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import tempfile
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import torch
 
@@ -43,9 +47,9 @@ def check_options(options: ExportOptions) -> None:
         raise UserInputError("--quantize int8 needs --calibration_dir IMAGES: a folder of images like your inputs.")
     if options.quantize and options.dtype != "float32":
         raise UserInputError("--quantize int8 starts from the float32 model; leave out --dtype.")
-    unused = [flag for flag, value in (("--calibration_dir", options.calibration_dir),
-                                       ("--calibration_images", options.calibration_images),
-                                       ("--validation_dir", options.validation_dir)) if value is not None]  # fmt: skip
+    calibration_flags = (("--calibration_dir", options.calibration_dir),
+                         ("--calibration_images", options.calibration_images))  # fmt: skip
+    unused = [flag for flag, value in calibration_flags if value is not None]
     if unused and not options.quantize:
         verb, them = ("serves", "it") if len(unused) == 1 else ("serve", "them")
         raise UserInputError(f"{', '.join(unused)} {verb} int8 quantization; add --quantize int8, or leave {them} out.")
@@ -76,6 +80,34 @@ def newest_opset() -> int:
     return onnx.defs.onnx_opset_version()
 
 
+def check_form_options(options: ExportOptions, exportable: Exportable) -> ExportOptions:
+    """Refuse the options the folder's kind does not take; a fixed-size graph gets the processor's size as its
+    static shape. Returns the options to export with."""
+    if exportable.check is None:
+        if options.validation_annotations is not None:
+            raise UserInputError(f"--validation_annotations serves the detection check of detectors; "
+                                 f"{options.model_dir} is a {exportable.task} model: leave it out.")  # fmt: skip
+        if options.validation_dir is not None and not options.quantize:
+            raise UserInputError("--validation_dir serves int8 quantization; add --quantize int8, or leave it out.")
+        return options
+    if options.quantize:
+        raise UserInputError(f"--quantize int8: {exportable.int8_refusal}; export {options.model_dir} in float32.")
+    if options.tolerance is not None:
+        raise UserInputError(
+            f"--tolerance sets the raw-tensor parity, which {exportable.task} exports report but are not held to "
+            "(they are checked by their predictions, at fixed tolerances); leave it out."
+        )
+    if not exportable.fixed_size:
+        return options
+    size = (exportable.image_size, exportable.image_size)
+    if options.static_shape not in (None, size):
+        raise UserInputError(
+            f"--static_shape {options.static_shape[0]} {options.static_shape[1]}: the {exportable.task} graph takes "
+            f"the images its processor makes, {size[0]}×{size[1]}; leave --static_shape out."
+        )
+    return replace(options, static_shape=size)
+
+
 def check_static_shape(options: ExportOptions, exportable: Exportable) -> None:
     """Refuse a --static_shape smaller than the model's total stride: its last stage would have no pixels."""
     if options.static_shape is not None and min(options.static_shape) < exportable.total_stride:
@@ -102,16 +134,24 @@ def export(options: ExportOptions) -> dict:
     require_engine(options.engine)
     calibration = calibration_files(options) if options.quantize else []
     exportable = load_exportable(options.model_dir)
+    options = check_form_options(options, exportable)
     check_static_shape(options, exportable)
     validation = None
-    if options.validation_dir is not None:
+    if options.validation_dir is not None and exportable.check is None:
         if not exportable.scores_top1:
             raise UserInputError(f"--validation_dir scores classifiers (top-1); {options.model_dir} is a "
                                  f"{exportable.task} model: leave it out.")  # fmt: skip
         validation = labelled_images(options.validation_dir, exportable.model.config.label2id)
     check_before_saving(exportable.model, options.output_dir)
+    # The images (and boxes) a prediction check runs on, read and checked before any work.
+    check_inputs = _check_hooks(exportable).check_data(options, exportable) if exportable.check else None
     with atomic_directory(options.output_dir, overwrite=options.overwrite) as staging:
-        return _export_into(staging, options, exportable, calibration, validation)
+        return _export_into(staging, options, exportable, calibration, validation, check_inputs)
+
+
+def _check_hooks(exportable: Exportable) -> ModuleType:
+    """The module of the folder's prediction check (named by its task's export form)."""
+    return importlib.import_module(exportable.check)
 
 
 def _export_into(
@@ -120,6 +160,7 @@ def _export_into(
     exportable: Exportable,
     calibration: list[Path],
     validation: tuple[list[Path], list[int]] | None,
+    check_inputs: Any = None,
 ) -> dict:
     """The work of `export`, writing into the staging folder."""
     height, width = options.static_shape or (exportable.image_size, exportable.image_size)
@@ -129,7 +170,7 @@ def _export_into(
         "task": exportable.task,
         "source": str(options.model_dir),
         "file": ENGINE_FILES[options.engine],
-        "input": {INPUT_NAME: ["batch", exportable.num_channels, "height", "width"]},
+        "input": {INPUT_NAME: ["batch", exportable.num_channels, *(options.static_shape or ("height", "width"))]},
         "outputs": list(exportable.output_names),
         "dynamic_axes": None if options.static_shape else list(DYNAMIC_AXES.values()),
         "static_shape": list(options.static_shape) if options.static_shape else None,
@@ -148,7 +189,10 @@ def _export_into(
         # The float model is the result unless int8 is asked for; then it stays aside as the accuracy reference.
         float_dir = scratch / "float" if options.quantize else staging
         float_model = engine_model(options.engine, install(options.engine, float_onnx, float_dir, options.dtype))
-        report["parity"] = _check_parity(exportable, float_model, options)
+        if exportable.check is None:
+            report["parity"] = _check_parity(exportable, float_model, options)
+        else:
+            report["parity"] = _check_predictions(exportable, float_model, options, check_inputs)
         if options.quantize:
             report["int8"] = _quantize(staging, scratch, float_onnx, float_model, options, calibration, validation)
     for pattern in COPIED_FILES:
@@ -172,10 +216,24 @@ def _check_parity(exportable: Exportable, float_model: EngineModel, options: Exp
         )
     return {
         "definition": parity.DEFINITION,
+        "summary": f"max relative difference {worst:.2e} (tolerance {tolerance:.0e})",
         "tolerance": tolerance,
         "max_relative_difference": worst,
         "inputs": results,
     }
+
+
+def _check_predictions(exportable: Exportable, float_model: EngineModel, options: ExportOptions,
+                       check_inputs: Any) -> dict:  # fmt: skip
+    """Run the float export against PyTorch through the task's own check; refuse it with the check's reasons."""
+    result = _check_hooks(exportable).check_export(exportable, float_model, check_inputs)
+    failures = result.pop("failures")
+    if failures:
+        raise ParityError(
+            f"the {options.engine} export of {options.model_dir} does not reproduce PyTorch's predictions: "
+            f"{'; '.join(failures)}. Nothing was written."
+        )
+    return result
 
 
 def _quantize(

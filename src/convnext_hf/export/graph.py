@@ -23,7 +23,7 @@ from torch import nn
 from ..configuration_convnext import total_stride_of
 from ..errors import UserInputError
 from ..model_folder import check_model_folder, load_config, load_image_processor, load_model_folder, loading_model
-from ..tasks import export_form, export_refusal, export_suffixes
+from ..tasks import export_form, export_suffixes
 from .options import DEFAULT_OPSET
 
 INPUT_NAME = "pixel_values"
@@ -44,6 +44,11 @@ class Exportable:
     num_channels: int
     total_stride: int
     scores_top1: bool = False
+    # Checked by its predictions (the module of the check's hooks), not tensor by tensor; see ExportForm.
+    check: str | None = None
+    fixed_size: bool = False
+    strict_capture: bool = False
+    int8_refusal: str | None = None
 
 
 def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Exportable:
@@ -53,9 +58,6 @@ def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.flo
     check_model_folder(model_dir, hub_ids=False)
     config = load_config(model_dir)
     architecture = (config.architectures or [""])[0]
-    refusal = export_refusal(architecture)
-    if refusal is not None:
-        raise UserInputError(f"{model_dir} holds a {architecture}; {refusal}")
     form = export_form(architecture)
     if form is None:
         raise UserInputError(
@@ -72,7 +74,7 @@ def load_exportable(model_dir: str | os.PathLike, dtype: torch.dtype = torch.flo
         image_size = image_size_of(model_dir, backbone_config)
     return Exportable(
         model, form.kind, fields, output_names, image_size, backbone_config.num_channels, total_stride_of(config),
-        form.scores_top1,
+        form.scores_top1, form.check, form.fixed_size, form.strict_capture, form.int8_refusal,
     )
 
 
@@ -137,7 +139,9 @@ def capture(
     # keeps a stage output of 1 pixel from being specialized; sizes other than the traced one are checked by parity.
     dynamic_shapes = {INPUT_NAME: dict.fromkeys(axes, torch.export.Dim.DYNAMIC)}
     with torch.fx.experimental._config.patch(backed_size_oblivious=True):
-        program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes, strict=False)
+        program = torch.export.export(
+            module, (example,), dynamic_shapes=dynamic_shapes, strict=exportable.strict_capture
+        )
     aten = torch.ops.aten
     table = dict.fromkeys((aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default), adaptive_avg_pool2d)
     return program.run_decompositions(table)
@@ -174,14 +178,17 @@ class DropMessages(logging.Filter):
 @contextlib.contextmanager
 def quiet_torch_export() -> Iterator[None]:
     """Hide what torch.export and torch.onnx say on every export that concerns neither the model nor the user: a
-    warning per torchvision operator when torchvision is not installed (ConvNeXt uses none), and torch's own
-    deprecation of LeafSpec inside its pytree code."""
+    warning per torchvision operator when torchvision is not installed (ConvNeXt uses none), torch's own
+    deprecation of LeafSpec inside its pytree code, and TorchDynamo's notice of transformers' output hooks."""
     registration = logging.getLogger(TORCH_ONNX_REGISTRATION_LOGGER)
     no_torchvision = DropMessages("torchvision is not installed")
     registration.addFilter(no_torchvision)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+            # TorchDynamo (strict capture) on transformers' output-capturing hooks, which export drops.
+            warnings.filterwarnings("ignore", message="While compiling, we found certain side effects",
+                                    category=UserWarning)
             yield
     finally:
         registration.removeFilter(no_torchvision)
@@ -200,7 +207,12 @@ def export_onnx(
     converter_log.setLevel(logging.ERROR)
     try:
         with quiet_torch_export():
-            program = capture(exportable, example, dynamic)
+            try:
+                program = capture(exportable, example, dynamic)
+            except Exception as error:  # torch.export raises many kinds; each names the construct it cannot trace
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise UserInputError(f"torch.export cannot capture this {type(exportable.model).__name__}: "
+                                     f"{reason}") from error  # fmt: skip
             onnx_program = torch.onnx.export(
                 program,
                 (example,),

@@ -31,5 +31,6 @@ class ExportOptions:
     calibration_dir: Path | None = None
     calibration_images: int | None = None  # DEFAULT_CALIBRATION_IMAGES unless given
     validation_dir: Path | None = None
+    validation_annotations: Path | None = None
     tolerance: float | None = None
     overwrite: bool = False

@@ -3,5 +3,5 @@
 `data` reads COCO annotation files and Hub datasets in the `objects` layout and checks them; `augment` moves boxes
 with the image; `batches` feeds the detector's own image processor; `model` builds and sizes the detector;
 `metrics` computes the COCO box metrics; `scoring` makes detections exactly as `pipeline("object-detection")` does
-and scores them; `report` draws them.
+and scores them; `report` draws them; `export` checks an exported detector by its detections.
 """
