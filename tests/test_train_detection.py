@@ -319,16 +319,15 @@ def test_trained_detector_loads_in_the_pipeline_and_evaluate_agrees(tmp_path):
     report = json.loads((model_dir / "metrics.json").read_text())
     assert set(report["per_class_ap"]) == set(SHAPES)
     assert "object-detection" in (model_dir / "README.md").read_text()
-    # An untrained detector scores nothing above the pipeline's 0.5: compare at threshold 0, where it finds plenty.
-    # Its scores are near-ties that batching may reorder, so images go one at a time, as the pipeline takes them.
+    # COCO's protocol scores every detection, at any score (an untrained detector has none above the pipeline's
+    # 0.5). Its scores are near-ties that batching may reorder, so images go one at a time, as the pipeline takes them.
     out = tmp_path / "evaluation"
     evaluated = evaluate_main(["--model", str(model_dir), "--validation_dir", held_out[0], "--validation_annotations",
-                               held_out[1], "--output_dir", str(out), "--threshold", "0",
-                               "--batch_size", "1"])  # fmt: skip
+                               held_out[1], "--output_dir", str(out), "--batch_size", "1"])  # fmt: skip
     detector = pipeline("object-detection", model=str(model_dir), device="cpu")
     scenes, names = load_coco(held_out[0], held_out[1], "held-out")
     detections = pipeline_detections(detector, scenes["image"], scenes["image_id"],
-                                     {n: i for i, n in enumerate(names)}, threshold=0.0)  # fmt: skip
+                                     {n: i for i, n in enumerate(names)})  # fmt: skip
     from_pipeline = coco_metrics(coco_ground_truth(scenes, names), detections)
     assert evaluated["num_images"] == 6
     for key in ("map", "map_50", "map_75", "mar_100"):
@@ -339,7 +338,9 @@ def test_trained_detector_loads_in_the_pipeline_and_evaluate_agrees(tmp_path):
     def rows(found):
         return sorted((d["image_id"], d["category_id"], *d["bbox"], round(d["score"], 4)) for d in found)
 
-    assert len(detections) == 6 * 10 and rows(written) == rows(detections)
+    # predictions.json carries the file's category ids (from 1), the pipeline's here are label indices (from 0).
+    assert len(detections) == 6 * 10 and rows(written) == rows({**d, "category_id": d["category_id"] + 1}
+                                                               for d in detections)  # fmt: skip
 
 
 def test_export_refuses_a_detector_by_name_with_the_reason(tmp_path):

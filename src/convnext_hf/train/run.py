@@ -42,7 +42,7 @@ from .report import (
     write_json,
 )
 from .summary import RunSummary, summary_lines
-from .trainer import ConvNextTrainer, SavedWeights
+from .trainer import ConvNextTrainer, SavedWeights, saved_names
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,9 @@ def _check_checkpoint_fits(checkpoint: str | None, model: Any, model_ema: bool) 
     the file and its first mismatch; compares the safetensors headers with the model built from the flags."""
     if checkpoint is None:
         return
-    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    # Checkpoints hold the names save_pretrained writes, older ones for some models (`saved_names`).
+    state = model.state_dict()
+    expected = {saved: tuple(state[own].shape) for saved, own in saved_names(model).items()}
     names = [SAFE_WEIGHTS_NAME] + ([EMA_WEIGHTS_NAME] if model_ema else [])
     for path in (os.path.join(checkpoint, name) for name in names):
         if not os.path.isfile(path):
@@ -533,11 +535,16 @@ def _run_summary(
         validation, source = given.validation_dir, ["--validation_dir", given.validation_dir]
         if given.validation_mask_dir is not None:
             source += ["--validation_mask_dir", given.validation_mask_dir]
+        if given.validation_annotations is not None:
+            source += ["--validation_annotations", given.validation_annotations]
     elif given.validation_file is not None:
         validation, source = given.validation_file, ["--validation_file", given.validation_file]
     else:
         validation = f"{given.train_val_split:.0%} of the training data, held out"
+        # Placeholders: the held-out images have no folder of their own.
         source = ["--validation_dir", "IMAGES"]
+        if given.train_annotations is not None:
+            source += ["--validation_annotations", "ANNOTATIONS.json"]
     state = trainer.state
     best = os.path.basename(state.best_model_checkpoint) if state.best_model_checkpoint else None
     metric = args.training.metric_for_best_model
@@ -560,7 +567,22 @@ def _run_summary(
         evaluate_source=source if getattr(task.hooks, "evaluate", None) is not None else [],
         # Classifiers save this package's classes (loaded as remote code); other heads are transformers' own.
         remote_code=task.auto_class == "AutoModelForImageClassification",
+        exportable=bool(task.exports),
+        example_image=_example_image(data),
+        not_measured=task.hooks.CARD.not_measured,
     )
+
+
+def _example_image(data: ImageData) -> str:
+    """The path of the run's first validation (else training) image, for the printed pipeline command."""
+    import datasets
+
+    split = data.validation if data.validation is not None and len(data.validation) else data.train
+    if "image" not in split.column_names or not isinstance(split.features["image"], datasets.Image):
+        return "image.png"
+    # Without the transforms the run attached (which would turn the image into pixel values).
+    first = split.with_format(None).cast_column("image", datasets.Image(decode=False))[0]["image"]
+    return first.get("path") or "image.png"
 
 
 def _backbone_weights(model: Any) -> str | None:
