@@ -302,3 +302,71 @@ def test_not_measured_reads_n_a_in_the_card_and_the_metrics():
     crowd_only = {**truth, "annotations": truth["annotations"][1:]}
     assert coco_metrics(crowd_only, detections)["map"] == -1.0
     assert coco_metrics(truth, [])["map"] == 0.0
+
+
+def _edited(annotations: str, path: Path, edit) -> str:
+    coco = json.loads(Path(annotations).read_text())
+    edit(coco)
+    path.write_text(json.dumps(coco))
+    return str(path)
+
+
+def _without_triangles_with_an_empty_and_a_crowd_only_image(coco):
+    coco["annotations"] = [entry for entry in coco["annotations"] if entry["category_id"] != 3]
+    first, second = coco["images"][0]["id"], coco["images"][1]["id"]
+    coco["annotations"] = [{**entry, "iscrowd": 1} if entry["image_id"] == second else entry
+                           for entry in coco["annotations"] if entry["image_id"] != first]  # fmt: skip
+
+
+def _crowd_only(coco):
+    coco["annotations"] = [{**entry, "iscrowd": 1} for entry in coco["annotations"]]
+
+
+def _one_class(coco):
+    coco["categories"] = coco["categories"][:1]
+    coco["annotations"] = [entry for entry in coco["annotations"] if entry["category_id"] == 1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("case", "edit_validation", "edit_both", "not_measured"),
+    [
+        ("absent class, empty and crowd-only images", _without_triangles_with_an_empty_and_a_crowd_only_image, None,
+         {"per_class_ap.triangle"}),
+        ("crowd-only validation", _crowd_only, None,
+         {"map", "map_50", "map_75", "mar_1", "mar_10", "mar_100", *(f"per_class_ap.{name}" for name in SHAPES)}),
+        ("one class", None, _one_class, set()),
+    ],
+)  # fmt: skip
+def test_valid_data_ends_with_a_card_that_says_what_was_measured(scenes, tmp_path, case, edit_validation, edit_both,
+                                                                 not_measured):  # fmt: skip
+    root, train, validation = scenes
+    train_file, validation_file = train[1], validation[1]
+    if edit_both is not None:
+        train_file = _edited(train[1], tmp_path / "train.json", edit_both)
+        validation_file = _edited(validation[1], tmp_path / "val.json", edit_both)
+    if edit_validation is not None:
+        validation_file = _edited(validation[1], tmp_path / "val.json", edit_validation)
+    model = tmp_path / "model"
+    train_main(_train_argv((train[0], train_file), (validation[0], validation_file), model, "--variant", "atto",
+                           "--config_overrides", json.dumps(TINY), "--max_steps", "2", "--eval_strategy", "steps",
+                           "--eval_steps", "2", "--save_strategy", "no"))  # fmt: skip
+    for name in ("README.md", "metrics.json", "predictions.png", "training_curves.png", "model.safetensors"):
+        assert (model / name).is_file(), (case, name)
+    report = json.loads((model / "metrics.json").read_text())
+    missing = set(report["not_measured"])
+    # Sizes with no box are not measured either; the rest must be exactly what the case leaves nothing to measure in.
+    assert {key for key in missing if not key.endswith(("small", "medium", "large"))} == not_measured, case
+    for key in missing:
+        if key.startswith("per_class_ap."):
+            assert report["per_class_ap"][key.split(".", 1)[1]] is None
+        else:
+            assert report["metrics"][f"eval_{key}"] == -1.0
+    card = (model / "README.md").read_text()
+    labels = json.loads((model / "config.json").read_text())["id2label"]
+    for name in labels.values():
+        value = report["per_class_ap"][name]
+        assert f"| {name} | {'n/a' if value is None else f'{value:.2%}'} |" in card, (case, name)
+    if "map" in not_measured:
+        assert "| COCO mAP@[.5:.95] | n/a |" in card and "value: -1" not in card
+    assert "COCO's protocol" in card and "-100.00%" not in card

@@ -127,6 +127,29 @@ def test_hub_objects_layout_loads_offline_from_a_local_dataset(tmp_path):
     assert data.train[1]["objects"]["category"] == [0, 1]
 
 
+def test_hub_objects_layout_with_plain_ids_takes_id2label_and_keeps_areas_and_crowd_flags(tmp_path):
+    features = datasets.Features({
+        "image": datasets.Image(),
+        "objects": {"bbox": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
+                    "category": datasets.List(datasets.Value("int64")),
+                    "area": datasets.List(datasets.Value("float32")),
+                    "iscrowd": datasets.List(datasets.Value("int64"))},
+    })  # fmt: skip
+    rows = {
+        "image": [Image.new("RGB", (20, 10), (9, 9, 9)) for _ in range(2)],
+        "objects": [{"bbox": [[1, 1, 4, 2]], "category": [1], "area": [5.5], "iscrowd": [0]},
+                    {"bbox": [[0, 0, 10, 10], [2, 2, 2, 2]], "category": [0, 1], "area": [60, 3], "iscrowd": [1, 0]}],
+    }  # fmt: skip
+    (tmp_path / "data").mkdir()
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "data" / "train.parquet"))
+    args = DataArguments(dataset_name=str(tmp_path), id2label='{"0": "cat", "1": "dog"}', train_val_split=0.0)
+    data = load_detection_data(args, seed=0, cache_dir=str(tmp_path / "cache"))
+    assert data.label_names == ["cat", "dog"]
+    truth = coco_ground_truth(data.train, data.label_names)
+    assert [(a["category_id"], a["area"], a["iscrowd"]) for a in truth["annotations"]] == [
+        (1, 5.5, 0), (0, 60.0, 1), (1, 3.0, 0)]  # fmt: skip
+
+
 def test_box_geometry_of_flip_crop_and_zoom():
     boxes = np.array([[10.0, 20.0, 30.0, 10.0], [90.0, 0.0, 10.0, 10.0]])
     np.testing.assert_array_equal(hflip_boxes(boxes, 100), [[60, 20, 30, 10], [0, 0, 10, 10]])
