@@ -373,6 +373,19 @@ def test_export_refuses_a_detector_by_name_with_the_reason(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_evaluate_without_the_annotation_file_names_its_own_flag(tmp_path, capsys):
+    from convnext_hf.cli import main as cli_main
+
+    _tiny_detector().save_pretrained(tmp_path / "detector")
+    (tmp_path / "images").mkdir()
+    argv = ["evaluate", "--model", str(tmp_path / "detector"), "--validation_dir", str(tmp_path / "images"),
+            "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    assert cli_main(argv) == 2
+    error = capsys.readouterr().err
+    assert "--validation_dir IMAGES --validation_annotations F.json" in error and "--train_annotations" not in error
+    assert not (tmp_path / "out").exists()
+
+
 def test_demo_command_line_parses_and_trains_a_fixed_number_of_steps():
     settings = DemoSettings(**{**dict(TASKS["object-detection"].demo_defaults), "output_dir": "demo"})
     argv = detection_arguments(settings, ("s/train/images", "s/train/a.json"), ("s/held/images", "s/held/a.json"), "m")
