@@ -265,6 +265,27 @@ def test_detector_from_a_classification_folder_gets_its_backbone_weights(tmp_pat
     assert model.config.num_queries == 10 and model.config.id2label == {0: "a", 1: "b"}
 
 
+def test_a_detector_folder_with_renamed_classes_gets_fresh_class_heads_and_keeps_the_rest(tmp_path):
+    original = _tiny_detector()
+    original.save_pretrained(tmp_path / "detector")
+    base = ["--task", "object-detection", "--model_name_or_path", str(tmp_path / "detector"), "--output_dir", "x"]
+    with pytest.raises(UserInputError, match=r"pass --replace_head to train new class heads"):
+        build_detector(parse_args(base).model, ["cat", "dog", "fox"])
+    kept = build_detector(parse_args(base).model, ["circle", "square", "triangle"]).state_dict()
+    renamed = build_detector(parse_args([*base, "--replace_head"]).model, ["cat", "dog", "fox"]).state_dict()
+    before = original.state_dict()
+    heads = [name for name in before if "class_embed" in name or "enc_score_head" in name]
+    assert len(heads) == 9
+    for name, tensor in before.items():
+        torch.testing.assert_close(kept[name], tensor, rtol=0, atol=0)
+        if name in heads and name.endswith("weight"):  # the biases start at the same class prior every time
+            assert not torch.equal(renamed[name], tensor), name
+        elif name in heads:
+            torch.testing.assert_close(renamed[name], tensor)
+        else:
+            torch.testing.assert_close(renamed[name], tensor, rtol=0, atol=0)
+
+
 def test_batches_feed_the_processor_with_augmented_boxes(tmp_path):
     images_dir, annotations = write_detection_folder(str(tmp_path / "scenes"), 4, seed=0, size=48)
     dataset, names = load_coco(images_dir, annotations, "train")
