@@ -28,7 +28,7 @@ from ...train.arguments import scored_data_arguments
 from ...train.report import METRICS_NAME, write_json
 from .data import coco_category_ids, coco_ground_truth, load_detection_data
 from .metrics import PROTOCOL, SUMMARY_KEYS, not_measured
-from .report import PREDICTIONS_NAME, draw_detections, save_prediction_grid
+from .report import PREDICTIONS_NAME, draw_detections, save_prediction_grid, shown_caption
 from .scoring import PIPELINE_THRESHOLD, above, score_dataset
 
 DETECTIONS_NAME = "predictions.json"
@@ -101,7 +101,7 @@ def evaluate(args: argparse.Namespace, config: transformers.PretrainedConfig) ->
         written = json.dumps(_results_file(detections, len(data.label_names), file_ids))
         (staging / DETECTIONS_NAME).write_text(written + "\n", encoding="utf-8")
         _write_csv(str(staging / CSV_NAME), images, shown, names)
-        _picture(images, shown, names, str(staging / PREDICTIONS_NAME))
+        _picture(images, shown, names, str(staging / PREDICTIONS_NAME), shown_caption(threshold))
     return report
 
 
@@ -125,9 +125,10 @@ def _write_csv(path: str, images: datasets.Dataset, shown: list[dict], names: li
                 writer.writerow([image.get("path") or "", image_id, names[label], f"{score:.6f}", *box])
 
 
-def _picture(images: datasets.Dataset, shown: list[dict], names: list[str], path: str, count: int = 8) -> None:
+def _picture(images: datasets.Dataset, shown: list[dict], names: list[str], path: str, caption: str,
+             count: int = 8) -> None:  # fmt: skip
     """predictions.png of the first images: true boxes white, the detections the pipeline shows coloured by class."""
     rows = images.select(range(min(count, len(images))))
-    pictures = [draw_detections(row["image"], row["objects"]["bbox"], result, names)
+    pictures = [draw_detections(row["image"], row["objects"]["bbox"], result, names, row["objects"]["iscrowd"])
                 for row, result in zip(rows, shown, strict=False)]  # fmt: skip
-    save_prediction_grid(pictures, path)
+    save_prediction_grid(pictures, path, caption)

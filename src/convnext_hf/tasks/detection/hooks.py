@@ -40,7 +40,7 @@ from .metrics import (
     not_measured,
 )
 from .model import DETECTORS, build_detection_processor, build_detector, detector_overrides
-from .report import PREDICTIONS_NAME, draw_detections, save_prediction_grid
+from .report import PREDICTIONS_NAME, draw_detections, save_prediction_grid, shown_caption
 from .scoring import PIPELINE_THRESHOLD, post_process, predict
 
 __all__ = [
@@ -126,8 +126,6 @@ def augmentation_hyperparameters(args: RunArguments, image_size: int) -> dict[st
         "scale jitter": f"×{recipe.scale_range[0]:g}–{recipe.scale_range[1]:g} (zoom in: random crop, boxes clipped; "
         "zoom out: padded)",
         "photometric jitter": recipe.photometric,
-        "metrics": f"COCO's protocol (every detection, up to {MAX_DETECTIONS} per image, no score threshold; crowd "
-        f"boxes ignored); predictions.png shows the scores above {PIPELINE_THRESHOLD}, the pipeline's default",
     }
 
 
@@ -202,10 +200,10 @@ def write_plots(trainer: Any, raw_data: ImageData, final: FinalEvaluation, outpu
     images = [image.convert("RGB") for image in rows["image"]]
     results = predict(trainer.model, trainer.processing_class, images, PIPELINE_THRESHOLD)
     pictures = [
-        draw_detections(image, objects["bbox"], result, raw_data.label_names)
+        draw_detections(image, objects["bbox"], result, raw_data.label_names, objects["iscrowd"])
         for image, objects, result in zip(images, rows["objects"], results, strict=True)
     ]
-    save_prediction_grid(pictures, os.path.join(output_dir, PREDICTIONS_NAME))
+    save_prediction_grid(pictures, os.path.join(output_dir, PREDICTIONS_NAME), shown_caption(PIPELINE_THRESHOLD))
 
 
 def prepare_for_saving(model: nn.Module) -> str | None:
@@ -243,11 +241,11 @@ CARD = TaskCard(
         ("eval_map_75", "mAP@0.75", "AP75"),
         ("eval_mar_100", "mAR@100", "AR@100"),
     ),
-    pictures="The metrics follow COCO's protocol (pycocotools: every detection, up to 100 per image ranked by score, "
-    "no score threshold; crowd boxes are ignore regions; n/a: nothing of that kind to measure in the validation "
-    "boxes). "
-    "Predictions over validation images are in `predictions.png` (true boxes white; the detections scored above "
-    f"{PIPELINE_THRESHOLD}, the pipeline's default threshold), the training curves in `training_curves.png`",
+    pictures=f"The metrics follow COCO's protocol (pycocotools: every detection, up to {MAX_DETECTIONS} per image "
+    "ranked by score, no score threshold; crowd boxes are ignore regions; n/a: nothing of that kind to measure in "
+    "the validation boxes). Predictions over validation images are in `predictions.png` (true boxes white; the "
+    f"detections scored above {PIPELINE_THRESHOLD}, the pipeline's default threshold), the training curves in "
+    "`training_curves.png`",
     usage=_usage,
     per_label="AP",
     tags=("detr",),
