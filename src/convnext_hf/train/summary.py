@@ -87,7 +87,8 @@ def summary_lines(summary: RunSummary) -> list[str]:
     lines.append(f"weights saved    : {summary.saved_weights}")
     if summary.best_checkpoint is not None and summary.best_metric is not None:
         name, value = summary.best_metric
-        lines.append(f"best checkpoint  : {summary.best_checkpoint} ({_metric_text(name, value)})")
+        best = _metric_text(name, value, summary.not_measured)
+        lines.append(f"best checkpoint  : {summary.best_checkpoint} ({best})")
     if summary.checkpoints:
         lines.append(f"checkpoints kept : {', '.join(summary.checkpoints)} (for --resume_from_checkpoint)")
     lines.append("next:")
