@@ -370,3 +370,22 @@ def test_valid_data_ends_with_a_card_that_says_what_was_measured(scenes, tmp_pat
     if "map" in not_measured:
         assert "| COCO mAP@[.5:.95] | n/a |" in card and "value: -1" not in card
     assert "COCO's protocol" in card and "-100.00%" not in card
+
+
+def test_results_box_of_a_detector_prints_its_own_commands_and_n_a():
+    from convnext_hf.train.summary import RunSummary, summary_lines
+
+    summary = RunSummary(
+        "/runs/det", "object-detection", "object-detection", 3, {"eval_map": 0.25, "eval_map_large": -1.0},
+        "the live weights", validation="val", validation_images=6,
+        evaluate_source=["--validation_dir", "val", "--validation_annotations", "val.json"], remote_code=False,
+        exportable=False, example_image="val/00000.png", not_measured=-1.0,
+    )  # fmt: skip
+    lines = summary_lines(summary)
+    assert "final weights    : map 0.25, map_large n/a" in lines
+    assert lines[lines.index("next:") + 1 :] == [
+        "  convnext-hf evaluate --model /runs/det --validation_dir val --validation_annotations val.json "
+        "--output_dir /runs/det-evaluation",
+        "  python -c \"from transformers import pipeline; print(pipeline('object-detection', model='/runs/det')"
+        "('val/00000.png'))\"",
+    ]
