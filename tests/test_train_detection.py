@@ -126,6 +126,29 @@ def test_hub_objects_layout_loads_offline_from_a_local_dataset(tmp_path):
     assert data.train[1]["objects"]["category"] == [0, 1]
 
 
+def test_hub_objects_layout_with_plain_ids_takes_id2label_and_keeps_areas_and_crowd_flags(tmp_path):
+    features = datasets.Features({
+        "image": datasets.Image(),
+        "objects": {"bbox": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
+                    "category": datasets.List(datasets.Value("int64")),
+                    "area": datasets.List(datasets.Value("float32")),
+                    "iscrowd": datasets.List(datasets.Value("int64"))},
+    })  # fmt: skip
+    rows = {
+        "image": [Image.new("RGB", (20, 10), (9, 9, 9)) for _ in range(2)],
+        "objects": [{"bbox": [[1, 1, 4, 2]], "category": [1], "area": [5.5], "iscrowd": [0]},
+                    {"bbox": [[0, 0, 10, 10], [2, 2, 2, 2]], "category": [0, 1], "area": [60, 3], "iscrowd": [1, 0]}],
+    }  # fmt: skip
+    (tmp_path / "data").mkdir()
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "data" / "train.parquet"))
+    args = DataArguments(dataset_name=str(tmp_path), id2label='{"0": "cat", "1": "dog"}', train_val_split=0.0)
+    data = load_detection_data(args, seed=0, cache_dir=str(tmp_path / "cache"))
+    assert data.label_names == ["cat", "dog"]
+    truth = coco_ground_truth(data.train, data.label_names)
+    assert [(a["category_id"], a["area"], a["iscrowd"]) for a in truth["annotations"]] == [
+        (1, 5.5, 0), (0, 60.0, 1), (1, 3.0, 0)]  # fmt: skip
+
+
 def test_box_geometry_of_flip_crop_and_zoom():
     boxes = np.array([[10.0, 20.0, 30.0, 10.0], [90.0, 0.0, 10.0, 10.0]])
     np.testing.assert_array_equal(hflip_boxes(boxes, 100), [[60, 20, 30, 10], [0, 0, 10, 10]])
@@ -241,6 +264,27 @@ def test_detector_from_a_classification_folder_gets_its_backbone_weights(tmp_pat
     assert model.config.num_queries == 10 and model.config.id2label == {0: "a", 1: "b"}
 
 
+def test_a_detector_folder_with_renamed_classes_gets_fresh_class_heads_and_keeps_the_rest(tmp_path):
+    original = _tiny_detector()
+    original.save_pretrained(tmp_path / "detector")
+    base = ["--task", "object-detection", "--model_name_or_path", str(tmp_path / "detector"), "--output_dir", "x"]
+    with pytest.raises(UserInputError, match=r"pass --replace_head to train new class heads"):
+        build_detector(parse_args(base).model, ["cat", "dog", "fox"])
+    kept = build_detector(parse_args(base).model, ["circle", "square", "triangle"]).state_dict()
+    renamed = build_detector(parse_args([*base, "--replace_head"]).model, ["cat", "dog", "fox"]).state_dict()
+    before = original.state_dict()
+    heads = [name for name in before if "class_embed" in name or "enc_score_head" in name]
+    assert len(heads) == 9
+    for name, tensor in before.items():
+        torch.testing.assert_close(kept[name], tensor, rtol=0, atol=0)
+        if name in heads and name.endswith("weight"):  # the biases start at the same class prior every time
+            assert not torch.equal(renamed[name], tensor), name
+        elif name in heads:
+            torch.testing.assert_close(renamed[name], tensor)
+        else:
+            torch.testing.assert_close(renamed[name], tensor, rtol=0, atol=0)
+
+
 def test_batches_feed_the_processor_with_augmented_boxes(tmp_path):
     images_dir, annotations = write_detection_folder(str(tmp_path / "scenes"), 4, seed=0, size=48)
     dataset, names = load_coco(images_dir, annotations, "train")
@@ -318,16 +362,15 @@ def test_trained_detector_loads_in_the_pipeline_and_evaluate_agrees(tmp_path):
     report = json.loads((model_dir / "metrics.json").read_text())
     assert set(report["per_class_ap"]) == set(SHAPES)
     assert "object-detection" in (model_dir / "README.md").read_text()
-    # An untrained detector scores nothing above the pipeline's 0.5: compare at threshold 0, where it finds plenty.
-    # Its scores are near-ties that batching may reorder, so images go one at a time, as the pipeline takes them.
+    # COCO's protocol scores every detection, at any score (an untrained detector has none above the pipeline's
+    # 0.5). Its scores are near-ties that batching may reorder, so images go one at a time, as the pipeline takes them.
     out = tmp_path / "evaluation"
     evaluated = evaluate_main(["--model", str(model_dir), "--validation_dir", held_out[0], "--validation_annotations",
-                               held_out[1], "--output_dir", str(out), "--threshold", "0",
-                               "--batch_size", "1"])  # fmt: skip
+                               held_out[1], "--output_dir", str(out), "--batch_size", "1"])  # fmt: skip
     detector = pipeline("object-detection", model=str(model_dir), device="cpu")
     scenes, names = load_coco(held_out[0], held_out[1], "held-out")
     detections = pipeline_detections(detector, scenes["image"], scenes["image_id"],
-                                     {n: i for i, n in enumerate(names)}, threshold=0.0)  # fmt: skip
+                                     {n: i for i, n in enumerate(names)})  # fmt: skip
     from_pipeline = coco_metrics(coco_ground_truth(scenes, names), detections)
     assert evaluated["num_images"] == 6
     for key in ("map", "map_50", "map_75", "mar_100"):
@@ -338,7 +381,22 @@ def test_trained_detector_loads_in_the_pipeline_and_evaluate_agrees(tmp_path):
     def rows(found):
         return sorted((d["image_id"], d["category_id"], *d["bbox"], round(d["score"], 4)) for d in found)
 
-    assert len(detections) == 6 * 10 and rows(written) == rows(detections)
+    # predictions.json carries the file's category ids (from 1), the pipeline's here are label indices (from 0).
+    assert len(detections) == 6 * 10 and rows(written) == rows({**d, "category_id": d["category_id"] + 1}
+                                                               for d in detections)  # fmt: skip
+
+
+def test_evaluate_without_the_annotation_file_names_its_own_flag(tmp_path, capsys):
+    from convnext_hf.cli import main as cli_main
+
+    _tiny_detector().save_pretrained(tmp_path / "detector")
+    (tmp_path / "images").mkdir()
+    argv = ["evaluate", "--model", str(tmp_path / "detector"), "--validation_dir", str(tmp_path / "images"),
+            "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    assert cli_main(argv) == 2
+    error = capsys.readouterr().err
+    assert "--validation_dir IMAGES --validation_annotations F.json" in error and "--train_annotations" not in error
+    assert not (tmp_path / "out").exists()
 
 
 def test_demo_command_line_parses_and_trains_a_fixed_number_of_steps():

@@ -5,9 +5,10 @@ top-1 (and top-5 with more than five classes), per-class accuracy and the confus
 (`OUT/confusion_matrix.png`), a multi-label classifier mAP, F1@0.5 and per-label AP, a semantic-segmentation folder
 mean IoU, per-class IoU and pixel accuracy on image/mask pairs (`OUT/prediction_overlay.png`), an object detector
 (with `--validation_annotations`, COCO format) the COCO box table and per-class AP of the detections
-`pipeline("object-detection")` makes (`OUT/predictions.png`). Every scorer writes `OUT/metrics.json` (scores and
-throughput) and its predictions (`OUT/predictions.csv`, one row per image; a detector's `OUT/predictions.json`), and a
-short table is printed.
+`pipeline("object-detection")` makes, under COCO's protocol (`OUT/predictions.png`). Every scorer writes
+`OUT/metrics.json` (scores and throughput) and its predictions (`OUT/predictions.csv`, one row per image, for a
+detector one row per detection shown; a detector's scored detections also in `OUT/predictions.json`), and a short
+table is printed.
 """
 
 from __future__ import annotations
@@ -158,7 +159,8 @@ def print_table(report: dict[str, Any]) -> None:
     lines = [f"{'images':<22} {report['num_images']}"]
     if "label_matching" in report:
         lines.append(f"{'labels matched':<22} {report['label_matching']}")
-    lines += [f"{key:<22} {report[key]:.2%}" for key in scores]
+    # COCO's -1: nothing of that kind in the data to measure.
+    lines += [f"{key:<22} {'n/a' if report[key] == -1 else f'{report[key]:.2%}'}" for key in scores]
     lines += [
         f"{'throughput':<22} {report['throughput_images_per_second']:.1f} images/s end to end, "
         f"{report['model_images_per_second']:.1f} in the model ({report['device']}, batch {report['batch_size']})"

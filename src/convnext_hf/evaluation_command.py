@@ -28,7 +28,9 @@ def build_parser() -> CommandParser:
     parser.add_argument(
         "--threshold",
         type=float,
-        help="Detectors: score threshold of the detections (default: pipeline('object-detection')'s, 0.5).",
+        help="Detectors: score threshold of the detections shown in predictions.csv and predictions.png (default: "
+        "pipeline('object-detection')'s, 0.5). The metrics take every detection, up to 100 per image, as COCO's "
+        "protocol does.",
     )
     parser.add_argument("--validation_file", help="CSV or JSON (lines) file of image paths and labels.")
     parser.add_argument("--dataset_name", help="A Hub dataset (its validation split; needs network).")

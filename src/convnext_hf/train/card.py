@@ -31,6 +31,12 @@ class TaskCard:
     per_label_column: str = "class"
     tags: tuple[str, ...] = ()
     head: Callable[[Any], str] = lambda model: ""
+    # The value a metric takes where there was nothing to measure (COCO's -1), shown as "n/a".
+    not_measured: float | None = None
+
+    def measured(self, value: float | None) -> bool:
+        """Whether `value` is a measurement (not None, NaN or the task's `not_measured`)."""
+        return value is not None and value == value and value != self.not_measured
 
 
 @dataclass
@@ -76,7 +82,7 @@ def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
             metric_value=facts.results[key],
         )
         for key, metric, name in spec.results
-        if key in facts.results and metric is not None
+        if key in facts.results and metric is not None and spec.measured(facts.results[key])
     ]
     card_data = ModelCardData(
         model_name=facts.model_name,
@@ -95,7 +101,7 @@ def build_model_card(facts: CardFacts, repo_or_path: str) -> ModelCard:
         else f"trained from scratch (starting from variant `{facts.variant}`)"
     )
     shown = facts.label_names if len(facts.label_names) <= 20 else facts.label_names[:20] + ["…"]
-    results = {name: f"{facts.results[key]:.2%}" for key, _, name in spec.results if key in facts.results}
+    results = {name: _percent(facts.results[key], spec) for key, _, name in spec.results if key in facts.results}
     if "eval_loss" in facts.results:
         results["loss"] = f"{facts.results['eval_loss']:.4f}"
     weights = f"\n\nBackbone weights: {facts.backbone_weights}" if facts.backbone_weights else ""
@@ -138,11 +144,14 @@ def _per_label_table(facts: CardFacts, spec: TaskCard) -> str:
     """The task's per-label score (AP, IoU), one row per label; empty when the task has none."""
     if not facts.per_label or spec.per_label is None:
         return ""
-    rows = {
-        name: "—" if value != value else f"{value:.2%}"  # NaN: the label never occurs in validation
-        for name, value in facts.per_label.items()
-    }
+    # None, NaN or the task's not-measured value: the label never occurs in validation.
+    rows = {name: _percent(value, spec) for name, value in facts.per_label.items()}
     return "\n" + facts_table(rows, header=(spec.per_label_column, spec.per_label)) + "\n"
+
+
+def _percent(value: float | None, spec: TaskCard) -> str:
+    """A score as a percentage, "n/a" where there was nothing to measure."""
+    return f"{value:.2%}" if spec.measured(value) else "n/a"
 
 
 def _saved_weights(facts: CardFacts) -> str:

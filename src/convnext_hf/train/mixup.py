@@ -60,7 +60,8 @@ class Mixup:
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.num_classes < 2:
+        # A single class (a one-class detector) has nothing to mix or smooth, which is fine unless asked to.
+        if self.num_classes < 2 and (self.mixes or self.label_smoothing > 0):
             raise UserInputError(f"num_classes must be at least 2 to mix labels, got {self.num_classes}.")
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
             raise UserInputError(

@@ -46,7 +46,7 @@ from .report import (
     write_json,
 )
 from .summary import RunSummary, summary_lines
-from .trainer import ConvNextTrainer, SavedWeights
+from .trainer import ConvNextTrainer, SavedWeights, saved_names
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,9 @@ def _check_checkpoint_fits(
             f"beyond this run's last step ({last_step} at most, from --max_steps/--num_train_epochs and the data); "
             "resume from a checkpoint of this run, or raise --max_steps."
         )
-    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    # Checkpoints hold the names save_pretrained writes, older ones for some models (`saved_names`).
+    state = model.state_dict()
+    expected = {saved: tuple(state[own].shape) for saved, own in saved_names(model).items()}
     # Weights tied to others are saved once, under their source's name.
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
     # The model's weights (model.safetensors, or the shards its index names), then the EMA's.
@@ -626,6 +628,8 @@ def _run_summary(
         validation, source = given.validation_dir, ["--validation_dir", given.validation_dir]
         if given.validation_mask_dir is not None:
             source += ["--validation_mask_dir", given.validation_mask_dir]
+        if given.validation_annotations is not None:
+            source += ["--validation_annotations", given.validation_annotations]
     elif given.validation_file is not None:
         validation, source = given.validation_file, ["--validation_file", given.validation_file]
     elif given.dataset_name is not None:
@@ -633,7 +637,10 @@ def _run_summary(
         source = ["--dataset_name", given.dataset_name]
     else:
         validation = f"{given.train_val_split:.0%} of the training data, held out"
+        # Placeholders: the held-out images have no folder of their own.
         source = ["--validation_dir", "IMAGES"]
+        if given.train_annotations is not None:
+            source += ["--validation_annotations", "ANNOTATIONS.json"]
     state = trainer.state
     best = os.path.basename(state.best_model_checkpoint) if state.best_model_checkpoint else None
     metric = args.training.metric_for_best_model
@@ -656,6 +663,9 @@ def _run_summary(
         evaluate_source=source if getattr(task.hooks, "evaluate", None) is not None else [],
         # Classifiers save this package's classes (loaded as remote code); other heads are transformers' own.
         remote_code=task.auto_class == "AutoModelForImageClassification",
+        exportable=bool(task.exports),
+        example_image=_example_image(data),
+        not_measured=task.hooks.CARD.not_measured,
     )
 
 
@@ -676,6 +686,18 @@ def _note_unreadable(trainer: ConvNextTrainer, raw_data: ImageData) -> dict[str,
     logger.warning(note)
     raw_data.notes.append(note)
     return {"count": len(unreadable), "first": unreadable[:UNREADABLE_SHOWN]}
+
+
+def _example_image(data: ImageData) -> str:
+    """The path of the run's first validation (else training) image, for the printed pipeline command."""
+    import datasets
+
+    split = data.validation if data.validation is not None and len(data.validation) else data.train
+    if "image" not in split.column_names or not isinstance(split.features["image"], datasets.Image):
+        return "image.png"
+    # Without the transforms the run attached (which would turn the image into pixel values).
+    first = split.with_format(None).cast_column("image", datasets.Image(decode=False))[0]["image"]
+    return first.get("path") or "image.png"
 
 
 def _backbone_weights(model: Any) -> str | None:

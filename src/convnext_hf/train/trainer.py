@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import safetensors.torch
 import torch
 from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput, PredictionOutput
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from ..conversion.hub import failure_hint
 from ..errors import UserInputError
@@ -27,6 +29,18 @@ from .mixup import Mixup
 from .optim import parameter_groups
 from .report import write_text
 from .streaming import AfterPlaceholders, EpochStream
+
+
+def saved_names(model: nn.Module) -> dict[str, str]:
+    """The model's parameter and buffer name of each name `save_pretrained` writes: transformers v5 saves some models
+    under their former names (RT-DETR's `fc1` for `mlp.fc1`), which a checkpoint then holds."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    state = model.state_dict()
+    by_tensor = {id(tensor): name for name, tensor in state.items()}
+    # Renaming keeps each tensor, so identity pairs the two names.
+    saved = revert_weight_conversion(model, dict(state)) if hasattr(model, "config") else state
+    return {name: by_tensor.get(id(tensor), name) for name, tensor in saved.items()}
 
 
 @dataclass
@@ -177,6 +191,18 @@ class ConvNextTrainer(Trainer):
                 f"({type(error).__name__}). Fix that, or train without --push_to_hub and upload the folder later "
                 "with `hf upload`."
             ) from error
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Resume the weights of a checkpoint saved under former names (see `saved_names`) under the model's own;
+        the Trainer's loader would leave those tensors at their initial values, with a warning only."""
+        model = model if model is not None else self.model
+        path = os.path.join(resume_from_checkpoint, SAFE_WEIGHTS_NAME)
+        names = saved_names(model) if os.path.isfile(path) and not self.is_fsdp_enabled else {}
+        if all(saved == own for saved, own in names.items()):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        state = safetensors.torch.load_file(path, device="cpu")
+        self._issue_warnings_after_load(model.load_state_dict({names.get(k, k): v for k, v in state.items()}, False))
 
     def compute_loss(
         self,

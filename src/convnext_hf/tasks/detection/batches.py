@@ -26,6 +26,27 @@ def coco_target(image_id: int, boxes: Any, categories: Any, crowd: Any = None) -
     }
 
 
+# The validation boxes as the data gives them, carried beside the processor's targets (which drop crowd boxes and
+# recompute areas) to the metrics: COCO scores against these.
+TRUTH_FIELDS = {"bbox": "truth_boxes", "category": "truth_categories", "area": "truth_areas", "iscrowd": "truth_crowd"}
+
+
+def truth_fields(objects: dict) -> dict[str, torch.Tensor]:
+    """One image's `objects` as tensors for its evaluation target (the Trainer gathers tensors only)."""
+    boxes = torch.tensor(objects["bbox"], dtype=torch.float64).reshape(-1, 4)
+    return {
+        TRUTH_FIELDS["bbox"]: boxes,
+        TRUTH_FIELDS["category"]: torch.tensor(objects["category"], dtype=torch.int64),
+        TRUTH_FIELDS["area"]: torch.tensor(objects["area"], dtype=torch.float64),
+        TRUTH_FIELDS["iscrowd"]: torch.tensor(objects["iscrowd"], dtype=torch.int64),
+    }
+
+
+def truth_objects(target: dict) -> dict[str, list]:
+    """The `objects` of an image back from its gathered evaluation target."""
+    return {key: target[field].tolist() for key, field in TRUTH_FIELDS.items()}
+
+
 def with_detection_transforms(data: ImageData, augment: BoxAugment | None, processor: Any) -> ImageData:
     """Attach the augmentation and the processor for training, the processor alone for validation."""
 
@@ -43,7 +64,11 @@ def with_detection_transforms(data: ImageData, augment: BoxAugment | None, proce
             images.append(image)
             targets.append(coco_target(image_id, boxes, categories, crowd))
         encoded = processor(images=images, annotations=targets, return_tensors="pt")
-        return {"pixel_values": list(encoded["pixel_values"]), "labels": list(encoded["labels"])}
+        labels = list(encoded["labels"])
+        if not train:
+            for target, objects in zip(labels, batch["objects"], strict=True):
+                target.update(truth_fields(objects))
+        return {"pixel_values": list(encoded["pixel_values"]), "labels": labels}
 
     validation = None
     if data.validation is not None:

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import datasets
@@ -205,7 +206,7 @@ def _hub_label_names(dataset: datasets.Dataset, args: DataArguments) -> list[str
     if names:
         return list(names)
     if args.id2label is not None:
-        from ...train.segmentation import parse_id2label
+        from ..segmentation.data import parse_id2label
 
         mapping = parse_id2label(args.id2label)
         return [mapping[index] for index in range(len(mapping))]
@@ -233,7 +234,10 @@ def _from_objects(dataset: datasets.Dataset, split: str, num_labels: int, on_bad
             # The displayed frame, in which boxes are read, from the file's header.
             width, height = image_frames(image)[1]
             kept: dict[str, list] = {"bbox": [], "category": [], "area": [], "iscrowd": []}
-            for box, category in zip(objects["bbox"], objects["category"], strict=True):
+            # Areas and crowd flags as the dataset gives them, when it does (what COCO's metrics read).
+            areas = objects.get("area") or [float(box[2]) * float(box[3]) for box in objects["bbox"]]
+            crowd = objects.get("iscrowd") or [0] * len(objects["bbox"])
+            for box, category, area, flag in zip(objects["bbox"], objects["category"], areas, crowd, strict=True):
                 problem = box_problem(box, width, height)
                 if not 0 <= int(category) < num_labels:
                     problem = f"category {category} outside 0..{num_labels - 1}"
@@ -242,8 +246,8 @@ def _from_objects(dataset: datasets.Dataset, split: str, num_labels: int, on_bad
                     continue
                 kept["bbox"].append([float(value) for value in box])
                 kept["category"].append(int(category))
-                kept["area"].append(float(box[2]) * float(box[3]))
-                kept["iscrowd"].append(0)
+                kept["area"].append(float(area))
+                kept["iscrowd"].append(int(flag))
             out["image_id"].append(batch["image_id"][row] if "image_id" in batch else batch["_row"][row])
             out["width"].append(width)
             out["height"].append(height)
@@ -315,9 +319,17 @@ def load_detection_data(args: DataArguments, seed: int, cache_dir: str | None = 
     return ImageData(train, validation, names, source, task=OBJECT_DETECTION)
 
 
-def coco_ground_truth(dataset: datasets.Dataset, label_names: list[str]) -> dict:
-    """The dataset's boxes as a COCO ground-truth dict (category ids 0..n-1 are the label indices)."""
-    rows = dataset.select_columns(["image_id", "width", "height", "objects"])
+def coco_category_ids(path: str, images_dir: str) -> list[int]:
+    """The COCO file's category id of each label index (its categories in the order of their ids)."""
+    _, index_of = coco_label_names(read_coco(path, "validation", images_dir), path)
+    return sorted(index_of, key=index_of.__getitem__)
+
+
+def coco_ground_truth(dataset: datasets.Dataset | Iterable[dict], label_names: list[str]) -> dict:
+    """The boxes of the dataset (or of rows with its columns) as a COCO ground-truth dict, crowd flags and areas
+    as given (category ids 0..n-1 are the label indices)."""
+    columns = ["image_id", "width", "height", "objects"]
+    rows = dataset.select_columns(columns) if isinstance(dataset, datasets.Dataset) else dataset
     images, annotations = [], []
     for row in rows:
         images.append({"id": int(row["image_id"]), "width": int(row["width"]), "height": int(row["height"])})

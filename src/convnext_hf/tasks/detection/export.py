@@ -37,6 +37,7 @@ from ...errors import UserInputError
 from ...export.engines import EngineModel
 from ...export.graph import Exportable
 from ...export.options import ExportOptions
+from ...images import read_image
 from ...train.shapes import draw_detection_scene
 from .data import load_coco
 from .scoring import PIPELINE_THRESHOLD
@@ -105,7 +106,7 @@ def check_data(options: ExportOptions, exportable: Exportable) -> CheckImages:
             f"({', '.join(str(name) for name in list(id2label.values())[:5])}...); name its categories as the model "
             "does."
         )
-    images = [image.convert("RGB") for image in dataset["image"]]
+    images = [read_image(image) for image in dataset["image"]]
     return CheckImages(images, [int(i) for i in dataset["image_id"]], processor, str(options.validation_dir),
                        Path(options.validation_annotations), category_ids)  # fmt: skip
 
@@ -231,10 +232,13 @@ def coco_map(annotations: Path, detections: list[dict]) -> float:
 
 
 def coco_results(check: CheckImages, results: list[dict[str, np.ndarray]]) -> list[dict]:
-    """Detections in COCO's results format, on the annotation file's categories (labels it lacks left out)."""
+    """Detections in COCO's results format, on the annotation file's categories (labels it lacks left out), with the
+    box corners truncated to whole pixels as the pipeline gives them: the detections `convnext-hf evaluate` scores, so
+    the mAP here is evaluate's."""
     detections = []
     for image_id, result in zip(check.image_ids, results, strict=True):
-        for score, label, (x0, y0, x1, y1) in zip(result["scores"], result["labels"], result["boxes"], strict=True):
+        corners = np.trunc(result["boxes"])
+        for score, label, (x0, y0, x1, y1) in zip(result["scores"], result["labels"], corners, strict=True):
             if int(label) in check.category_ids:
                 detections.append({"image_id": image_id, "category_id": check.category_ids[int(label)],
                                    "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)})  # fmt: skip

@@ -2,7 +2,7 @@
 
 Training uses the detector's own matching loss on box-aware augmentations; evaluation makes detections as
 `pipeline("object-detection")` does (the processor's post-processing at each image's size, boxes truncated to
-pixels, the pipeline's 0.5 score threshold) and scores them with the COCO metrics.
+pixels) and scores them under COCO's protocol (every score, 100 per image, crowd boxes ignored: `metrics.py`).
 """
 
 from __future__ import annotations
@@ -27,17 +27,26 @@ from ...train.data import ImageData
 from ...train.mixup import Mixup
 from ...train.report import FinalEvaluation
 from .augment import BoxAugment
-from .batches import collate_detection, with_detection_transforms
-from .data import load_detection_data
+from .batches import collate_detection, truth_objects, with_detection_transforms
+from .data import coco_ground_truth, load_detection_data
 from .demo import run_demo
 from .evaluate import evaluate
-from .metrics import SUMMARY_KEYS, coco_metrics, detections_from_results
+from .metrics import (
+    MAX_DETECTIONS,
+    NOT_MEASURED,
+    PROTOCOL,
+    SUMMARY_KEYS,
+    coco_metrics,
+    detections_from_results,
+    not_measured,
+)
 from .model import DETECTORS, build_detection_processor, build_detector, detector_overrides
-from .report import PREDICTIONS_NAME, draw_detections, save_prediction_grid
+from .report import PREDICTIONS_NAME, draw_detections, save_prediction_grid, shown_caption
 from .scoring import PIPELINE_THRESHOLD, post_process, predict
 
 __all__ = [
     "CARD",
+    "MAIN_METRIC",
     "attach_transforms",
     "augmentation_hyperparameters",
     "build_model",
@@ -58,8 +67,8 @@ __all__ = [
 
 collate = collate_detection
 configuration_overrides = detector_overrides
-# Post-processing keeps every query below any score: evaluation batches then have one row per query.
-_KEEP_ALL = -1.0
+# The metric that picks the best checkpoint when the run evaluates as it trains.
+MAIN_METRIC = "map"
 
 
 def load_data(args: RunArguments) -> ImageData:
@@ -118,7 +127,6 @@ def augmentation_hyperparameters(args: RunArguments, image_size: int) -> dict[st
         "scale jitter": f"×{recipe.scale_range[0]:g}–{recipe.scale_range[1]:g} (zoom in: random crop, boxes clipped; "
         "zoom out: padded)",
         "photometric jitter": recipe.photometric,
-        "score threshold of the metrics": f"{PIPELINE_THRESHOLD} (the pipeline's default)",
     }
 
 
@@ -133,38 +141,34 @@ def compute_loss(model: nn.Module, inputs: dict[str, Any], mixup: Mixup) -> tupl
     if model.training:
         return outputs.loss, outputs
     sizes = [tuple(int(side) for side in target["orig_size"]) for target in inputs["labels"]]
-    results = post_process(_post_processor(model), outputs.logits, outputs.pred_boxes, sizes, _KEEP_ALL)
+    # Every query's detections at any score: evaluation batches then have one row per query.
+    results = post_process(_post_processor(model), outputs.logits, outputs.pred_boxes, sizes)
     kept = {key: torch.tensor([result[key] for result in results]) for key in ("scores", "labels", "boxes")}
     return outputs.loss, kept
 
 
 def _scores(prediction: EvalPrediction, num_labels: int) -> dict[str, Any]:
-    """The COCO metrics of evaluation batches (post-processed queries, targets) at the pipeline's threshold."""
-    images, annotations, image_ids, results = [], [], [], []
+    """The COCO metrics of evaluation batches (post-processed queries, targets), under COCO's protocol, against the
+    boxes as the data gives them (crowd boxes and areas included)."""
+    rows: dict[int, dict] = {}
+    image_ids, results = [], []
     for (scores, labels, boxes), targets in zip(prediction.predictions, prediction.label_ids, strict=True):
         for score, label, box, target in zip(scores, labels, boxes, targets, strict=True):
-            height, width = (int(side) for side in target["orig_size"])
             # The processor keeps the id as a one-element array.
             image_id = int(np.asarray(target["image_id"]).item())
-            images.append({"id": image_id, "width": width, "height": height})
-            for category, (cx, cy, w, h) in zip(target["class_labels"].tolist(), target["boxes"].tolist(),
-                                                strict=True):  # fmt: skip
-                box_pixels = [(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height]
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": image_id, "category_id": int(category),
-                    "bbox": box_pixels, "area": box_pixels[2] * box_pixels[3], "iscrowd": 0,
-                })  # fmt: skip
-            kept = score > PIPELINE_THRESHOLD
+            if image_id in rows:  # an image repeated to even out the processes' batches
+                continue
+            height, width = (int(side) for side in target["orig_size"])
+            rows[image_id] = {"image_id": image_id, "width": width, "height": height,
+                              "objects": truth_objects(target)}  # fmt: skip
             image_ids.append(image_id)
-            results.append({"scores": score[kept].tolist(), "labels": label[kept].tolist(),
-                            "boxes": box[kept].tolist()})  # fmt: skip
-    categories = [{"id": index, "name": str(index)} for index in range(num_labels)]
-    truth = {"images": images, "annotations": annotations, "categories": categories}
+            results.append({"scores": score, "labels": label, "boxes": box})
+    truth = coco_ground_truth(rows.values(), [str(index) for index in range(num_labels)])
     return coco_metrics(truth, detections_from_results(image_ids, results))
 
 
 def compute_metrics(num_labels: int) -> Callable[[EvalPrediction], dict[str, float]]:
-    """The Trainer's `compute_metrics`: the COCO summary (mAP, AP50, AP75, by size, AR) at the pipeline's threshold."""
+    """The Trainer's `compute_metrics`: the COCO summary (mAP, AP50, AP75, by size, AR) under COCO's protocol."""
 
     def coco_summary(prediction: EvalPrediction) -> dict[str, float]:
         scores = _scores(prediction, num_labels)
@@ -181,8 +185,12 @@ def final_evaluation(prediction: PredictionOutput, label_names: list[str]) -> Fi
 
 
 def report_fields(final: FinalEvaluation, label_names: list[str]) -> dict[str, Any]:
-    """metrics.json's per-class AP."""
-    return {"per_class_ap": final.per_label} if final.per_label is not None else {}
+    """metrics.json's protocol, per-class AP and what could not be measured."""
+    if final.per_label is None:
+        return {}
+    scores = {**{key.removeprefix("eval_"): value for key, value in final.metrics.items()},
+              "per_class_ap": final.per_label}  # fmt: skip
+    return {"protocol": PROTOCOL, "per_class_ap": final.per_label, "not_measured": not_measured(scores)}
 
 
 def write_plots(trainer: Any, raw_data: ImageData, final: FinalEvaluation, output_dir: str, count: int = 8) -> None:
@@ -193,10 +201,10 @@ def write_plots(trainer: Any, raw_data: ImageData, final: FinalEvaluation, outpu
     images = [read_image(image) for image in rows["image"]]
     results = predict(trainer.model, trainer.processing_class, images, PIPELINE_THRESHOLD)
     pictures = [
-        draw_detections(image, objects["bbox"], result, raw_data.label_names)
+        draw_detections(image, objects["bbox"], result, raw_data.label_names, objects["iscrowd"])
         for image, objects, result in zip(images, rows["objects"], results, strict=True)
     ]
-    save_prediction_grid(pictures, os.path.join(output_dir, PREDICTIONS_NAME))
+    save_prediction_grid(pictures, os.path.join(output_dir, PREDICTIONS_NAME), shown_caption(PIPELINE_THRESHOLD))
 
 
 def prepare_for_saving(model: nn.Module) -> str | None:
@@ -234,10 +242,14 @@ CARD = TaskCard(
         ("eval_map_75", "mAP@0.75", "AP75"),
         ("eval_mar_100", "mAR@100", "AR@100"),
     ),
-    pictures="Predictions over validation images are in `predictions.png` (true boxes white), the training curves in "
-    "`training_curves.png`; the metrics count the detections above the pipeline's default score threshold (0.5)",
+    pictures=f"The metrics follow COCO's protocol (pycocotools: every detection, up to {MAX_DETECTIONS} per image "
+    "ranked by score, no score threshold; crowd boxes are ignore regions; n/a: nothing of that kind to measure in "
+    "the validation boxes). Predictions over validation images are in `predictions.png` (true boxes white; the "
+    f"detections scored above {PIPELINE_THRESHOLD}, the pipeline's default threshold), the training curves in "
+    "`training_curves.png`",
     usage=_usage,
     per_label="AP",
     tags=("detr",),
     head=_head,
+    not_measured=NOT_MEASURED,
 )

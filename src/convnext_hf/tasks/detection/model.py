@@ -15,11 +15,13 @@ kept but the class heads when the classes differ).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import transformers
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -28,7 +30,7 @@ from ...configuration_convnext import ConvNextConfig
 from ...errors import UserInputError
 from ...model_folder import load_config, load_image_processor, load_model_folder
 from ...train.arguments import ModelArguments
-from ...train.model import config_fields, config_label_maps, config_overrides
+from ...train.model import checked_update, config_fields, config_label_maps, config_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +176,7 @@ def _load_backbone(model: transformers.PreTrainedModel, source: str) -> None:
 def _fine_tune_detector(
     args: ModelArguments, config: transformers.PretrainedConfig, label_names: list[str], hub_kwargs: dict[str, Any]
 ) -> transformers.PreTrainedModel:
-    """A detector folder fine-tuned: its class heads are replaced when the classes differ in number."""
+    """A detector folder fine-tuned: everything kept but its class heads when the classes differ."""
     known = [str(config.id2label[index]) for index in range(config.num_labels)]
     if len(known) == len(label_names) and known != label_names and not args.replace_head:
         raise UserInputError(
@@ -182,15 +184,34 @@ def _fine_tune_detector(
             "pass --replace_head to train new class heads, or name the categories as the model does."
         )
     head, backbone_overrides = _split_overrides(args, type(config))
-    config.backbone_config.update(backbone_overrides)
+    # Saved folders hold transformers' built-in backbone config (portable_head); training runs on ours, which
+    # names the same weights.
+    config.backbone_config = checked_update(
+        ConvNextConfig.from_dict(config.backbone_config.to_dict()), backbone_overrides, args.model_name_or_path
+    )
     config.update({**head, **config_label_maps(label_names)})
     model_class = getattr(transformers, DETECTORS[config.model_type].model_class)
     model = load_model_folder(
         model_class, args.model_name_or_path, config=config, class_counts=(len(known), len(label_names)), **hub_kwargs
     )
     if known != label_names:
+        # As many classes as before keep their old heads' shapes, so loading kept them: start them afresh too.
+        if len(known) == len(label_names):
+            fresh = model_class(config).state_dict()
+            model.load_state_dict({name: fresh[name] for name in class_head_names(model_class, config)}, strict=False)
         logger.info("New class heads for %d classes: %s", len(label_names), label_names)
     return model
+
+
+def class_head_names(model_class: type, config: transformers.PretrainedConfig) -> list[str]:
+    """The detector's tensors whose shapes follow the number of classes: its class heads."""
+    shapes = []
+    for count in (config.num_labels, config.num_labels + 1):
+        other = copy.deepcopy(config)
+        other.update(config_label_maps([str(index) for index in range(count)]))
+        with torch.device("meta"):
+            shapes.append({name: tensor.shape for name, tensor in model_class(other).state_dict().items()})
+    return [name for name, shape in shapes[0].items() if shapes[1][name] != shape]
 
 
 def build_detection_processor(args: ModelArguments, model: transformers.PreTrainedModel) -> Any:

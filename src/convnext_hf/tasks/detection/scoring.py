@@ -1,31 +1,32 @@
-"""Detections as `pipeline("object-detection")` makes them, and their COCO scores: one code path for the Trainer's
-evaluation, the final evaluation of a run and `convnext-hf evaluate`, so that all three equal the pipeline.
+"""Detections as `pipeline("object-detection")` makes them, scored under COCO's protocol: one code path for the
+Trainer's evaluation, the final evaluation of a run and `convnext-hf evaluate`.
 
 The pipeline runs the folder's image processor on each image, the model, then the processor's
-`post_process_object_detection` at the image's own size with a score threshold (0.5 unless told), and truncates the
-box corners to whole pixels (`box.int()`). The same steps run here on batches.
+`post_process_object_detection` at the image's own size, and truncates the box corners to whole pixels
+(`box.int()`). The same steps run here on batches, with no score threshold: the metrics take every detection (up to
+100 per image, `metrics.py`). The pipeline's score threshold (0.5 unless told) is what a user of the folder sees, so
+it chooses what is drawn (predictions.png) and listed (evaluate's predictions.csv), never what is scored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import datasets
 import torch
 from PIL import Image
-from transformers import EvalPrediction
 
 from ...images import read_image
-from .metrics import SUMMARY_KEYS, coco_metrics, detections_from_results
+from .metrics import EVERY_SCORE, coco_metrics, detections_from_results
 
 # pipeline("object-detection")'s default score threshold: what a user of the saved folder gets.
 PIPELINE_THRESHOLD = 0.5
 
 
 def post_process(processor: Any, logits: torch.Tensor, pred_boxes: torch.Tensor, sizes: Sequence[tuple[int, int]],
-                 threshold: float) -> list[dict]:  # fmt: skip
+                 threshold: float = EVERY_SCORE) -> list[dict]:  # fmt: skip
     """The processor's post-processing at each image's (height, width), boxes truncated to pixels as the pipeline."""
     outputs = SimpleNamespace(logits=logits.float(), pred_boxes=pred_boxes.float())
     target_sizes = torch.tensor([list(size) for size in sizes], dtype=torch.int32)
@@ -36,10 +37,17 @@ def post_process(processor: Any, logits: torch.Tensor, pred_boxes: torch.Tensor,
     ]
 
 
+def above(result: dict, threshold: float) -> dict:
+    """The detections of one image that the pipeline shows at `threshold` (scores above it)."""
+    kept = [index for index, score in enumerate(result["scores"]) if score > threshold]
+    return {key: [result[key][index] for index in kept] for key in ("scores", "labels", "boxes")}
+
+
 @torch.inference_mode()
 def predict(
-    model: torch.nn.Module, processor: Any, images: Sequence[Image.Image], threshold: float, batch_size: int = 16
-) -> list[dict]:
+    model: torch.nn.Module, processor: Any, images: Sequence[Image.Image], threshold: float = EVERY_SCORE,
+    batch_size: int = 16,
+) -> list[dict]:  # fmt: skip
     """Detections ({scores, labels, boxes (x0, y0, x1, y1)}) of every image, as the pipeline gives them."""
     model.eval()
     results = []
@@ -58,48 +66,28 @@ def score_dataset(
     dataset: datasets.Dataset,
     ground_truth: dict,
     label_ids: list[int] | None = None,
-    threshold: float = PIPELINE_THRESHOLD,
     batch_size: int = 16,
-) -> tuple[dict[str, Any], list[dict]]:
-    """COCO metrics of the model on the dataset's images (rows in `ground_truth`'s image order), and the
-    detections; `label_ids` maps model labels to ground-truth category ids."""
-    detections: list[dict] = []
+) -> tuple[dict[str, Any], list[dict], list[dict]]:
+    """COCO metrics of the model on the dataset's images under COCO's protocol, the detections scored (COCO results,
+    at most 100 per image) and every image's post-processed results; `label_ids` maps model labels to ground-truth
+    category ids."""
+    results: list[dict] = []
     for start in range(0, len(dataset), batch_size):
-        rows = dataset[start : start + batch_size]
-        images = [read_image(image) for image in rows["image"]]
-        results = predict(model, processor, images, threshold, batch_size)
-        detections += detections_from_results(rows["image_id"], results, label_ids)
-    return coco_metrics(ground_truth, detections), detections
+        images = [read_image(image) for image in dataset[start : start + batch_size]["image"]]
+        results += predict(model, processor, images, EVERY_SCORE, batch_size)
+    detections = detections_from_results(dataset["image_id"], results, label_ids)
+    return coco_metrics(ground_truth, detections), detections, results
 
 
-def metric_function(
-    processor: Any, sizes: Sequence[tuple[int, int]], image_ids: Sequence[int], ground_truth: dict
-) -> Callable[[EvalPrediction], dict[str, float]]:
-    """The Trainer's `compute_metrics`: the COCO summary of the evaluation batches (predictions kept per batch, in
-    the validation set's order) at the pipeline's threshold."""
-
-    def compute(prediction: EvalPrediction) -> dict[str, float]:
-        results: list[dict] = []
-        for logits, pred_boxes in prediction.predictions:
-            batch_sizes = sizes[len(results) : len(results) + len(logits)]
-            results += post_process(processor, torch.as_tensor(logits), torch.as_tensor(pred_boxes), batch_sizes,
-                                    PIPELINE_THRESHOLD)  # fmt: skip
-        scores = coco_metrics(ground_truth, detections_from_results(list(image_ids), results))
-        return {key: scores[key] for key in SUMMARY_KEYS}
-
-    return compute
-
-
-def pipeline_detections(detector: Any, images: Sequence[Any], image_ids: Sequence[int], label2id: dict[str, int],
-                        threshold: float = PIPELINE_THRESHOLD) -> list[dict]:  # fmt: skip
-    """COCO detections from a `pipeline("object-detection")` run on the images (category ids by label name)."""
-    detections = []
-    for image_id, image in zip(image_ids, images, strict=True):
-        for found in detector(image, threshold=threshold):
-            box = found["box"]
-            detections.append({
-                "image_id": int(image_id), "category_id": label2id[found["label"]], "score": float(found["score"]),
-                "bbox": [box["xmin"], box["ymin"], box["xmax"] - box["xmin"], box["ymax"] - box["ymin"]],
-            })  # fmt: skip
-    return detections
-
+def pipeline_detections(detector: Any, images: Sequence[Any], image_ids: Sequence[int],
+                        label2id: dict[str, int]) -> list[dict]:  # fmt: skip
+    """COCO detections (COCO's protocol: every score, 100 per image) from a `pipeline("object-detection")` run on the
+    images, category ids by label name."""
+    results = []
+    for image in images:
+        found = detector(image, threshold=EVERY_SCORE)
+        results.append({
+            "scores": [item["score"] for item in found], "labels": [label2id[item["label"]] for item in found],
+            "boxes": [[item["box"][key] for key in ("xmin", "ymin", "xmax", "ymax")] for item in found],
+        })  # fmt: skip
+    return detections_from_results(list(image_ids), results)
