@@ -206,7 +206,7 @@ def test_detection_reads_exif_and_16_bit_scenes_with_boxes_in_the_displayed_fram
         assert (dataset[0]["width"], dataset[0]["height"]) == (40, 24)
         data = with_detection_transforms(ImageData(dataset, dataset, names, "x"), None, processor)
         batch = collate_detection([data.validation[0]])
-        metrics, detections = score_dataset(model, processor, dataset, coco_ground_truth(dataset, names), threshold=0)
+        metrics, detections, _ = score_dataset(model, processor, dataset, coco_ground_truth(dataset, names))
         results[kind] = batch, detections
     (plain, plain_detections), (copy, copy_detections) = results["plain"], results[variant]
     torch.testing.assert_close(copy["pixel_values"], plain["pixel_values"], atol=0.02, rtol=0)

@@ -261,7 +261,10 @@ def test_mixup_without_alphas_only_smooths():
 
 def test_mixup_rejects_bad_settings():
     with pytest.raises(ValueError, match="at least 2"):
-        Mixup(num_classes=1)
+        Mixup(num_classes=1, mixup_alpha=0.8)
+    with pytest.raises(ValueError, match="at least 2"):
+        Mixup(num_classes=1, label_smoothing=0.1)
+    assert not Mixup(num_classes=1).mixes  # one class (a one-class detector): nothing to mix, nothing refused
     with pytest.raises(ValueError, match="mixup_alpha"):
         Mixup(num_classes=3, mixup_alpha=-1)
     with pytest.raises(ValueError, match="label_smoothing"):

@@ -692,11 +692,12 @@ def _example_image(data: ImageData) -> str:
     """The path of the run's first validation (else training) image, for the printed pipeline command."""
     import datasets
 
-    split = data.validation if data.validation is not None and len(data.validation) else data.train
-    if "image" not in split.column_names or not isinstance(split.features["image"], datasets.Image):
+    # A stream (not a `datasets.Dataset`) is not read again for it.
+    splits = [split for split in (data.validation, data.train) if isinstance(split, datasets.Dataset) and len(split)]
+    if not splits or not isinstance(splits[0].features.get("image"), datasets.Image):
         return "image.png"
     # Without the transforms the run attached (which would turn the image into pixel values).
-    first = split.with_format(None).cast_column("image", datasets.Image(decode=False))[0]["image"]
+    first = splits[0].with_format(None).cast_column("image", datasets.Image(decode=False))[0]["image"]
     return first.get("path") or "image.png"
 
 
