@@ -622,15 +622,16 @@ def collate(examples: list[dict]) -> dict[str, Any]:
     (`KEEP_SLOTS`) keep an unreadable image's slot instead: zero pixels, `PLACEHOLDER_LABEL` labels, and the names as
     a `names_tensor` row per example."""
     readable = [example for example in examples if example["pixel_values"] is not None]
-    batch: dict[str, Any] = {UNREADABLE: [example[UNREADABLE] for example in examples if example.get(UNREADABLE)]}
+    keep_slots = examples[0].get(KEEP_SLOTS, False)
+    names = [example.get(UNREADABLE, "") for example in examples]
+    batch: dict[str, Any] = {UNREADABLE: names_tensor(names) if keep_slots else [name for name in names if name]}
     if not readable:
         return batch
-    if examples[0].get(KEEP_SLOTS):
+    if keep_slots:
         blank, label = torch.zeros_like(readable[0]["pixel_values"]), readable[0]["labels"]
         blank_label = [PLACEHOLDER_LABEL] * len(label) if isinstance(label, list) else PLACEHOLDER_LABEL
         readable = [example if example["pixel_values"] is not None else
                     {"pixel_values": blank, "labels": blank_label} for example in examples]  # fmt: skip
-        batch[UNREADABLE] = names_tensor([example.get(UNREADABLE, "") for example in examples])
     labels = [example["labels"] for example in readable]
     return {
         "pixel_values": torch.stack([example["pixel_values"] for example in readable]),
