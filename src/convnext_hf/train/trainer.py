@@ -97,7 +97,9 @@ class ConvNextTrainer(Trainer):
       images of a short last batch more than once).
 
     - Unreadable images: the loader leaves them out of their batch and names them; `--on_bad_image error` stops the
-      run at the first in one line, `skip` trains on and counts them for the log, metrics.json and the card.
+      run at the first in one line, `skip` trains on and counts them for the log, metrics.json and the card. A
+      validation image keeps its slot (every process's part of a batch keeps its size for the gather), which the
+      evaluation leaves out of its predictions and scores.
 
     Its model card (written at the end of a run and by `push_to_hub`) is the ConvNeXt card built from `card_facts`.
     """
