@@ -130,3 +130,42 @@ def test_loader_workers_default_to_the_process_share_of_the_cores_but_one(monkey
     assert training.dataloader_num_workers == 15 and training.dataloader_persistent_workers
     assert ("Loading images in 15 worker process(es) per training process, each 2 batches ahead (16 CPU core(s) "
             "available, one left for training") in caplog.text
+
+
+def test_validation_batches_keep_the_slot_of_an_unreadable_image_out_of_the_scores():
+    import torch
+    from transformers.trainer_utils import EvalPrediction
+
+    from convnext_hf.train.data import KEEP_SLOTS, tensor_names
+    from convnext_hf.train.trainer import _without_placeholders
+
+    name = "images/bad é.jpg (cannot identify image file)"
+    batch = collate([
+        {"pixel_values": torch.ones(3, 2, 2), "labels": [1.0, 0.0], UNREADABLE: "", KEEP_SLOTS: True},
+        {"pixel_values": None, "labels": [0.0, 1.0], UNREADABLE: name, KEEP_SLOTS: True},
+        {"pixel_values": torch.ones(3, 2, 2), "labels": [0.0, 1.0], UNREADABLE: "", KEEP_SLOTS: True},
+    ])  # fmt: skip
+    assert batch["pixel_values"].shape == (3, 3, 2, 2) and batch["pixel_values"][1].abs().sum() == 0
+    assert batch["labels"].tolist() == [[1.0, 0.0], [-100.0, -100.0], [0.0, 1.0]]
+    assert batch[UNREADABLE].shape == (3, 512) and tensor_names(batch[UNREADABLE]) == [name]
+    unread = collate([{"pixel_values": None, "labels": 0, UNREADABLE: name, KEEP_SLOTS: True}])
+    assert "pixel_values" not in unread and tensor_names(unread[UNREADABLE]) == [name], "no image: the Trainer stops"
+    kept = _without_placeholders(EvalPrediction(predictions=np.arange(6).reshape(3, 2),
+                                                label_ids=batch["labels"].numpy()))  # fmt: skip
+    assert kept.predictions.tolist() == [[0, 1], [4, 5]] and kept.label_ids.tolist() == [[1, 0], [0, 1]]
+    single = _without_placeholders(EvalPrediction(predictions=np.eye(3), label_ids=np.array([2, -100, 0])))
+    assert single.label_ids.tolist() == [2, 0] and single.predictions.tolist() == [[1, 0, 0], [0, 0, 1]]
+
+
+@pytest.mark.parametrize(("policy", "message"), [("error", "Unreadable image a.png (truncated): remove or replace it"),
+                                                  ("skip", "No image of a batch could be read (1: a.png (truncated))")])
+def test_the_trainer_reads_the_names_of_a_validation_batch(policy, message):
+    from convnext_hf.errors import UserInputError
+    from convnext_hf.train.data import names_tensor
+    from convnext_hf.train.trainer import ConvNextTrainer
+
+    trainer = SimpleNamespace(on_bad_image=policy, unreadable={})
+    with pytest.raises(UserInputError) as error:
+        ConvNextTrainer._prepare_inputs(trainer, {UNREADABLE: names_tensor(["", "a.png (truncated)"])})
+    assert str(error.value).startswith(message)
+    assert trainer.unreadable == ({"a.png (truncated)": None} if policy == "skip" else {})

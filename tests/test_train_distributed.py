@@ -153,3 +153,26 @@ def test_accelerate_launch_splits_the_data_between_two_cpu_processes(tmp_path):
     model = ConvNextForImageClassification.from_pretrained(output_dir)
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 32, 32)).logits.shape == (1, 2)
+
+
+@pytest.mark.slow
+def test_two_processes_skip_an_unreadable_validation_image_from_a_folder(tmp_path):
+    """Five validation images in batches of two, one broken: its process keeps the slot, so both send full parts."""
+    write_grey_images(tmp_path / "train", range(8))
+    write_grey_images(tmp_path / "val", range(5), side=14)
+    (tmp_path / "val" / "even" / "02.png").write_bytes(b"not a PNG")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "convnext_hf.train", "--ddp_backend", "gloo", "--on_bad_image", "skip",
+        "--train_dir", str(tmp_path / "train"), "--validation_dir", str(tmp_path / "val"),
+        "--variant", "atto", "--config_overrides", TINY_CONFIG, "--image_size", "32",
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "2", "--num_train_epochs", "1",
+        "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache"), "--report_to", "none",
+        "--plots", "false", "--dataloader_num_workers", "0",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=_environment(), timeout=300)
+    assert result.returncode == 0, result.stderr[-5000:]
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert np.array(report["confusion_matrix"]).sum(axis=1).tolist() == [2, 2], "the four readable images, once each"
+    assert report["unreadable_images"]["count"] == 1, "counted once across the processes"
+    assert report["unreadable_images"]["first"][0].startswith(f"{tmp_path / 'val' / 'even' / '02.png'} (")

@@ -52,14 +52,17 @@ def write_parquet_shards(folder):
     return folder
 
 
-def write_webdataset_shards(folder):
-    """webdataset's layout: one tar per shard, each sample a `KEY.png` and a `KEY.cls` (its class as text)."""
+def write_webdataset_shards(folder, broken_validation=()):
+    """webdataset's layout: one tar per shard, each sample a `KEY.png` and a `KEY.cls` (its class as text); the
+    validation images numbered in `broken_validation` are not PNGs."""
     folder.mkdir()
     for split, shards, numbers in _splits():
         for shard in range(shards):
             with tarfile.open(folder / f"{split}-{shard:05d}.tar", "w") as tar:
                 for number in (number for number in numbers if number % shards == shard):
-                    members = {"png": _png(number, 12 if split == "train" else 14), "cls": str(number % 2).encode()}
+                    broken = split == "validation" and number in broken_validation
+                    image = b"not a PNG" if broken else _png(number, 12 if split == "train" else 14)
+                    members = {"png": image, "cls": str(number % 2).encode()}
                     for extension, payload in members.items():
                         info = tarfile.TarInfo(f"{split}{number:04d}.{extension}")
                         info.size = len(payload)
@@ -167,6 +170,15 @@ def test_streaming_refusals_are_one_line(extra, message, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_unreadable_validation_image_is_left_out_of_the_scores_and_counted_once(tmp_path):
+    folder = write_webdataset_shards(tmp_path / "shards", broken_validation=(2,))
+    run(parse_args(streaming_args(folder, tmp_path / "out", "--max_steps", "2", "--on_bad_image", "skip")))
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert np.array(report["confusion_matrix"]).sum(axis=1).tolist() == [3, 3], "six validation images scored"
+    assert report["unreadable_images"]["count"] == 1
+    assert report["unreadable_images"]["first"][0].startswith("validation0002.png (")
+
+
 @pytest.mark.slow
 def test_two_processes_stream_disjoint_shares_and_score_validation_once(tmp_path):
     folder = write_webdataset_shards(tmp_path / "shards")
@@ -187,3 +199,24 @@ def test_two_processes_stream_disjoint_shares_and_score_validation_once(tmp_path
     assert sorted(seen[0] + seen[1]) == list(range(NUM_TRAIN)), "together they use every sample once"
     report = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert np.array(report["confusion_matrix"]).sum(axis=1).tolist() == [4, 3], "validation scored once"
+
+
+@pytest.mark.slow
+def test_two_processes_skip_an_unreadable_validation_image_and_count_it_once(tmp_path):
+    # Validation batches of two, split between the processes: the broken image's process must still send a full part.
+    folder = write_webdataset_shards(tmp_path / "shards", broken_validation=(2,))
+    (tmp_path / "driver.py").write_text(DRIVER)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(tmp_path / "driver.py"), str(tmp_path),
+        *streaming_args(folder, tmp_path / "out", "--max_steps", "2", "--ddp_backend", "gloo", "-j", "1",
+                        "--on_bad_image", "skip", "--eval_strategy", "steps", "--eval_steps", "1"),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(convnext_hf.__file__)), "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-5000:]
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert np.array(report["confusion_matrix"]).sum(axis=1).tolist() == [3, 3], "the six readable images, once each"
+    assert report["unreadable_images"]["count"] == 1, "one image, counted once across processes and evaluations"
+    assert report["unreadable_images"]["first"][0].startswith("validation0002.png (")

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import stat
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import datasets
+import numpy as np
+import torch
 from PIL import Image
 
 from ..atomic import atomic_file
@@ -33,6 +36,14 @@ logger = logging.getLogger(__name__)
 IMAGE_COLUMNS = ("image", "img", "image_path", "path", "file")
 # The batch entry that names the images the loader could not read ("PATH (WHY)"), for the Trainer to skip or stop at.
 UNREADABLE = "unreadable_images"
+# Validation batches keep an unreadable image's slot, so that every process's batch has the size the gather across
+# processes expects: placeholder pixels, this label (left out of the loss and the metrics), and the image's name as a
+# fixed-width row of bytes, which accelerate's dispatching loader (streamed validation) broadcasts and splits between
+# the processes like the pixels.
+KEEP_SLOTS = "keep_slots"
+PLACEHOLDER_LABEL = -100
+NAME_BYTES = 512
+MEMORY_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
@@ -54,6 +65,26 @@ class ImageData:
     def with_splits(self, train: datasets.Dataset, validation: datasets.Dataset | None) -> ImageData:
         """The same data with other splits (e.g. with their transforms attached)."""
         return replace(self, train=train, validation=validation)
+
+
+def names_tensor(names: Sequence[str]) -> torch.Tensor:
+    """Per example, its "PATH (WHY)" ("" when it was read) as a row of NAME_BYTES UTF-8 bytes, zero-padded (cut when
+    longer)."""
+    rows = torch.zeros(len(names), NAME_BYTES, dtype=torch.uint8)
+    for row, name in zip(rows, names, strict=True):
+        encoded = name.encode()[:NAME_BYTES]
+        row[: len(encoded)] = torch.tensor(list(encoded), dtype=torch.uint8)
+    return rows
+
+
+def tensor_names(rows: torch.Tensor) -> list[str]:
+    """The names of the unreadable images in a `names_tensor`, in order."""
+    return [bytes(row.tolist()).rstrip(b"\0").decode(errors="replace") for row in rows.cpu() if row.any()]
+
+
+def placeholder_rows(labels: np.ndarray) -> np.ndarray:
+    """Which gathered validation rows are placeholders of unreadable images (every label PLACEHOLDER_LABEL)."""
+    return (labels.reshape(len(labels), -1) == PLACEHOLDER_LABEL).all(axis=1)
 
 
 def image_problem(image: dict) -> str:
@@ -79,7 +110,9 @@ def read_images(images: Sequence[dict], convert_rgb: bool = True) -> tuple[list[
         except Exception as error:  # noqa: BLE001 - any decoding failure makes the image unusable
             name = source_name(image)
             read.append(None)
-            problems.append(f"{name} ({str(error).removeprefix(f'{name}: ')})")
+            # Without the decoder's object addresses, so that the image is named alike each time it is met.
+            reason = MEMORY_ADDRESS.sub("", str(error).removeprefix(f"{name}: "))
+            problems.append(f"{name} ({reason})")
     return read, problems
 
 

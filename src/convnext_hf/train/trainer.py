@@ -14,7 +14,7 @@ import safetensors.torch
 import torch
 from torch import nn
 from transformers import Trainer
-from transformers.trainer_utils import EvalLoopOutput, PredictionOutput
+from transformers.trainer_utils import EvalLoopOutput, EvalPrediction, PredictionOutput
 from transformers.utils import SAFE_WEIGHTS_NAME
 
 from ..conversion.hub import failure_hint
@@ -22,7 +22,7 @@ from ..errors import UserInputError
 from ..finite import check_before_saving
 from ..tasks import IMAGE_CLASSIFICATION, get_task
 from .card import CardFacts, build_model_card
-from .data import UNREADABLE
+from .data import UNREADABLE, placeholder_rows, tensor_names
 from .ema import ModelEma
 from .loss_guard import NonFiniteLossStop
 from .mixup import Mixup
@@ -83,6 +83,18 @@ class SavedWeights:
                 "steps": self.steps}  # fmt: skip
 
 
+def _without_placeholders(prediction: EvalPrediction) -> EvalPrediction:
+    """The predictions and labels of the validation images that were read: a classifier's rows without the slots
+    kept for unreadable images (every label `PLACEHOLDER_LABEL`)."""
+    predictions, labels = prediction.predictions, prediction.label_ids
+    if not (isinstance(predictions, np.ndarray) and isinstance(labels, np.ndarray) and labels.ndim <= 2):
+        return prediction
+    kept = ~placeholder_rows(labels)
+    if kept.all():
+        return prediction
+    return EvalPrediction(predictions=predictions[kept], label_ids=labels[kept])
+
+
 class ConvNextTrainer(Trainer):
     """transformers' Trainer with three changes that the recipe needs.
 
@@ -99,7 +111,9 @@ class ConvNextTrainer(Trainer):
       images of a short last batch more than once).
 
     - Unreadable images: the loader leaves them out of their batch and names them; `--on_bad_image error` stops the
-      run at the first in one line, `skip` trains on and counts them for the log, metrics.json and the card.
+      run at the first in one line, `skip` trains on and counts them for the log, metrics.json and the card. A
+      validation image keeps its slot (every process's part of a batch keeps its size for the gather), which the
+      evaluation leaves out of its predictions and scores.
 
     Its model card (written at the end of a run and by `push_to_hub`) is the ConvNeXt card built from `card_facts`.
     """
@@ -135,7 +149,8 @@ class ConvNextTrainer(Trainer):
     def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """The Trainer's, after taking out the images the loader could not read: `--on_bad_image error` stops at
         the first, `skip` counts them (`unreadable_images`) and trains on the rest of the batch."""
-        problems = inputs.pop(UNREADABLE, None) or []
+        problems = inputs.pop(UNREADABLE, None)
+        problems = tensor_names(problems) if isinstance(problems, torch.Tensor) else problems or []
         if problems and self.on_bad_image == "error":
             raise UserInputError(
                 f"Unreadable image {problems[0]}: remove or replace it, or pass --on_bad_image skip to train without "
@@ -281,8 +296,19 @@ class ConvNextTrainer(Trainer):
         metric_key_prefix: str = "eval",
     ) -> EvalLoopOutput:
         """The Trainer's loop, with the loss recomputed as the mean over exactly the validation images where the task
-        can (`evaluation_loss` of its module: classifiers, from their logits)."""
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        can (`evaluation_loss` of its module: classifiers, from their logits), and the slots of unreadable validation
+        images (`--on_bad_image skip`) left out of the predictions, the metrics and the loss."""
+        compute_metrics = self.compute_metrics
+        if compute_metrics is not None:
+            self.compute_metrics = lambda prediction: compute_metrics(_without_placeholders(prediction))
+        try:
+            output = super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+        finally:
+            self.compute_metrics = compute_metrics
+        kept = _without_placeholders(EvalPrediction(predictions=output.predictions, label_ids=output.label_ids))
+        output = output._replace(predictions=kept.predictions, label_ids=kept.label_ids)
         loss = getattr(self.task.hooks, "evaluation_loss", None)
         if loss is not None and isinstance(output.predictions, np.ndarray) and isinstance(output.label_ids, np.ndarray):
             output.metrics[f"{metric_key_prefix}_loss"] = loss(output.predictions, output.label_ids)

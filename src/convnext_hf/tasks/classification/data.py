@@ -32,6 +32,8 @@ from ...train.arguments import DataArguments
 from ...train.data import (
     FILE_BUILDERS,
     IMAGE_COLUMNS,
+    KEEP_SLOTS,
+    PLACEHOLDER_LABEL,
     UNREADABLE,
     ImageData,
     column_values,
@@ -41,6 +43,7 @@ from ...train.data import (
     hold_out_and_limit,
     image_paths,
     local_files_quietly,
+    names_tensor,
     read_images,
     repeated_images,
 )
@@ -601,7 +604,7 @@ def with_transforms(
         readable = [image for image in images if image is not None]
         pixel_values = iter(processor(readable, return_tensors="pt")["pixel_values"] if readable else [])
         return {"pixel_values": [None if image is None else next(pixel_values) for image in images],
-                "labels": batch["label"], UNREADABLE: problems}  # fmt: skip
+                "labels": batch["label"], UNREADABLE: problems, KEEP_SLOTS: [True] * len(images)}  # fmt: skip
 
     def undecoded(dataset: Any) -> Any:
         # A stream (`EpochStream`) is undecoded already.
@@ -615,11 +618,20 @@ def with_transforms(
 
 def collate(examples: list[dict]) -> dict[str, Any]:
     """Stack examples into a batch of `pixel_values` and `labels` (class ids, or float multi-hot rows), leaving out
-    the images that could not be read; the batch names those under `UNREADABLE` for the Trainer."""
+    the images that could not be read; the batch names those under `UNREADABLE` for the Trainer. Validation examples
+    (`KEEP_SLOTS`) keep an unreadable image's slot instead: zero pixels, `PLACEHOLDER_LABEL` labels, and the names as
+    a `names_tensor` row per example."""
     readable = [example for example in examples if example["pixel_values"] is not None]
-    batch: dict[str, Any] = {UNREADABLE: [example[UNREADABLE] for example in examples if example.get(UNREADABLE)]}
+    keep_slots = examples[0].get(KEEP_SLOTS, False)
+    names = [example.get(UNREADABLE, "") for example in examples]
+    batch: dict[str, Any] = {UNREADABLE: names_tensor(names) if keep_slots else [name for name in names if name]}
     if not readable:
         return batch
+    if keep_slots:
+        blank, label = torch.zeros_like(readable[0]["pixel_values"]), readable[0]["labels"]
+        blank_label = [PLACEHOLDER_LABEL] * len(label) if isinstance(label, list) else PLACEHOLDER_LABEL
+        readable = [example if example["pixel_values"] is not None else
+                    {"pixel_values": blank, "labels": blank_label} for example in examples]  # fmt: skip
     labels = [example["labels"] for example in readable]
     return {
         "pixel_values": torch.stack([example["pixel_values"] for example in readable]),

@@ -102,10 +102,12 @@ def load_streamed_images(args: RunArguments) -> ImageData:
                              "at least two.")  # fmt: skip
     prepared = {}
     for split, stream in splits.items():
+        # Undecoded from the source on: datasets would decode a webdataset image as it reads it (cast later, after
+        # the column is picked), where an unreadable one would end the run without `--on_bad_image`.
+        stream = stream.cast_column(image_column, datasets.Image(decode=False))
         stream = stream.select_columns([image_column, label_column])
         renamed = {old: new for old, new in ((image_column, "image"), (label_column, "label")) if old != new}
         stream = stream.rename_columns(renamed) if renamed else stream
-        stream = stream.cast_column("image", datasets.Image(decode=False))
         if to_id is not None:
             stream = stream.map(lambda example: {"label": to_id(example["label"])})
         limit = data.max_train_samples if split == "train" else data.max_eval_samples
