@@ -39,9 +39,11 @@ V2_VARIANTS: dict[str, str] = {
 
 VARIANTS = (*HIERARCHICAL_VARIANTS, *ISOTROPIC_VARIANTS, *V2_VARIANTS)
 
-# Largest network a configuration may describe: ten times ConvNeXt-XXLarge (846M), 34 GB as float32; beyond it a
-# config is a mistake whose model would exhaust memory while being built.
-MAX_PARAMETERS = 10_000_000_000
+# Largest network a configuration may describe, and (`train.ranges.check_model_size`) the largest model any command
+# builds, heads included: 2.4 times ConvNeXt-XXLarge (846M; the largest published detector and UperNet on ConvNeXt
+# hold under 0.5e9). 8 GB as float32, about 32 GB to train with AdamW (weights, gradients, two moments): what one
+# 40-80 GB accelerator holds. Beyond it a config is a mistake whose model would exhaust memory while being built.
+MAX_PARAMETERS = 2_000_000_000
 # Deepest stage and widest one a configuration may have: about four times the published ones (36 blocks in
 # isotropic-large, widths up to 3072 in XXLarge), so that one edited number cannot ask for gigabytes under the cap.
 MAX_STAGE_DEPTH = 128
