@@ -207,11 +207,10 @@ class ConvNextConfig(BackboneConfigMixin, PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}.")
-        if self.layer_norm_eps <= 0 or self.initializer_range < 0:
-            raise ValueError(
-                f"layer_norm_eps must be positive and initializer_range >= 0, got {self.layer_norm_eps!r} and "
-                f"{self.initializer_range!r}."
-            )
+        # initializer_range 0 would divide by zero in the truncated normal's init (found by the fuzzer).
+        for name in ("layer_norm_eps", "initializer_range"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}.")
         if self.hidden_act not in ACT2FN:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not an activation transformers knows; use 'gelu'.")
         parameters = self.parameter_bound()

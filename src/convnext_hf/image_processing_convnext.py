@@ -335,7 +335,11 @@ def open_displayed(source: Path | BinaryIO, name: str | None = None) -> Image.Im
             ) from err
     with opened:
         _check_pixel_limit(opened.size, name)
-        _decode(opened)
+        try:
+            _decode(opened)
+        except ValueError as err:
+            # Found by the image fuzzer: a truncated file was refused without naming it.
+            raise ValueError(f"{name}: {err}") from err
         return ImageOps.exif_transpose(opened)
 
 
