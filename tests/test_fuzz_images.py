@@ -10,7 +10,6 @@ Profiles as tests/test_fuzz.py (tests/conftest.py: `ci` by default, HYPOTHESIS_P
 
 import io
 import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from convnext_hf import ConvNextHFImageProcessor
 from convnext_hf.errors import UserInputError
 from convnext_hf.images import read_image, read_mask
 from convnext_hf.train.data import read_images
+from helpers import png_claiming
 
 MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F")
 # The format each mode is written in (PNG holds neither CMYK nor 32-bit floats; JPEG holds neither alpha nor 16 bits).
@@ -47,17 +47,6 @@ def _pixels(mode: str, width: int, height: int, seed: int, high: int) -> Image.I
         return image if mode == "I" else image.convert("I;16")
     image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
     return image.convert("P", palette=Image.Palette.ADAPTIVE) if mode == "P" else image.convert(mode)
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims width × height 8-bit RGB pixels, followed by one tiny compressed row."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    row = chunk(b"IDAT", zlib.compress(b"\0" * 4))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + row + chunk(b"IEND", b"")
 
 
 @st.composite
