@@ -112,3 +112,62 @@ def test_fuzz_no_saved_model_holds_a_non_finite_tensor(data, source_folder, tmp_
     assert any(key.startswith("model.safetensors:") for key in tensors), sorted(tensors)[:3]
     bad = [key for key, value in tensors.items() if value.is_floating_point() and not torch.isfinite(value).all()]
     assert not bad, bad
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory) -> tuple[Path, Path]:
+    """Four 64×64 scenes, each with one box, and their COCO file."""
+    root = tmp_path_factory.mktemp("coco")
+    images, annotations = [], []
+    for index in range(4):
+        pixels = np.full((64, 64, 3), 60, np.uint8)
+        pixels[10 + index : 40 + index, 12:44] = 200
+        Image.fromarray(pixels).save(root / f"{index}.png")
+        images.append({"id": index, "file_name": f"{index}.png", "width": 64, "height": 64})
+        annotations.append({"id": index, "image_id": index, "category_id": 1 + index % 2, "iscrowd": 0,
+                            "bbox": [12, 10 + index, 32, 30], "area": 960})  # fmt: skip
+    path = root / "annotations.json"
+    categories = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return root, path
+
+
+# RT-DETR's loss weights (transformers' defaults: 1, 5, 2) and its matcher's costs.
+LOSS_WEIGHTS = st.sampled_from(["weight_loss_vfl", "weight_loss_bbox", "weight_loss_giou", "matcher_class_cost",
+                                "matcher_bbox_cost"])  # fmt: skip
+
+
+@settings(max_examples=max(settings.default.max_examples // 6, 1))
+@given(
+    weights=st.dictionaries(LOSS_WEIGHTS, HOSTILE_NUMBERS, min_size=1, max_size=2),
+    learning_rate=st.sampled_from(["1e30", "1e-3"]),
+)
+def test_fuzz_detector_loss_weights_never_save_a_non_finite_tensor(coco, tmp_path_factory, capsys, weights,
+                                                                   learning_rate):  # fmt: skip
+    """The detector's loss weights (1e38, 1e30, NaN, 0...) through a one-step detection run: refused in one line or
+    saved finite. The ci profile runs two examples (a run takes about 3 s)."""
+    output = tmp_path_factory.mktemp("detector") / "out"
+    overrides = {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1], "num_queries": 10, "num_denoising": 5,
+                 **weights}  # fmt: skip
+    argv = ["train", "--task", "object-detection", "--train_dir", str(coco[0]), "--train_annotations", str(coco[1]),
+            "--variant", "atto", "--config_overrides", json.dumps(overrides, allow_nan=True), "--image_size", "64",
+            "--max_steps", "1", "--per_device_train_batch_size", "4", "--learning_rate", learning_rate,
+            # Two held-out scenes: with one, transformers' evaluation loop truncates every target array to one
+            # entry (orig_size [64]), a crash of the final evaluation not yet fixed (docs/security.md).
+            "--train_val_split", "0.5",
+            "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--plots", "false",
+            "--output_dir", str(output)]  # fmt: skip
+    capsys.readouterr()
+    status = cli_main(argv)
+    error = capsys.readouterr().err
+    assert status in (0, 2), error
+    event(f"exit {status}: {error.partition('error: ')[2][:40] or 'saved'}")
+    if status == 2:
+        lines = [line for line in error.splitlines() if line.startswith("convnext-hf train:")]
+        assert len(lines) == 1 and "Traceback" not in error, error
+        assert not output.exists() or not list(output.rglob("*.safetensors"))
+        return
+    tensors = _saved_tensors(output)
+    assert any(key.startswith("model.safetensors:") for key in tensors), sorted(tensors)[:3]
+    bad = [key for key, value in tensors.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    assert not bad, bad
