@@ -1,7 +1,9 @@
-"""Helpers the test modules import: the golden fixtures, the converter's command line, tensor comparison."""
+"""Helpers the test modules import: golden fixtures, the converter's command line, tensor comparison, hostile files."""
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -222,3 +224,14 @@ def ban_network(monkeypatch) -> list:
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     return attempts
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width × height 8-bit RGB pixels, followed by one tiny compressed row."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    row = chunk(b"IDAT", zlib.compress(b"\0" * 4))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + row + chunk(b"IEND", b"")

@@ -271,7 +271,9 @@ class PoisonAt(TrainerCallback):
 
 def test_a_nan_training_loss_stops_the_run_and_saves_nothing(tmp_path):
     _images(tmp_path / "images")
-    with pytest.raises(UserInputError, match="Training stopped at step 2: the training loss is NaN"):
+    # The weight turned NaN after step 1 is caught at that step's end, before the NaN loss of step 2.
+    expected = r"Training stopped at step 1: the optimizer step left 1 weight tensor\(s\) NaN or infinite \(classifier"
+    with pytest.raises(UserInputError, match=expected):
         run(parse_args(_train_argv(tmp_path, "--max_steps", "4", "--save_strategy", "no")), callbacks=[PoisonAt(1)])
     assert not (tmp_path / "out").exists()
 
@@ -320,3 +322,20 @@ def test_a_detector_folder_fine_tunes_on_new_classes_with_only_its_class_heads_n
     config.update(config_label_maps(["a", "b", "c", "d"]) | {"d_model": config.d_model * 2})
     with pytest.raises(UserInputError, match="its weights do not fit its config.json"):
         load_model_folder(model_class, tmp_path, config=config, class_counts=(3, 4))
+
+
+def test_an_optimizer_step_that_leaves_a_weight_non_finite_stops_the_run():
+    from types import SimpleNamespace
+
+    model = ConvNextForImageClassification(ConvNextConfig(**TINY, num_labels=2))
+    state = SimpleNamespace(global_step=3)
+    assert NonFiniteLossStop().on_step_end(None, state, None, model=model) is None
+    with torch.no_grad():
+        model.classifier.weight[0, 0] = math.inf
+        model.convnext.embeddings.patch_embeddings.weight[0, 0, 0, 0] = math.nan
+    with pytest.raises(UserInputError) as refusal:
+        NonFiniteLossStop().on_step_end(None, state, None, model=model)
+    assert str(refusal.value).startswith(
+        "Training stopped at step 3: the optimizer step left 2 weight tensor(s) NaN or infinite "
+        "(convnext.embeddings.patch_embeddings.weight, classifier.weight). Lower --learning_rate"
+    ), str(refusal.value)

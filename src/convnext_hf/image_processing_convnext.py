@@ -316,7 +316,9 @@ def _check_pixel_limit(size: tuple[int, int], name: str) -> None:
 def open_displayed(source: Path | BinaryIO, name: str | None = None) -> Image.Image:
     """Decode an image file (a path or a binary file object) in its displayed frame, EXIF orientation applied as
     transformers' `load_image` applies it, its pixels in the file's own mode; clear errors for unreadable files."""
-    name = name or str(getattr(source, "name", None) or source)
+    # A path by its whole spelling (a Path's `name` is its last part only: found by the image fuzzer).
+    name = name or (os.fspath(source) if isinstance(source, os.PathLike) else str(getattr(source, "name", None)
+                                                                                  or source))  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -333,7 +335,11 @@ def open_displayed(source: Path | BinaryIO, name: str | None = None) -> Image.Im
             ) from err
     with opened:
         _check_pixel_limit(opened.size, name)
-        _decode(opened)
+        try:
+            _decode(opened)
+        except ValueError as err:
+            # Found by the image fuzzer: a truncated file was refused without naming it.
+            raise ValueError(f"{name}: {err}") from err
         return ImageOps.exif_transpose(opened)
 
 
@@ -341,7 +347,12 @@ def open_image_file(path: Path, convert_rgb: bool) -> Image.Image:
     """Read an image file as `to_standard_mode` does, in its displayed frame (see `open_displayed`)."""
     if not path.is_file():
         raise ValueError(f"no image file at {path}; pass an existing file path, or the decoded image itself.")
-    return to_standard_mode(open_displayed(path), convert_rgb)
+    image = open_displayed(path)
+    try:
+        return to_standard_mode(image, convert_rgb)
+    except ValueError as err:
+        # Found by the image fuzzer: a 32-bit image beyond the 16-bit scale was refused without naming its file.
+        raise ValueError(f"{path}: {err}") from err
 
 
 def _image_to_pil(image: object, input_data_format: str | ChannelDimension | None, convert_rgb: bool) -> Image.Image:

@@ -183,16 +183,22 @@ def load_model_folder(
 ) -> Any:
     """`model_class.from_pretrained(path, **kwargs)` through the gate: the folder's files checked first
     (`check_saved_folder`), safetensors only, and the loaded weights refused by name when they do not fit the config
-    (missing, unexpected, of another shape or dtype) or are not finite, rather than initialised at random.
+    (missing, unexpected, of another shape or dtype) or are not finite, rather than initialised at random. A config
+    whose whole model would exceed `train.ranges.MAX_PARAMETERS` is refused before it is built.
 
     `missing_check` may refuse the missing weights first with a more specific message. `class_counts` (the folder's
     classes, the new classes) lets the class heads alone be made anew, where the two differ. `head` (a prefix, e.g.
     "classifier.") lets that head be made anew when the folder holds none of it: a backbone folder (FCMAE
     pre-training, a `ConvNextModel`) fine-tuned with a head.
     """
+    from .train.ranges import check_model_size
+
     weights = check_saved_folder(path, flag, needs_processor)
     if weights is not None:
         _check_config_file(path, flag)
+    hub_kwargs = {key: kwargs[key] for key in ("revision", "cache_dir") if key in kwargs}
+    config = kwargs.get("config") or load_config(path, flag, **hub_kwargs)
+    check_model_size(model_class, config, f"{flag} {os.fspath(path)} (config.json)")
     report_logger = logging.getLogger(LOADING_REPORT_LOGGER)
     report_logger.addFilter(_drop_loading_report)
     try:

@@ -308,7 +308,12 @@ class ConvNextPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             scale = self.config.head_init_scale if module is getattr(self, "classifier", None) else 1.0
-            init.trunc_normal_(module.weight, std=std * scale)
+            if scale == 0:
+                # A zero-initialised head (head_init_scale 0): the truncated normal would divide by its std of 0.
+                init.zeros_(module.weight)
+            else:
+                # The distribution is symmetric: a negative head_init_scale draws the same weights as its magnitude.
+                init.trunc_normal_(module.weight, std=std * abs(scale))
             init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)

@@ -1,4 +1,6 @@
-"""A training loss that is NaN or infinite stops the run in one line (exit 2), before the optimizer steps on it."""
+"""A training loss that is NaN or infinite stops the run in one line (exit 2), before the optimizer steps on it; an
+optimizer step that leaves a weight NaN or infinite (a finite loss times a learning rate of 1e30) stops it too, before
+any evaluation, report or save runs the broken model."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from ..errors import UserInputError
+from ..finite import NAMED_TENSORS, non_finite_tensors
 
 
 class NonFiniteLossStop(TrainerCallback):
@@ -36,4 +39,23 @@ class NonFiniteLossStop(TrainerCallback):
                 f"Training stopped at step {state.global_step + 1}: the training loss is NaN or infinite, so the "
                 "weights would become so too. Lower --learning_rate, check --config_overrides and the data (e.g. "
                 "NaN boxes or labels), or resume from an earlier checkpoint; this step was not saved."
+            )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        """Stop after an optimizer step that made a weight NaN or infinite (on any process). Found by the fuzzer: a
+        detector trained at a learning rate of 1e30 had a finite loss, then NaN weights that crashed its evaluation
+        with a traceback. One reduction per tensor and one synchronisation a step."""
+        if model is None:
+            return
+        bad = non_finite_tensors(dict(model.named_parameters()))
+        finite = torch.tensor(0 if bad else 1, dtype=torch.int32, device=next(model.parameters()).device)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not finite.item():
+            shown = ", ".join(bad[:NAMED_TENSORS]) + (" ..." if len(bad) > NAMED_TENSORS else "")
+            raise UserInputError(
+                f"Training stopped at step {state.global_step}: the optimizer step left {len(bad) or 'some'} "
+                f"weight tensor(s) NaN or infinite{f' ({shown})' if shown else ' (on another process)'}. Lower "
+                "--learning_rate or the loss weights in --config_overrides, or resume from an earlier checkpoint; this "
+                "step was not saved."
             )

@@ -8,17 +8,23 @@ ask for memory no machine has (a batch of 10^11, a 30000² processor size, a mil
 is allocated, read or written, in one line naming the flag or setting, the value and the range: flags as every
 command's parser returns them (`cli.OneLineErrors`), settings where they enter (`check_config_ranges`), processors as
 they are loaded (`check_processor_ranges`). A flag left at None (unset) is not checked: its default applies.
+
+Settings each within range may still describe a model too large together (a detector with d_model 8192, 64 layers and
+16384-wide feed-forward layers: 10^11 parameters): `check_model_size` counts the parameters the whole model would
+hold, built on torch's meta device (no memory), and refuses it above `MAX_PARAMETERS` before it is built, whether
+from flags and `--config_overrides` (every task's build) or from a folder (`model_folder.load_model_folder`).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..annotations import shown_value
-from ..configuration_convnext import MAX_STAGE_DEPTH, MAX_WIDTH
+from ..configuration_convnext import MAX_PARAMETERS, MAX_STAGE_DEPTH, MAX_WIDTH
 from ..errors import UserInputError
 from ..image_processing_convnext import MAX_RESOLUTION
 
@@ -281,3 +287,32 @@ def check_processor_ranges(processor: Any, source: str) -> None:
             if entry is not None and not valid(entry):
                 raise UserInputError(f"{source}: the image processor's {name} {shown_value(entry)} is out of range: "
                                      f"it takes {words}; fix preprocessor_config.json.")  # fmt: skip
+
+
+# The settings that make a model large, named in the refusal's fix.
+SIZE_SETTINGS = ("depths", "hidden_sizes", "num_labels", "d_model", "encoder_layers", "decoder_layers",
+                 "encoder_ffn_dim", "decoder_ffn_dim", "hidden_size", "auxiliary_channels")  # fmt: skip
+
+
+def meta_model(model_class: Any, config: Any) -> Any:
+    """The model `model_class` (a model class or an Auto class) would build from `config`, on torch's meta device:
+    shapes only, no weight allocated or initialised (a legacy `torch.Tensor(n, d)` parameter, at most a few
+    thousand numbers, aside)."""
+    import torch
+
+    config = copy.deepcopy(config)
+    with torch.device("meta"):
+        return model_class.from_config(config) if hasattr(model_class, "from_config") else model_class(config)
+
+
+def check_model_size(model_class: Any, config: Any, source: str) -> None:
+    """Refuse a configuration (from `source`: flags and `--config_overrides`, or a folder's config.json) whose whole
+    model, heads included, would hold more than `MAX_PARAMETERS` parameters, before anything is allocated."""
+    model = meta_model(model_class, config)
+    parameters = sum(parameter.numel() for parameter in model.parameters())
+    if parameters > MAX_PARAMETERS:
+        raise UserInputError(
+            f"{source}: the {type(model).__name__} it describes holds {parameters:.3g} parameters "
+            f"({parameters * 4 / 1e9:.0f} GB as float32), over the limit of {MAX_PARAMETERS:.0e} (the largest "
+            f"published ConvNeXt holds 0.85e9); lower its sizes ({', '.join(SIZE_SETTINGS)})."
+        )

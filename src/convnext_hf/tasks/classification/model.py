@@ -15,6 +15,7 @@ from ...model_folder import load_model_folder
 from ...modeling_convnext import ConvNextForImageClassification
 from ...train.arguments import ModelArguments
 from ...train.model import checked_update, config_label_maps, config_overrides, new_config
+from ...train.ranges import check_model_size
 from .. import MULTI_LABEL_CLASSIFICATION, TASKS
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def build_model(
     overrides = {**config_overrides(args), "problem_type": MULTI_LABEL_PROBLEM if multi_label else None}
     if args.variant is not None:
         config = new_config(args.variant, **overrides, **config_label_maps(label_names))
+        check_model_size(ConvNextForImageClassification, config, f"--variant {args.variant} with --config_overrides")
         return ConvNextForImageClassification(config)
     # This package's classes load the weights: code in a Hub repository is never run.
     hub_kwargs = {"revision": args.revision, "cache_dir": args.cache_dir}

@@ -135,11 +135,30 @@ def _post_processor(model: nn.Module) -> Any:
     return getattr(transformers, DETECTORS[model.config.model_type].processor_class)()
 
 
+DIVERGED = ("the detector's outputs are NaN or infinite: its weights have grown past what float32 holds (a diverged "
+            "run). Lower --learning_rate or the loss weights in --config_overrides, or resume from an earlier "
+            "checkpoint")  # fmt: skip
+
+
+def _refuse_non_finite_outputs(outputs: Any) -> None:
+    """Found by the fuzzer: a detector trained at a learning rate of 1e30 keeps finite but huge weights whose boxes
+    are NaN, and transformers' matcher or the COCO metrics then fail with a traceback."""
+    if not (torch.isfinite(outputs.logits).all() and torch.isfinite(outputs.pred_boxes).all()):
+        raise UserInputError(f"{DIVERGED}.")
+
+
 def compute_loss(model: nn.Module, inputs: dict[str, Any], mixup: Mixup) -> tuple[torch.Tensor, Any]:
     """The detector's own matching loss; while evaluating, also every query post-processed at its image's size."""
-    outputs = model(pixel_values=inputs["pixel_values"], labels=inputs["labels"])
+    try:
+        outputs = model(pixel_values=inputs["pixel_values"], labels=inputs["labels"])
+    except ValueError as error:
+        # The matcher refuses NaN boxes with a ValueError before any loss exists: name the cause when it is that.
+        with torch.no_grad():
+            _refuse_non_finite_outputs(model(pixel_values=inputs["pixel_values"]))
+        raise error
     if model.training:
         return outputs.loss, outputs
+    _refuse_non_finite_outputs(outputs)
     sizes = [tuple(int(side) for side in target["orig_size"]) for target in inputs["labels"]]
     # Every query's detections at any score: evaluation batches then have one row per query.
     results = post_process(_post_processor(model), outputs.logits, outputs.pred_boxes, sizes)

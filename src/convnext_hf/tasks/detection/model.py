@@ -31,6 +31,7 @@ from ...errors import UserInputError
 from ...model_folder import load_config, load_image_processor, load_model_folder
 from ...train.arguments import ModelArguments
 from ...train.model import checked_update, config_fields, config_label_maps, config_overrides
+from ...train.ranges import check_model_size
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,9 @@ def new_detector(
     overrides = overrides or {}
     settings = {**detector_size(backbone, detector, overrides.get("d_model")), **overrides}
     config = config_class(backbone_config=backbone, **settings, **config_label_maps(label_names))
-    return getattr(transformers, detector.model_class)(config)
+    model_class = getattr(transformers, detector.model_class)
+    check_model_size(model_class, config, f"--detector {name} with --config_overrides")
+    return model_class(config)
 
 
 def _detector_name(config: transformers.PretrainedConfig) -> str | None:

@@ -26,6 +26,7 @@ from ...errors import UserInputError
 from ...model_folder import load_config, load_image_processor, load_model_folder
 from ...train.arguments import ModelArguments
 from ...train.model import checked_update, config_fields, config_label_maps, config_overrides, new_config
+from ...train.ranges import check_model_size
 from .upernet import segmentation_processor, upernet_head_config
 
 logger = logging.getLogger(__name__)
@@ -77,9 +78,11 @@ def _multiple_of_8(value: float) -> int:
     return max(8, 8 * math.ceil(value / 8))
 
 
-def _new_upernet(backbone: ConvNextConfig, label_names: list[str], head: dict[str, Any]):
+def _new_upernet(backbone: ConvNextConfig, label_names: list[str], head: dict[str, Any],
+                 source: str = "--config_overrides"):
     config = upernet_head_config(head_for(backbone), backbone, dict(enumerate(label_names)))
     config.update({**head, **config_label_maps(label_names)})
+    check_model_size(transformers.UperNetForSemanticSegmentation, config, source)
     return transformers.UperNetForSemanticSegmentation(config)
 
 
@@ -95,7 +98,7 @@ def build_segmentation_model(
     head, backbone_overrides = split_overrides(args)
     if args.variant is not None:
         backbone = new_config(args.variant, out_indices=ALL_STAGES, **backbone_overrides)
-        return _new_upernet(backbone, label_names, head)
+        return _new_upernet(backbone, label_names, head, f"--variant {args.variant} with --config_overrides")
     hub_kwargs = {"revision": args.revision, "cache_dir": args.cache_dir}
     config = load_config(args.model_name_or_path, "--model_name_or_path", **hub_kwargs)
     if config.model_type == "upernet":
@@ -119,7 +122,7 @@ def build_segmentation_model(
     checked_update(backbone, backbone_overrides, args.model_name_or_path)
     backbone.update({"num_labels": 2, "id2label": None, "label2id": None})
     backbone.out_indices = ALL_STAGES
-    model = _new_upernet(backbone, label_names, head)
+    model = _new_upernet(backbone, label_names, head, f"{args.model_name_or_path} with --config_overrides")
     folder = args.model_name_or_path
     if not os.path.isdir(folder):
         folder = huggingface_hub.snapshot_download(folder, allow_patterns=["*.json", "*.safetensors"], **hub_kwargs)
