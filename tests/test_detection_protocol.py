@@ -269,7 +269,8 @@ def test_a_detector_folder_fine_tunes_resumes_evaluates_pushes_and_its_next_comm
     heads = [name for name in before if before[name].shape != after[name].shape]
     assert heads and all("class_embed" in name or "score_head" in name for name in heads), heads
     stem = next(name for name in before if "patch_embeddings.weight" in name)
-    np.testing.assert_array_equal(before[stem].numpy(), after[stem].numpy())
+    # Kept from the folder (one step at learning rate 1e-12 may move a weight by its last bit), not made anew.
+    np.testing.assert_allclose(before[stem].numpy(), after[stem].numpy(), rtol=0, atol=1e-9)
 
 
 def test_renamed_classes_of_the_same_number_get_fresh_class_heads():
