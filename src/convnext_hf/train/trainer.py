@@ -301,6 +301,8 @@ class ConvNextTrainer(Trainer):
         compute_metrics = self.compute_metrics
         if compute_metrics is not None:
             self.compute_metrics = lambda prediction: compute_metrics(_without_placeholders(prediction))
+        # The Trainer resets this after its loop.
+        self.gather_function = self._gather_for_metrics
         try:
             output = super().evaluation_loop(
                 dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
@@ -313,6 +315,12 @@ class ConvNextTrainer(Trainer):
         if loss is not None and isinstance(output.predictions, np.ndarray) and isinstance(output.label_ids, np.ndarray):
             output.metrics[f"{metric_key_prefix}_loss"] = loss(output.predictions, output.label_ids)
         return output
+
+    def _gather_for_metrics(self, data: Any) -> Any:
+        """accelerate's `gather_for_metrics`, but labels that are a list of per-image targets (detection) are gathered
+        as objects: the last batch's padding is then cut by image, where gathering them as tensors would cut every
+        target's tensors (its boxes, its [height, width]) to the number of images left."""
+        return self.accelerator.gather_for_metrics(data, use_gather_object=isinstance(data, list))
 
     def settle_weights(self) -> tuple[SavedWeights | None, PredictionOutput | None]:
         """Put the weights to save into the model: with an EMA, the EMA or the live weights, whichever validates
