@@ -244,14 +244,11 @@ def test_a_detector_folder_fine_tunes_resumes_evaluates_pushes_and_its_next_comm
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for command in commands:
         done = subprocess.run(command, shell=True, capture_output=True, text=True, env=environment, cwd=tmp_path)
-        if command is commands[1] and done.returncode == 2:
-            # This detector (3 steps from scratch) is refused by the export's detection check, in one line naming
-            # what it measured: its near-tied scores reorder between engines (open, issue 20).
-            assert "Nothing was written" in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
-            assert not (tmp_path / "same-onnx").exists()
-            continue
         assert done.returncode == 0, (command, done.stderr[-2000:])
     assert json.loads((tmp_path / "same-evaluation" / "metrics.json").read_text())["num_images"] == 6
+    # This detector (3 steps from scratch) ties at its encoder's query selection; the check still matches the rest.
+    parity = json.loads((tmp_path / "same-onnx" / "export_report.json").read_text())["parity"]
+    assert parity["matched"] > 0 and parity["min_iou"] >= 0.99 and parity["max_score_difference"] <= 1e-3
 
     # New classes (two of the three): new class heads, the rest kept.
     coco = json.loads(Path(train[1]).read_text())

@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 from PIL import Image
-from transformers import AutoModelForObjectDetection
+from transformers import AutoImageProcessor, AutoModelForObjectDetection
 
 from convnext_hf import ConvNextConfig
 from convnext_hf.cli import main as cli_main
@@ -41,8 +41,10 @@ SIDE = 64
 STEPS = 200
 
 
-def detections(boxes, scores, labels):
-    return {"boxes": np.asarray(boxes, float), "scores": np.asarray(scores, float), "labels": np.asarray(labels)}
+def detections(boxes, scores, labels, queries=None):
+    queries = range(len(scores)) if queries is None else queries
+    return {"boxes": np.asarray(boxes, float), "scores": np.asarray(scores, float), "labels": np.asarray(labels),
+            "queries": np.asarray(queries)}  # fmt: skip
 
 
 def test_box_iou():
@@ -72,6 +74,57 @@ def test_matching_allows_near_ties_at_the_cut_and_nothing_else():
     ):
         failures = compare_detections([pytorch], [detections(boxes, scores, labels)])["failures"]
         assert any(message in failure for failure in failures), (message, failures)
+
+
+def test_detections_from_queries_tied_at_the_encoders_top_k_need_no_counterpart():
+    pytorch = detections([[0, 0, 10, 10], [20, 20, 40, 40], [5, 5, 9, 9]], [0.9, 0.5, 0.3], [0, 1, 2], [4, 7, 2])
+    # Queries 7 and 2 were tied picks: the engine picked other anchors, whose detections stand in their place.
+    engine = detections([[0, 0, 10, 10], [40, 40, 50, 50], [1, 1, 3, 3]], [0.9, 0.45, 0.35], [0, 1, 0], [4, 8, 9])
+    result = compare_detections([pytorch], [engine], [{7, 2}])
+    assert result["failures"] == [] and result["matched"] == 1
+    assert result["detections_from_tied_queries"] == 2 and result["replaced_tied_detections"] == 2
+    # Without the tie, the same detections fail; and the engine may not put more detections in their place than
+    # PyTorch's tied detections it lacks.
+    assert len(compare_detections([pytorch], [engine])["failures"]) == 2
+    more = detections([[0, 0, 10, 10], [20, 20, 40, 40], [40, 40, 50, 50], [1, 1, 3, 3]], [0.9, 0.5, 0.45, 0.35],
+                      [0, 1, 1, 0])  # fmt: skip
+    assert compare_detections([pytorch], [more], [{2}])["failures"] == ["1 exported detections (scores up to 0.350) "
+                                                                         "are not PyTorch's"]  # fmt: skip
+    # A detection of a query that was not tied must be matched, ties or not elsewhere.
+    failures = compare_detections([pytorch], [engine], [{2}])["failures"]
+    assert failures and "1 of 3 PyTorch detections (scores up to 0.500)" in failures[0]
+
+
+def test_tied_queries_are_those_at_a_cut_that_left_equal_anchors_out():
+    from types import SimpleNamespace
+
+    from convnext_hf.tasks.detection.export import QUERY_TIE_TOLERANCE, tied_queries
+
+    # Two images, six anchors, three queries; one class. Image 0: anchors 2, 3 and 4 tie at the cut and only two
+    # were picked (queries 1 and 2). Image 1: the cut is clear.
+    anchors = torch.tensor([[[3.0], [2.0], [1.0], [1.0 + QUERY_TIE_TOLERANCE / 2], [1.0], [0.0]],
+                            [[3.0], [2.0], [1.0], [0.5], [0.4], [0.0]]])  # fmt: skip
+    picked = torch.tensor([[[3.0], [1.0], [1.0]], [[3.0], [2.0], [1.0]]])
+    outputs = SimpleNamespace(logits=torch.zeros(2, 3, 1), enc_outputs_class=anchors, enc_topk_logits=picked)
+    assert tied_queries(outputs) == [{1, 2}, set()]
+    # A detector whose queries are learned (DETR) has none.
+    assert tied_queries(SimpleNamespace(logits=torch.zeros(2, 3, 1))) == [set(), set()]
+
+
+def test_post_process_names_the_query_of_each_detection(untrained):
+    processor = AutoImageProcessor.from_pretrained(untrained)
+    generator = torch.Generator().manual_seed(0)
+    logits, pred_boxes = torch.randn(2, 10, 3, generator=generator), torch.rand(2, 10, 4, generator=generator)
+    sizes = [(64, 48), (30, 40)]
+    results = post_process(processor, logits, pred_boxes, sizes)
+    for result, scores, boxes, (height, width) in zip(results, logits.sigmoid(), pred_boxes, sizes, strict=True):
+        assert len(set(result["queries"].tolist())) > 1
+        for score, label, box, query in zip(result["scores"], result["labels"], result["boxes"], result["queries"]):
+            assert score == pytest.approx(float(scores[query, int(label)]), abs=1e-6)
+            centre_x, centre_y, box_width, box_height = boxes[query].double().numpy()
+            expected = [(centre_x - box_width / 2) * width, (centre_y - box_height / 2) * height,
+                        (centre_x + box_width / 2) * width, (centre_y + box_height / 2) * height]  # fmt: skip
+            np.testing.assert_allclose(box, expected, atol=1e-4)
 
 
 def _processor(model):

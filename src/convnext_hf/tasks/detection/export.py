@@ -11,6 +11,12 @@ detections; so does this, per image:
   if that IoU is at least 0.99; the matched scores must agree within 1e-3;
 * a detection left without a counterpart passes only at the cut: when its score is within 1e-3 of the other side's
   lowest kept score (a near-tie at the top-k, which either side may keep);
+* a detector that picks its queries from the encoder's scores (RT-DETR, RT-DETR v2, D-FINE: a top-k over anchors)
+  can meet a tie at that cut: anchors whose scores are equal within 1e-4 (in an undertrained detector, all the
+  anchors of a plain background are equal) but only some of which fit. Which of them become queries is the top-k's
+  choice, not the model's: PyTorch's own float64 run picks others. PyTorch's detections from such tied queries are
+  not required to be matched; the engine may put as many detections of its own in their place. They are counted in
+  the report (`detections_from_tied_queries`);
 * with `--validation_dir/--validation_annotations` (COCO), also the COCO mAP (pycocotools, every detection kept) of
   both: within 0.002.
 
@@ -44,6 +50,8 @@ from .scoring import PIPELINE_THRESHOLD
 
 IOU_MIN = 0.99
 SCORE_TOLERANCE = 1e-3
+# Encoder scores (logits) this close are tied at the query selection: well above the engines' float differences.
+QUERY_TIE_TOLERANCE = 1e-4
 MAP_TOLERANCE = 0.002
 # COCO's maxDets: the detections per image its mAP ranks.
 MAX_DETECTIONS = 100
@@ -54,7 +62,8 @@ DEFINITION = (
     f"per image, the {MAX_DETECTIONS} highest-scored post-processed detections (no threshold) of PyTorch and the "
     f"engine, matched in PyTorch's score order to the same class's highest-IoU detection: IoU >= {IOU_MIN}, score "
     f"difference <= {SCORE_TOLERANCE}; unmatched only at the top-k cut (score within {SCORE_TOLERANCE} of the other "
-    f"side's lowest); with annotations, COCO mAP within {MAP_TOLERANCE}"
+    f"side's lowest); detections from queries tied at the encoder's top-k (scores within {QUERY_TIE_TOLERANCE} of "
+    f"its cut, some such anchors left out) not required; with annotations, COCO mAP within {MAP_TOLERANCE}"
 )
 
 
@@ -114,15 +123,42 @@ def check_data(options: ExportOptions, exportable: Exportable) -> CheckImages:
 def post_process(processor: Any, logits: torch.Tensor, pred_boxes: torch.Tensor,
                  sizes: list[tuple[int, int]]) -> list[dict[str, np.ndarray]]:  # fmt: skip
     """The processor's detections at each image's (height, width), no threshold, the best MAX_DETECTIONS by score;
-    boxes (x0, y0, x1, y1) in pixels, unrounded."""
-    outputs = SimpleNamespace(logits=logits.float(), pred_boxes=pred_boxes.float())
+    boxes (x0, y0, x1, y1) in pixels, unrounded, and the query each detection came from."""
+    logits = logits.float()
     target_sizes = torch.tensor(sizes, dtype=torch.int64)
-    results = processor.post_process_object_detection(outputs, threshold=0.0, target_sizes=target_sizes)
+    results = processor.post_process_object_detection(
+        SimpleNamespace(logits=logits, pred_boxes=pred_boxes.float()), threshold=0.0, target_sizes=target_sizes
+    )
+    # The processor does not say which query a detection came from; boxes (centre x = query index, no extent) at
+    # size 1×1 make it say so: it picks the same detections from the same logits and gathers their boxes.
+    queries = torch.zeros_like(pred_boxes, dtype=torch.float32)
+    queries[..., 0] = torch.arange(pred_boxes.shape[1], dtype=torch.float32)
+    markers = processor.post_process_object_detection(
+        SimpleNamespace(logits=logits, pred_boxes=queries), threshold=0.0, target_sizes=torch.ones_like(target_sizes)
+    )
     kept = []
-    for result in results:
+    for result, marker in zip(results, markers, strict=True):
         order = torch.argsort(result["scores"], descending=True, stable=True)[:MAX_DETECTIONS]
-        kept.append({key: result[key][order].double().numpy() for key in ("scores", "labels", "boxes")})
+        detections = {key: result[key][order].double().numpy() for key in ("scores", "labels", "boxes")}
+        detections["queries"] = marker["boxes"][order, 0].round().long().numpy()
+        kept.append(detections)
     return kept
+
+
+def tied_queries(outputs: Any) -> list[set[int]]:
+    """Per image, the queries whose selection was a tie at the encoder's top-k (see the module docstring); none for a
+    detector whose queries are learned rather than selected."""
+    anchors, selected = getattr(outputs, "enc_outputs_class", None), getattr(outputs, "enc_topk_logits", None)
+    if anchors is None or selected is None:
+        return [set() for _ in range(len(outputs.logits))]
+    anchor_scores, query_scores = anchors.float().amax(-1), selected.float().amax(-1)
+    tied = []
+    for anchor, query in zip(anchor_scores, query_scores, strict=True):
+        cut = query.min()
+        at_cut = (query - cut).abs() <= QUERY_TIE_TOLERANCE
+        left_out = int(((anchor - cut).abs() <= QUERY_TIE_TOLERANCE).sum()) > int(at_cut.sum())
+        tied.append(set(torch.nonzero(at_cut).flatten().tolist()) if left_out else set())
+    return tied
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -168,25 +204,40 @@ def match_detections(reference: dict[str, np.ndarray], engine: dict[str, np.ndar
     return Matching(pairs, left, [int(index) for index in np.flatnonzero(~taken)], closest)
 
 
-def compare_detections(reference: list[dict[str, np.ndarray]], engine: list[dict[str, np.ndarray]]) -> dict:
-    """The matching's numbers over all images, and the failures (empty when the engine's detections are PyTorch's)."""
+def compare_detections(reference: list[dict[str, np.ndarray]], engine: list[dict[str, np.ndarray]],
+                       tied: list[set[int]] | None = None) -> dict:  # fmt: skip
+    """The matching's numbers over all images, and the failures (empty when the engine's detections are PyTorch's);
+    `tied` holds each image's queries tied at the encoder's top-k, whose detections need no counterpart."""
     ious, score_differences, at_cut, missing, extra = [], [], 0, [], []
-    for ours, theirs in zip(reference, engine, strict=True):
+    from_ties = replaced = 0
+    for image, (ours, theirs) in enumerate(zip(reference, engine, strict=True)):
         matching = match_detections(ours, theirs)
         ious += [iou for _, _, iou in matching.pairs]
         score_differences += [abs(ours["scores"][i] - theirs["scores"][j]) for i, j, _ in matching.pairs]
-        for side, other, left, failed in ((ours, theirs, matching.reference_left, missing),
-                                          (theirs, ours, matching.engine_left, extra)):  # fmt: skip
+        ties = tied[image] if tied else set()
+        from_ties += sum(int(query) in ties for query in ours["queries"])
+        # The engine may fill the places of PyTorch's unmatched tied detections with its own picks.
+        free = sum(int(ours["queries"][index]) in ties for index in matching.reference_left)
+        replaced += min(free, len(matching.engine_left))
+        for side, other, left, failed, excused in ((ours, theirs, matching.reference_left, missing, ties),
+                                                   (theirs, ours, matching.engine_left, extra, set())):  # fmt: skip
             cut = other["scores"].min() if other["scores"].size else -np.inf
+            spare = free if side is theirs else 0
             for index in left:
+                if int(side["queries"][index]) in excused:
+                    continue
                 if side["scores"][index] <= cut + SCORE_TOLERANCE:
                     at_cut += 1
+                elif spare:
+                    spare -= 1
                 else:
                     failed.append((float(side["scores"][index]), matching.closest_iou.get(index)))
     numbers = {
         "pytorch_detections": sum(len(result["scores"]) for result in reference),
         "matched": len(ious),
         "unmatched_at_the_cut": at_cut,
+        "detections_from_tied_queries": from_ties,
+        "replaced_tied_detections": replaced,
         "min_iou": min(ious, default=None),
         "max_score_difference": max(score_differences, default=None),
         f"pytorch_scores_above_{PIPELINE_THRESHOLD}": int(sum((r["scores"] > PIPELINE_THRESHOLD).sum()
@@ -195,7 +246,7 @@ def compare_detections(reference: list[dict[str, np.ndarray]], engine: list[dict
     }
     failures = []
     if missing:
-        closest = max(iou for _, iou in missing)
+        closest = max(iou or 0.0 for _, iou in missing)
         failures.append(
             f"{len(missing)} of {numbers['pytorch_detections']} PyTorch detections (scores up to "
             f"{max(score for score, _ in missing):.3f}) have no exported detection of their class with IoU >= "
@@ -250,12 +301,13 @@ def check_export(exportable: Exportable, engine_model: EngineModel, check: Check
     """Detections of PyTorch and the engine on the check images, compared (see the module docstring); the report's
     `parity`, whose `failures` name what disagrees."""
     model = exportable.model.eval()
-    reference, engine, raw = [], [], dict.fromkeys(exportable.output_names, 0.0)
+    reference, engine, tied, raw = [], [], [], dict.fromkeys(exportable.output_names, 0.0)
     for start in range(0, len(check.images), BATCH_SIZE):
         images = check.images[start : start + BATCH_SIZE]
         pixel_values = check.processor(images=images, return_tensors="pt")["pixel_values"].float()
         outputs = model(pixel_values=pixel_values)
         ours = [outputs[name] for name in exportable.output_names]
+        tied += tied_queries(outputs)
         try:
             theirs = [torch.from_numpy(array) for array in engine_model(pixel_values.numpy())]
         except Exception as error:  # an engine that fails on the check images fails the check; say how
@@ -267,7 +319,7 @@ def check_export(exportable: Exportable, engine_model: EngineModel, check: Check
         reference += post_process(check.processor, *ours, sizes)
         engine += post_process(check.processor, *theirs, sizes)
     result = {"definition": DEFINITION, "images": len(check.images), "check_images": check.source,
-              **compare_detections(reference, engine), "raw_max_abs_difference": raw}  # fmt: skip
+              **compare_detections(reference, engine, tied), "raw_max_abs_difference": raw}  # fmt: skip
     if check.annotations is not None:
         ours, theirs = (coco_map(check.annotations, coco_results(check, r)) for r in (reference, engine))
         result["map"] = {"pytorch": ours, "exported": theirs, "difference": abs(ours - theirs)}
@@ -284,6 +336,9 @@ def _summary(result: dict) -> str:
     summary = (f"detections on {result['check_images']}: {result['matched']} matched, IoU >= "
                f"{'n/a' if iou is None else format(iou, '.6f')}, scores within "
                f"{'n/a' if score is None else format(score, '.1e')}")  # fmt: skip
+    if result["detections_from_tied_queries"]:
+        summary += (f" ({result['detections_from_tied_queries']} of {result['pytorch_detections']} from queries "
+                    "tied at the encoder's top-k, not required)")  # fmt: skip
     if "map" in result:
         summary += f", mAP {result['map']['exported']:.4f} (PyTorch {result['map']['pytorch']:.4f})"
     return summary + f"; raw max |difference| {max(result['raw_max_abs_difference'].values()):.1e}"
