@@ -26,9 +26,6 @@ of each output (max |engine − PyTorch|) is reported, not required.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,7 +42,8 @@ from ...export.graph import Exportable
 from ...export.options import ExportOptions
 from ...images import read_image
 from ...train.shapes import draw_detection_scene
-from .data import load_coco
+from .data import coco_ground_truth, load_coco
+from .metrics import coco_metrics, detections_from_results
 from .scoring import PIPELINE_THRESHOLD
 
 IOU_MIN = 0.99
@@ -69,14 +67,15 @@ DEFINITION = (
 
 @dataclass
 class CheckImages:
-    """What the check runs on: images with their ids, the folder's processor, and, for a COCO set, its file and the
-    category id of each model label it names."""
+    """What the check runs on: images with their ids, the folder's processor, and, for a COCO set, its boxes as
+    scoring reads them (categories 0..n-1 in the data's order) and the data's category of each model label it
+    names."""
 
     images: list[Image.Image]
     image_ids: list[int]
     processor: Any
     source: str
-    annotations: Path | None = None
+    ground_truth: dict | None = None
     category_ids: dict[int, int] | None = None
 
 
@@ -104,8 +103,7 @@ def check_data(options: ExportOptions, exportable: Exportable) -> CheckImages:
         images = [draw_detection_scene(rng, exportable.image_size)[0] for _ in range(GENERATED_IMAGES)]
         return CheckImages(images, list(range(len(images))), processor, f"{len(images)} generated scenes")
     dataset, names = load_coco(str(options.validation_dir), str(options.validation_annotations), "validation")
-    coco = json.loads(Path(options.validation_annotations).read_text(encoding="utf-8"))
-    category_of_name = {str(category["name"]): int(category["id"]) for category in coco["categories"]}
+    category_of_name = {str(name): index for index, name in enumerate(names)}
     id2label = exportable.model.config.id2label
     category_ids = {index: category_of_name[str(name)] for index, name in id2label.items()
                     if str(name) in category_of_name}  # fmt: skip
@@ -117,7 +115,7 @@ def check_data(options: ExportOptions, exportable: Exportable) -> CheckImages:
         )
     images = [read_image(image) for image in dataset["image"]]
     return CheckImages(images, [int(i) for i in dataset["image_id"]], processor, str(options.validation_dir),
-                       Path(options.validation_annotations), category_ids)  # fmt: skip
+                       coco_ground_truth(dataset, names), category_ids)  # fmt: skip
 
 
 def post_process(processor: Any, logits: torch.Tensor, pred_boxes: torch.Tensor,
@@ -260,40 +258,16 @@ def compare_detections(reference: list[dict[str, np.ndarray]], engine: list[dict
     return {**numbers, "failures": failures}
 
 
-def coco_map(annotations: Path, detections: list[dict]) -> float:
-    """COCO mAP@[.5:.95] of `detections` (COCO results) on the annotation file, by pycocotools (100 per image)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    if not detections:
-        return 0.0
-    dataset = json.loads(annotations.read_text(encoding="utf-8"))
-    for annotation in dataset["annotations"]:
-        annotation.setdefault("area", annotation["bbox"][2] * annotation["bbox"][3])
-        annotation.setdefault("iscrowd", 0)
-    with contextlib.redirect_stdout(io.StringIO()):
-        truth = COCO()
-        truth.dataset = dataset
-        truth.createIndex()
-        evaluation = COCOeval(truth, truth.loadRes(detections), "bbox")
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    return float(evaluation.stats[0])
-
-
-def coco_results(check: CheckImages, results: list[dict[str, np.ndarray]]) -> list[dict]:
-    """Detections in COCO's results format, on the annotation file's categories (labels it lacks left out), with the
-    box corners truncated to whole pixels as the pipeline gives them: the detections `convnext-hf evaluate` scores, so
-    the mAP here is evaluate's."""
-    detections = []
-    for image_id, result in zip(check.image_ids, results, strict=True):
-        corners = np.trunc(result["boxes"])
-        for score, label, (x0, y0, x1, y1) in zip(result["scores"], result["labels"], corners, strict=True):
-            if int(label) in check.category_ids:
-                detections.append({"image_id": image_id, "category_id": check.category_ids[int(label)],
-                                   "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)})  # fmt: skip
-    return detections
+def coco_map(check: CheckImages, results: list[dict[str, np.ndarray]]) -> float:
+    """COCO mAP of the detections on the check's boxes, scored as `convnext-hf evaluate` scores them: box corners
+    truncated to whole pixels as the pipeline gives them, the model's labels the data lacks left out."""
+    kept = []
+    for result in results:
+        known = np.isin(result["labels"], list(check.category_ids))
+        kept.append({"scores": result["scores"][known], "labels": result["labels"][known].astype(int),
+                     "boxes": np.trunc(result["boxes"][known])})  # fmt: skip
+    detections = detections_from_results(check.image_ids, kept, check.category_ids)
+    return coco_metrics(check.ground_truth, detections)["map"]
 
 
 @torch.inference_mode()
@@ -320,8 +294,8 @@ def check_export(exportable: Exportable, engine_model: EngineModel, check: Check
         engine += post_process(check.processor, *theirs, sizes)
     result = {"definition": DEFINITION, "images": len(check.images), "check_images": check.source,
               **compare_detections(reference, engine, tied), "raw_max_abs_difference": raw}  # fmt: skip
-    if check.annotations is not None:
-        ours, theirs = (coco_map(check.annotations, coco_results(check, r)) for r in (reference, engine))
+    if check.ground_truth is not None:
+        ours, theirs = (coco_map(check, results) for results in (reference, engine))
         result["map"] = {"pytorch": ours, "exported": theirs, "difference": abs(ours - theirs)}
         if not abs(ours - theirs) <= MAP_TOLERANCE:
             result["failures"].append(f"COCO mAP {theirs:.4f} against PyTorch's {ours:.4f} (difference "

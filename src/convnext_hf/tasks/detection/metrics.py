@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,7 @@ def coco_metrics(ground_truth: dict, detections: list[dict]) -> dict[str, Any]:
 
 
 def detections_from_results(
-    image_ids: list[int], results: list[dict], label_ids: list[int] | None = None
+    image_ids: list[int], results: list[dict], label_ids: Sequence[int] | Mapping[int, int] | None = None
 ) -> list[dict]:
     """COCO detections from post-processed results ({scores, labels, boxes as (x0, y0, x1, y1)}), one per image: the
     `MAX_DETECTIONS` best-scored of each image; `label_ids` maps the model's label index to the ground truth's
