@@ -176,3 +176,49 @@ def test_two_processes_skip_an_unreadable_validation_image_from_a_folder(tmp_pat
     assert np.array(report["confusion_matrix"]).sum(axis=1).tolist() == [2, 2], "the four readable images, once each"
     assert report["unreadable_images"]["count"] == 1, "counted once across the processes"
     assert report["unreadable_images"]["first"][0].startswith(f"{tmp_path / 'val' / 'even' / '02.png'} (")
+
+
+POISONING_DRIVER = """
+import math, os, sys, torch
+from convnext_hf.cli import run_command
+from convnext_hf.train import main
+from convnext_hf.train.trainer import ConvNextTrainer
+
+train_step = ConvNextTrainer.training_step
+
+def poisoned_step(self, model, inputs, *args, **kwargs):
+    # Rank 1 alone makes a weight NaN before the forward of step 2: only its loss is NaN, as with a bad batch.
+    if os.environ["RANK"] == "1" and self.state.global_step == 1:
+        with torch.no_grad():
+            getattr(model, "module", model).classifier.weight[0, 0] = math.nan
+    return train_step(self, model, inputs, *args, **kwargs)
+
+ConvNextTrainer.training_step = poisoned_step
+sys.exit(run_command("convnext-hf train", main, sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_nan_loss_on_one_process_stops_both_before_the_step(tmp_path):
+    """The loss guard's decision is taken by all processes together: a NaN loss on rank 1 alone stops rank 0 too
+    (rather than leaving it waiting in the next all-reduce), each in one line, exit 2, nothing saved."""
+    write_grey_images(tmp_path / "train", range(NUM_TRAIN))
+    (tmp_path / "driver.py").write_text(POISONING_DRIVER)
+    output_dir = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(tmp_path / "driver.py"), "--train_dir", str(tmp_path / "train"), "--train_val_split", "0",
+        "--variant", "atto", "--config_overrides", TINY_CONFIG, "--image_size", "32",
+        "--per_device_train_batch_size", "4", "--max_steps", "4", "--ddp_backend", "gloo",
+        "--output_dir", str(output_dir), "--cache_dir", str(tmp_path / "cache"), "--report_to", "none",
+        "--plots", "false", "--dataloader_num_workers", "0", "--save_strategy", "no",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=_environment(), timeout=300)
+    assert result.returncode != 0
+    stopped = [line for line in result.stderr.splitlines()
+               if line.startswith("convnext-hf train: error: Training stopped at step 2: the training loss is NaN")]
+    assert len(stopped) == 2, result.stderr[-5000:]
+    # torchrun reports its failed children with a traceback of its own; the processes' output has none.
+    children, launcher = result.stderr.split("failed (exitcode: 2)", 1)
+    assert "Traceback" not in children and "ChildFailedError" in launcher, result.stderr[-5000:]
+    assert not output_dir.exists()
