@@ -10,6 +10,11 @@ from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.manual_seed(0)
+# Under pytest-xdist (the README's test command runs one worker per core), each worker computes on its share of the
+# cores, not on all of them at once.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
 
 # The fuzzer's profiles (tests/test_fuzz.py): `ci`, the default, runs a few derandomized examples per property (the
 # same ones every run, seconds in all); `long` (HYPOTHESIS_PROFILE=long) runs many random ones (docs/security.md).
