@@ -22,7 +22,8 @@ from convnext_hf.errors import UserInputError
 
 # Values a hostile file puts where a number, a name or a path belongs.
 HOSTILE_SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.sampled_from([0, 1, -1, 2, 5, 40, 10**9]),
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+    st.sampled_from([0, 1, -1, 2, 5, 40, 10**9, 2**63, 10**400]),
     st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([float("nan"), float("inf"), -0.0, 0.5]),
     st.text(max_size=12), st.sampled_from(["", "a", "../x.png", "/etc/passwd", "a.png", "null", "a\nb", "\x1b[2J",
                                            "a|b", "wide", "1"]),

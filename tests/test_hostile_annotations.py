@@ -88,7 +88,16 @@ HOSTILE = {
     "top-level list": (lambda coco: [coco], "the file holds a JSON list, not an object"),
     "images not a list": (_set("images", {"a": 1}), 'images: {"a": 1} is not a list'),
     "categories missing": (_drop("categories"), "categories: missing"),
+    "bbox beyond a float": (_set("annotations.0.bbox.0", 10**400), "annotations[0].bbox[0]: 1000000000000000000000000"),
+    "image id beyond 64 bits": (_set("images.0.id", 2**70), "images[0].id: 1180591620717411303424 does not fit in 64"),
+    "category_id beyond 64 bits": (_set("annotations.0.category_id", -(2**64)), "category_id: -18446744073709551616"),
 }
+
+
+def test_a_box_below_a_hundredth_of_a_pixel_is_degenerate(tmp_path):
+    path = coco_file(tmp_path, _set("annotations.0.bbox", [1, 2, 1e-300, 5]))
+    with pytest.raises(UserInputError, match=r"1 box\(es\) in .* degenerate \(width or height below 0.01 pixel\)"):
+        load_coco(str(tmp_path / "images"), str(path), "train")
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))

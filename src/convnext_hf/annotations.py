@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,21 +56,36 @@ class Problems:
         raise UserInputError(f"{self.source}: {listed}{more}. {fix}")
 
 
+# JSON integers beyond this are not ids or sizes (pycocotools and the datasets columns hold ids in 64 bits).
+INTEGER_LIMIT = 2**63
+
+
 def is_number(value: Any) -> bool:
-    """A finite JSON number (bool is not one)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number (bool is not one; an integer too large for a float is not finite either)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return abs(value) <= sys.float_info.max if isinstance(value, int) else math.isfinite(value)
 
 
 def is_integer(value: Any) -> bool:
-    """A JSON integer (bool is not one; 3.0 is not one either: ids and sizes are written as integers)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """A JSON integer of 64 bits (bool is not one; 3.0 is not one either: ids and sizes are written as integers)."""
+    return isinstance(value, int) and not isinstance(value, bool) and -INTEGER_LIMIT <= value < INTEGER_LIMIT
+
+
+def integer_problem(value: Any) -> str:
+    """Why `value` is not a 64-bit integer ("" when it is)."""
+    if is_integer(value):
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{shown_value(value)} does not fit in 64 bits"
+    return f"{shown_value(value)} is not an integer"
 
 
 def number_problem(value: Any) -> str:
     """Why `value` is not a finite number ("" when it is)."""
     if is_number(value):
         return ""
-    if isinstance(value, float):
+    if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)):
         return f"{shown_value(value)} is not a finite number"
     return f"{shown_value(value)} is not a number"
 

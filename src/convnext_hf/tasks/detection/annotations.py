@@ -14,6 +14,7 @@ from ...annotations import (
     Problems,
     check_label_names,
     confined_path,
+    integer_problem,
     is_integer,
     number_problem,
     read_json_file,
@@ -49,8 +50,8 @@ def _unique_ids(entries: list[tuple[int, dict]], key: str, problems: Problems) -
     for index, entry in entries:
         if "id" not in entry:
             problems.add(f"{key}[{index}]", "has no 'id'")
-        elif not is_integer(entry["id"]):
-            problems.add(f"{key}[{index}].id", f"{shown_value(entry['id'])} is not an integer")
+        elif integer_problem(entry["id"]):
+            problems.add(f"{key}[{index}].id", integer_problem(entry["id"]))
         elif entry["id"] in first:
             problems.add(f"{key}[{index}].id", f"{entry['id']} is also the id of {key}[{first[entry['id']]}]")
         else:
@@ -82,8 +83,8 @@ def _check_annotations(annotations: list[tuple[int, dict]], problems: Problems) 
         for key in ("image_id", "category_id"):
             if key not in annotation:
                 problems.add(f"annotations[{index}]", f"has no {key!r}")
-            elif not is_integer(annotation[key]):
-                problems.add(f"annotations[{index}].{key}", f"{shown_value(annotation[key])} is not an integer")
+            elif integer_problem(annotation[key]):
+                problems.add(f"annotations[{index}].{key}", integer_problem(annotation[key]))
         if "bbox" not in annotation:
             problems.add(f"annotations[{index}]", "has no 'bbox'")
         else:

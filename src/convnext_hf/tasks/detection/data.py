@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 BAD_BOX_POLICIES = ("error", "skip")
 # Boxes may overhang their image by this many pixels (rounding in the tools that write COCO files).
 BOX_TOLERANCE = 1.0
+# A box narrower or lower than this many pixels is degenerate: scaled to the image it rounds to 0 in float32, and the
+# box losses divide by its area.
+MIN_BOX_SIDE = 0.01
 OBJECT_FEATURES = datasets.Features(
     {
         "image": datasets.Image(),
@@ -58,8 +61,8 @@ def box_problem(box: Any, width: int, height: int) -> str:
     x, y, w, h = (float(value) for value in box)
     if not all(math.isfinite(value) for value in (x, y, w, h)):
         return "not finite (NaN or infinity)"
-    if not w > 0 or not h > 0:
-        return "degenerate (width or height not above 0)"
+    if not w >= MIN_BOX_SIDE or not h >= MIN_BOX_SIDE:
+        return f"degenerate (width or height below {MIN_BOX_SIDE} pixel)"
     if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE or y + h > height + BOX_TOLERANCE:
         return f"outside its {width}×{height} image"
     return ""
