@@ -215,10 +215,9 @@ def test_a_nan_loss_on_one_process_stops_both_before_the_step(tmp_path):
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=_environment(), timeout=300)
     assert result.returncode != 0
-    stopped = [line for line in result.stderr.splitlines()
-               if line.startswith("convnext-hf train: error: Training stopped at step 2: the training loss is NaN")]
-    assert len(stopped) == 2, result.stderr[-5000:]
-    # torchrun reports its failed children with a traceback of its own; the processes' output has none.
-    children, launcher = result.stderr.split("failed (exitcode: 2)", 1)
-    assert "Traceback" not in children and "ChildFailedError" in launcher, result.stderr[-5000:]
+    # Both processes say it (their lines may interleave in the one stderr pipe); torchrun then stops the one still
+    # exiting and reports the failure with a traceback of its own, the only one.
+    assert result.stderr.count("convnext-hf train: error: Training stopped at step 2: the training loss is NaN") == 2
+    assert result.stderr.count("Traceback (most recent call last)") == 1, result.stderr[-5000:]
+    assert "ChildFailedError" in result.stderr
     assert not output_dir.exists()
