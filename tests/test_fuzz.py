@@ -256,8 +256,11 @@ CONFIG_KEYS = st.sampled_from(["depths", "hidden_sizes", "patch_size", "num_chan
 
 @given(edits=st.dictionaries(CONFIG_KEYS, SMALL_VALUES | HOSTILE_VALUES, min_size=1, max_size=3))
 def test_fuzz_model_configs(tmp_path_factory, edits):
+    import transformers
+
     from convnext_hf import ConvNextConfig
     from convnext_hf.model_folder import load_config
+    from convnext_hf.train.ranges import check_model_size
 
     folder = tmp_path_factory.mktemp("config")
     ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1]).save_pretrained(folder)
@@ -265,6 +268,8 @@ def test_fuzz_model_configs(tmp_path_factory, edits):
     (folder / "config.json").write_text(json.dumps({**saved, **edits}, allow_nan=True))
     try:
         config = load_config(folder)
+        # What every loader does next: the model it describes, counted on the meta device.
+        check_model_size(transformers.AutoModelForImageClassification, config, str(folder))
     except UserInputError as error:
         _one_line_refusal(error)
         return
@@ -307,6 +312,7 @@ def test_fuzz_processor_configs(tmp_path_factory, kind, edits):
         _one_line_refusal(error)
         return
     assert pixels.numel() <= 3 * 4096 * 4096
+    assert bool(np.isfinite(pixels.numpy()).all())
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from convnext_hf.cli import main as cli_main
 from convnext_hf.errors import UserInputError
 from convnext_hf.finite import check_before_saving, non_finite_tensors
 from convnext_hf.image_processing_convnext import ConvNextHFImageProcessor
-from convnext_hf.model_folder import load_model_folder
+from convnext_hf.model_folder import load_image_processor, load_model_folder
 from convnext_hf.tasks.detection.model import DETECTORS, new_detector
 from convnext_hf.tasks.segmentation.model import _new_upernet, build_segmentation_model
 from convnext_hf.train import parse_args, run
@@ -107,6 +107,11 @@ DAMAGES = {
                         "hold NaN or infinite values (convnext.embeddings.patch_embeddings.weight)"),
     "integer weight": (lambda f: _poison(f, value=3.0, dtype=torch.int64),
                        "weights stored as integers or booleans where the model has floats: classifier.weight (I64)"),
+    # transformers would ask (on the terminal) whether to run the folder's code for a type it cannot build.
+    "another model type": (lambda f: _edit_config(f, model_type="bert"),
+                           "(config.json): it describes a 'bert' model, which AutoModelForImageClassification cannot"),
+    "id2label keys": (lambda f: _edit_config(f, id2label={"a": "x", "b": "y"}, label2id=None),
+                      'id2label.a: "a" is not a class index (0, 1, ...)'),
 }  # fmt: skip
 
 
@@ -120,11 +125,33 @@ def test_a_damaged_folder_is_refused_by_the_loader_in_one_line(tmp_path, damage,
         raise AssertionError("a pickle was opened")
 
     monkeypatch.setattr(torch, "load", no_unpickling)
+    monkeypatch.setattr("builtins.input", no_unpickling)
     with pytest.raises(UserInputError) as caught:
         load_model_folder(transformers.AutoModelForImageClassification, folder, needs_processor=True)
     message = str(caught.value)
     assert message.startswith(f"--model {folder}"), message
     assert fragment in message and "\n" not in message, message
+
+
+# preprocessor_config.json edit -> the fragment of the refusal
+PROCESSOR_EDITS = {
+    "rescale 1e308": ({"rescale_factor": 1e308}, "rescale_factor 1e+308 is out of range: it takes a factor in (0, 1]"),
+    "do_resize a string": ({"do_resize": "no"}, 'do_resize "no" is out of range: it takes true or false'),
+    "unknown class": ({"image_processor_type": "BogusProcessor"},
+                      'image_processor_type "BogusProcessor" is no image processor transformers or convnext-hf has'),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("edit", PROCESSOR_EDITS)
+def test_a_hostile_processor_file_is_refused_by_the_loader_in_one_line(tmp_path, edit, monkeypatch):
+    folder = classifier_folder(tmp_path / "model")
+    changes, fragment = PROCESSOR_EDITS[edit]
+    settings = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps({**settings, **changes}))
+    monkeypatch.setattr("builtins.input", lambda *args: pytest.fail("asked to run the folder's code"))
+    with pytest.raises(UserInputError) as caught:
+        load_image_processor(folder)
+    assert fragment in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
 
 
 def test_a_sharded_folder_loads_the_shards_it_names(tmp_path):

@@ -298,6 +298,11 @@ def _check_config_file(path: str | os.PathLike, flag: str) -> None:
             if key in settings and (not isinstance(value, kinds) or isinstance(value, bool)):
                 names = " or ".join("null" if kind is _NULL else kind.__name__ for kind in kinds)
                 problems.add(key, f"{shown_value(value)} is not a {names}")
+        labels = settings.get("id2label")
+        if isinstance(labels, dict):
+            for index in labels:
+                if not index.strip().lstrip("-").isdigit():
+                    problems.add(f"id2label.{index}", f"{shown_value(index)} is not a class index (0, 1, ...)")
     problems.refuse(f"Pass {WRITERS}.")
     check_config_ranges(settings, f"{flag} {os.fspath(path)} (config.json)")
 
@@ -318,6 +323,25 @@ def load_config(path: str | os.PathLike, flag: str = "--model", **kwargs: Any) -
     return config
 
 
+def _check_processor_class(path: str | os.PathLike, flag: str) -> None:
+    """Refuse a local preprocessor_config.json naming an image processor class nobody has (transformers would call
+    it custom code, to be run from the folder)."""
+    from transformers.models.auto.image_processing_auto import get_image_processor_class_from_name
+
+    from .annotations import read_json_file, shown_value
+
+    file = os.path.join(os.fspath(path), "preprocessor_config.json")
+    if not os.path.isfile(file):
+        return
+    settings = read_json_file(file, flag, WRITERS)
+    name = settings.get("image_processor_type") if isinstance(settings, dict) else None
+    if name is not None and (not isinstance(name, str) or get_image_processor_class_from_name(name) is None):
+        raise UserInputError(
+            f"{flag} {file}: image_processor_type {shown_value(name)} is no image processor transformers or "
+            f"convnext-hf has; name one (as {WRITERS} write it)."
+        )
+
+
 def load_image_processor(
     path: str | os.PathLike, flag: str = "--model", missing_ok: bool = False, **kwargs: Any
 ) -> Any:
@@ -329,6 +353,7 @@ def load_image_processor(
 
     from .train.ranges import check_processor_ranges
 
+    _check_processor_class(path, flag)
     try:
         with _reading(path, flag, "preprocessor_config.json"):
             processor = transformers.AutoImageProcessor.from_pretrained(os.fspath(path), trust_remote_code=False,

@@ -215,11 +215,14 @@ PROCESSOR_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "size": PIXELS,
     "crop_size": PIXELS,
     "crop_pct": (_within(0, 1, low_open=True), "a fraction in (0, 1]"),
-    "rescale_factor": POSITIVE_NUMBER,
+    "rescale_factor": (_within(0, 1, low_open=True), "a factor in (0, 1] (1/255 for 8-bit images)"),
     "image_std": (lambda value: isinstance(value, list | tuple) and all(POSITIVE_NUMBER[0](v) for v in value)
                   or POSITIVE_NUMBER[0](value), "finite numbers > 0"),  # fmt: skip
     "image_mean": (lambda value: isinstance(value, list | tuple) and all(_number(v) for v in value) or _number(value),
                    "finite numbers"),  # fmt: skip
+    # A string would be read as true whatever it says ("no" included).
+    **dict.fromkeys(("do_resize", "do_center_crop", "do_rescale", "do_normalize", "do_convert_rgb", "do_pad"),
+                    (lambda value: isinstance(value, bool), "true or false")),
 }
 
 
@@ -302,12 +305,21 @@ def meta_model(model_class: Any, config: Any) -> Any:
 
     config = copy.deepcopy(config)
     with torch.device("meta"):
+        if hasattr(model_class, "_model_mapping"):  # an Auto class: never asks to run a folder's code
+            return model_class.from_config(config, trust_remote_code=False)
         return model_class.from_config(config) if hasattr(model_class, "from_config") else model_class(config)
 
 
 def check_model_size(model_class: Any, config: Any, source: str) -> None:
     """Refuse a configuration (from `source`: flags and `--config_overrides`, or a folder's config.json) whose whole
-    model, heads included, would hold more than `MAX_PARAMETERS` parameters, before anything is allocated."""
+    model, heads included, would hold more than `MAX_PARAMETERS` parameters, before anything is allocated; or one
+    that an Auto class cannot build at all (transformers would ask whether to run a folder's code for it)."""
+    mapping = getattr(model_class, "_model_mapping", None)
+    if mapping is not None and type(config) not in mapping:
+        raise UserInputError(
+            f"{source}: it describes a {getattr(config, 'model_type', type(config).__name__)!r} model, which "
+            f"{model_class.__name__} cannot build; give a configuration of this task's model."
+        )
     model = meta_model(model_class, config)
     parameters = sum(parameter.numel() for parameter in model.parameters())
     if parameters > MAX_PARAMETERS:
