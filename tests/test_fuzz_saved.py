@@ -163,3 +163,40 @@ def test_fuzz_detector_loss_weights_never_save_a_non_finite_tensor(coco, tmp_pat
             "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--plots", "false",
             "--output_dir", str(output)]  # fmt: skip
     _refused_in_one_line_or_saved_finite(argv, output, capsys)
+
+
+# The detector's structure: widths, heads, levels and layers that must fit together (each within its bounds alone).
+STRUCTURE = {
+    "d_model": st.sampled_from([1, 3, 8, 48, 64]),
+    "encoder_attention_heads": st.sampled_from([1, 3, 4, 64]),
+    "decoder_attention_heads": st.sampled_from([1, 3, 4]),
+    "encoder_hidden_dim": st.sampled_from([1, 8, 30]),
+    "encoder_in_channels": st.sampled_from([[1, 2], [16, 32, 64], [16, 32, 64, 8]]),
+    "encode_proj_layers": st.sampled_from([[0], [2], [5], []]),
+    "feat_strides": st.sampled_from([[1, 2], [8, 16, 32], [0, 0, 0]]),
+    "num_feature_levels": st.sampled_from([1, 2, 3, 8]),
+    "decoder_n_points": st.sampled_from([1, 4, 64]),
+    "activation_function": st.sampled_from(["relu", "bogus", ""]),
+    "encoder_activation_function": st.sampled_from(["gelu", "bogus"]),
+    "hidden_expansion": st.sampled_from([0.5, 1.0, 0.0]),
+    "anchor_image_size": st.sampled_from([None, [1, 1], [64, 64]]),
+    "decoder_layers": st.sampled_from([1, 2]),
+    "encoder_layers": st.sampled_from([0, 1]),
+}
+
+
+@settings(max_examples=max(settings.default.max_examples // 2, 1))
+@given(structure=st.fixed_dictionaries({}, optional=STRUCTURE).filter(bool))
+def test_fuzz_detector_structure_trains_or_is_refused_in_one_line(coco, tmp_path_factory, capsys, structure):
+    """Detector settings that each lie within their bounds but may not fit together (a d_model its heads do not
+    divide, feature widths that do not meet) through a one-step detection run: refused in one line before the
+    first step (the model's trial on a training image) or trained and saved finite."""
+    output = tmp_path_factory.mktemp("structure") / "out"
+    overrides = {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1], "num_queries": 10, "num_denoising": 5,
+                 **structure}  # fmt: skip
+    argv = ["train", "--task", "object-detection", "--train_dir", str(coco[0]), "--train_annotations", str(coco[1]),
+            "--variant", "atto", "--config_overrides", json.dumps(overrides), "--image_size", "64", "--max_steps", "1",
+            "--per_device_train_batch_size", "4", "--train_val_split", "0.5", "--eval_strategy", "no",
+            "--save_strategy", "no", "--report_to", "none", "--plots", "false",
+            "--output_dir", str(output)]  # fmt: skip
+    _refused_in_one_line_or_saved_finite(argv, output, capsys)

@@ -46,7 +46,7 @@ from .report import (
     write_json,
 )
 from .summary import RunSummary, summary_lines
-from .trainer import ConvNextTrainer, SavedWeights, saved_names
+from .trainer import BUILD_ERRORS, ConvNextTrainer, SavedWeights, saved_names
 
 logger = logging.getLogger(__name__)
 
@@ -411,13 +411,18 @@ def _final_evaluation(trainer: ConvNextTrainer, data: ImageData, prediction: Any
 
 def _model_and_processor(args: RunArguments, task: Task, data: ImageData) -> tuple[Any, Any]:
     """The model for these labels and its processor, refused when the processor's images cannot feed it."""
+    from huggingface_hub.errors import StrictDataclassError
+
     try:
         model = task.hooks.build_model(args, data)
         processor = task.hooks.build_processor(args, model)
     except UserInputError:
         raise
-    except ValueError as error:  # the configuration's and the processor's own checks of the values the flags gave
-        raise UserInputError(f"The model or image processor the flags describe cannot be built: {error}") from None
+    # The configuration's and the processor's own checks of the values the flags gave (transformers' strict config
+    # fields, an activation name it does not know, widths its layers cannot take).
+    except (StrictDataclassError, *BUILD_ERRORS) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise UserInputError(f"The model or image processor the flags describe cannot be built: {reason}") from None
     config = _backbone_config(model)
     image_size = _image_size(processor)
     if image_size < config.total_stride:
@@ -551,6 +556,8 @@ def _run(args: RunArguments, callbacks: Sequence[TrainerCallback]) -> dict[str, 
     _check_checkpoint_fits(checkpoint, model, args.recipe.model_ema, global_step, training, num_train)
     data = task.hooks.attach_transforms(args, raw_data, processor)
     trainer = _build_trainer(args, data, model, processor, callbacks, task)
+    if not data.streaming:  # a stream is not read ahead for it
+        trainer.check_model_runs()
     if trainer.ema is not None and checkpoint is not None:
         trainer.ema.load(checkpoint)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)

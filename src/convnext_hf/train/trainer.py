@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,6 +96,11 @@ def _without_placeholders(prediction: EvalPrediction) -> EvalPrediction:
     return EvalPrediction(predictions=predictions[kept], label_ids=labels[kept])
 
 
+# What a model built from settings that do not fit together raises as it is built or first run (its own checks,
+# torch's shape errors, a layer's lookup of an unknown name, a width divided by zero heads).
+BUILD_ERRORS = (ValueError, RuntimeError, TypeError, KeyError, IndexError, ZeroDivisionError, AttributeError)
+
+
 class ConvNextTrainer(Trainer):
     """transformers' Trainer with three changes that the recipe needs.
 
@@ -163,6 +169,41 @@ class ConvNextTrainer(Trainer):
                 "seems unreadable: `convnext-hf check` lists the unreadable images."
             )
         return super()._prepare_inputs(inputs)
+
+    @torch.no_grad()
+    def check_model_runs(self) -> None:
+        """The task's loss computed once, in eval mode, on the first training example, before the run starts: a
+        configuration that builds but cannot compute (a d_model its attention heads do not divide, feature widths
+        that do not meet) is refused here in one line rather than as a traceback at the first step, and so is a loss
+        that is NaN or infinite before any step."""
+        # The examples' random augmentation draws from the generators the run draws its order from: put them back.
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        was_training = self.model.training
+        try:
+            with torch.random.fork_rng(devices=[]):
+                inputs = self.data_collator([self.train_dataset[0]])
+                inputs.pop(UNREADABLE, None)
+                if "pixel_values" not in inputs:  # unreadable and skipped: the first step meets the first readable
+                    return
+                self.model.eval()
+                loss = self.compute_loss(self.model, super()._prepare_inputs(inputs))
+        except UserInputError:
+            raise
+        except BUILD_ERRORS as error:
+            reason = " ".join(str(error).split())[:300] or type(error).__name__
+            raise UserInputError(
+                f"The model the flags describe cannot compute its loss on a training image ({type(error).__name__}: "
+                f"{reason}); check its sizes in --config_overrides (widths, attention heads, feature levels)."
+            ) from None
+        finally:
+            self.model.train(was_training)
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+        if not torch.isfinite(loss).all():
+            raise UserInputError(
+                "The model the flags describe gives a NaN or infinite loss on a training image before any step; "
+                "check --config_overrides (loss weights, temperatures, initial scales) and the data."
+            )
 
     def get_train_dataloader(self) -> Any:
         """The Trainer's, but a stream (`EpochStream`) is already this process's share: it is loaded as it is, not
