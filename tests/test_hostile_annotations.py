@@ -231,3 +231,17 @@ def test_hostile_label_file_is_refused_in_one_line(tmp_path, name):
         load_image_data(args, seed=0, cache_dir=str(tmp_path / "cache"), scoring=True)
     assert expected in str(refusal.value)
     assert "\n" not in str(refusal.value)
+
+
+def test_a_csv_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """Spreadsheet programs start a UTF-8 CSV with a byte-order mark; it is not part of the first column's name (it
+    made datasets' CSV builder fail with a traceback)."""
+    from convnext_hf.tasks.classification.data import load_image_data
+
+    for index, image in enumerate(("a.png", "b.png", "c.png", "d.png")):
+        Image.new("RGB", (8, 8), (40 * index, 0, 0)).save(tmp_path / image)
+    path = tmp_path / "labels.csv"
+    path.write_text("\ufeffimage,label\na.png,x\nb.png,y\nc.png,x\nd.png,y\n", encoding="utf-8")
+    args = DataArguments(train_file=str(path), train_val_split=0.0)
+    data = load_image_data(args, seed=0, cache_dir=str(tmp_path / "cache"), scoring=True)
+    assert data.label_names == ["x", "y"] and len(data.train) == 4

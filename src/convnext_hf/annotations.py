@@ -141,12 +141,17 @@ LABEL_FILE_FIX = (
 )
 
 
+# UTF-8, with or without the byte-order mark spreadsheet programs write first (pandas drops it too).
+CSV_ENCODING = "utf-8-sig"
+
+
 def _csv_rows(path: str, problems: Problems) -> tuple[list[str], list[list[str]]]:
-    """The header and rows of a UTF-8 CSV file; undecodable text and unbalanced quotes recorded as problems."""
+    """The header and rows of a UTF-8 CSV file (a byte-order mark, as spreadsheets write one, is not part of the first
+    column's name); undecodable text and unbalanced quotes recorded as problems."""
     import csv
 
     try:
-        with open(path, newline="", encoding="utf-8") as file:
+        with open(path, newline="", encoding=CSV_ENCODING) as file:
             rows = list(csv.reader(file, strict=True))
     except UnicodeDecodeError as error:
         problems.add(f"byte {error.start}", "the file is not UTF-8 text")

@@ -24,7 +24,7 @@ import torch
 from datasets.utils.stratify import stratified_shuffle_split_generate_indices
 from PIL import Image
 
-from ...annotations import Problems, check_label_file, check_label_names, confined_path
+from ...annotations import CSV_ENCODING, Problems, check_label_file, check_label_names, confined_path
 from ...data_folder import check_data_folder
 from ...errors import UserInputError
 from ...image_processing_convnext import ConvNextHFImageProcessor
@@ -177,7 +177,7 @@ def _csv_as_text(splits: dict[str, str]) -> dict[str, Any]:
     "NA" (not 1.0 and a missing value), and an empty cell is "" (a missing label, found by the label check)."""
     headers = {}
     for split, path in splits.items():
-        with open(path, newline="", encoding="utf-8") as file:
+        with open(path, newline="", encoding=CSV_ENCODING) as file:
             headers[split] = next(csv.reader(file), [])
     if len({tuple(header) for header in headers.values()}) > 1:
         raise UserInputError(
