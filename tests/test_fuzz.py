@@ -148,8 +148,9 @@ CSV_CELLS = st.one_of(
     header=st.lists(st.sampled_from(["image", "label", "labels", "file", "x", ""]), min_size=0, max_size=4),
     rows=st.lists(st.lists(CSV_CELLS, min_size=0, max_size=4), max_size=6),
     raw=st.one_of(st.none(), st.binary(max_size=40)),
+    byte_order_mark=st.booleans(),
 )
-def test_fuzz_label_files(tmp_path_factory, header, rows, raw):
+def test_fuzz_label_files(tmp_path_factory, header, rows, raw, byte_order_mark):
     import csv
     import io
 
@@ -162,7 +163,8 @@ def test_fuzz_label_files(tmp_path_factory, header, rows, raw):
     text = io.StringIO()
     csv.writer(text).writerows([header, *rows])
     path = folder / "labels.csv"
-    path.write_bytes(raw if raw is not None else text.getvalue().encode("utf-8", "surrogatepass"))
+    content = raw if raw is not None else text.getvalue().encode("utf-8", "surrogatepass")
+    path.write_bytes(b"\xef\xbb\xbf" * byte_order_mark + content)
     args = DataArguments(train_file=str(path), train_val_split=0.0)
     try:
         data = load_image_data(args, seed=0, cache_dir=str(folder / "cache"), scoring=True)
