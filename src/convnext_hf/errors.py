@@ -12,6 +12,11 @@ class UserInputError(ValueError):
     and exit with status 2. Anything else that escapes a command is a bug and keeps its traceback."""
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (its type's name when it has none), for a refusal that quotes it."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 class OutputExistsError(UserInputError, FileExistsError):
     """An output folder that already holds files, refused so that nothing a user would miss is overwritten."""
 

@@ -21,7 +21,7 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 
 from .conversion.checkpoint_io import INDEX_NAME, check_index, read_json, shard_names
-from .errors import UserInputError
+from .errors import UserInputError, one_line
 from .finite import refuse_non_finite
 
 logger = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ def _reading(path: str | os.PathLike, flag: str, file: str) -> Iterator[None]:
     except UserInputError:
         raise
     except _WRONG_SHAPE as error:
-        reason = " ".join(str(error).split()) or type(error).__name__
+        reason = one_line(error)
         raise UserInputError(f"{flag} {os.fspath(path)}: {file} holds a value of the wrong type or shape ({reason}); "
                              f"pass {WRITERS}.") from error  # fmt: skip
 

@@ -26,7 +26,7 @@ from ..cli import print_box
 from ..complexity import parameter_count
 from ..conversion.hub import failure_hint
 from ..cores import available_cores, default_loader_workers
-from ..errors import OutputExistsError, UserInputError
+from ..errors import OutputExistsError, UserInputError, one_line
 from ..finite import refuse_non_finite
 from ..model_folder import check_model_folder, folder_weights, loading_model
 from ..tasks import TASKS, Task, get_task
@@ -411,8 +411,6 @@ def _final_evaluation(trainer: ConvNextTrainer, data: ImageData, prediction: Any
 
 def _model_and_processor(args: RunArguments, task: Task, data: ImageData) -> tuple[Any, Any]:
     """The model for these labels and its processor, refused when the processor's images cannot feed it."""
-    from huggingface_hub.errors import StrictDataclassError
-
     try:
         model = task.hooks.build_model(args, data)
         processor = task.hooks.build_processor(args, model)
@@ -420,9 +418,9 @@ def _model_and_processor(args: RunArguments, task: Task, data: ImageData) -> tup
         raise
     # The configuration's and the processor's own checks of the values the flags gave (transformers' strict config
     # fields, an activation name it does not know, widths its layers cannot take).
-    except (StrictDataclassError, *BUILD_ERRORS) as error:
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise UserInputError(f"The model or image processor the flags describe cannot be built: {reason}") from None
+    except BUILD_ERRORS as error:
+        raise UserInputError(f"The model or image processor the flags describe cannot be built: {one_line(error)}") \
+            from None
     config = _backbone_config(model)
     image_size = _image_size(processor)
     if image_size < config.total_stride:

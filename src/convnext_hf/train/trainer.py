@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 import safetensors.torch
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput, EvalPrediction, PredictionOutput
 from transformers.utils import SAFE_WEIGHTS_NAME
 
 from ..conversion.hub import failure_hint
-from ..errors import UserInputError
+from ..errors import UserInputError, one_line
 from ..finite import check_before_saving
 from ..tasks import IMAGE_CLASSIFICATION, get_task
 from .card import CardFacts, build_model_card
@@ -97,8 +98,11 @@ def _without_placeholders(prediction: EvalPrediction) -> EvalPrediction:
 
 
 # What a model built from settings that do not fit together raises as it is built or first run (its own checks,
-# torch's shape errors, a layer's lookup of an unknown name, a width divided by zero heads).
-BUILD_ERRORS = (ValueError, RuntimeError, TypeError, KeyError, IndexError, ZeroDivisionError, AttributeError)
+# transformers' strict config fields, torch's shape errors, a layer's lookup of an unknown name, a width divided by
+# zero heads).
+BUILD_ERRORS = (
+    ValueError, StrictDataclassError, RuntimeError, TypeError, KeyError, IndexError, ZeroDivisionError, AttributeError,
+)  # fmt: skip
 
 
 class ConvNextTrainer(Trainer):
@@ -190,10 +194,10 @@ class ConvNextTrainer(Trainer):
         except UserInputError:
             raise
         except BUILD_ERRORS as error:
-            reason = " ".join(str(error).split())[:300] or type(error).__name__
             raise UserInputError(
                 f"The model the flags describe cannot compute its loss on a training image ({type(error).__name__}: "
-                f"{reason}); check its sizes in --config_overrides (widths, attention heads, feature levels)."
+                f"{one_line(error)[:300]}); check its sizes in --config_overrides (widths, attention heads, feature "
+                "levels)."
             ) from None
         finally:
             self.model.train(was_training)

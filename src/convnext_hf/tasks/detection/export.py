@@ -217,10 +217,10 @@ def compare_detections(reference: list[dict[str, np.ndarray]], engine: list[dict
         # The engine may fill the places of PyTorch's unmatched tied detections with its own picks.
         free = sum(int(ours["queries"][index]) in ties for index in matching.reference_left)
         replaced += min(free, len(matching.engine_left))
-        for side, other, left, failed, excused in ((ours, theirs, matching.reference_left, missing, ties),
-                                                   (theirs, ours, matching.engine_left, extra, set())):  # fmt: skip
+        # Per side: its unmatched, where their failures go, the queries excused, the places it may fill.
+        for side, other, left, failed, excused, spare in ((ours, theirs, matching.reference_left, missing, ties, 0),
+                                                          (theirs, ours, matching.engine_left, extra, set(), free)):
             cut = other["scores"].min() if other["scores"].size else -np.inf
-            spare = free if side is theirs else 0
             for index in left:
                 if int(side["queries"][index]) in excused:
                     continue
@@ -244,7 +244,7 @@ def compare_detections(reference: list[dict[str, np.ndarray]], engine: list[dict
     }
     failures = []
     if missing:
-        closest = max(iou or 0.0 for _, iou in missing)
+        closest = max(iou for _, iou in missing)
         failures.append(
             f"{len(missing)} of {numbers['pytorch_detections']} PyTorch detections (scores up to "
             f"{max(score for score, _ in missing):.3f}) have no exported detection of their class with IoU >= "
